@@ -1,0 +1,483 @@
+//! The one configuration tree: a TOML file with one section per service.
+//!
+//! Every key has a default, so an empty file is a valid configuration. Parsing keeps
+//! going past the first mistake: an admin editing a box's file by hand over a weak
+//! link wants every problem at once, each as `FILE:LINE: message` naming the key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one box. Each service reads only its own section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub appliance: ApplianceConfig,
+    pub http: HttpConfig,
+    pub dns: DnsConfig,
+    pub filter: FilterConfig,
+    pub cache: CacheConfig,
+    pub hub: HubConfig,
+    pub sync: SyncConfig,
+    pub update: UpdateConfig,
+}
+
+/// Who this box is and where it keeps its state.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplianceConfig {
+    /// Stable identity of the box in the fleet (MQTT topics, event ids).
+    pub id: Name,
+    /// The school (or cart) the box serves; groups boxes in the fleet console.
+    pub site: Name,
+    /// Folder holding the SQLite store and every cached object.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ApplianceConfig {
+    fn default() -> Self {
+        Self {
+            id: Name("cartable".into()),
+            site: Name("default".into()),
+            data_dir: PathBuf::from("/var/lib/cartable"),
+        }
+    }
+}
+
+/// The box's web server: teacher pages, admin API, cache, block page.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+        }
+    }
+}
+
+/// What the filtering DNS server answers, and how.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Addresses to serve on, UDP and TCP each.
+    pub listen: Vec<SocketAddr>,
+    /// Where allowed names are resolved; empty means the system's resolvers.
+    pub upstreams: Vec<SocketAddr>,
+    /// How a blocked name is answered.
+    pub block_mode: BlockMode,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 53))],
+            upstreams: Vec::new(),
+            block_mode: BlockMode::Blockpage,
+        }
+    }
+}
+
+/// How a blocked name is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockMode {
+    /// 0.0.0.0 and `::`: the connection fails at once.
+    Null,
+    /// The name does not exist.
+    Nxdomain,
+    /// The box's own address, where a page says what was blocked and why.
+    Blockpage,
+}
+
+/// Block lists and policies.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// An unpacked UT1 `blacklists/` folder.
+    pub ut1_dir: Option<ExistingPath>,
+    /// The UT1 `.tar.gz` archive, used when `ut1_dir` is not set.
+    pub ut1_archive: Option<ExistingPath>,
+}
+
+/// The app and update cache.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most bytes the cached objects may take under `data_dir`.
+    pub quota_bytes: u64,
+    /// A local catalogue file (JSON), for a box not driven by the central side.
+    pub catalogue: Option<ExistingPath>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            quota_bytes: 32 * 1024 * 1024 * 1024,
+            catalogue: None,
+        }
+    }
+}
+
+/// The classroom hub. No keys yet: every default is built in.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {}
+
+/// The MQTT link to the central side.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// `mqtt://host:port` or `mqtts://host:port`; no broker means a standalone box.
+    pub broker: Option<BrokerUrl>,
+    pub username: Option<String>,
+    pub password_file: Option<ExistingPath>,
+    /// CA certificate that signs the broker's certificate (for `mqtts://`).
+    pub ca_file: Option<ExistingPath>,
+    /// The fleet's Ed25519 public key (hex), pinned at enrolment.
+    pub fleet_public_key: Option<String>,
+}
+
+/// The firmware update agent. No keys yet: every default is built in.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateConfig {}
+
+/// A short identifier safe in MQTT topics, file names and URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Name(String);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        if s.is_empty() || s.len() > 64 || !s.chars().all(ok_char) {
+            return Err(format!(
+                "`{s}` is not a valid name: use 1 to 64 of a-z, 0-9, `-` and `_`"
+            ));
+        }
+        Ok(Name(s))
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A path that must exist when the configuration is read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "PathBuf", into = "PathBuf")]
+pub struct ExistingPath(PathBuf);
+
+impl ExistingPath {
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl TryFrom<PathBuf> for ExistingPath {
+    type Error = String;
+    fn try_from(p: PathBuf) -> Result<Self, String> {
+        match std::fs::metadata(&p) {
+            Ok(_) => Ok(ExistingPath(p)),
+            Err(e) => Err(format!("file `{}` cannot be read: {e}", p.display())),
+        }
+    }
+}
+
+impl From<ExistingPath> for PathBuf {
+    fn from(p: ExistingPath) -> PathBuf {
+        p.0
+    }
+}
+
+/// An MQTT broker address: `mqtt://host:port` or `mqtts://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl TryFrom<String> for BrokerUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad =
+            || format!("`{s}` is not a broker address: use mqtt://host:port or mqtts://host:port");
+        let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(bad());
+        };
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 || host.contains('/') {
+            return Err(bad());
+        }
+        Ok(BrokerUrl {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl From<BrokerUrl> for String {
+    fn from(b: BrokerUrl) -> String {
+        let scheme = if b.tls { "mqtts" } else { "mqtt" };
+        if b.host.contains(':') {
+            format!("{scheme}://[{}]:{}", b.host, b.port)
+        } else {
+            format!("{scheme}://{}:{}", b.host, b.port)
+        }
+    }
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line in the file; 0 when the problem is not tied to a line.
+    pub line: usize,
+    pub message: String,
+}
+
+/// Every problem found in a configuration file, printable as `FILE:LINE: message`.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}: {}", self.file.display(), p.line, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem {
+                line: 0,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Config::parse(&text).map_err(|problems| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses configuration text, returning every problem found, in line order.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        use toml::de::{DeTable, Deserializer};
+
+        let line_of = |span: Option<Range<usize>>| match span {
+            Some(s) => text[..s.start.min(text.len())].matches('\n').count() + 1,
+            None => 0,
+        };
+        let (mut root, syntax) = DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            return Err(syntax
+                .iter()
+                .map(|e| Problem {
+                    line: line_of(e.span()),
+                    message: format!("syntax: {}", e.message().trim()),
+                })
+                .collect());
+        }
+        // serde stops at the first error: record it, remove the entry it points at,
+        // and try again, so that one run reports every independent mistake.
+        let mut problems = Vec::new();
+        for _ in 0..256 {
+            match Config::deserialize(Deserializer::from(root.clone())) {
+                Ok(config) if problems.is_empty() => return Ok(config),
+                Ok(_) => break,
+                Err(e) => {
+                    let span = e.span();
+                    let path = span
+                        .clone()
+                        .and_then(|s| remove_entry(root.get_mut(), &s, &mut Vec::new()));
+                    let message = describe(e.message(), path.as_deref());
+                    problems.push(Problem {
+                        line: line_of(span),
+                        message,
+                    });
+                    if path.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        problems.sort_by_key(|p| p.line);
+        Err(problems)
+    }
+}
+
+/// Phrases serde's message so that it names the key it is about.
+fn describe(message: &str, path: Option<&[String]>) -> String {
+    let message = message.trim().replace('\n', " ");
+    match path {
+        Some(path) if !path.is_empty() => {
+            let key = path.last().map(String::as_str).unwrap_or_default();
+            let section = &path[..path.len() - 1];
+            if message.starts_with("unknown field") {
+                let hint = message
+                    .split_once(", expected")
+                    .map(|(_, h)| h)
+                    .unwrap_or("");
+                let hint = if hint.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (expected{hint})")
+                };
+                if section.is_empty() {
+                    format!("unknown section `[{key}]`{hint}")
+                } else {
+                    format!("[{}] unknown key `{key}`{hint}", section.join("."))
+                }
+            } else if section.is_empty() {
+                format!("`{key}`: {message}")
+            } else {
+                format!("[{}] {key}: {message}", section.join("."))
+            }
+        }
+        _ => message,
+    }
+}
+
+/// Removes the deepest key whose key or value covers `span`; returns its path.
+///
+/// A table's own span is only its header, so every table is searched, not only the
+/// one whose span covers the error.
+fn remove_entry(
+    table: &mut toml::de::DeTable<'_>,
+    span: &Range<usize>,
+    path: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    use toml::de::DeValue;
+    let covers = |r: Range<usize>| r.start <= span.start && span.end <= r.end.max(r.start + 1);
+    let keys: Vec<_> = table.keys().cloned().collect();
+    for key in keys {
+        path.push(key.get_ref().to_string());
+        let value = table.get_mut(&key)?;
+        let direct = covers(key.span()) || covers(value.span());
+        let inner = match value.get_mut() {
+            DeValue::Table(inner) => remove_entry(inner, span, path),
+            DeValue::Array(items) => items.iter_mut().find_map(|item| match item.get_mut() {
+                DeValue::Table(inner) => remove_entry(inner, span, path),
+                _ => None,
+            }),
+            _ => None,
+        };
+        if inner.is_some() {
+            return inner;
+        }
+        if direct {
+            let found = path.clone();
+            table.remove(&key);
+            return Some(found);
+        }
+        path.pop();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_line_and_key() {
+        let text = "[appliance]\nid = \"Box 1\"\n\n[http]\nlisen = \"127.0.0.1:80\"\n\n[dns]\nlisten = [\"127.0.0.1:99999\"]\nblock_mode = 3\n";
+        let problems = Config::parse(text).unwrap_err();
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![2, 5, 8, 9], "{problems:?}");
+        assert!(
+            problems[0].message.contains("[appliance] id"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].message.contains("unknown key `lisen`"),
+            "{problems:?}"
+        );
+        assert!(problems[2].message.contains("[dns] listen"), "{problems:?}");
+        assert!(
+            problems[3].message.contains("[dns] block_mode"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let problems = Config::parse("[dsn]\nlisten = []\n").unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, 1);
+        assert!(
+            problems[0].message.contains("unknown section `[dsn]`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_lines() {
+        let problems = Config::parse("[http]\nlisten = \n").unwrap_err();
+        assert_eq!(problems[0].line, 2, "{problems:?}");
+        assert!(problems[0].message.starts_with("syntax"), "{problems:?}");
+    }
+
+    #[test]
+    fn broker_urls() {
+        let ok = BrokerUrl::try_from("mqtts://[::1]:8883".to_string()).unwrap();
+        assert!(ok.tls && ok.host == "::1" && ok.port == 8883);
+        assert_eq!(String::from(ok), "mqtts://[::1]:8883");
+        for bad in [
+            "tcp://a:1",
+            "mqtt://a",
+            "mqtt://:1",
+            "mqtt://a:0",
+            "mqtt://a:x",
+        ] {
+            assert!(BrokerUrl::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+}

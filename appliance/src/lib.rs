@@ -1,0 +1,16 @@
+//! Cartable's edge daemon: one process per school box that filters DNS, caches apps,
+//! hosts the classroom hub and syncs with the central side.
+//!
+//! `main.rs` only parses the command line; everything it runs lives here, so tests
+//! drive the same code.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod logging;
+pub mod net;
+pub mod status_client;
+pub mod store;
+pub mod supervisor;
+pub mod web;

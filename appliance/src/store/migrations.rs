@@ -1,0 +1,91 @@
+//! Versioned schema changes, applied in order at start.
+//!
+//! The schema version lives in SQLite's `user_version`. Each migration runs in its own
+//! transaction with the version bump, so a crash mid-way leaves the previous version
+//! whole and the next start applies it again. Migrations are only ever appended.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// One schema change.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration this binary knows, in order; `version` counts from 1 without gaps.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "school",
+    sql: "
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) STRICT;
+        CREATE TABLE classes (
+            id    INTEGER PRIMARY KEY,
+            name  TEXT NOT NULL UNIQUE,
+            level TEXT NOT NULL
+        ) STRICT;
+        CREATE TABLE teachers (
+            id           INTEGER PRIMARY KEY,
+            login        TEXT NOT NULL UNIQUE,
+            display_name TEXT NOT NULL
+        ) STRICT;
+        CREATE TABLE class_teachers (
+            class_id   INTEGER NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+            teacher_id INTEGER NOT NULL REFERENCES teachers(id) ON DELETE CASCADE,
+            PRIMARY KEY (class_id, teacher_id)
+        ) STRICT;
+        CREATE TABLE pupils (
+            id         INTEGER PRIMARY KEY,
+            class_id   INTEGER NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+            first_name TEXT NOT NULL,
+            last_name  TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX pupils_by_class ON pupils(class_id);
+    ",
+}];
+
+/// The schema version this binary writes.
+pub fn latest() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Brings the database to `latest()`; refuses one written by a newer binary.
+pub fn apply(conn: &mut Connection) -> Result<u32, StoreError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > latest() {
+        return Err(StoreError::TooNew {
+            found,
+            supported: latest(),
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(m.sql)
+            .map_err(|source| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                source,
+            })?;
+        tx.pragma_update(None, "user_version", m.version)?;
+        tx.commit()?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    Ok(latest())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "migration {}", m.name);
+        }
+    }
+}

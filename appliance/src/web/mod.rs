@@ -1,0 +1,146 @@
+//! The box's one HTTP server: it mounts every service's routes on one router.
+
+mod status;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use cartable_protocol::status::UplinkStatus;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::supervisor::{Health, Service, ServiceCtx, ServiceFuture};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub health: Health,
+    pub uplink: watch::Receiver<UplinkStatus>,
+    pub started: Instant,
+}
+
+/// Builds the router; tests drive it directly.
+pub fn router(state: WebState) -> Router {
+    status::routes().with_state(state)
+}
+
+/// The HTTP service. Its socket is bound when it is built, so a restart reuses it and
+/// a bad address fails the start, not a later restart loop.
+pub struct HttpService {
+    listener: TcpListener,
+    state: WebState,
+}
+
+impl HttpService {
+    pub fn bind(addr: SocketAddr, state: WebState) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(HttpService { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl Service for HttpService {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::from_std(self.listener.try_clone()?)?;
+            let app = router(self.state.clone());
+            ctx.ready();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned())
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::Supervisor;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use cartable_protocol::status::UplinkState;
+    use http_body_util::BodyExt;
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt;
+
+    /// Never manages to start.
+    struct Broken;
+
+    impl Service for Broken {
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+        fn run(self: Arc<Self>, _ctx: ServiceCtx) -> ServiceFuture {
+            Box::pin(async { anyhow::bail!("cannot open /dev/nothing") })
+        }
+    }
+
+    async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+        let response = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let code = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn healthz_names_the_failing_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let health = Health::default();
+        let (_tx, uplink) = watch::channel(UplinkStatus {
+            state: UplinkState::Unknown,
+            interface: None,
+        });
+        let mut config = Config::default();
+        config.appliance.data_dir = dir.path().to_path_buf();
+        let app = router(WebState {
+            config: Arc::new(config),
+            store: store.clone(),
+            health: health.clone(),
+            uplink,
+            started: Instant::now(),
+        });
+        let mut sup = Supervisor::new(health.clone());
+        sup.add(Arc::new(Broken));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(sup.run(shutdown.clone(), || {}));
+        // Wait until the supervisor has seen it fail at least once.
+        while health.snapshot().first().is_none_or(|s| s.restarts == 0) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (code, body) = get(&app, "/healthz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("broken"), "{body}");
+
+        let (code, json) = get(&app, "/api/v1/status").await;
+        assert_eq!(code, StatusCode::OK);
+        let report: cartable_protocol::status::StatusReport = serde_json::from_str(&json).unwrap();
+        assert!(!report.healthy());
+        assert_eq!(
+            report.services[0].last_error.as_deref(),
+            Some("cannot open /dev/nothing")
+        );
+        assert!(report.disk.total_bytes > 0);
+        shutdown.cancel();
+        running.await.unwrap();
+        store.close();
+    }
+}

@@ -1,0 +1,72 @@
+//! `GET /healthz` for probes and `GET /api/v1/status` for people and the CLI.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cartable_protocol::status::{DiskStatus, ServiceState, StatusReport};
+
+use super::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/status", get(status))
+}
+
+async fn healthz(State(s): State<WebState>) -> Response {
+    let failing: Vec<String> = s
+        .health
+        .snapshot()
+        .into_iter()
+        .filter(|x| x.state != ServiceState::Running)
+        .map(|x| format!("{}: {}", x.name, x.state.as_str()))
+        .collect();
+    if failing.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let body = format!("not running: {}\n", failing.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn status(State(s): State<WebState>) -> Json<StatusReport> {
+    let data_dir = s.config.appliance.data_dir.clone();
+    let disk = tokio::task::spawn_blocking(move || disk_status(&data_dir))
+        .await
+        .unwrap_or_else(|_| DiskStatus {
+            path: String::new(),
+            free_bytes: 0,
+            total_bytes: 0,
+        });
+    Json(StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        box_id: s.config.appliance.id.to_string(),
+        site: s.config.appliance.site.to_string(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        services: s.health.snapshot(),
+        uplink: s.uplink.borrow().clone(),
+        disk,
+    })
+}
+
+// The statvfs counts are u32 on 32-bit targets.
+#[allow(clippy::unnecessary_cast)]
+fn disk_status(path: &std::path::Path) -> DiskStatus {
+    let (free_bytes, total_bytes) = match nix::sys::statvfs::statvfs(path) {
+        Ok(v) => {
+            let frag = v.fragment_size() as u64;
+            (v.blocks_available() as u64 * frag, v.blocks() as u64 * frag)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "statvfs failed");
+            (0, 0)
+        }
+    };
+    DiskStatus {
+        path: path.display().to_string(),
+        free_bytes,
+        total_bytes,
+    }
+}

@@ -1,0 +1,5 @@
+//! Black-box tests of the `cartable` binary: they run it as a person or systemd would.
+
+mod check_config;
+mod daemon;
+mod support;

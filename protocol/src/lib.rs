@@ -1,0 +1,7 @@
+//! Every message Cartable puts on a wire, shared by the box, the central side and tests.
+//!
+//! Pure types and their encoding only: no sockets, no async, so each message is tested
+//! exhaustively on its own.
+#![forbid(unsafe_code)]
+
+pub mod status;

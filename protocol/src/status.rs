@@ -1,0 +1,124 @@
+//! The box's state as `GET /api/v1/status` reports it (and, later, the retained MQTT
+//! state message): one shape for the daemon, `cartable status` and the fleet console.
+
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of the whole box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Version of the `cartable` binary.
+    pub version: String,
+    pub box_id: String,
+    pub site: String,
+    pub uptime_secs: u64,
+    /// Every supervised service, in start order.
+    pub services: Vec<ServiceStatus>,
+    pub uplink: UplinkStatus,
+    pub disk: DiskStatus,
+}
+
+impl StatusReport {
+    /// True when every service is running: what `/healthz` answers 200 for.
+    pub fn healthy(&self) -> bool {
+        self.services
+            .iter()
+            .all(|s| s.state == ServiceState::Running)
+    }
+}
+
+/// One supervised service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub state: ServiceState,
+    /// Times the supervisor restarted it since the daemon started.
+    pub restarts: u32,
+    /// Why it last failed, if it ever did.
+    pub last_error: Option<String>,
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Started, not yet serving (listeners not bound, first load not done).
+    Starting,
+    Running,
+    /// Stopped with an error; the supervisor restarts it after a backoff.
+    Failed,
+    Stopped,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Failed => "failed",
+            ServiceState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Whether the box can reach beyond the school.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub state: UplinkState,
+    /// Interface carrying the default route, when there is one.
+    pub interface: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkState {
+    /// A default route exists.
+    Up,
+    /// No default route: the box works offline.
+    Down,
+    /// Not checked yet.
+    Unknown,
+}
+
+/// Space on the file system holding `data_dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    pub path: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_as_json_with_stable_names() {
+        let report = StatusReport {
+            version: "0.1.0".into(),
+            box_id: "b1".into(),
+            site: "s1".into(),
+            uptime_secs: 3,
+            services: vec![ServiceStatus {
+                name: "http".into(),
+                state: ServiceState::Failed,
+                restarts: 2,
+                last_error: Some("bind".into()),
+            }],
+            uplink: UplinkStatus {
+                state: UplinkState::Down,
+                interface: None,
+            },
+            disk: DiskStatus {
+                path: "/var/lib/cartable".into(),
+                free_bytes: 1,
+                total_bytes: 2,
+            },
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains(r#""state":"failed""#), "{json}");
+        assert!(json.contains(r#""state":"down""#), "{json}");
+        let back: StatusReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+        assert!(!back.healthy());
+    }
+}

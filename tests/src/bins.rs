@@ -1,0 +1,39 @@
+//! Finds the workspace's binaries for black-box tests, building them when missing.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Once;
+
+/// The target folder this test binary was built into (`target/debug`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps folder");
+    deps.parent().expect("target folder").to_path_buf()
+}
+
+static BUILD: Once = Once::new();
+
+/// Path of the workspace binary `name`; builds the workspace's binaries once if absent.
+pub fn bin(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    if !path.exists() {
+        BUILD.call_once(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--workspace", "--bins"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "cargo build --workspace --bins failed");
+        });
+    }
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}

@@ -1,0 +1,4 @@
+//! System tests: the appliance's parts as separate processes, with real peers.
+
+mod durability;
+mod systemd;
