@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::filter::policy::{BlockMode, PolicyConfig};
+
 /// The whole configuration of one box. Each service reads only its own section.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,26 +86,44 @@ impl Default for DnsConfig {
     }
 }
 
-/// How a blocked name is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BlockMode {
-    /// 0.0.0.0 and `::`: the connection fails at once.
-    Null,
-    /// The name does not exist.
-    Nxdomain,
-    /// The box's own address, where a page says what was blocked and why.
-    Blockpage,
-}
-
 /// Block lists and policies.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
     /// An unpacked UT1 `blacklists/` folder.
     pub ut1_dir: Option<ExistingPath>,
     /// The UT1 `.tar.gz` archive, used when `ut1_dir` is not set.
     pub ut1_archive: Option<ExistingPath>,
+    /// More lists (hosts files or one name a line), each filling a category.
+    #[serde(rename = "list")]
+    pub lists: Vec<ListConfig>,
+    /// The policies; when none is written, the built-in `ecole` (default), `college`
+    /// and `enseignants`.
+    #[serde(rename = "policy")]
+    pub policies: Vec<PolicyConfig>,
+    /// The time zone schedules are read in (IANA name).
+    pub timezone: TimeZoneName,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            ut1_dir: None,
+            ut1_archive: None,
+            lists: Vec::new(),
+            policies: crate::filter::policy::builtin(),
+            timezone: TimeZoneName("Europe/Paris".into()),
+        }
+    }
+}
+
+/// A list file outside the UT1 tree (`[[filter.list]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConfig {
+    /// The category it fills: a UT1 one, or a new one of this name.
+    pub category: String,
+    pub path: ExistingPath,
 }
 
 /// The app and update cache.
@@ -183,6 +203,32 @@ impl From<Name> for String {
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// An IANA time zone name known to the bundled time zone database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZoneName(String);
+
+impl TimeZoneName {
+    pub fn zone(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.0).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+}
+
+impl TryFrom<String> for TimeZoneName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        jiff::tz::TimeZone::get(&s)
+            .map(|_| TimeZoneName(s.clone()))
+            .map_err(|_| format!("`{s}` is not a time zone (like Europe/Paris)"))
+    }
+}
+
+impl From<TimeZoneName> for String {
+    fn from(t: TimeZoneName) -> String {
+        t.0
     }
 }
 
@@ -325,7 +371,12 @@ impl Config {
         let mut problems = Vec::new();
         for _ in 0..256 {
             match Config::deserialize(Deserializer::from(root.clone())) {
-                Ok(config) if problems.is_empty() => return Ok(config),
+                Ok(config) if problems.is_empty() => {
+                    return match config.cross_checks(text) {
+                        None => Ok(config),
+                        Some(p) => Err(vec![p]),
+                    };
+                }
                 Ok(_) => break,
                 Err(e) => {
                     let span = e.span();
@@ -345,6 +396,56 @@ impl Config {
         }
         problems.sort_by_key(|p| p.line);
         Err(problems)
+    }
+}
+
+impl Config {
+    /// Where the filter's lists come from, with archives unpacked under `data_dir`.
+    pub fn filter_sources(&self) -> crate::filter::load::Sources {
+        let f = &self.filter;
+        crate::filter::load::Sources {
+            ut1_dir: f.ut1_dir.as_ref().map(|p| p.as_path().to_path_buf()),
+            ut1_archive: f.ut1_archive.as_ref().map(|p| p.as_path().to_path_buf()),
+            unpack_dir: self.appliance.data_dir.join("filter"),
+            lists: f
+                .lists
+                .iter()
+                .map(|l| (l.category.clone(), l.path.as_path().to_path_buf()))
+                .collect(),
+        }
+    }
+
+    /// Checks that need more than one key: the policies must form a usable set.
+    fn cross_checks(&self, text: &str) -> Option<Problem> {
+        use crate::filter::{index::Index, policy::Policies};
+        let err =
+            Policies::compile(&self.filter.policies, &Index::empty(), self.dns.block_mode).err()?;
+        // Point at the policy the problem names, else at the first policy.
+        let named = match &err {
+            crate::filter::policy::PolicyError::Duplicate(n) => Some(n.clone()),
+            crate::filter::policy::PolicyError::UnknownTarget { policy, .. } => {
+                Some(policy.clone())
+            }
+            crate::filter::policy::PolicyError::Claimed { b, .. } => Some(b.clone()),
+            _ => None,
+        };
+        let line = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| {
+                let l = l.trim();
+                match &named {
+                    Some(n) => l.starts_with("name") && l.contains(&format!("\"{n}\"")),
+                    None => l.starts_with("[[filter.policy]]"),
+                }
+            })
+            .map(|(i, _)| i + 1)
+            .last()
+            .unwrap_or(0);
+        Some(Problem {
+            line,
+            message: format!("[[filter.policy]]: {err}"),
+        })
     }
 }
 
@@ -479,5 +580,17 @@ mod tests {
         ] {
             assert!(BrokerUrl::try_from(bad.to_string()).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = include_str!("../config/example.toml");
+        let parsed = Config::parse(text).unwrap();
+        assert_eq!(parsed, Config::default());
     }
 }

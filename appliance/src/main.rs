@@ -46,6 +46,11 @@ enum Command {
         /// The TOML configuration to check.
         file: PathBuf,
     },
+    /// Inspect the filter: what it decides for a name, and what its lists hold.
+    Filter {
+        #[command(subcommand)]
+        command: FilterCommand,
+    },
     /// Ask a running daemon for its state.
     Status {
         /// The daemon's HTTP address.
@@ -60,10 +65,41 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Print the verdict for DOMAIN, the policy applied, and the category and list line
+    /// that decided it.
+    Test {
+        /// The name a tablet would ask for.
+        domain: String,
+        /// The client asking (selects the policy).
+        #[arg(long, default_value = "192.0.2.1")]
+        client: std::net::IpAddr,
+        /// When, in the filter's time zone, as `YYYY-MM-DD HH:MM` (default: now).
+        #[arg(long)]
+        at: Option<String>,
+        /// The configuration naming the lists and policies (default: built-in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Compile the lists and print each category with its number of entries.
+    Lists {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
+        Command::Filter { command } => match filter_command(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -95,6 +131,82 @@ fn check_config(file: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(Config::default()),
+    }
+}
+
+fn filter_command(command: FilterCommand) -> anyhow::Result<ExitCode> {
+    use cartable::filter::{load, name, policy::LocalTime};
+    match command {
+        FilterCommand::Test {
+            domain,
+            client,
+            at,
+            config,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let Some(name) = name::normalize(&domain) else {
+                anyhow::bail!("`{domain}` is not a domain name");
+            };
+            let zone = config.filter.timezone.zone();
+            let instant = match at {
+                Some(text) => {
+                    let dt: jiff::civil::DateTime = text
+                        .replace(' ', "T")
+                        .parse()
+                        .with_context(|| format!("`{text}` is not YYYY-MM-DD HH:MM"))?;
+                    dt.to_zoned(zone.clone())?.timestamp()
+                }
+                None => jiff::Timestamp::now(),
+            };
+            let loaded = load::load(
+                &config.filter_sources(),
+                &config.filter.policies,
+                config.dns.block_mode,
+            )?;
+            let filter = &loaded.filter;
+            let verdict = filter.decide(&name, client, LocalTime::at(instant, &zone), None);
+            print!("{}", filter.explain(&name, &verdict));
+            Ok(ExitCode::SUCCESS)
+        }
+        FilterCommand::Lists { config } => {
+            let config = load_config(config.as_deref())?;
+            let loaded = load::load(
+                &config.filter_sources(),
+                &config.filter.policies,
+                config.dns.block_mode,
+            )?;
+            let index = &loaded.filter.index;
+            for c in index.categories() {
+                let title = c.titles.get("fr").map(String::as_str).unwrap_or("");
+                let aliases = if c.aliases.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (also {})", c.aliases.join(", "))
+                };
+                println!(
+                    "{:<22} {:>9}  {:?}  {title}{aliases}",
+                    c.name, c.entries, c.kind
+                );
+            }
+            println!(
+                "{} names in {} categories, index {} bytes, compiled in {} ms",
+                index.names(),
+                index.categories().len(),
+                index.map_bytes(),
+                loaded.took.as_millis()
+            );
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -171,6 +283,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Filter { command } => filter_command(command),
     }
 }
 

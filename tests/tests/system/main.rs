@@ -2,3 +2,4 @@
 
 mod durability;
 mod systemd;
+mod ut1_import;

@@ -1,0 +1,611 @@
+//! The compiled block lists: every listed name in one immutable finite-state map.
+//!
+//! Names are keys of an `fst::Map` in byte order; each maps to a *category set* (a
+//! bitmask over at most 128 categories, shared by every name listed in the same
+//! categories). A lookup asks the map for the name and each of its parents, so a
+//! listed domain covers its subdomains. Finite-state maps share prefixes and suffixes,
+//! which keeps millions of names in a few bytes each.
+//!
+//! Building streams: UT1 files are sorted, so a k-way merge of the files feeds the map
+//! builder directly and the only memory used beyond the map itself is one line per
+//! file. A file found out of order (hosts lists usually are) is sorted in memory
+//! alone, and the build starts over with it marked.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use fst::{Map, MapBuilder};
+use serde::Serialize;
+
+use super::FilterError;
+use super::list::{self, Line, Skipped};
+use super::name::suffixes;
+use super::ut1::{Kind, Ut1Category};
+
+/// At most this many categories, so a category set fits in a `u128`.
+pub const MAX_CATEGORIES: usize = 128;
+
+/// A file with more bad lines than this share is refused as garbage.
+const GARBAGE_SHARE: f64 = 0.5;
+
+/// A set of category ids.
+pub type CategorySet = u128;
+
+/// One category of the index.
+#[derive(Debug, Clone, Serialize)]
+pub struct Category {
+    pub id: u8,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub kind: Kind,
+    pub titles: std::collections::BTreeMap<String, String>,
+    pub descriptions: std::collections::BTreeMap<String, String>,
+    /// Names and addresses listed in it.
+    pub entries: u64,
+}
+
+/// A list file to compile, and the category it fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListSource {
+    pub category: String,
+    pub path: PathBuf,
+}
+
+/// What the build made of one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    pub category: String,
+    pub path: PathBuf,
+    pub names: u64,
+    pub addresses: u64,
+    pub skipped: Skipped,
+    /// Whether it was in byte order (streamed) or had to be sorted in memory.
+    pub sorted: bool,
+}
+
+/// The immutable, compiled lists.
+pub struct Index {
+    names: Map<Vec<u8>>,
+    sets: Vec<CategorySet>,
+    /// Sorted by address.
+    addresses: Vec<(u32, u32)>,
+    categories: Vec<Category>,
+    by_name: HashMap<String, u8>,
+    sources: Vec<SourceReport>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("names", &self.names.len())
+            .field("categories", &self.categories.len())
+            .finish()
+    }
+}
+
+/// A listed name or parent that a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit<'a> {
+    /// The listed entry: the name itself or one of its parents.
+    pub entry: &'a str,
+    pub categories: CategorySet,
+}
+
+impl Index {
+    /// An index with no category and no name.
+    pub fn empty() -> Index {
+        Index::build(Vec::new(), Vec::new()).expect("an empty index always builds")
+    }
+
+    /// Builds an index of `categories`, filled from `sources`.
+    ///
+    /// Fails, leaving the caller's current index in service, when a file is missing
+    /// or unreadable, when it is mostly garbage, or when a source names an unknown
+    /// category.
+    pub fn build(
+        categories: Vec<Ut1Category>,
+        sources: Vec<ListSource>,
+    ) -> Result<Index, FilterError> {
+        if categories.len() > MAX_CATEGORIES {
+            return Err(FilterError::TooManyCategories(categories.len()));
+        }
+        let mut by_name = HashMap::new();
+        let mut cats = Vec::with_capacity(categories.len());
+        for (id, c) in categories.into_iter().enumerate() {
+            let id = id as u8;
+            by_name.insert(c.name.clone(), id);
+            for a in &c.aliases {
+                by_name.entry(a.clone()).or_insert(id);
+            }
+            cats.push(Category {
+                id,
+                name: c.name,
+                aliases: c.aliases,
+                kind: c.kind,
+                titles: c.titles,
+                descriptions: c.descriptions,
+                entries: 0,
+            });
+        }
+        let mut source_ids = Vec::with_capacity(sources.len());
+        for s in &sources {
+            let id = *by_name
+                .get(&s.category)
+                .ok_or_else(|| FilterError::UnknownCategory(s.category.clone()))?;
+            source_ids.push(id);
+        }
+
+        let mut in_memory = vec![false; sources.len()];
+        loop {
+            match compile(&sources, &source_ids, &in_memory)? {
+                Compiled::Done(names, sets, addresses, reports) => {
+                    for r in &reports {
+                        if let Some(&id) = by_name.get(&r.category) {
+                            cats[id as usize].entries += r.names + r.addresses;
+                        }
+                    }
+                    return Ok(Index {
+                        names,
+                        sets,
+                        addresses,
+                        categories: cats,
+                        by_name,
+                        sources: reports,
+                    });
+                }
+                Compiled::Unsorted(i) => {
+                    tracing::debug!(path = %sources[i].path.display(), "list not in byte order; sorting it in memory");
+                    in_memory[i] = true;
+                }
+            }
+        }
+    }
+
+    /// Every listed entry covering `name` (itself, then its parents).
+    pub fn lookup<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = Hit<'n>> + use<'s, 'n> {
+        suffixes(name).filter_map(|entry| {
+            self.names.get(entry).map(|set| Hit {
+                entry,
+                categories: self.sets[set as usize],
+            })
+        })
+    }
+
+    /// The categories listing `addr`, if any.
+    pub fn address(&self, addr: Ipv4Addr) -> Option<CategorySet> {
+        let key = u32::from(addr);
+        self.addresses
+            .binary_search_by_key(&key, |&(a, _)| a)
+            .ok()
+            .map(|i| self.sets[self.addresses[i].1 as usize])
+    }
+
+    /// The category called `name` (or one of its aliases).
+    pub fn category(&self, name: &str) -> Option<&Category> {
+        self.by_name
+            .get(name)
+            .map(|&id| &self.categories[id as usize])
+    }
+
+    pub fn categories(&self) -> &[Category] {
+        &self.categories
+    }
+
+    pub fn sources(&self) -> &[SourceReport] {
+        &self.sources
+    }
+
+    /// Listed names (each counted once, whatever its number of categories).
+    pub fn names(&self) -> u64 {
+        self.names.len() as u64
+    }
+
+    /// Bytes the compiled map takes.
+    pub fn map_bytes(&self) -> usize {
+        self.names.as_fst().as_bytes().len()
+    }
+
+    /// The file and line where `entry` is listed in one of `categories`: for the
+    /// explanation of a verdict, never for answering queries (it reads the files).
+    pub fn find_line(&self, entry: &str, categories: CategorySet) -> Option<(PathBuf, u64)> {
+        for s in &self.sources {
+            let Some(&id) = self.by_name.get(&s.category) else {
+                continue;
+            };
+            if categories & (1u128 << id) == 0 {
+                continue;
+            }
+            let file = File::open(&s.path).ok()?;
+            let mut reader = BufReader::new(file);
+            let mut buf = Vec::new();
+            let mut line_no = 0;
+            while reader.read_until(b'\n', &mut buf).ok()? > 0 {
+                line_no += 1;
+                if let Line::Names(names) = list::parse_line(trim_newline(&buf))
+                    && names.iter().any(|n| n == entry)
+                {
+                    return Some((s.path.clone(), line_no));
+                }
+                buf.clear();
+            }
+        }
+        None
+    }
+}
+
+/// The ids in a set, lowest first.
+pub fn ids(set: CategorySet) -> impl Iterator<Item = u8> {
+    (0..MAX_CATEGORIES as u8).filter(move |&i| set & (1u128 << i) != 0)
+}
+
+enum Compiled {
+    Done(
+        Map<Vec<u8>>,
+        Vec<CategorySet>,
+        Vec<(u32, u32)>,
+        Vec<SourceReport>,
+    ),
+    /// Source `i` is out of byte order.
+    Unsorted(usize),
+}
+
+/// Yields one source's names in byte order, deduplicated.
+struct SourceReader {
+    lines: Option<BufReader<File>>,
+    /// For a source read whole: its names, sorted, reversed (next at the end).
+    sorted: Vec<String>,
+    buf: Vec<u8>,
+    pending: Vec<String>,
+    line_no: u64,
+    last: Option<String>,
+    report: SourceReport,
+    addresses: Vec<Ipv4Addr>,
+}
+
+enum Next {
+    Name(String),
+    End,
+    OutOfOrder,
+}
+
+impl SourceReader {
+    fn open(source: &ListSource, whole: bool) -> Result<SourceReader, FilterError> {
+        let io = |e| FilterError::Io {
+            path: source.path.clone(),
+            source: e,
+        };
+        let file = File::open(&source.path).map_err(io)?;
+        let mut reader = SourceReader {
+            lines: None,
+            sorted: Vec::new(),
+            buf: Vec::with_capacity(256),
+            pending: Vec::new(),
+            line_no: 0,
+            last: None,
+            report: SourceReport {
+                category: source.category.clone(),
+                path: source.path.clone(),
+                names: 0,
+                addresses: 0,
+                skipped: Skipped::default(),
+                sorted: !whole,
+            },
+            addresses: Vec::new(),
+        };
+        if whole {
+            let bytes = std::fs::read(&source.path).map_err(io)?;
+            let parsed = list::parse(&bytes);
+            drop(bytes);
+            let mut names = parsed.names;
+            names.sort_unstable();
+            names.dedup();
+            names.reverse();
+            reader.report.skipped = parsed.skipped;
+            reader.addresses = parsed.addresses;
+            reader.sorted = names;
+        } else {
+            reader.lines = Some(BufReader::with_capacity(64 * 1024, file));
+        }
+        Ok(reader)
+    }
+
+    fn next(&mut self) -> Result<Next, FilterError> {
+        loop {
+            let name = if let Some(n) = self.pending.pop() {
+                n
+            } else if let Some(lines) = self.lines.as_mut() {
+                self.buf.clear();
+                let read = lines
+                    .read_until(b'\n', &mut self.buf)
+                    .map_err(|e| FilterError::Io {
+                        path: self.report.path.clone(),
+                        source: e,
+                    })?;
+                if read == 0 {
+                    return Ok(Next::End);
+                }
+                self.line_no += 1;
+                match list::parse_line(trim_newline(&self.buf)) {
+                    Line::Blank => continue,
+                    Line::Address(a) => {
+                        self.addresses.push(a);
+                        continue;
+                    }
+                    Line::Bad => {
+                        self.report.skipped.add(self.line_no, &self.buf);
+                        continue;
+                    }
+                    Line::Names(mut names) if names.len() == 1 => names.pop().unwrap_or_default(),
+                    // Several names on one line: not a sorted UT1 file.
+                    Line::Names(_) => return Ok(Next::OutOfOrder),
+                }
+            } else if let Some(n) = self.sorted.pop() {
+                n
+            } else {
+                return Ok(Next::End);
+            };
+            match self.last.as_deref() {
+                Some(last) if name.as_str() == last => continue,
+                Some(last) if name.as_str() < last => return Ok(Next::OutOfOrder),
+                _ => {}
+            }
+            self.last = Some(name.clone());
+            return Ok(Next::Name(name));
+        }
+    }
+
+    fn finish(mut self) -> Result<SourceReport, FilterError> {
+        let total = self.report.names + self.addresses.len() as u64 + self.report.skipped.count;
+        self.report.addresses = self.addresses.len() as u64;
+        let bad = self.report.skipped.count as f64;
+        if total > 10 && bad > GARBAGE_SHARE * total as f64 {
+            return Err(FilterError::Garbage {
+                path: self.report.path.clone(),
+                skipped: self.report.skipped.count,
+                total,
+            });
+        }
+        Ok(self.report)
+    }
+}
+
+fn trim_newline(buf: &[u8]) -> &[u8] {
+    let buf = buf.strip_suffix(b"\n").unwrap_or(buf);
+    buf.strip_suffix(b"\r").unwrap_or(buf)
+}
+
+fn compile(
+    sources: &[ListSource],
+    source_ids: &[u8],
+    in_memory: &[bool],
+) -> Result<Compiled, FilterError> {
+    let mut readers = Vec::with_capacity(sources.len());
+    for (s, &whole) in sources.iter().zip(in_memory) {
+        readers.push(SourceReader::open(s, whole)?);
+    }
+    let mut heap: BinaryHeap<Reverse<(String, usize)>> = BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        match r.next()? {
+            Next::Name(n) => heap.push(Reverse((n, i))),
+            Next::End => {}
+            Next::OutOfOrder => return Ok(Compiled::Unsorted(i)),
+        }
+    }
+    let mut builder = MapBuilder::memory();
+    let mut sets: Vec<CategorySet> = Vec::new();
+    let mut set_ids: HashMap<CategorySet, u32> = HashMap::new();
+    let mut intern = |set: CategorySet| -> u32 {
+        *set_ids.entry(set).or_insert_with(|| {
+            sets.push(set);
+            (sets.len() - 1) as u32
+        })
+    };
+    while let Some(Reverse((name, first))) = heap.pop() {
+        let mut set: CategorySet = 0;
+        let mut from = vec![first];
+        while let Some(Reverse((next, _))) = heap.peek() {
+            if *next != name {
+                break;
+            }
+            if let Some(Reverse((_, i))) = heap.pop() {
+                from.push(i);
+            }
+        }
+        for &i in &from {
+            set |= 1u128 << source_ids[i];
+            readers[i].report.names += 1;
+            match readers[i].next()? {
+                Next::Name(n) => heap.push(Reverse((n, i))),
+                Next::End => {}
+                Next::OutOfOrder => return Ok(Compiled::Unsorted(i)),
+            }
+        }
+        let id = intern(set);
+        builder
+            .insert(name.as_bytes(), u64::from(id))
+            .map_err(|e| FilterError::Index(e.to_string()))?;
+    }
+    let names = builder.into_map();
+
+    let mut addresses: Vec<(u32, CategorySet)> = Vec::new();
+    for (r, &id) in readers.iter().zip(source_ids) {
+        addresses.extend(r.addresses.iter().map(|a| (u32::from(*a), 1u128 << id)));
+    }
+    addresses.sort_unstable_by_key(|&(a, _)| a);
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(addresses.len());
+    let mut i = 0;
+    while i < addresses.len() {
+        let (addr, mut set) = addresses[i];
+        i += 1;
+        while i < addresses.len() && addresses[i].0 == addr {
+            set |= addresses[i].1;
+            i += 1;
+        }
+        merged.push((addr, intern(set)));
+    }
+    let reports = readers
+        .into_iter()
+        .map(SourceReader::finish)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Compiled::Done(names, sets, merged, reports))
+}
+
+/// Compiles an unpacked UT1 tree: every category, every `domains` file.
+pub fn from_ut1(root: &Path) -> Result<Index, FilterError> {
+    let categories = super::ut1::read_tree(root)?;
+    let sources = categories
+        .iter()
+        .filter_map(|c| {
+            c.domains.as_ref().map(|p| ListSource {
+                category: c.name.clone(),
+                path: p.clone(),
+            })
+        })
+        .collect();
+    Index::build(categories, sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    pub(crate) fn category(name: &str, kind: Kind) -> Ut1Category {
+        Ut1Category {
+            name: name.into(),
+            aliases: vec![],
+            kind,
+            titles: BTreeMap::new(),
+            descriptions: BTreeMap::new(),
+            domains: None,
+        }
+    }
+
+    fn source(dir: &Path, category: &str, file: &str, text: &str) -> ListSource {
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        ListSource {
+            category: category.into(),
+            path,
+        }
+    }
+
+    fn hit_names(index: &Index, name: &str) -> Vec<(String, Vec<String>)> {
+        index
+            .lookup(name)
+            .map(|h| {
+                let cats = ids(h.categories)
+                    .map(|i| index.categories()[i as usize].name.clone())
+                    .collect();
+                (h.entry.to_string(), cats)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_listed_domain_covers_its_subdomains_and_merges_categories() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::build(
+            vec![
+                category("gambling", Kind::Black),
+                category("games", Kind::Black),
+            ],
+            vec![
+                source(dir.path(), "gambling", "a", "casino.example\npoker.test\n"),
+                source(dir.path(), "games", "b", "chess.test\npoker.test\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(index.names(), 3);
+        assert_eq!(
+            hit_names(&index, "www.casino.example"),
+            [("casino.example".to_string(), vec!["gambling".to_string()])]
+        );
+        assert_eq!(
+            hit_names(&index, "poker.test"),
+            [(
+                "poker.test".to_string(),
+                vec!["gambling".to_string(), "games".to_string()]
+            )]
+        );
+        assert!(hit_names(&index, "notcasino.example").is_empty());
+        assert!(hit_names(&index, "example").is_empty());
+        assert_eq!(index.category("games").unwrap().entries, 2);
+    }
+
+    #[test]
+    fn unsorted_and_hosts_files_are_sorted_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::build(
+            vec![
+                category("ads", Kind::Black),
+                category("central", Kind::Black),
+            ],
+            vec![
+                source(
+                    dir.path(),
+                    "ads",
+                    "a",
+                    "zz.test\naa.test\nmm.test\naa.test\n",
+                ),
+                source(dir.path(), "central", "b", "0.0.0.0 track.test ads.test\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(index.names(), 5);
+        assert!(index.sources().iter().all(|s| !s.sorted));
+        assert_eq!(hit_names(&index, "x.track.test").len(), 1);
+    }
+
+    #[test]
+    fn addresses_are_indexed_and_lines_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::build(
+            vec![category("ads", Kind::Black)],
+            vec![source(
+                dir.path(),
+                "ads",
+                "a",
+                "1.2.3.4\nbad line here\nads.test\n",
+            )],
+        )
+        .unwrap();
+        assert_eq!(index.address(Ipv4Addr::new(1, 2, 3, 4)), Some(1));
+        assert_eq!(index.address(Ipv4Addr::new(1, 2, 3, 5)), None);
+        assert_eq!(index.sources()[0].skipped.count, 1);
+        let (path, line) = index.find_line("ads.test", 1).unwrap();
+        assert_eq!(
+            (path.file_name().unwrap().to_str().unwrap(), line),
+            ("a", 3)
+        );
+    }
+
+    #[test]
+    fn missing_garbage_and_unknown_sources_fail_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let cats = || vec![category("ads", Kind::Black)];
+        let missing = ListSource {
+            category: "ads".into(),
+            path: dir.path().join("nope"),
+        };
+        assert!(matches!(
+            Index::build(cats(), vec![missing]),
+            Err(FilterError::Io { .. })
+        ));
+        let garbage: String = (0..20).map(|i| format!("<html> {i}\n")).collect();
+        let g = source(dir.path(), "ads", "g", &garbage);
+        assert!(matches!(
+            Index::build(cats(), vec![g]),
+            Err(FilterError::Garbage { .. })
+        ));
+        let u = source(dir.path(), "nope", "u", "a.test\n");
+        assert!(matches!(
+            Index::build(cats(), vec![u]),
+            Err(FilterError::UnknownCategory(_))
+        ));
+    }
+}

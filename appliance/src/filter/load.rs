@@ -1,0 +1,122 @@
+//! From where the lists are to a ready `Filter`: unpack a UT1 archive if given, read
+//! the tree, add the extra lists, compile the index, then the policies.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::FilterError;
+use super::decide::Filter;
+use super::index::{Index, ListSource};
+use super::policy::{BlockMode, Policies, PolicyConfig};
+use super::ut1::{self, Kind, Ut1Category};
+
+/// Where the lists come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub ut1_dir: Option<PathBuf>,
+    /// Used when `ut1_dir` is not set; unpacked under `unpack_dir`.
+    pub ut1_archive: Option<PathBuf>,
+    pub unpack_dir: PathBuf,
+    /// (category, file): hosts files and plain lists.
+    pub lists: Vec<(String, PathBuf)>,
+}
+
+/// A compiled filter and what was noticed on the way.
+pub struct Loaded {
+    pub filter: Filter,
+    pub warnings: Vec<String>,
+    pub took: Duration,
+}
+
+/// Compiles the lists and the policies. On error the caller keeps its current filter.
+pub fn load(
+    sources: &Sources,
+    policies: &[PolicyConfig],
+    block_mode: BlockMode,
+) -> Result<Loaded, FilterError> {
+    let started = Instant::now();
+    let root = match (&sources.ut1_dir, &sources.ut1_archive) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(archive)) => Some(unpack(archive, &sources.unpack_dir)?),
+        (None, None) => None,
+    };
+    let mut categories: Vec<Ut1Category> = match &root {
+        Some(r) => ut1::read_tree(r)?,
+        None => Vec::new(),
+    };
+    let mut list_sources: Vec<ListSource> = categories
+        .iter()
+        .filter_map(|c| {
+            c.domains.as_ref().map(|p| ListSource {
+                category: c.name.clone(),
+                path: p.clone(),
+            })
+        })
+        .collect();
+    for (category, path) in &sources.lists {
+        let known = categories
+            .iter()
+            .any(|c| &c.name == category || c.aliases.contains(category));
+        if !known {
+            categories.push(Ut1Category {
+                name: category.clone(),
+                aliases: Vec::new(),
+                kind: Kind::Black,
+                titles: Default::default(),
+                descriptions: Default::default(),
+                domains: None,
+            });
+        }
+        list_sources.push(ListSource {
+            category: category.clone(),
+            path: path.clone(),
+        });
+    }
+    let index = Index::build(categories, list_sources)?;
+    let compiled = Policies::compile(policies, &index, block_mode)
+        .map_err(|e| FilterError::Policy(e.to_string()))?;
+    let mut warnings: Vec<String> = compiled
+        .unknown_categories
+        .iter()
+        .map(|(p, c)| format!("policy `{p}` blocks category `{c}`, which no list provides"))
+        .collect();
+    for s in index.sources() {
+        if s.skipped.count > 0 {
+            warnings.push(format!(
+                "{}: {} lines skipped (not domain names), e.g. line {}",
+                s.path.display(),
+                s.skipped.count,
+                s.skipped.examples.first().map_or(0, |e| e.0)
+            ));
+        }
+    }
+    Ok(Loaded {
+        filter: Filter {
+            index: Arc::new(index),
+            policies: compiled,
+        },
+        warnings,
+        took: started.elapsed(),
+    })
+}
+
+/// Unpacks into a fresh folder beside the last one, so a bad archive never destroys
+/// the lists in service; the previous unpacked copy is removed only after success.
+fn unpack(archive: &Path, unpack_dir: &Path) -> Result<PathBuf, FilterError> {
+    let fresh = unpack_dir.join("ut1.new");
+    let current = unpack_dir.join("ut1");
+    let io = |path: &Path, e| FilterError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(|e| io(&fresh, e))?;
+    }
+    ut1::unpack_archive(archive, &fresh)?;
+    if current.exists() {
+        std::fs::remove_dir_all(&current).map_err(|e| io(&current, e))?;
+    }
+    std::fs::rename(&fresh, &current).map_err(|e| io(&current, e))?;
+    Ok(current.join("blacklists"))
+}
