@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use fst::{Map, MapBuilder};
 use serde::Serialize;
@@ -452,21 +452,6 @@ fn compile(
         .map(SourceReader::finish)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Compiled::Done(names, sets, merged, reports))
-}
-
-/// Compiles an unpacked UT1 tree: every category, every `domains` file.
-pub fn from_ut1(root: &Path) -> Result<Index, FilterError> {
-    let categories = super::ut1::read_tree(root)?;
-    let sources = categories
-        .iter()
-        .filter_map(|c| {
-            c.domains.as_ref().map(|p| ListSource {
-                category: c.name.clone(),
-                path: p.clone(),
-            })
-        })
-        .collect();
-    Index::build(categories, sources)
 }
 
 #[cfg(test)]
