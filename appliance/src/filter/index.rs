@@ -458,6 +458,7 @@ fn compile(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     pub(crate) fn category(name: &str, kind: Kind) -> Ut1Category {
         Ut1Category {
