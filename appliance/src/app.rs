@@ -10,6 +10,13 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dns::engine::{Engine, EngineConfig};
+use crate::dns::forward::{self, Forwarder};
+use crate::dns::reload::{FilterService, FilterSpec};
+use crate::dns::server::DnsService;
+use crate::filter::decide::Filter;
+use crate::filter::index::Index;
+use crate::filter::policy::Policies;
 use crate::net::uplink::UplinkWatch;
 use crate::store::Store;
 use crate::store::service::StoreService;
@@ -20,7 +27,10 @@ pub struct App {
     store: Store,
     supervisor: Supervisor,
     http_addr: SocketAddr,
+    dns_addrs: Vec<SocketAddr>,
     health: Health,
+    engine: Arc<Engine>,
+    reload: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -42,24 +52,94 @@ impl App {
             .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
 
+        let spec = FilterSpec {
+            sources: config.filter_sources(),
+            policies: config.filter.policies.clone(),
+            block_mode: config.dns.block_mode,
+        };
+        // The first compile happens before serving, so no query is answered unfiltered.
+        // If it fails, the box serves with the policies alone (safe search, anti-bypass,
+        // allow and deny lists) and the filter service retries with backoff.
+        let (filter, loaded) = match FilterService::compile(&spec) {
+            Ok(l) => (l.filter, true),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot compile the filter lists; serving with the policies alone");
+                let index = Arc::new(Index::empty());
+                let policies = Policies::compile(&spec.policies, &index, spec.block_mode)
+                    .context("the policies cannot be compiled")?;
+                (Filter { index, policies }, false)
+            }
+        };
+        let upstreams = if config.dns.upstreams.is_empty() && config.dns.system_resolvers {
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            forward::from_resolv_conf(&resolv, &config.dns.listen)
+        } else {
+            config.dns.upstreams.clone()
+        };
+        let engine = Arc::new(Engine::new(
+            filter,
+            Forwarder::new(
+                upstreams,
+                std::time::Duration::from_millis(config.dns.upstream_timeout_ms),
+            ),
+            EngineConfig {
+                local: config
+                    .dns
+                    .local
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect(),
+                box_addresses: config.dns.box_addresses.clone(),
+                cache_entries: config.dns.cache_entries,
+                max_stale: std::time::Duration::from_secs(
+                    u64::from(config.dns.stale_max_hours) * 3600,
+                ),
+                timezone: config.filter.timezone.zone(),
+            },
+        ));
+        let dns = DnsService::bind(&config.dns.listen, engine.clone(), uplink.subscribe())
+            .with_context(|| format!("binding [dns] listen = {:?}", config.dns.listen))?;
+        let dns_addrs = dns.local_addrs();
+        let filter_service = FilterService::new(engine.clone(), spec, loaded);
+        let reload = filter_service.reload.clone();
+
         // Start order; the supervisor stops them in reverse, the store last.
         let mut supervisor = Supervisor::new(health.clone());
         supervisor.add(Arc::new(StoreService {
             store: store.clone(),
         }));
         supervisor.add(Arc::new(uplink));
+        supervisor.add(Arc::new(filter_service));
+        supervisor.add(Arc::new(dns));
         supervisor.add(Arc::new(http));
         Ok(App {
             store,
             supervisor,
             http_addr,
+            dns_addrs,
             health,
+            engine,
+            reload,
         })
     }
 
     /// Where the HTTP server listens (the real port when the config said 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the DNS server listens (UDP and TCP on each).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns_addrs
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Notified, recompiles the lists and swaps them in (what SIGHUP does).
+    pub fn reload_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.reload.clone()
     }
 
     pub fn store(&self) -> &Store {

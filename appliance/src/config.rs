@@ -70,10 +70,22 @@ impl Default for HttpConfig {
 pub struct DnsConfig {
     /// Addresses to serve on, UDP and TCP each.
     pub listen: Vec<SocketAddr>,
-    /// Where allowed names are resolved; empty means the system's resolvers.
+    /// Where allowed names are resolved.
     pub upstreams: Vec<SocketAddr>,
+    /// With no `upstreams`, use the system's resolvers (/etc/resolv.conf).
+    pub system_resolvers: bool,
     /// How a blocked name is answered.
     pub block_mode: BlockMode,
+    /// The box's addresses on the school network: block page answers point there.
+    pub box_addresses: Vec<std::net::IpAddr>,
+    /// Names the box answers itself, each with its addresses.
+    pub local: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// Most answers kept in the cache.
+    pub cache_entries: usize,
+    /// How long an expired answer may still be served while the uplink is down.
+    pub stale_max_hours: u32,
+    /// How long to wait for an upstream before trying the next.
+    pub upstream_timeout_ms: u64,
 }
 
 impl Default for DnsConfig {
@@ -81,7 +93,13 @@ impl Default for DnsConfig {
         Self {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 53))],
             upstreams: Vec::new(),
+            system_resolvers: true,
             block_mode: BlockMode::Blockpage,
+            box_addresses: Vec::new(),
+            local: Default::default(),
+            cache_entries: 100_000,
+            stale_max_hours: 24 * 7,
+            upstream_timeout_ms: 1500,
         }
     }
 }

@@ -11,15 +11,36 @@ use crate::store::school::ClassSeed;
 pub const DEFAULT_DNS: &str = "127.0.0.1:5353";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 
-/// The demo's configuration: every default, but on loopback and in `data_dir`.
-pub fn config(dns: SocketAddr, http: SocketAddr, data_dir: PathBuf) -> Config {
+/// A few invented names for the demo's lists, so blocking shows without UT1.
+pub const BLOCKLIST: &str = "# Cartable demo list: invented names only.\ncasino-demo.example\njeux-argent.example\npoker-en-ligne.example\n";
+
+/// The demo's configuration: every default, but on loopback, in `data_dir`, with a
+/// small gambling list (written there) and the given upstreams.
+pub fn config(
+    dns: SocketAddr,
+    http: SocketAddr,
+    data_dir: PathBuf,
+    upstreams: Vec<SocketAddr>,
+) -> std::io::Result<Config> {
+    let list = data_dir.join("demo-gambling.txt");
+    std::fs::create_dir_all(&data_dir)?;
+    std::fs::write(&list, BLOCKLIST)?;
     let mut c = Config::default();
     c.appliance.id = "demo-box".to_string().try_into().expect("valid name");
     c.appliance.site = "ecole-demo".to_string().try_into().expect("valid name");
     c.appliance.data_dir = data_dir;
     c.dns.listen = vec![dns];
+    c.dns.upstreams = upstreams;
+    // The demo sends nothing off the machine unless told where.
+    c.dns.system_resolvers = false;
+    c.dns.box_addresses = vec![http.ip()];
+    c.dns.local.insert("cartable.lan".into(), vec![http.ip()]);
     c.http.listen = http;
-    c
+    c.filter.lists.push(crate::config::ListConfig {
+        category: "gambling".into(),
+        path: crate::config::ExistingPath::try_from(list).map_err(std::io::Error::other)?,
+    });
+    Ok(c)
 }
 
 /// A primary and a secondary class, and the teachers' own group.

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod filter;
 pub mod logging;
 pub mod net;

@@ -40,6 +40,10 @@ enum Command {
         /// Keep the data here instead of a temporary folder removed at exit.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Resolve allowed names with this resolver (repeatable). Without one, the demo
+        /// sends nothing off the machine and answers SERVFAIL for names it cannot know.
+        #[arg(long)]
+        upstream: Vec<SocketAddr>,
     },
     /// Check a configuration file: exit 0 if valid, else print every problem and exit 2.
     CheckConfig {
@@ -230,6 +234,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             dns,
             http,
             data_dir,
+            upstream,
         } => {
             logging::init("info");
             let (data_dir, _temp) = match data_dir {
@@ -242,16 +247,24 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
                     (t.path().to_path_buf(), Some(t))
                 }
             };
-            let app = App::build(demo::config(dns, http, data_dir.clone()))?;
+            let config = demo::config(dns, http, data_dir.clone(), upstream)
+                .context("writing the demo's list")?;
+            let app = App::build(config)?;
             app.store()
                 .write(|t| school::seed(t, demo::SCHOOL))
                 .await
                 .context("seeding the demo school")?;
             let counts = app.store().read(school::counts).await?;
             let http_addr = app.http_addr();
+            let dns_addr = app.dns_addrs().first().copied().unwrap_or(dns);
             app.run(shutdown_on_signal()?, move || {
                 println!("Cartable demo is running (box demo-box, site ecole-demo)");
                 println!("  web     http://{http_addr}/  (health /healthz, status /api/v1/status)");
+                println!(
+                    "  dns     {dns_addr} UDP and TCP  (try: dig @{} -p {} casino-demo.example)",
+                    dns_addr.ip(),
+                    dns_addr.port()
+                );
                 println!("  data    {}", data_dir.display());
                 println!(
                     "  school  {} classes, {} teachers, {} pupils",

@@ -1,6 +1,11 @@
-//! The system-test harness: real peers (brokers, DNS servers, browsers) started on
-//! loopback or in network namespaces the tests create, and children always reaped.
+//! The system-test harness: real peers (DNS servers and clients, brokers, browsers)
+//! started on loopback or in network namespaces the tests create, and children always
+//! reaped.
 #![forbid(unsafe_code)]
 
+pub mod appliance;
 pub mod bins;
 pub mod child;
+pub mod dig;
+pub mod dnsmasq;
+pub mod net;

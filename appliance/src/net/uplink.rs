@@ -27,6 +27,11 @@ impl UplinkWatch {
         });
         (UplinkWatch { tx }, rx)
     }
+
+    /// Another receiver of the uplink state.
+    pub fn subscribe(&self) -> watch::Receiver<UplinkStatus> {
+        self.tx.subscribe()
+    }
 }
 
 impl Service for UplinkWatch {

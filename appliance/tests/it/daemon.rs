@@ -21,6 +21,8 @@ fn demo_serves_reports_and_stops_on_sigterm() {
         "demo",
         "--http",
         "127.0.0.1:0",
+        "--dns",
+        "127.0.0.1:0",
         "--data-dir",
         data.path().to_str().unwrap(),
     ]);
@@ -39,7 +41,7 @@ fn demo_serves_reports_and_stops_on_sigterm() {
     let out = run(&["status", "--http", &addr]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    for service in ["store", "uplink", "http"] {
+    for service in ["store", "uplink", "filter", "dns", "http"] {
         assert!(
             text.lines()
                 .any(|l| l.contains(service) && l.contains("running")),
@@ -61,7 +63,7 @@ fn run_with_a_config_file_and_stop_on_sigint() {
         dir.path(),
         "box.toml",
         &format!(
-            "[appliance]\nid = \"box-7\"\nsite = \"college-jaures\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            "[appliance]\nid = \"box-7\"\nsite = \"college-jaures\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nsystem_resolvers = false\n",
             data.display()
         ),
     );

@@ -70,7 +70,7 @@ fn tells_systemd_it_is_ready_and_alive() {
     std::fs::write(
         &config,
         format!(
-            "[appliance]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            "[appliance]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nsystem_resolvers = false\n",
             dir.path().join("data").display()
         ),
     )

@@ -1,0 +1,396 @@
+//! From a query's bytes to the reply's bytes: local names, then the filter's verdict,
+//! then the cache, then the upstream.
+//!
+//! `start` does everything that needs no waiting (parsing, local names, blocked
+//! answers, cache hits) on the receiving task; only a miss or a refresh becomes a
+//! `Pending` for `finish`, which asks the upstream once however many clients ask the
+//! same thing at the same time.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{Name, RData, Record};
+use tokio::sync::watch;
+
+use super::cache::{Cache, Entry, Freshness, Key, STALE_TTL};
+use super::forward::Forwarder;
+use super::wire::{self, Query};
+use crate::filter::decide::{Action, DeviceRule, Filter, Reason};
+use crate::filter::name::normalize;
+use crate::filter::policy::{BlockMode, LocalTime};
+
+/// TTL of the answers the box makes itself (blocked, local names, rewrites).
+const OWN_TTL: u32 = 60;
+/// RFC 8767's client response timer: past this, a stale answer goes out while the
+/// upstream is still being asked.
+const STALE_AFTER: Duration = Duration::from_millis(1800);
+/// A popular answer this close to expiry is refreshed before it expires.
+const PREFETCH_BELOW: f32 = 0.1;
+
+/// What the engine needs besides the filter.
+pub struct EngineConfig {
+    /// Names the box answers itself (its own name, the hub, cache origins).
+    pub local: HashMap<String, Vec<IpAddr>>,
+    /// Where the block page is served; empty falls back to the null address.
+    pub box_addresses: Vec<IpAddr>,
+    pub cache_entries: usize,
+    pub max_stale: Duration,
+    pub timezone: jiff::tz::TimeZone,
+}
+
+/// Counters for the status page and the statistics that go to the store.
+#[derive(Default)]
+pub struct Stats {
+    pub queries: AtomicU64,
+    pub blocked: AtomicU64,
+    pub rewritten: AtomicU64,
+    pub refused: AtomicU64,
+    pub local: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub servfail: AtomicU64,
+    pub malformed: AtomicU64,
+    pub per_category: Vec<AtomicU64>,
+}
+
+type FetchResult = Option<Arc<Entry>>;
+
+pub struct Engine {
+    filter: ArcSwap<Filter>,
+    devices: ArcSwap<HashMap<IpAddr, DeviceRule>>,
+    config: EngineConfig,
+    cache: Cache,
+    forwarder: Forwarder,
+    inflight: Mutex<HashMap<Key, watch::Receiver<Option<FetchResult>>>>,
+    uplink_down: AtomicBool,
+    clock: Mutex<(u64, LocalTime)>,
+    pub stats: Stats,
+}
+
+/// What `start` could not finish without the upstream.
+pub struct Pending {
+    q: Query,
+    /// The name to fetch: the question's, or a safe-search endpoint.
+    key: Key,
+    rewrite: Option<&'static str>,
+    stale: Option<Arc<Entry>>,
+    max_size: Option<usize>,
+}
+
+pub enum Step {
+    /// The reply, or nothing to send (unparseable garbage).
+    Done(Option<Vec<u8>>),
+    Upstream(Pending),
+}
+
+impl Engine {
+    pub fn new(filter: Filter, forwarder: Forwarder, config: EngineConfig) -> Engine {
+        let stats = Stats {
+            per_category: (0..crate::filter::index::MAX_CATEGORIES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            ..Stats::default()
+        };
+        Engine {
+            filter: ArcSwap::from_pointee(filter),
+            devices: ArcSwap::from_pointee(HashMap::new()),
+            cache: Cache::new(config.cache_entries, config.max_stale),
+            forwarder,
+            inflight: Mutex::new(HashMap::new()),
+            uplink_down: AtomicBool::new(false),
+            clock: Mutex::new((u64::MAX, LocalTime::new(0, 0, 0))),
+            config,
+            stats,
+        }
+    }
+
+    /// Swaps in a new filter; queries in flight finish with the old one.
+    pub fn swap_filter(&self, filter: Filter) {
+        self.filter.store(Arc::new(filter));
+    }
+
+    pub fn filter(&self) -> Arc<Filter> {
+        self.filter.load_full()
+    }
+
+    /// Replaces every device rule (from the hub).
+    pub fn set_devices(&self, devices: HashMap<IpAddr, DeviceRule>) {
+        self.devices.store(Arc::new(devices));
+    }
+
+    /// With the uplink down, stale answers go out at once instead of after a timeout.
+    pub fn set_uplink_down(&self, down: bool) {
+        self.uplink_down.store(down, Ordering::Relaxed);
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    fn local_time(&self) -> LocalTime {
+        let now = jiff::Timestamp::now();
+        let minute = now.as_second().max(0) as u64 / 60;
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        if clock.0 != minute {
+            *clock = (minute, LocalTime::at(now, &self.config.timezone));
+        }
+        clock.1
+    }
+
+    /// Answers what can be answered now. `max_size` is the UDP limit, `None` for TCP.
+    pub fn start(self: &Arc<Self>, query: &[u8], client: IpAddr, max_udp: bool) -> Step {
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let q = match wire::parse_query(query) {
+            Ok(q) => q,
+            Err(e) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%client, error = %e, "malformed query");
+                return Step::Done(wire::id_of(query).map(wire::formerr));
+            }
+        };
+        let max_size = max_udp.then(|| q.max_udp());
+        let done = |mut reply: Vec<u8>| {
+            if let Some(max) = max_size
+                && reply.len() > max
+            {
+                wire::truncate(&mut reply, &q);
+            }
+            Step::Done(Some(reply))
+        };
+        if q.opcode != 0 {
+            return done(wire::error_response(query, &q, wire::RCODE_NOTIMP));
+        }
+        if q.qclass != wire::CLASS_IN {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
+        }
+        let lower = q.lower_name();
+        if let Some(addrs) = self.config.local.get(&lower) {
+            self.stats.local.fetch_add(1, Ordering::Relaxed);
+            return done(wire::address_response(query, &q, addrs, OWN_TTL, true));
+        }
+        let Some(name) = normalize(&lower).or_else(|| lower.is_empty().then(String::new)) else {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
+        };
+        let filter = self.filter.load();
+        let devices = self.devices.load();
+        let verdict = filter.decide(&name, client, self.local_time(), devices.get(&client));
+        let mut rewrite = None;
+        match verdict.action {
+            Action::Allow => {}
+            Action::Refuse => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
+            }
+            Action::NxDomain => {
+                self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+                return done(wire::error_response(query, &q, wire::RCODE_NXDOMAIN));
+            }
+            Action::Block(mode) => {
+                self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+                if let Reason::Listed { category, .. } = verdict.reason {
+                    self.stats.per_category[usize::from(category)].fetch_add(1, Ordering::Relaxed);
+                }
+                return done(self.blocked_reply(query, &q, mode));
+            }
+            Action::Rewrite(target) => {
+                self.stats.rewritten.fetch_add(1, Ordering::Relaxed);
+                rewrite = Some(target);
+            }
+        }
+        let key = match rewrite {
+            Some(target) => Key {
+                name: target.into(),
+                qtype: q.qtype,
+                qclass: q.qclass,
+            },
+            None => Key::of(&q),
+        };
+        let now = Instant::now();
+        let cached = self.cache.get(&key, now);
+        if let Some(entry) = &cached
+            && rewrite.is_none()
+        {
+            match entry.freshness(now) {
+                Freshness::Fresh { remaining, ttl } => {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    let hits = entry.hits.fetch_add(1, Ordering::Relaxed);
+                    if hits >= 1 && (remaining as f32) < PREFETCH_BELOW * ttl as f32 {
+                        self.refresh_in_background(&key, entry);
+                    }
+                    return done(entry.reply(query, &q, now));
+                }
+                Freshness::Stale if self.uplink_down.load(Ordering::Relaxed) => {
+                    self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                    self.refresh_in_background(&key, entry);
+                    return done(entry.reply(query, &q, now));
+                }
+                Freshness::Stale => {}
+            }
+        }
+        Step::Upstream(Pending {
+            q,
+            key,
+            rewrite,
+            stale: cached,
+            max_size,
+        })
+    }
+
+    fn blocked_reply(&self, query: &[u8], q: &Query, mode: BlockMode) -> Vec<u8> {
+        const NULL: [IpAddr; 2] = [
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        ];
+        match mode {
+            BlockMode::Nxdomain => wire::error_response(query, q, wire::RCODE_NXDOMAIN),
+            BlockMode::Blockpage if !self.config.box_addresses.is_empty() => {
+                wire::address_response(query, q, &self.config.box_addresses, OWN_TTL, false)
+            }
+            _ => wire::address_response(query, q, &NULL, OWN_TTL, false),
+        }
+    }
+
+    /// Waits for the upstream (or a stale answer) and makes the reply.
+    pub async fn finish(self: Arc<Self>, query: Vec<u8>, p: Pending) -> Vec<u8> {
+        let fetch = self.fetch(p.key.clone());
+        let entry = match &p.stale {
+            Some(stale) => {
+                tokio::pin!(fetch);
+                tokio::select! {
+                    fresh = &mut fetch => fresh.or_else(|| {
+                        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                        Some(stale.clone())
+                    }),
+                    _ = tokio::time::sleep(STALE_AFTER) => {
+                        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                        Some(stale.clone())
+                    }
+                }
+            }
+            None => fetch.await,
+        };
+        let Some(entry) = entry else {
+            self.stats.servfail.fetch_add(1, Ordering::Relaxed);
+            return wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL);
+        };
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut reply = match p.rewrite {
+            None => entry.reply(&query, &p.q, now),
+            Some(target) => rewrite_reply(&p.q, target, &entry, now)
+                .unwrap_or_else(|| wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL)),
+        };
+        if let Some(max) = p.max_size
+            && reply.len() > max
+        {
+            wire::truncate(&mut reply, &p.q);
+        }
+        reply
+    }
+
+    /// Asks the upstream for `key`, once for every concurrent asker; caches the answer.
+    async fn fetch(self: &Arc<Self>, key: Key) -> FetchResult {
+        let mut rx = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match inflight.get(&key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(key.clone(), rx.clone());
+                    let engine = self.clone();
+                    // A task of its own: the answer is cached even if every asker left.
+                    tokio::spawn(async move {
+                        let result = engine.resolve_upstream(&key).await;
+                        engine
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().flatten(),
+            Err(_) => None,
+        }
+    }
+
+    async fn resolve_upstream(&self, key: &Key) -> FetchResult {
+        match self
+            .forwarder
+            .resolve(&key.name, key.qtype, key.qclass)
+            .await
+        {
+            Ok(bytes) => {
+                let now = Instant::now();
+                let entry = Arc::new(Entry::from_response(&bytes, now)?);
+                self.cache.insert(key.clone(), entry.clone(), now);
+                Some(entry)
+            }
+            Err(e) => {
+                tracing::debug!(name = %key.name, error = %e, "upstream failed");
+                None
+            }
+        }
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, key: &Key, entry: &Arc<Entry>) {
+        if entry.refreshing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let engine = self.clone();
+        let key = key.clone();
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            let _ = engine.fetch(key).await;
+            entry.refreshing.store(false, Ordering::Relaxed);
+        });
+    }
+}
+
+/// The question's name as a CNAME to `target`, followed by `target`'s records.
+fn rewrite_reply(q: &Query, target: &'static str, entry: &Entry, now: Instant) -> Option<Vec<u8>> {
+    let upstream = Message::from_vec(entry.wire()).ok()?;
+    let stale = matches!(entry.freshness(now), Freshness::Stale);
+    let age = entry.age(now) as u32;
+    let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
+    m.metadata.recursion_desired = q.rd;
+    m.metadata.recursion_available = true;
+    m.metadata.response_code = upstream.metadata.response_code;
+    let qname = Name::from_ascii(format!("{}.", q.name)).ok()?;
+    let mut question = hickory_proto::op::Query::query(qname.clone(), q.qtype.into());
+    question.set_query_class(q.qclass.into());
+    m.add_query(question);
+    let target_name = Name::from_ascii(format!("{target}.")).ok()?;
+    m.add_answer(Record::from_rdata(
+        qname,
+        OWN_TTL,
+        RData::CNAME(CNAME(target_name)),
+    ));
+    for mut r in upstream.answers {
+        r.ttl = if stale {
+            STALE_TTL
+        } else {
+            r.ttl.min(entry.ttl()).saturating_sub(age)
+        };
+        m.add_answer(r);
+    }
+    if q.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(wire::EDNS_PAYLOAD);
+        m.set_edns(edns);
+    }
+    m.to_vec().ok()
+}

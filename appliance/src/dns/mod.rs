@@ -1,0 +1,11 @@
+//! The filtering DNS server: `wire` reads and writes messages, `cache` keeps upstream
+//! answers (serving them stale when the uplink is down), `forward` asks the upstream,
+//! `engine` decides each answer with `crate::filter`, `server` owns the sockets and
+//! `reload` swaps in new lists without dropping a query.
+
+pub mod cache;
+pub mod engine;
+pub mod forward;
+pub mod reload;
+pub mod server;
+pub mod wire;

@@ -1,0 +1,218 @@
+//! The sockets: UDP receive loops that answer on the spot whatever needs no upstream,
+//! and TCP connections (length-prefixed, pipelined, idle-limited).
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cartable_protocol::status::{UplinkState, UplinkStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, Step};
+use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
+
+/// A TCP client silent this long is closed (RFC 7766 suggests seconds, not minutes).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Most TCP connections served at once.
+const TCP_MAX: usize = 512;
+/// Receive loops per UDP socket: one per core of a small box.
+const UDP_LOOPS: usize = 2;
+
+/// The DNS service; its sockets are bound when it is built.
+pub struct DnsService {
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+    engine: Arc<Engine>,
+    uplink: watch::Receiver<UplinkStatus>,
+}
+
+impl DnsService {
+    pub fn bind(
+        listen: &[SocketAddr],
+        engine: Arc<Engine>,
+        uplink: watch::Receiver<UplinkStatus>,
+    ) -> std::io::Result<DnsService> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for addr in listen {
+            let u = UdpSocket::bind(addr)?;
+            u.set_nonblocking(true)?;
+            // With port 0, TCP takes the port UDP got.
+            let t = TcpListener::bind(u.local_addr()?)?;
+            t.set_nonblocking(true)?;
+            udp.push(u);
+            tcp.push(t);
+        }
+        Ok(DnsService {
+            udp,
+            tcp,
+            engine,
+            uplink,
+        })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|u| u.local_addr().ok())
+            .collect()
+    }
+}
+
+impl Service for DnsService {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
+        Box::pin(async move {
+            let mut tasks = JoinSet::new();
+            for u in &self.udp {
+                let socket = Arc::new(tokio::net::UdpSocket::from_std(u.try_clone()?)?);
+                for _ in 0..UDP_LOOPS {
+                    tasks.spawn(udp_loop(
+                        socket.clone(),
+                        self.engine.clone(),
+                        ctx.shutdown.clone(),
+                    ));
+                }
+            }
+            for t in &self.tcp {
+                let listener = tokio::net::TcpListener::from_std(t.try_clone()?)?;
+                tasks.spawn(tcp_accept(
+                    listener,
+                    self.engine.clone(),
+                    ctx.shutdown.clone(),
+                ));
+            }
+            // Serve stale answers at once while the uplink is down.
+            let mut uplink = self.uplink.clone();
+            let engine = self.engine.clone();
+            let stop = ctx.shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    let down = uplink.borrow_and_update().state == UplinkState::Down;
+                    engine.set_uplink_down(down);
+                    tokio::select! {
+                        r = uplink.changed() => if r.is_err() { return Ok(()) },
+                        _ = stop.cancelled() => return Ok(()),
+                    }
+                }
+            });
+            ctx.ready();
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => Ok(()),
+                Some(ended) = tasks.join_next() => {
+                    // A loop only ends on shutdown or a socket error.
+                    match ended {
+                        Ok(Err(e)) => Err(e.into()),
+                        Ok(Ok(())) => anyhow::bail!("a DNS socket loop ended"),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn udp_loop(
+    socket: Arc<tokio::net::UdpSocket>,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, client) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                // ICMP errors from earlier sends surface here on Linux; not fatal.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            },
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        match engine.start(&buf[..n], client.ip(), true) {
+            Step::Done(Some(reply)) => {
+                let _ = socket.send_to(&reply, client).await;
+            }
+            Step::Done(None) => {}
+            Step::Upstream(pending) => {
+                let engine = engine.clone();
+                let socket = socket.clone();
+                let query = buf[..n].to_vec();
+                tokio::spawn(async move {
+                    let reply = engine.finish(query, pending).await;
+                    let _ = socket.send_to(&reply, client).await;
+                });
+            }
+        }
+    }
+}
+
+async fn tcp_accept(
+    listener: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX));
+    loop {
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin or die.
+                    tracing::warn!(error = %e, "DNS TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // Too many: drop the connection; the client retries.
+        };
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = tcp_connection(stream, client, engine) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn tcp_connection(
+    mut stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    engine: Arc<Engine>,
+) {
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            _ => return,
+        };
+        let mut query = vec![0u8; len];
+        if tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let reply = match engine.start(&query, client.ip(), false) {
+            Step::Done(Some(r)) => r,
+            Step::Done(None) => return,
+            Step::Upstream(p) => engine.clone().finish(query, p).await,
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&(reply.len().min(65535) as u16).to_be_bytes());
+        framed.extend_from_slice(&reply[..reply.len().min(65535)]);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}

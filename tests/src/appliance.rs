@@ -1,0 +1,96 @@
+//! The `cartable` daemon as a process with a test's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::bins::bin;
+use crate::child::TestChild;
+use crate::net::free_port;
+
+pub struct Appliance {
+    pub dns: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: TestChild,
+}
+
+impl Appliance {
+    /// Starts `cartable run` with `extra` TOML appended to a config that sets the data
+    /// folder, loopback ports, and no system resolvers. Waits for `/healthz`.
+    pub fn start(extra: &str) -> Appliance {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let config = dir.path().join("cartable.toml");
+        let text = format!(
+            "[appliance]\ndata_dir = \"{}\"\n[http]\nlisten = \"{http}\"\n{extra}\n",
+            dir.path().join("data").display()
+        );
+        // `extra` may open its own [dns]; the defaults for tests go in only if not.
+        let text = if extra.contains("[dns]") {
+            text.replacen(
+                "[dns]",
+                &format!("[dns]\nlisten = [\"{dns}\"]\nsystem_resolvers = false"),
+                1,
+            )
+        } else {
+            format!("{text}\n[dns]\nlisten = [\"{dns}\"]\nsystem_resolvers = false\n")
+        };
+        std::fs::write(&config, text).expect("write config");
+        let log = std::fs::File::create(dir.path().join("cartable.log")).expect("log file");
+        let mut cmd = Command::new(bin("cartable"));
+        cmd.args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .stderr(log);
+        let child = TestChild::spawn(cmd).expect("cartable starts");
+        let app = Appliance {
+            dns,
+            http,
+            dir,
+            config,
+            child,
+        };
+        app.wait_healthy();
+        app
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2"])
+                .arg(format!("http://{}/healthz", self.http))
+                .output()
+                .expect("curl runs");
+            if out.stdout == b"200" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the appliance did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cartable.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, s: Signal) {
+        self.child.signal(s).expect("signal sent");
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- cartable log ---\n{}", self.log());
+        }
+    }
+}

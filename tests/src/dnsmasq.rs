@@ -1,0 +1,60 @@
+//! dnsmasq as the upstream resolver of tests: authoritative for the names a test
+//! gives it, NXDOMAIN for the rest of `.test`, on a loopback port, asking nobody.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::child::TestChild;
+use crate::dig::dig;
+use crate::net::free_port;
+
+pub struct Dnsmasq {
+    pub addr: SocketAddr,
+    child: Option<TestChild>,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq answering each (name, address) with `ttl`.
+    pub fn start(records: &[(&str, &str)], ttl: u32) -> Dnsmasq {
+        let port = free_port();
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--user=root",
+            "--pid-file=",
+            "--local=/test/",
+            "--log-facility=-",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--local-ttl={ttl}"))
+        .arg(format!("--auth-ttl={ttl}"))
+        .stderr(Stdio::null());
+        for (name, addr) in records {
+            cmd.arg(format!("--address=/{name}/{addr}"));
+        }
+        let child =
+            TestChild::spawn(cmd).expect("dnsmasq starts (tests/run installs dnsmasq-base)");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dig(addr, "ready.probe.test", "A", &[]).status.is_empty() {
+            assert!(Instant::now() < deadline, "dnsmasq did not answer");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Dnsmasq {
+            addr,
+            child: Some(child),
+        }
+    }
+
+    /// Stops it (kill -9): the upstream is gone.
+    pub fn stop(&mut self) {
+        self.child.take();
+    }
+}

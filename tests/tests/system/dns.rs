@@ -1,0 +1,346 @@
+//! The filtering DNS server as a process, asked by `dig`, forwarding to `dnsmasq`, all
+//! on loopback. Loopback addresses other than 127.0.0.1 (`dig -b 127.0.0.N`) stand for
+//! clients on different subnets.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use cartable_systests::appliance::Appliance;
+use cartable_systests::dig::dig;
+use cartable_systests::dnsmasq::Dnsmasq;
+
+/// Lists and policies: 127.0.0.2 is a primary class (NXDOMAIN), 127.0.0.3 a secondary
+/// one (null answers), 127.0.0.4 a third (block page); everyone else is a teacher.
+fn config(upstream: std::net::SocketAddr, list: &std::path::Path) -> String {
+    format!(
+        r#"
+[dns]
+upstreams = ["{upstream}"]
+box_addresses = ["192.0.2.80"]
+block_mode = "blockpage"
+
+[dns.local]
+"cartable.lan" = ["192.0.2.80"]
+
+[[filter.list]]
+category = "gambling"
+path = "{list}"
+
+[[filter.policy]]
+name = "primaire"
+block = ["gambling"]
+block_mode = "nxdomain"
+allow = ["ok.casino.test"]
+deny = ["games.test"]
+youtube = "strict"
+clients = ["127.0.0.2"]
+
+[[filter.policy]]
+name = "college"
+block = ["gambling"]
+block_mode = "null"
+clients = ["127.0.0.3"]
+
+[[filter.policy]]
+name = "lycee"
+block = ["gambling"]
+clients = ["127.0.0.4/32"]
+
+[[filter.policy]]
+name = "enseignants"
+safe_search = false
+default = true
+"#,
+        list = list.display()
+    )
+}
+
+struct Setup {
+    _upstream: Dnsmasq,
+    box_: Appliance,
+    /// The gambling list the appliance reads (kept for the test's life).
+    list: std::path::PathBuf,
+    _lists: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let upstream = Dnsmasq::start(
+        &[
+            ("www.allowed.test", "10.1.0.1"),
+            ("casino.test", "10.1.0.2"),
+            ("games.test", "10.1.0.3"),
+            ("forcesafesearch.google.com", "216.239.38.120"),
+            ("restrict.youtube.com", "216.239.38.119"),
+            ("www.google.fr", "10.1.0.9"),
+        ],
+        300,
+    );
+    let lists = tempfile::tempdir().unwrap();
+    let list = lists.path().join("gambling.txt");
+    std::fs::write(&list, "casino.test\npoker.test\n").unwrap();
+    let box_ = Appliance::start(&config(upstream.addr, &list));
+    Setup {
+        _upstream: upstream,
+        box_,
+        list,
+        _lists: lists,
+    }
+}
+
+#[test]
+fn blocks_per_category_and_subdomain_with_each_block_mode() {
+    let s = setup();
+    let dns = s.box_.dns;
+    let primaire = dig(dns, "www.casino.test", "A", &["-b", "127.0.0.2"]);
+    assert_eq!(primaire.status, "NXDOMAIN", "{}", primaire.raw);
+    let college = dig(dns, "casino.test", "A", &["-b", "127.0.0.3"]);
+    assert_eq!(college.data("A"), ["0.0.0.0"], "{}", college.raw);
+    let college6 = dig(dns, "casino.test", "AAAA", &["-b", "127.0.0.3"]);
+    assert_eq!(college6.data("AAAA"), ["::"], "{}", college6.raw);
+    let lycee = dig(dns, "deep.sub.casino.test", "A", &["-b", "127.0.0.4"]);
+    assert_eq!(lycee.data("A"), ["192.0.2.80"], "block page: {}", lycee.raw);
+    let teacher = dig(dns, "casino.test", "A", &[]);
+    assert_eq!(
+        teacher.data("A"),
+        ["10.1.0.2"],
+        "teachers are not filtered: {}",
+        teacher.raw
+    );
+    let not_a_sub = dig(dns, "notcasino.test", "A", &["-b", "127.0.0.2"]);
+    assert_eq!(
+        not_a_sub.status, "NXDOMAIN",
+        "forwarded, and dnsmasq does not know it"
+    );
+    assert!(not_a_sub.answers.is_empty());
+}
+
+#[test]
+fn allow_overrides_deny_and_categories() {
+    let s = setup();
+    let dns = s.box_.dns;
+    let allowed = dig(dns, "ok.casino.test", "A", &["-b", "127.0.0.2"]);
+    assert_eq!(allowed.data("A"), ["10.1.0.2"], "{}", allowed.raw);
+    let denied = dig(dns, "www.games.test", "A", &["-b", "127.0.0.2"]);
+    assert_eq!(denied.status, "NXDOMAIN", "{}", denied.raw);
+    let elsewhere = dig(dns, "games.test", "A", &["-b", "127.0.0.3"]);
+    assert_eq!(
+        elsewhere.data("A"),
+        ["10.1.0.3"],
+        "the deny list is the primary policy's"
+    );
+}
+
+#[test]
+fn safe_search_and_anti_bypass_answers() {
+    let s = setup();
+    let dns = s.box_.dns;
+    let google = dig(dns, "www.google.fr", "A", &["-b", "127.0.0.2"]);
+    assert_eq!(
+        google.data("CNAME"),
+        ["forcesafesearch.google.com"],
+        "{}",
+        google.raw
+    );
+    assert_eq!(google.data("A"), ["216.239.38.120"], "{}", google.raw);
+    let youtube = dig(dns, "www.youtube.com", "A", &["-b", "127.0.0.2"]);
+    assert_eq!(
+        youtube.data("CNAME"),
+        ["restrict.youtube.com"],
+        "{}",
+        youtube.raw
+    );
+    let teacher = dig(dns, "www.google.fr", "A", &[]);
+    assert_eq!(
+        teacher.data("A"),
+        ["10.1.0.9"],
+        "no safe search for teachers: {}",
+        teacher.raw
+    );
+    for canary in [
+        "use-application-dns.net",
+        "mask.icloud.com",
+        "mask-h2.icloud.com",
+    ] {
+        assert_eq!(dig(dns, canary, "A", &[]).status, "NXDOMAIN", "{canary}");
+    }
+}
+
+#[test]
+fn local_names_forwarding_cache_and_tcp() {
+    let s = setup();
+    let dns = s.box_.dns;
+    let local = dig(dns, "Cartable.LAN", "A", &["+tcp"]);
+    assert_eq!(local.data("A"), ["192.0.2.80"], "{}", local.raw);
+    assert!(local.flags.contains(&"aa".to_string()), "{}", local.raw);
+    let first = dig(dns, "www.allowed.test", "A", &[]);
+    assert_eq!(first.data("A"), ["10.1.0.1"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = dig(dns, "WWW.Allowed.Test", "A", &["+tcp"]);
+    assert_eq!(second.data("A"), ["10.1.0.1"]);
+    assert_eq!(
+        second.answers[0].0, "WWW.Allowed.Test",
+        "the client's case is echoed"
+    );
+    assert!(
+        second.answers[0].1 < first.answers[0].1,
+        "the cached TTL counts down"
+    );
+}
+
+#[test]
+fn answers_stale_when_the_upstream_is_gone() {
+    let mut upstream = Dnsmasq::start(&[("short.test", "10.2.0.1")], 1);
+    let lists = tempfile::tempdir().unwrap();
+    let list = lists.path().join("empty.txt");
+    std::fs::write(&list, "").unwrap();
+    let box_ = Appliance::start(&config(upstream.addr, &list));
+    let fresh = dig(box_.dns, "short.test", "A", &[]);
+    assert_eq!(fresh.data("A"), ["10.2.0.1"], "{}", fresh.raw);
+    upstream.stop();
+    std::thread::sleep(Duration::from_millis(2100));
+    let stale = dig(box_.dns, "short.test", "A", &["+time=4"]);
+    assert_eq!(stale.status, "NOERROR", "{}", stale.raw);
+    assert_eq!(stale.data("A"), ["10.2.0.1"], "{}", stale.raw);
+    assert_eq!(
+        stale.answers[0].1, 30,
+        "stale answers carry a 30 s TTL (RFC 8767)"
+    );
+    let unknown = dig(box_.dns, "never-seen.test", "A", &["+time=4"]);
+    assert_eq!(unknown.status, "SERVFAIL", "{}", unknown.raw);
+}
+
+#[test]
+fn truncated_over_udp_then_whole_over_tcp() {
+    let many: Vec<String> = (1..=60).map(|i| format!("10.3.0.{i}")).collect();
+    let records: Vec<(&str, &str)> = many.iter().map(|a| ("big.test", a.as_str())).collect();
+    let upstream = Dnsmasq::start(&records, 300);
+    let lists = tempfile::tempdir().unwrap();
+    let list = lists.path().join("empty.txt");
+    std::fs::write(&list, "").unwrap();
+    let box_ = Appliance::start(&config(upstream.addr, &list));
+    let udp_only = dig(box_.dns, "big.test", "A", &["+noedns", "+ignore"]);
+    assert!(
+        udp_only.flags.contains(&"tc".to_string()),
+        "{}",
+        udp_only.raw
+    );
+    assert!(udp_only.answers.is_empty());
+    let retried = dig(box_.dns, "big.test", "A", &["+noedns"]);
+    assert_eq!(
+        retried.data("A").len(),
+        60,
+        "dig retried over TCP: {}",
+        retried.raw
+    );
+    let edns = dig(box_.dns, "big.test", "A", &[]);
+    assert_eq!(
+        edns.data("A").len(),
+        60,
+        "fits in 1232 bytes with EDNS: {}",
+        edns.raw
+    );
+}
+
+#[test]
+fn malformed_packets_get_formerr_or_nothing_and_the_server_goes_on() {
+    let s = setup();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x12],
+        vec![
+            0xAB, 0xCD, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 0x0C, 0, 1, 0, 1,
+        ],
+        vec![0xAB, 0xCD, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0],
+        vec![0xAB, 0xCD, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63],
+        vec![0xFF; 4000],
+    ];
+    let mut seed = 0x2545F491u32;
+    for len in [12usize, 13, 40, 300, 512, 1400] {
+        garbage.push(
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as u8
+                })
+                .collect(),
+        );
+    }
+    for g in &garbage {
+        socket.send_to(g, s.box_.dns).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            assert!(n >= 12, "a reply is at least a header");
+            assert_eq!(&buf[..2], &g[..2], "the reply keeps the query's ID");
+            assert!(buf[2] & 0x80 != 0, "it is a response");
+            let rcode = buf[3] & 0x0f;
+            assert!(
+                matches!(rcode, 1 | 4 | 5),
+                "FORMERR, NOTIMP or REFUSED, got {rcode}"
+            );
+        }
+    }
+    let after = dig(s.box_.dns, "www.allowed.test", "A", &[]);
+    assert_eq!(
+        after.data("A"),
+        ["10.1.0.1"],
+        "still serving: {}",
+        after.raw
+    );
+}
+
+/// dnsperf runs while the lists are changed and SIGHUP swaps them in: every query
+/// is answered, and the new list is in force afterwards.
+#[test]
+fn reload_under_load_loses_no_query() {
+    let s = setup();
+    let dns = s.box_.dns;
+    // 127.0.0.3 gets null answers for blocked names: before the reload, dnsmasq's
+    // NXDOMAIN; after, the box's 0.0.0.0.
+    let before = dig(dns, "newly-listed.test", "A", &["-b", "127.0.0.3"]);
+    assert_eq!(before.status, "NXDOMAIN", "{}", before.raw);
+
+    let queries = s.box_.dir.path().join("queries.txt");
+    let mix: String = (0..200)
+        .map(|i| match i % 4 {
+            0 => "casino.test A\n".to_string(),
+            1 => "www.allowed.test A\n".to_string(),
+            2 => format!("sub{i}.poker.test A\n"),
+            _ => "cartable.lan A\n".to_string(),
+        })
+        .collect();
+    std::fs::write(&queries, mix).unwrap();
+    let perf = std::process::Command::new("dnsperf")
+        .args(["-s", "127.0.0.1", "-p", &dns.port().to_string(), "-d"])
+        .arg(&queries)
+        .args(["-l", "4", "-Q", "3000", "-t", "2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dnsperf is installed (tests/run installs it)");
+
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(800));
+        std::fs::write(&s.list, "casino.test\npoker.test\nnewly-listed.test\n").unwrap();
+        s.box_.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+    let out = perf.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let number = |label: &str| -> u64 {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no `{label}` in dnsperf's report:\n{report}"))
+    };
+    assert!(number("Queries sent:") > 3000, "{report}");
+    assert_eq!(number("Queries lost:"), 0, "{report}");
+    let after = dig(dns, "www.newly-listed.test", "A", &["-b", "127.0.0.3"]);
+    assert_eq!(after.data("A"), ["0.0.0.0"], "{}", after.raw);
+    assert!(s.box_.log().matches("SIGHUP: reloading").count() >= 1);
+}
