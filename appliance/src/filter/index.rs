@@ -67,12 +67,20 @@ pub struct SourceReport {
     pub sorted: bool,
 }
 
+/// One slice of the names: those whose first byte falls in its range. Slices are
+/// built in parallel, one per core; each has its own table of category sets.
+struct Part {
+    map: Map<Vec<u8>>,
+    sets: Vec<CategorySet>,
+}
+
 /// The immutable, compiled lists.
 pub struct Index {
-    names: Map<Vec<u8>>,
-    sets: Vec<CategorySet>,
+    parts: Vec<Part>,
+    /// First byte of a name -> its part.
+    part_of: [u8; 256],
     /// Sorted by address.
-    addresses: Vec<(u32, u32)>,
+    addresses: Vec<(u32, CategorySet)>,
     categories: Vec<Category>,
     by_name: HashMap<String, u8>,
     sources: Vec<SourceReport>,
@@ -81,7 +89,7 @@ pub struct Index {
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Index")
-            .field("names", &self.names.len())
+            .field("names", &self.names())
             .field("categories", &self.categories.len())
             .finish()
     }
@@ -142,15 +150,15 @@ impl Index {
         let mut in_memory = vec![false; sources.len()];
         loop {
             match compile(&sources, &source_ids, &in_memory)? {
-                Compiled::Done(names, sets, addresses, reports) => {
+                Compiled::Done(parts, part_of, addresses, reports) => {
                     for r in &reports {
                         if let Some(&id) = by_name.get(&r.category) {
                             cats[id as usize].entries += r.names + r.addresses;
                         }
                     }
                     return Ok(Index {
-                        names,
-                        sets,
+                        parts,
+                        part_of,
                         addresses,
                         categories: cats,
                         by_name,
@@ -168,9 +176,10 @@ impl Index {
     /// Every listed entry covering `name` (itself, then its parents).
     pub fn lookup<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = Hit<'n>> + use<'s, 'n> {
         suffixes(name).filter_map(|entry| {
-            self.names.get(entry).map(|set| Hit {
+            let part = &self.parts[usize::from(self.part_of[usize::from(*entry.as_bytes().first()?)])];
+            part.map.get(entry).map(|set| Hit {
                 entry,
-                categories: self.sets[set as usize],
+                categories: part.sets[set as usize],
             })
         })
     }
@@ -181,7 +190,7 @@ impl Index {
         self.addresses
             .binary_search_by_key(&key, |&(a, _)| a)
             .ok()
-            .map(|i| self.sets[self.addresses[i].1 as usize])
+            .map(|i| self.addresses[i].1)
     }
 
     /// The category called `name` (or one of its aliases).
@@ -201,12 +210,12 @@ impl Index {
 
     /// Listed names (each counted once, whatever its number of categories).
     pub fn names(&self) -> u64 {
-        self.names.len() as u64
+        self.parts.iter().map(|p| p.map.len() as u64).sum()
     }
 
     /// Bytes the compiled map takes.
     pub fn map_bytes(&self) -> usize {
-        self.names.as_fst().as_bytes().len()
+        self.parts.iter().map(|p| p.map.as_fst().as_bytes().len()).sum()
     }
 
     /// The file and line where `entry` is listed in one of `categories`: for the
@@ -244,9 +253,9 @@ pub fn ids(set: CategorySet) -> impl Iterator<Item = u8> {
 
 enum Compiled {
     Done(
-        Map<Vec<u8>>,
-        Vec<CategorySet>,
-        Vec<(u32, u32)>,
+        Vec<Part>,
+        [u8; 256],
+        Vec<(u32, CategorySet)>,
         Vec<SourceReport>,
     ),
     /// Source `i` is out of byte order.
@@ -261,9 +270,15 @@ struct SourceReader {
     buf: Vec<u8>,
     pending: Vec<String>,
     line_no: u64,
-    last: Option<String>,
+    /// The previous name, to drop duplicates and notice disorder (reused buffer).
+    last: String,
     report: SourceReport,
     addresses: Vec<Ipv4Addr>,
+    /// Only names whose first byte is in `lo..hi` are yielded.
+    lo: u8,
+    hi: u16,
+    /// The first part also counts bad lines and collects addresses.
+    first: bool,
 }
 
 enum Next {
@@ -273,7 +288,12 @@ enum Next {
 }
 
 impl SourceReader {
-    fn open(source: &ListSource, whole: bool) -> Result<SourceReader, FilterError> {
+    fn open(
+        source: &ListSource,
+        whole: bool,
+        (lo, hi): (u8, u16),
+        first: bool,
+    ) -> Result<SourceReader, FilterError> {
         let io = |e| FilterError::Io {
             path: source.path.clone(),
             source: e,
@@ -285,7 +305,7 @@ impl SourceReader {
             buf: Vec::with_capacity(256),
             pending: Vec::new(),
             line_no: 0,
-            last: None,
+            last: String::new(),
             report: SourceReport {
                 category: source.category.clone(),
                 path: source.path.clone(),
@@ -295,22 +315,33 @@ impl SourceReader {
                 sorted: !whole,
             },
             addresses: Vec::new(),
+            lo,
+            hi,
+            first,
         };
         if whole {
             let bytes = std::fs::read(&source.path).map_err(io)?;
             let parsed = list::parse(&bytes);
             drop(bytes);
             let mut names = parsed.names;
+            names.retain(|n| reader.in_range(n));
             names.sort_unstable();
             names.dedup();
             names.reverse();
-            reader.report.skipped = parsed.skipped;
-            reader.addresses = parsed.addresses;
+            if first {
+                reader.report.skipped = parsed.skipped;
+                reader.addresses = parsed.addresses;
+            }
             reader.sorted = names;
         } else {
             reader.lines = Some(BufReader::with_capacity(64 * 1024, file));
         }
         Ok(reader)
+    }
+
+    fn in_range(&self, name: &str) -> bool {
+        let b = name.as_bytes().first().copied().unwrap_or(0);
+        b >= self.lo && u16::from(b) < self.hi
     }
 
     fn next(&mut self) -> Result<Next, FilterError> {
@@ -329,48 +360,93 @@ impl SourceReader {
                     return Ok(Next::End);
                 }
                 self.line_no += 1;
-                match list::parse_line(trim_newline(&self.buf)) {
-                    Line::Blank => continue,
-                    Line::Address(a) => {
-                        self.addresses.push(a);
+                let line = trim_newline(&self.buf);
+                if let Some(name) = plain_name(line) {
+                    let b = u16::from(name.as_bytes()[0]);
+                    if b >= self.hi && !self.first {
+                        // Sorted: nothing further can be in range. (The first part
+                        // reads on, to count bad lines and collect addresses.)
+                        self.lines = None;
+                        return Ok(Next::End);
+                    }
+                    if b < u16::from(self.lo) || b >= self.hi {
+                        // Out of range, still checked for order.
+                        if name < self.last.as_str() {
+                            return Ok(Next::OutOfOrder);
+                        }
+                        self.last.clear();
+                        self.last.push_str(name);
                         continue;
                     }
-                    Line::Bad => {
-                        self.report.skipped.add(self.line_no, &self.buf);
-                        continue;
+                    name.to_string()
+                } else {
+                    match list::parse_line(line) {
+                        Line::Blank => continue,
+                        Line::Address(a) => {
+                            self.addresses.push(a);
+                            continue;
+                        }
+                        Line::Bad => {
+                            self.report.skipped.add(self.line_no, &self.buf);
+                            continue;
+                        }
+                        Line::Names(mut names) if names.len() == 1 => {
+                            names.pop().unwrap_or_default()
+                        }
+                        // Several names on one line: not a sorted UT1 file.
+                        Line::Names(_) => return Ok(Next::OutOfOrder),
                     }
-                    Line::Names(mut names) if names.len() == 1 => names.pop().unwrap_or_default(),
-                    // Several names on one line: not a sorted UT1 file.
-                    Line::Names(_) => return Ok(Next::OutOfOrder),
                 }
             } else if let Some(n) = self.sorted.pop() {
                 n
             } else {
                 return Ok(Next::End);
             };
-            match self.last.as_deref() {
-                Some(last) if name.as_str() == last => continue,
-                Some(last) if name.as_str() < last => return Ok(Next::OutOfOrder),
-                _ => {}
+            if !self.last.is_empty() {
+                match name.as_str().cmp(self.last.as_str()) {
+                    std::cmp::Ordering::Equal => continue,
+                    std::cmp::Ordering::Less => return Ok(Next::OutOfOrder),
+                    std::cmp::Ordering::Greater => {}
+                }
             }
-            self.last = Some(name.clone());
+            self.last.clear();
+            self.last.push_str(&name);
             return Ok(Next::Name(name));
         }
     }
+}
 
-    fn finish(mut self) -> Result<SourceReport, FilterError> {
-        let total = self.report.names + self.addresses.len() as u64 + self.report.skipped.count;
-        self.report.addresses = self.addresses.len() as u64;
-        let bad = self.report.skipped.count as f64;
-        if total > 10 && bad > GARBAGE_SHARE * total as f64 {
-            return Err(FilterError::Garbage {
-                path: self.report.path.clone(),
-                skipped: self.report.skipped.count,
-                total,
-            });
-        }
-        Ok(self.report)
+/// The line itself when it is already a normalized name (lower case, valid labels, not
+/// an address): the common case in UT1 files, checked without allocating.
+fn plain_name(line: &[u8]) -> Option<&str> {
+    if line.is_empty() || line.len() > super::name::MAX_NAME {
+        return None;
     }
+    let mut label = 0usize;
+    let mut letters = false;
+    for &b in line {
+        match b {
+            b'.' => {
+                if label == 0 {
+                    return None;
+                }
+                label = 0;
+            }
+            b'a'..=b'z' | b'-' | b'_' => {
+                letters = true;
+                label += 1;
+            }
+            b'0'..=b'9' => label += 1,
+            _ => return None,
+        }
+        if label > 63 {
+            return None;
+        }
+    }
+    // All digits and dots could be an address: leave those to the full parser.
+    (label > 0 && letters)
+        .then(|| std::str::from_utf8(line).ok())
+        .flatten()
 }
 
 fn trim_newline(buf: &[u8]) -> &[u8] {
@@ -378,80 +454,196 @@ fn trim_newline(buf: &[u8]) -> &[u8] {
     buf.strip_suffix(b"\r").unwrap_or(buf)
 }
 
+/// Fewer names than this are compiled on one thread.
+const PARALLEL_FROM: u64 = 200_000;
+
 fn compile(
     sources: &[ListSource],
     source_ids: &[u8],
     in_memory: &[bool],
 ) -> Result<Compiled, FilterError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let ranges = split_by_first_byte(sources, threads)?;
+    let results: Vec<Result<PartResult, FilterError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, &range)| scope.spawn(move || compile_part(sources, source_ids, in_memory, range, i == 0)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(FilterError::Index("a build thread panicked".into()))))
+            .collect()
+    });
+    let mut parts = Vec::with_capacity(results.len());
+    let mut addresses: Vec<(u32, CategorySet)> = Vec::new();
+    let mut reports: Vec<SourceReport> = Vec::new();
+    for result in results {
+        match result? {
+            PartResult::Unsorted(i) => return Ok(Compiled::Unsorted(i)),
+            PartResult::Done(part, addrs, part_reports) => {
+                parts.push(part);
+                addresses.extend(addrs);
+                if reports.is_empty() {
+                    reports = part_reports;
+                } else {
+                    for (r, p) in reports.iter_mut().zip(part_reports) {
+                        r.names += p.names;
+                    }
+                }
+            }
+        }
+    }
+    let mut part_of = [0u8; 256];
+    for (i, &(lo, hi)) in ranges.iter().enumerate() {
+        for b in u16::from(lo)..hi {
+            part_of[usize::from(b)] = i as u8;
+        }
+    }
+    addresses.sort_unstable_by_key(|&(a, _)| a);
+    let mut merged: Vec<(u32, CategorySet)> = Vec::with_capacity(addresses.len());
+    for (addr, set) in addresses {
+        match merged.last_mut() {
+            Some(last) if last.0 == addr => last.1 |= set,
+            _ => merged.push((addr, set)),
+        }
+    }
+    let reports = reports
+        .into_iter()
+        .map(|r| {
+            let total = r.names + r.addresses + r.skipped.count;
+            if total > 10 && r.skipped.count as f64 > GARBAGE_SHARE * total as f64 {
+                Err(FilterError::Garbage {
+                    path: r.path.clone(),
+                    skipped: r.skipped.count,
+                    total,
+                })
+            } else {
+                Ok(r)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Compiled::Done(parts, part_of, merged, reports))
+}
+
+/// Ranges of first bytes (`lo..hi`) holding about as many names each, from a count of
+/// the first byte of every line (a plain byte scan, much cheaper than parsing).
+fn split_by_first_byte(sources: &[ListSource], parts: usize) -> Result<Vec<(u8, u16)>, FilterError> {
+    let mut counts = [0u64; 256];
+    let mut total = 0u64;
+    for s in sources {
+        let io = |e| FilterError::Io {
+            path: s.path.clone(),
+            source: e,
+        };
+        let mut file = File::open(&s.path).map_err(io)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut at_line_start = true;
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            for &b in &buf[..n] {
+                if at_line_start && b != b'\n' {
+                    counts[usize::from(b.to_ascii_lowercase())] += 1;
+                    total += 1;
+                }
+                at_line_start = b == b'\n';
+            }
+        }
+    }
+    if parts <= 1 || total < PARALLEL_FROM {
+        return Ok(vec![(0, 256)]);
+    }
+    let mut ranges = Vec::with_capacity(parts);
+    let mut lo = 0u16;
+    let mut seen = 0u64;
+    for b in 0u16..256 {
+        let before = seen;
+        seen += counts[usize::from(b)];
+        let wanted = total * (ranges.len() as u64 + 1) / parts as u64;
+        if seen >= wanted && ranges.len() + 1 < parts {
+            // Cut before or after this byte's names, whichever is nearer the target.
+            let cut = if wanted - before < seen - wanted && b > lo { b } else { b + 1 };
+            if cut < 256 {
+                ranges.push((lo as u8, cut));
+                lo = cut;
+            }
+        }
+    }
+    ranges.push((lo as u8, 256));
+    Ok(ranges)
+}
+
+enum PartResult {
+    Done(Part, Vec<(u32, CategorySet)>, Vec<SourceReport>),
+    Unsorted(usize),
+}
+
+/// Builds the map of the names whose first byte is in `range`, by a k-way merge of
+/// the sources (each sorted, or sorted in memory when marked).
+fn compile_part(
+    sources: &[ListSource],
+    source_ids: &[u8],
+    in_memory: &[bool],
+    range: (u8, u16),
+    first: bool,
+) -> Result<PartResult, FilterError> {
     let mut readers = Vec::with_capacity(sources.len());
     for (s, &whole) in sources.iter().zip(in_memory) {
-        readers.push(SourceReader::open(s, whole)?);
+        readers.push(SourceReader::open(s, whole, range, first)?);
     }
     let mut heap: BinaryHeap<Reverse<(String, usize)>> = BinaryHeap::new();
     for (i, r) in readers.iter_mut().enumerate() {
         match r.next()? {
             Next::Name(n) => heap.push(Reverse((n, i))),
             Next::End => {}
-            Next::OutOfOrder => return Ok(Compiled::Unsorted(i)),
+            Next::OutOfOrder => return Ok(PartResult::Unsorted(i)),
         }
     }
     let mut builder = MapBuilder::memory();
     let mut sets: Vec<CategorySet> = Vec::new();
     let mut set_ids: HashMap<CategorySet, u32> = HashMap::new();
-    let mut intern = |set: CategorySet| -> u32 {
-        *set_ids.entry(set).or_insert_with(|| {
-            sets.push(set);
-            (sets.len() - 1) as u32
-        })
-    };
-    while let Some(Reverse((name, first))) = heap.pop() {
-        let mut set: CategorySet = 0;
-        let mut from = vec![first];
-        while let Some(Reverse((next, _))) = heap.peek() {
-            if *next != name {
-                break;
-            }
+    let mut from = Vec::with_capacity(sources.len());
+    while let Some(Reverse((name, first_source))) = heap.pop() {
+        from.clear();
+        from.push(first_source);
+        while heap.peek().is_some_and(|Reverse((next, _))| *next == name) {
             if let Some(Reverse((_, i))) = heap.pop() {
                 from.push(i);
             }
         }
+        let mut set: CategorySet = 0;
         for &i in &from {
             set |= 1u128 << source_ids[i];
             readers[i].report.names += 1;
             match readers[i].next()? {
                 Next::Name(n) => heap.push(Reverse((n, i))),
                 Next::End => {}
-                Next::OutOfOrder => return Ok(Compiled::Unsorted(i)),
+                Next::OutOfOrder => return Ok(PartResult::Unsorted(i)),
             }
         }
-        let id = intern(set);
+        let id = *set_ids.entry(set).or_insert_with(|| {
+            sets.push(set);
+            (sets.len() - 1) as u32
+        });
         builder
             .insert(name.as_bytes(), u64::from(id))
             .map_err(|e| FilterError::Index(e.to_string()))?;
     }
-    let names = builder.into_map();
-
-    let mut addresses: Vec<(u32, CategorySet)> = Vec::new();
+    let map = builder.into_map();
+    tracing::debug!(range = ?range, names = map.len(), "index part built");
+    let mut addresses = Vec::new();
     for (r, &id) in readers.iter().zip(source_ids) {
         addresses.extend(r.addresses.iter().map(|a| (u32::from(*a), 1u128 << id)));
     }
-    addresses.sort_unstable_by_key(|&(a, _)| a);
-    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(addresses.len());
-    let mut i = 0;
-    while i < addresses.len() {
-        let (addr, mut set) = addresses[i];
-        i += 1;
-        while i < addresses.len() && addresses[i].0 == addr {
-            set |= addresses[i].1;
-            i += 1;
-        }
-        merged.push((addr, intern(set)));
+    let mut reports = Vec::with_capacity(readers.len());
+    for mut r in readers {
+        r.report.addresses = r.addresses.len() as u64;
+        reports.push(r.report);
     }
-    let reports = readers
-        .into_iter()
-        .map(SourceReader::finish)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Compiled::Done(names, sets, merged, reports))
+    Ok(PartResult::Done(Part { map, sets }, addresses, reports))
 }
 
 #[cfg(test)]

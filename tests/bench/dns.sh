@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Filtering DNS, side by side: cartable, unbound and dnsmasq, each loaded with the same
+# block list (the UT1 snapshot plus synthetic names up to TOTAL), measured by dnsperf on
+# loopback in one run. Figures: queries per second on three mixes (blocked exact names,
+# blocked subdomains, allowed names already cached), resident memory after loading, time
+# to load; for cartable also the time and peak memory of a reload (SIGHUP) under load,
+# and the queries lost meanwhile.
+#
+#   tests/bench/dns.sh [TOTAL]        (default 5000000; needs ../shared/data/ut1)
+#
+# Everything listens on 127.0.0.1; the upstream is a local dnsmasq authoritative for
+# allowed.test, so no query leaves the machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TOTAL=${1:-5000000}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+WORK=${WORK:-/tmp/cartable-bench-dns}
+UT1=../shared/data/ut1/ut1-blacklists-2026-08-17.tar.gz
+mkdir -p "$WORK"
+export PATH="$PATH:/usr/sbin:/sbin"
+for tool in dnsperf unbound dnsmasq dig python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run tests/run first" >&2; exit 1; }
+done
+
+cargo build --release -p cartable >/dev/null
+CARTABLE=$PWD/target/release/cartable
+
+# --- The list -------------------------------------------------------------------
+if [ ! -s "$WORK/names-$TOTAL.txt" ]; then
+  rm -rf "$WORK/ut1" && mkdir -p "$WORK/ut1"
+  tar -xzf "$UT1" -C "$WORK/ut1"
+  python3 tests/bench/gen_names.py "$WORK/ut1/blacklists" "$TOTAL" "$WORK/names-$TOTAL.txt"
+fi
+LIST=$WORK/names-$TOTAL.txt
+# Names only (the UT1 addresses are not names a DNS server can block).
+grep -v '^[0-9.]*$' "$LIST" > "$WORK/names-only.txt"
+NAMES=$(wc -l < "$WORK/names-only.txt")
+
+# (Throughput runs end with dnsperf's last few hundred queries in flight, counted as
+# lost by every server alike; loss is measured by the rate-limited reload run.)
+# Query files: exact blocked names, their subdomains, allowed names (cached after warm-up).
+shuf -n 100000 --random-source=<(yes) "$WORK/names-only.txt" | sed 's/$/ A/' > "$WORK/q-exact.txt"
+shuf -n 100000 --random-source=<(yes 1) "$WORK/names-only.txt" | awk '{print "x" NR%97 "." $1 " A"}' > "$WORK/q-sub.txt"
+seq 1 2000 | awk '{print "h" $1 ".allowed.test A"}' > "$WORK/q-allowed.txt"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_answer() { # port
+  for _ in $(seq 1 6000); do
+    dig @127.0.0.1 -p "$1" +time=1 +tries=1 h1.allowed.test A >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server on $1 never answered" >&2; return 1
+}
+qps() { # port file
+  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$SECONDS_PER_RUN" -T 1 -c 1 -q 500 2>/dev/null |
+    awk '/Queries per second/ {printf "%d", $4}'
+}
+
+# --- The upstream ------------------------------------------------------------------
+UP=$(free_port)
+dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+  --listen-address=127.0.0.1 --port="$UP" --user=root --pid-file= --local=/test/ \
+  --address=/allowed.test/10.9.9.9 --local-ttl=3600 --log-facility=- 2>/dev/null &
+UP_PID=$!
+trap 'kill $UP_PID 2>/dev/null; kill $(jobs -p) 2>/dev/null || true' EXIT
+sleep 0.5
+
+declare -A RESULT
+measure() { # name port pid started_ns
+  local name=$1 port=$2 pid=$3 started=$4
+  wait_answer "$port"
+  local loaded_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+  local rss; rss=$(rss_kb "$pid")
+  dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-allowed.txt" -n 2 -T 1 >/dev/null 2>&1 || true
+  RESULT[$name]="$(qps "$port" "$WORK/q-exact.txt") | $(qps "$port" "$WORK/q-sub.txt") | $(qps "$port" "$WORK/q-allowed.txt") | $((rss / 1024)) MiB ($(( rss * 1024 / NAMES )) B/name) | ${loaded_ms} ms"
+}
+
+# --- cartable ---------------------------------------------------------------------
+PORT=$(free_port); HTTP=$(free_port)
+rm -rf "$WORK/cartable-data"
+cat > "$WORK/cartable.toml" <<EOF
+[appliance]
+data_dir = "$WORK/cartable-data"
+[http]
+listen = "127.0.0.1:$HTTP"
+[dns]
+listen = ["127.0.0.1:$PORT"]
+upstreams = ["127.0.0.1:$UP"]
+system_resolvers = false
+block_mode = "nxdomain"
+[[filter.list]]
+category = "adult"
+path = "$LIST"
+[[filter.policy]]
+name = "all"
+block = ["adult"]
+safe_search = false
+EOF
+STARTED=$(date +%s%N)
+"$CARTABLE" run --config "$WORK/cartable.toml" 2> "$WORK/cartable.log" &
+CPID=$!
+measure cartable "$PORT" "$CPID" "$STARTED"
+
+# Reload under load: SIGHUP while dnsperf runs; sample RSS every 20 ms.
+STEADY=$(rss_kb "$CPID")
+dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/q-exact.txt" -l 12 -T 1 -Q 20000 > "$WORK/reload-perf.txt" 2>&1 &
+PERF=$!
+sleep 2
+before=$(grep -c "filter lists compiled" "$WORK/cartable.log")
+kill -HUP "$CPID"
+PEAK=$STEADY
+while [ "$(grep -c "filter lists compiled" "$WORK/cartable.log")" -eq "$before" ]; do
+  r=$(rss_kb "$CPID"); [ "$r" -gt "$PEAK" ] && PEAK=$r
+  sleep 0.02
+done
+wait $PERF
+RELOAD_MS=$(grep "filter lists compiled" "$WORK/cartable.log" | tail -1 | sed 's/.*took_ms=\([0-9]*\).*/\1/')
+LOST=$(awk '/Queries lost/ {print $3}' "$WORK/reload-perf.txt")
+SENT=$(awk '/Queries sent/ {print $3}' "$WORK/reload-perf.txt")
+kill "$CPID"; wait "$CPID" 2>/dev/null || true
+
+# --- unbound ----------------------------------------------------------------------
+PORT=$(free_port)
+awk '{print "local-zone: \"" $1 ".\" always_nxdomain"}' "$WORK/names-only.txt" > "$WORK/unbound-block.conf"
+cat > "$WORK/unbound.conf" <<EOF
+server:
+  interface: 127.0.0.1
+  port: $PORT
+  do-daemonize: no
+  use-syslog: no
+  logfile: ""
+  username: ""
+  chroot: ""
+  directory: "$WORK"
+  pidfile: ""
+  do-ip6: no
+  num-threads: 2
+  so-reuseport: yes
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  qname-minimisation: no
+  module-config: "iterator"
+  msg-cache-size: 64m
+  rrset-cache-size: 128m
+  include: "$WORK/unbound-block.conf"
+forward-zone:
+  name: "."
+  forward-addr: 127.0.0.1@$UP
+EOF
+STARTED=$(date +%s%N)
+unbound -c "$WORK/unbound.conf" 2> "$WORK/unbound.log" &
+UPID=$!
+measure unbound "$PORT" "$UPID" "$STARTED"
+kill "$UPID"; wait "$UPID" 2>/dev/null || true
+
+# --- dnsmasq ----------------------------------------------------------------------
+PORT=$(free_port)
+awk '{print "address=/" $1 "/"}' "$WORK/names-only.txt" > "$WORK/dnsmasq-block.conf"
+STARTED=$(date +%s%N)
+dnsmasq --keep-in-foreground --conf-file="$WORK/dnsmasq-block.conf" --no-resolv --no-hosts \
+  --bind-interfaces --listen-address=127.0.0.1 --port="$PORT" --user=root --pid-file= \
+  --server=127.0.0.1#"$UP" --cache-size=10000 --log-facility=- 2>/dev/null &
+DPID=$!
+measure dnsmasq "$PORT" "$DPID" "$STARTED"
+kill "$DPID"; wait "$DPID" 2>/dev/null || true
+
+# --- Report -----------------------------------------------------------------------
+echo
+echo "Block list: $NAMES names ($(nproc) cores, dnsperf -T 1 -c 1 -q 500, ${SECONDS_PER_RUN} s per mix)"
+echo
+echo "| server | exact q/s | subdomain q/s | allowed cached q/s | RSS after load | load |"
+echo "|---|---|---|---|---|---|"
+for s in cartable unbound dnsmasq; do echo "| $s | ${RESULT[$s]} |"; done
+echo
+echo "cartable reload under load: ${RELOAD_MS} ms; RSS steady $((STEADY / 1024)) MiB, peak $((PEAK / 1024)) MiB ($(awk "BEGIN {printf \"%.2f\", $PEAK / $STEADY}")x); dnsperf sent $SENT, lost $LOST"
