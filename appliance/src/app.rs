@@ -41,17 +41,6 @@ impl App {
             .with_context(|| format!("opening the store in {}", data_dir.display()))?;
         let health = Health::default();
         let (uplink, uplink_rx) = UplinkWatch::new();
-        let web = WebState {
-            config: config.clone(),
-            store: store.clone(),
-            health: health.clone(),
-            uplink: uplink_rx,
-            started: Instant::now(),
-        };
-        let http = HttpService::bind(config.http.listen, web)
-            .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;
-        let http_addr = http.local_addr()?;
-
         let spec = FilterSpec {
             sources: config.filter_sources(),
             policies: config.filter.policies.clone(),
@@ -97,9 +86,31 @@ impl App {
                 timezone: config.filter.timezone.zone(),
             },
         ));
-        let dns = DnsService::bind(&config.dns.listen, engine.clone(), uplink.subscribe())
-            .with_context(|| format!("binding [dns] listen = {:?}", config.dns.listen))?;
+        match crate::dns::persist::restore_cache(&engine, &store) {
+            Ok(n) if n > 0 => tracing::info!(entries = n, "DNS cache restored"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot restore the DNS cache; starting cold"),
+        }
+        let dns = DnsService::bind(
+            &config.dns.listen,
+            engine.clone(),
+            uplink.subscribe(),
+            store.clone(),
+        )
+        .with_context(|| format!("binding [dns] listen = {:?}", config.dns.listen))?;
         let dns_addrs = dns.local_addrs();
+        let web = WebState {
+            config: config.clone(),
+            store: store.clone(),
+            health: health.clone(),
+            uplink: uplink_rx,
+            started: Instant::now(),
+            engine: Some(engine.clone()),
+        };
+        let http = HttpService::bind(config.http.listen, web)
+            .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;
+        let http_addr = http.local_addr()?;
+
         let filter_service = FilterService::new(engine.clone(), spec, loaded);
         let reload = filter_service.reload.clone();
 

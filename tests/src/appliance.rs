@@ -42,11 +42,7 @@ impl Appliance {
             format!("{text}\n[dns]\nlisten = [\"{dns}\"]\nsystem_resolvers = false\n")
         };
         std::fs::write(&config, text).expect("write config");
-        let log = std::fs::File::create(dir.path().join("cartable.log")).expect("log file");
-        let mut cmd = Command::new(bin("cartable"));
-        cmd.args(["run", "--config", config.to_str().expect("utf-8 path")])
-            .stderr(log);
-        let child = TestChild::spawn(cmd).expect("cartable starts");
+        let child = Self::spawn(&dir, &config);
         let app = Appliance {
             dns,
             http,
@@ -56,6 +52,42 @@ impl Appliance {
         };
         app.wait_healthy();
         app
+    }
+
+    fn spawn(dir: &tempfile::TempDir, config: &std::path::Path) -> TestChild {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("cartable.log"))
+            .expect("log file");
+        let mut cmd = Command::new(bin("cartable"));
+        cmd.args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .stderr(log);
+        TestChild::spawn(cmd).expect("cartable starts")
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the appliance did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the daemon again on the same configuration and data.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.dir, &self.config);
+        self.wait_healthy();
+    }
+
+    /// The store's database file.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("data").join("cartable.db")
     }
 
     fn wait_healthy(&self) {

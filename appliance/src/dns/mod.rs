@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod engine;
 pub mod forward;
+pub mod persist;
 pub mod reload;
 pub mod server;
 pub mod wire;

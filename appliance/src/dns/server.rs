@@ -12,7 +12,21 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
+use super::persist::{Flusher, save_cache};
+use crate::store::Store;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
+
+/// How often the counters go to the store.
+const STATS_EVERY: Duration = Duration::from_secs(60);
+/// The cache is saved every this many counter flushes (five minutes).
+const CACHE_SAVE_EVERY_TICKS: u64 = 5;
+
+async fn save(engine: &Engine, store: &Store) {
+    match save_cache(engine, store).await {
+        Ok(n) => tracing::debug!(entries = n, "DNS cache saved"),
+        Err(e) => tracing::warn!(error = %e, "cannot save the DNS cache"),
+    }
+}
 
 /// A TCP client silent this long is closed (RFC 7766 suggests seconds, not minutes).
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -27,6 +41,7 @@ pub struct DnsService {
     tcp: Vec<TcpListener>,
     engine: Arc<Engine>,
     uplink: watch::Receiver<UplinkStatus>,
+    store: Store,
 }
 
 impl DnsService {
@@ -34,6 +49,7 @@ impl DnsService {
         listen: &[SocketAddr],
         engine: Arc<Engine>,
         uplink: watch::Receiver<UplinkStatus>,
+        store: Store,
     ) -> std::io::Result<DnsService> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
@@ -51,6 +67,7 @@ impl DnsService {
             tcp,
             engine,
             uplink,
+            store,
         })
     }
 
@@ -102,9 +119,40 @@ impl Service for DnsService {
                     }
                 }
             });
+            // Counters to the store every minute, the cache every five.
+            let (engine, store, stop) = (
+                self.engine.clone(),
+                self.store.clone(),
+                ctx.shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                let mut flusher = Flusher::default();
+                let mut minute = tokio::time::interval(STATS_EVERY);
+                let mut ticks = 0u64;
+                loop {
+                    let stopping = tokio::select! {
+                        _ = minute.tick() => false,
+                        _ = stop.cancelled() => true,
+                    };
+                    ticks += 1;
+                    if let Err(e) = flusher.flush(&engine, &store).await {
+                        tracing::warn!(error = %e, "cannot store the DNS counters");
+                    }
+                    if stopping || ticks.is_multiple_of(CACHE_SAVE_EVERY_TICKS) {
+                        save(&engine, &store).await;
+                    }
+                    if stopping {
+                        return Ok(());
+                    }
+                }
+            });
             ctx.ready();
             tokio::select! {
-                _ = ctx.shutdown.cancelled() => Ok(()),
+                _ = ctx.shutdown.cancelled() => {
+                    // Every task ends on the token; the persist task saves first.
+                    while tasks.join_next().await.is_some() {}
+                    Ok(())
+                }
                 Some(ended) = tasks.join_next() => {
                     // A loop only ends on shutdown or a socket error.
                     match ended {

@@ -158,7 +158,7 @@ impl Index {
                     }
                     return Ok(Index {
                         parts,
-                        part_of,
+                        part_of: *part_of,
                         addresses,
                         categories: cats,
                         by_name,
@@ -176,7 +176,8 @@ impl Index {
     /// Every listed entry covering `name` (itself, then its parents).
     pub fn lookup<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = Hit<'n>> + use<'s, 'n> {
         suffixes(name).filter_map(|entry| {
-            let part = &self.parts[usize::from(self.part_of[usize::from(*entry.as_bytes().first()?)])];
+            let part =
+                &self.parts[usize::from(self.part_of[usize::from(*entry.as_bytes().first()?)])];
             part.map.get(entry).map(|set| Hit {
                 entry,
                 categories: part.sets[set as usize],
@@ -215,7 +216,10 @@ impl Index {
 
     /// Bytes the compiled map takes.
     pub fn map_bytes(&self) -> usize {
-        self.parts.iter().map(|p| p.map.as_fst().as_bytes().len()).sum()
+        self.parts
+            .iter()
+            .map(|p| p.map.as_fst().as_bytes().len())
+            .sum()
     }
 
     /// The file and line where `entry` is listed in one of `categories`: for the
@@ -254,7 +258,7 @@ pub fn ids(set: CategorySet) -> impl Iterator<Item = u8> {
 enum Compiled {
     Done(
         Vec<Part>,
-        [u8; 256],
+        Box<[u8; 256]>,
         Vec<(u32, CategorySet)>,
         Vec<SourceReport>,
     ),
@@ -462,17 +466,24 @@ fn compile(
     source_ids: &[u8],
     in_memory: &[bool],
 ) -> Result<Compiled, FilterError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
     let ranges = split_by_first_byte(sources, threads)?;
     let results: Vec<Result<PartResult, FilterError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = ranges
             .iter()
             .enumerate()
-            .map(|(i, &range)| scope.spawn(move || compile_part(sources, source_ids, in_memory, range, i == 0)))
+            .map(|(i, &range)| {
+                scope.spawn(move || compile_part(sources, source_ids, in_memory, range, i == 0))
+            })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(FilterError::Index("a build thread panicked".into()))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(FilterError::Index("a build thread panicked".into())))
+            })
             .collect()
     });
     let mut parts = Vec::with_capacity(results.len());
@@ -523,12 +534,15 @@ fn compile(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Compiled::Done(parts, part_of, merged, reports))
+    Ok(Compiled::Done(parts, Box::new(part_of), merged, reports))
 }
 
 /// Ranges of first bytes (`lo..hi`) holding about as many names each, from a count of
 /// the first byte of every line (a plain byte scan, much cheaper than parsing).
-fn split_by_first_byte(sources: &[ListSource], parts: usize) -> Result<Vec<(u8, u16)>, FilterError> {
+fn split_by_first_byte(
+    sources: &[ListSource],
+    parts: usize,
+) -> Result<Vec<(u8, u16)>, FilterError> {
     let mut counts = [0u64; 256];
     let mut total = 0u64;
     for s in sources {
@@ -565,7 +579,11 @@ fn split_by_first_byte(sources: &[ListSource], parts: usize) -> Result<Vec<(u8, 
         let wanted = total * (ranges.len() as u64 + 1) / parts as u64;
         if seen >= wanted && ranges.len() + 1 < parts {
             // Cut before or after this byte's names, whichever is nearer the target.
-            let cut = if wanted - before < seen - wanted && b > lo { b } else { b + 1 };
+            let cut = if wanted - before < seen - wanted && b > lo {
+                b
+            } else {
+                b + 1
+            };
             if cut < 256 {
                 ranges.push((lo as u8, cut));
                 lo = cut;

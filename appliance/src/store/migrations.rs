@@ -16,10 +16,11 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, in order; `version` counts from 1 without gaps.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "school",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "school",
+        sql: "
         CREATE TABLE meta (
             key   TEXT PRIMARY KEY,
             value TEXT NOT NULL
@@ -47,7 +48,31 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) STRICT;
         CREATE INDEX pupils_by_class ON pupils(class_id);
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "dns",
+        sql: "
+        -- The DNS cache as it was at the last save, so a restart (or a power cut) does
+        -- not start the school cold, and stale answers survive while the uplink is down.
+        CREATE TABLE dns_cache (
+            name      TEXT NOT NULL,
+            qtype     INTEGER NOT NULL,
+            qclass    INTEGER NOT NULL,
+            response  BLOB NOT NULL,
+            stored_at INTEGER NOT NULL,
+            PRIMARY KEY (name, qtype, qclass)
+        ) STRICT, WITHOUT ROWID;
+        -- Queries per hour: totals, and blocked queries per category.
+        CREATE TABLE dns_hourly (
+            hour       INTEGER NOT NULL,
+            counter    TEXT NOT NULL,
+            value      INTEGER NOT NULL,
+            PRIMARY KEY (hour, counter)
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
+];
 
 /// The schema version this binary writes.
 pub fn latest() -> u32 {

@@ -1,5 +1,7 @@
 //! The box's one HTTP server: it mounts every service's routes on one router.
 
+mod blockpage;
+mod filter_api;
 mod status;
 
 use std::net::{SocketAddr, TcpListener};
@@ -22,11 +24,20 @@ pub struct WebState {
     pub health: Health,
     pub uplink: watch::Receiver<UplinkStatus>,
     pub started: Instant,
+    /// The DNS engine, for the block page and the filter API (absent in some tests).
+    pub engine: Option<Arc<crate::dns::engine::Engine>>,
 }
 
 /// Builds the router; tests drive it directly.
 pub fn router(state: WebState) -> Router {
-    status::routes().with_state(state)
+    status::routes()
+        .route("/api/v1/filter/test", axum::routing::get(filter_api::test))
+        .route(
+            "/api/v1/filter/stats",
+            axum::routing::get(filter_api::stats),
+        )
+        .fallback(blockpage::page)
+        .with_state(state)
 }
 
 /// The HTTP service. Its socket is bound when it is built, so a restart reuses it and
@@ -58,9 +69,12 @@ impl Service for HttpService {
             let listener = tokio::net::TcpListener::from_std(self.listener.try_clone()?)?;
             let app = router(self.state.clone());
             ctx.ready();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned())
-                .await?;
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned())
+            .await?;
             Ok(())
         })
     }
@@ -117,6 +131,7 @@ mod tests {
             health: health.clone(),
             uplink,
             started: Instant::now(),
+            engine: None,
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));

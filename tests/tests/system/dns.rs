@@ -344,3 +344,128 @@ fn reload_under_load_loses_no_query() {
     assert_eq!(after.data("A"), ["0.0.0.0"], "{}", after.raw);
     assert!(s.box_.log().matches("SIGHUP: reloading").count() >= 1);
 }
+
+#[test]
+fn the_cache_survives_a_restart_and_counters_are_stored() {
+    let mut upstream = Dnsmasq::start(&[("kept.test", "10.4.0.1")], 1);
+    let lists = tempfile::tempdir().unwrap();
+    let list = lists.path().join("gambling.txt");
+    std::fs::write(&list, "casino.test\n").unwrap();
+    let mut box_ = Appliance::start(&config(upstream.addr, &list));
+    assert_eq!(dig(box_.dns, "kept.test", "A", &[]).data("A"), ["10.4.0.1"]);
+    assert_eq!(
+        dig(box_.dns, "casino.test", "A", &["-b", "127.0.0.2"]).status,
+        "NXDOMAIN"
+    );
+    assert_eq!(box_.stop(), Some(0));
+    upstream.stop();
+
+    // The counters of the run are in the store, by hour.
+    let db = rusqlite::Connection::open(box_.database()).unwrap();
+    let count = |counter: &str| -> i64 {
+        db.query_row(
+            "SELECT coalesce(sum(value), 0) FROM dns_hourly WHERE counter = ?1",
+            [counter],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(count("queries") >= 2, "queries: {}", count("queries"));
+    assert_eq!(count("blocked:gambling"), 1);
+    drop(db);
+
+    // Restarted with the upstream gone, the box still knows the name (stale, 30 s TTL).
+    std::thread::sleep(Duration::from_millis(1100));
+    box_.restart();
+    let after = dig(box_.dns, "kept.test", "A", &["+time=4"]);
+    assert_eq!(
+        after.data("A"),
+        ["10.4.0.1"],
+        "{}\n{}",
+        after.raw,
+        box_.log()
+    );
+    assert_eq!(after.answers[0].1, 30);
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_block_page_says_what_was_blocked_and_why() {
+    let s = setup();
+    let url = format!("http://{}/", s.box_.http);
+    // 127.0.0.4 is in block-page mode: its browser lands on the box with the blocked Host.
+    let (code, page) = curl(&[
+        "--interface",
+        "127.0.0.4",
+        "-H",
+        "Host: www.casino.test",
+        &url,
+    ]);
+    assert_eq!(code, 403, "{page}");
+    assert!(
+        page.contains("Ce site est bloqué") && page.contains("This site is blocked"),
+        "{page}"
+    );
+    assert!(page.contains("www.casino.test"), "{page}");
+    assert!(page.contains("gambling"), "the category is named: {page}");
+    let (code, _) = curl(&[
+        "--interface",
+        "127.0.0.4",
+        "-H",
+        "Host: www.allowed.test",
+        &url,
+    ]);
+    assert_eq!(code, 404, "a name that is not blocked gets no block page");
+    let (code, page) = curl(&[
+        "--interface",
+        "127.0.0.4",
+        "-H",
+        "Host: <script>alert(1)</script>",
+        &url,
+    ]);
+    assert_eq!(code, 404);
+    assert!(!page.contains("<script>"));
+}
+
+#[test]
+fn the_admin_api_explains_and_counts_on_loopback() {
+    let s = setup();
+    assert_eq!(
+        dig(s.box_.dns, "casino.test", "A", &["-b", "127.0.0.2"]).status,
+        "NXDOMAIN"
+    );
+    let base = format!("http://{}", s.box_.http);
+    let (code, json) = curl(&[&format!(
+        "{base}/api/v1/filter/test?name=www.casino.test&client=127.0.0.2"
+    )]);
+    assert_eq!(code, 200, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["verdict"], "block");
+    assert_eq!(v["policy"], "primaire");
+    assert_eq!(v["category"], "gambling");
+    assert_eq!(v["entry"], "casino.test");
+    assert!(
+        v["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("gambling.txt:1"),
+        "{json}"
+    );
+    let (code, json) = curl(&[&format!("{base}/api/v1/filter/stats")]);
+    assert_eq!(code, 200);
+    let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(stats["queries"].as_u64().unwrap() >= 1);
+    assert_eq!(stats["blocked_by_category"]["gambling"], 1);
+    let (code, _) = curl(&[&format!("{base}/api/v1/filter/test?name=not%20a%20name")]);
+    assert_eq!(code, 400);
+}

@@ -1,0 +1,130 @@
+//! What the DNS server keeps in the store: its cache (saved every few minutes and at
+//! shutdown, restored at start) and hourly counters. Both are written by the store's
+//! writer thread; the answer path only hands it snapshots.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::params;
+
+use super::cache::Key;
+use super::engine::Engine;
+use crate::store::{Store, StoreError};
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Replaces the saved cache with the engine's current one.
+pub async fn save_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
+    let now = Instant::now();
+    let unix = unix_now();
+    let rows: Vec<(Key, Vec<u8>, u64)> = engine
+        .cache()
+        .entries()
+        .into_iter()
+        .map(|(k, e)| {
+            let stored_at = unix.saturating_sub(e.age(now));
+            (k, e.wire().to_vec(), stored_at)
+        })
+        .collect();
+    let count = rows.len();
+    store
+        .write(move |t| {
+            t.execute("DELETE FROM dns_cache", [])?;
+            let mut insert = t.prepare_cached(
+                "INSERT INTO dns_cache(name, qtype, qclass, response, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (k, wire, stored_at) in &rows {
+                insert.execute(params![&*k.name, k.qtype, k.qclass, wire, *stored_at as i64])?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(count)
+}
+
+/// Puts the saved cache back; entries expired past `max_stale` are skipped.
+pub fn restore_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
+    let unix = unix_now();
+    let now = Instant::now();
+    store.read_blocking(|c| {
+        let mut st = c.prepare("SELECT name, qtype, qclass, response, stored_at FROM dns_cache")?;
+        let mut rows = st.query([])?;
+        let mut restored = 0;
+        while let Some(r) = rows.next()? {
+            let key = Key {
+                name: r.get::<_, String>(0)?.into_boxed_str(),
+                qtype: r.get(1)?,
+                qclass: r.get(2)?,
+            };
+            let response: Vec<u8> = r.get(3)?;
+            let stored_at: i64 = r.get(4)?;
+            let age = Duration::from_secs(unix.saturating_sub(stored_at.max(0) as u64));
+            if engine.cache().restore(key, &response, age, now) {
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    })
+}
+
+/// Remembers the counters at the last flush, to store only what changed since.
+#[derive(Default)]
+pub struct Flusher {
+    last: HashMap<String, u64>,
+}
+
+impl Flusher {
+    /// Adds what the counters gained since the last call to the current hour's rows.
+    pub async fn flush(&mut self, engine: &Engine, store: &Store) -> Result<(), StoreError> {
+        let s = &engine.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut now: Vec<(String, u64)> = vec![
+            ("queries".into(), get(&s.queries)),
+            ("blocked".into(), get(&s.blocked)),
+            ("safe_search".into(), get(&s.rewritten)),
+            ("refused".into(), get(&s.refused)),
+            ("cache_hits".into(), get(&s.cache_hits)),
+            ("stale_served".into(), get(&s.stale_served)),
+            ("forwarded".into(), get(&s.forwarded)),
+            ("servfail".into(), get(&s.servfail)),
+            ("malformed".into(), get(&s.malformed)),
+        ];
+        let filter = engine.filter();
+        for c in filter.index.categories() {
+            let n = get(&s.per_category[usize::from(c.id)]);
+            if n > 0 {
+                now.push((format!("blocked:{}", c.name), n));
+            }
+        }
+        let deltas: Vec<(String, u64)> = now
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let before = self.last.insert(k.clone(), v).unwrap_or(0);
+                // A counter below its last value was reset (a new filter): count it whole.
+                let d = if v >= before { v - before } else { v };
+                (d > 0).then_some((k, d))
+            })
+            .collect();
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let hour = (unix_now() / 3600) as i64;
+        store
+            .write(move |t| {
+                let mut up = t.prepare_cached(
+                    "INSERT INTO dns_hourly(hour, counter, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(hour, counter) DO UPDATE SET value = value + excluded.value",
+                )?;
+                for (k, d) in &deltas {
+                    up.execute(params![hour, k, *d as i64])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,143 @@
+//! The block page: in `blockpage` mode a blocked name resolves to the box, so the
+//! browser's request for it arrives here with the blocked name as its `Host`. The page
+//! says, in French and English, what was blocked, under which policy, and why.
+//!
+//! Everything from the request (the host) is escaped before it enters the page.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::WebState;
+use crate::filter::decide::{Action, Reason};
+use crate::filter::name::normalize;
+use crate::filter::policy::LocalTime;
+
+/// Answers any request for a host that is not the box itself.
+pub async fn page(
+    State(state): State<WebState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            h.rsplit_once(':').map_or(h, |(name, port)| {
+                if port.chars().all(|c| c.is_ascii_digit()) {
+                    name
+                } else {
+                    h
+                }
+            })
+        })
+        .unwrap_or("");
+    let Some(engine) = &state.engine else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(name) = normalize(host) else {
+        return (StatusCode::NOT_FOUND, "Cartable\n").into_response();
+    };
+    let filter = engine.filter();
+    let now = LocalTime::at(jiff::Timestamp::now(), &state.config.filter.timezone.zone());
+    let verdict = filter.decide(&name, client.ip(), now, None);
+    if !matches!(verdict.action, Action::Block(_) | Action::Refuse) {
+        return (StatusCode::NOT_FOUND, "Cartable\n").into_response();
+    }
+    let policy = &filter.policies.get(verdict.policy).name;
+    let (why_fr, why_en) = match verdict.reason {
+        Reason::Listed { category, .. } => {
+            let c = &filter.index.categories()[usize::from(category)];
+            let fr = c
+                .titles
+                .get("fr")
+                .cloned()
+                .unwrap_or_else(|| c.name.clone());
+            let en = c
+                .titles
+                .get("en")
+                .cloned()
+                .unwrap_or_else(|| c.name.clone());
+            (
+                format!("il figure dans la catégorie « {} »", escape(&fr)),
+                format!("it is listed in the category “{}”", escape(&en)),
+            )
+        }
+        Reason::Denied { .. } => (
+            "l'établissement l'a ajouté à sa liste de sites interdits".to_string(),
+            "the school added it to its list of forbidden sites".to_string(),
+        ),
+        Reason::NotOnAllowList => (
+            "seuls les sites choisis par l'enseignant sont ouverts pour le moment".to_string(),
+            "only the sites the teacher chose are open right now".to_string(),
+        ),
+        Reason::InternetOff => (
+            "l'enseignant a coupé l'accès à Internet de cette tablette".to_string(),
+            "the teacher turned this tablet's internet access off".to_string(),
+        ),
+        _ => ("il est bloqué".to_string(), "it is blocked".to_string()),
+    };
+    let host = escape(&name);
+    let policy = escape(policy);
+    let body = format!(
+        r#"<!doctype html>
+<html lang="fr"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Site bloqué — Site blocked</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; padding: 0 1rem; color: #222; }}
+h1 {{ color: #b3261e; font-size: 1.6rem; }} .host {{ font-family: monospace; font-size: 1.2rem; }}
+section + section {{ border-top: 1px solid #ddd; margin-top: 2rem; padding-top: 1rem; }}
+small {{ color: #666; }}
+</style></head><body>
+<section lang="fr"><h1>Ce site est bloqué</h1>
+<p class="host">{host}</p>
+<p>L'accès à ce site n'est pas autorisé ici, car {why_fr}.</p>
+<p>Si tu penses que c'est une erreur, parles-en à ton enseignant.</p></section>
+<section lang="en"><h1>This site is blocked</h1>
+<p>Access to this site is not allowed here, because {why_en}.</p>
+<p>If you think this is a mistake, tell your teacher.</p></section>
+<p><small>Cartable — politique / policy « {policy} »</small></p>
+</body></html>
+"#
+    );
+    (
+        StatusCode::FORBIDDEN,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape(r#"<script>"a"&'b'</script>"#),
+            "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;&lt;/script&gt;"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The filter's admin API: explain a verdict, read the counters.
+//!
+//! Admin accounts come with the hub; until then these answer only on loopback (an
+//! admin on the box, or `ssh -L`), never to the school network.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::WebState;
+use crate::filter::decide::{Action, Reason};
+use crate::filter::name::normalize;
+use crate::filter::policy::LocalTime;
+
+#[derive(Deserialize)]
+pub struct TestParams {
+    name: String,
+    client: Option<IpAddr>,
+}
+
+#[derive(Serialize)]
+struct TestAnswer {
+    name: String,
+    verdict: &'static str,
+    policy: String,
+    category: Option<String>,
+    entry: Option<String>,
+    explanation: String,
+}
+
+fn loopback_only(client: &SocketAddr) -> Option<Response> {
+    (!client.ip().is_loopback()).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            "the admin API answers on loopback only\n",
+        )
+            .into_response()
+    })
+}
+
+/// `GET /api/v1/filter/test?name=NAME[&client=IP]`
+pub async fn test(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(p): Query<TestParams>,
+) -> Response {
+    if let Some(denied) = loopback_only(&peer) {
+        return denied;
+    }
+    let Some(engine) = &state.engine else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let Some(name) = normalize(&p.name) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not a domain name\n", p.name),
+        )
+            .into_response();
+    };
+    let filter = engine.filter();
+    let client = p.client.unwrap_or(peer.ip());
+    let now = LocalTime::at(jiff::Timestamp::now(), &state.config.filter.timezone.zone());
+    let v = filter.decide(&name, client, now, None);
+    let verdict = match v.action {
+        Action::Allow => "allow",
+        Action::Block(_) => "block",
+        Action::NxDomain => "nxdomain",
+        Action::Refuse => "refuse",
+        Action::Rewrite(_) => "safe_search",
+    };
+    let (category, entry) = match v.reason {
+        Reason::Listed {
+            entry, category, ..
+        } => (
+            Some(
+                filter.index.categories()[usize::from(category)]
+                    .name
+                    .clone(),
+            ),
+            Some(entry.to_string()),
+        ),
+        Reason::Allowed { entry } | Reason::Denied { entry } => (None, Some(entry.to_string())),
+        _ => (None, None),
+    };
+    let explanation = tokio::task::spawn_blocking({
+        let filter = filter.clone();
+        let name = name.clone();
+        move || {
+            let v = filter.decide(&name, client, now, None);
+            filter.explain(&name, &v)
+        }
+    })
+    .await
+    .unwrap_or_default();
+    Json(TestAnswer {
+        policy: filter.policies.get(v.policy).name.clone(),
+        name,
+        verdict,
+        category,
+        entry,
+        explanation,
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct Stats {
+    queries: u64,
+    blocked: u64,
+    safe_search: u64,
+    refused: u64,
+    local: u64,
+    cache_hits: u64,
+    stale_served: u64,
+    forwarded: u64,
+    servfail: u64,
+    malformed: u64,
+    cache_entries: usize,
+    listed_names: u64,
+    /// Blocked queries per category, for the categories that blocked any.
+    blocked_by_category: std::collections::BTreeMap<String, u64>,
+}
+
+/// `GET /api/v1/filter/stats`
+pub async fn stats(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if let Some(denied) = loopback_only(&peer) {
+        return denied;
+    }
+    let Some(engine) = &state.engine else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let s = &engine.stats;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let filter = engine.filter();
+    let blocked_by_category = filter
+        .index
+        .categories()
+        .iter()
+        .filter_map(|c| {
+            let n = get(&s.per_category[usize::from(c.id)]);
+            (n > 0).then(|| (c.name.clone(), n))
+        })
+        .collect();
+    Json(Stats {
+        queries: get(&s.queries),
+        blocked: get(&s.blocked),
+        safe_search: get(&s.rewritten),
+        refused: get(&s.refused),
+        local: get(&s.local),
+        cache_hits: get(&s.cache_hits),
+        stale_served: get(&s.stale_served),
+        forwarded: get(&s.forwarded),
+        servfail: get(&s.servfail),
+        malformed: get(&s.malformed),
+        cache_entries: engine.cache().len(),
+        listed_names: filter.index.names(),
+        blocked_by_category,
+    })
+    .into_response()
+}
