@@ -84,6 +84,7 @@ impl App {
                     u64::from(config.dns.stale_max_hours) * 3600,
                 ),
                 timezone: config.filter.timezone.zone(),
+                query_log: config.dns.query_log,
             },
         ));
         match crate::dns::persist::restore_cache(&engine, &store) {

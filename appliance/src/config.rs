@@ -86,6 +86,8 @@ pub struct DnsConfig {
     pub stale_max_hours: u32,
     /// How long to wait for an upstream before trying the next.
     pub upstream_timeout_ms: u64,
+    /// Queries kept in the in-memory query log, for the admin (0: none).
+    pub query_log: usize,
 }
 
 impl Default for DnsConfig {
@@ -100,6 +102,7 @@ impl Default for DnsConfig {
             cache_entries: 100_000,
             stale_max_hours: 24 * 7,
             upstream_timeout_ms: 1500,
+            query_log: 10_000,
         }
     }
 }

@@ -10,6 +10,8 @@ pub mod config;
 pub mod demo;
 pub mod dns;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod net;
 pub mod status_client;

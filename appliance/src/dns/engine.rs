@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use super::cache::{Cache, Entry, Freshness, Key, STALE_TTL};
 use super::forward::Forwarder;
+use super::querylog::{LogEntry, Outcome, QueryLog};
 use super::wire::{self, Query};
 use crate::filter::decide::{Action, DeviceRule, Filter, Reason};
 use crate::filter::name::normalize;
@@ -42,6 +43,8 @@ pub struct EngineConfig {
     pub cache_entries: usize,
     pub max_stale: Duration,
     pub timezone: jiff::tz::TimeZone,
+    /// Lines kept in the in-memory query log (0: none).
+    pub query_log: usize,
 }
 
 /// Counters for the status page and the statistics that go to the store.
@@ -72,6 +75,7 @@ pub struct Engine {
     uplink_down: AtomicBool,
     clock: Mutex<(u64, LocalTime)>,
     pub stats: Stats,
+    pub log: QueryLog,
 }
 
 /// What `start` could not finish without the upstream.
@@ -106,6 +110,7 @@ impl Engine {
             inflight: Mutex::new(HashMap::new()),
             uplink_down: AtomicBool::new(false),
             clock: Mutex::new((u64::MAX, LocalTime::new(0, 0, 0))),
+            log: QueryLog::new(config.query_log),
             config,
             stats,
         }
@@ -132,6 +137,29 @@ impl Engine {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    fn record(
+        &self,
+        client: IpAddr,
+        name: &str,
+        qtype: u16,
+        outcome: Outcome,
+        category: Option<u8>,
+    ) {
+        if self.log.enabled() {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.log.push(LogEntry {
+                at,
+                client,
+                name: name.into(),
+                qtype,
+                outcome,
+                category,
+            });
+        }
     }
 
     fn local_time(&self) -> LocalTime {
@@ -174,6 +202,7 @@ impl Engine {
         let lower = q.lower_name();
         if let Some(addrs) = self.config.local.get(&lower) {
             self.stats.local.fetch_add(1, Ordering::Relaxed);
+            self.record(client, &lower, q.qtype, Outcome::Local, None);
             return done(wire::address_response(query, &q, addrs, OWN_TTL, true));
         }
         let Some(name) = normalize(&lower).or_else(|| lower.is_empty().then(String::new)) else {
@@ -184,6 +213,17 @@ impl Engine {
         let devices = self.devices.load();
         let verdict = filter.decide(&name, client, self.local_time(), devices.get(&client));
         let mut rewrite = None;
+        let (outcome, category) = match (verdict.action, verdict.reason) {
+            (Action::Allow, _) => (Outcome::Allowed, None),
+            (Action::Refuse, _) => (Outcome::Refused, None),
+            (Action::NxDomain, _) => (Outcome::Bypass, None),
+            (Action::Rewrite(_), _) => (Outcome::SafeSearch, None),
+            (Action::Block(_), Reason::Listed { category, .. }) => {
+                (Outcome::Blocked, Some(category))
+            }
+            (Action::Block(_), _) => (Outcome::Blocked, None),
+        };
+        self.record(client, &name, q.qtype, outcome, category);
         match verdict.action {
             Action::Allow => {}
             Action::Refuse => {

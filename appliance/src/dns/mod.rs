@@ -7,6 +7,7 @@ pub mod cache;
 pub mod engine;
 pub mod forward;
 pub mod persist;
+pub mod querylog;
 pub mod reload;
 pub mod server;
 pub mod wire;

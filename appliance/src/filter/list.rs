@@ -84,9 +84,14 @@ impl Skipped {
     pub fn add(&mut self, line: u64, raw: &[u8]) {
         self.count += 1;
         if self.examples.len() < EXAMPLES {
-            let mut t = String::from_utf8_lossy(raw).trim().to_string();
-            t.truncate(120);
-            self.examples.push((line, t));
+            let text = String::from_utf8_lossy(raw);
+            let text = text.trim();
+            // At most 120 bytes, cut on a character boundary.
+            let end = (0..=text.len().min(120))
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            self.examples.push((line, text[..end].to_string()));
         }
     }
 }
@@ -144,6 +149,14 @@ mod tests {
         );
         assert!(l.addresses.is_empty());
         assert_eq!(l.skipped.count, 0);
+    }
+
+    #[test]
+    fn long_non_ascii_lines_are_cut_on_a_character_boundary() {
+        let line = "é".repeat(100);
+        let l = parse(line.as_bytes());
+        assert_eq!(l.skipped.count, 1);
+        assert_eq!(l.skipped.examples[0].1, "é".repeat(60));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The filter's admin API: explain a verdict, read the counters.
 //!
-//! Admin accounts come with the hub; until then these answer only on loopback (an
-//! admin on the box, or `ssh -L`), never to the school network.
+//! Admin accounts come with the hub; until then these answer only to 127.0.0.1 and
+//! ::1 (an admin on the box, or `ssh -L`), never to the school network.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -33,11 +33,19 @@ struct TestAnswer {
     explanation: String,
 }
 
+/// Only 127.0.0.1 and ::1: a process on the box, or an admin's SSH tunnel.
 fn loopback_only(client: &SocketAddr) -> Option<Response> {
-    (!client.ip().is_loopback()).then(|| {
+    let local = match client.ip() {
+        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => {
+            v6 == std::net::Ipv6Addr::LOCALHOST
+                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+        }
+    };
+    (!local).then(|| {
         (
             StatusCode::FORBIDDEN,
-            "the admin API answers on loopback only\n",
+            "the admin API answers on 127.0.0.1 and ::1 only\n",
         )
             .into_response()
     })
@@ -165,4 +173,53 @@ pub async fn stats(
         blocked_by_category,
     })
     .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LogParams {
+    limit: Option<usize>,
+    client: Option<IpAddr>,
+}
+
+#[derive(Serialize)]
+struct LogLine {
+    at: u64,
+    client: IpAddr,
+    name: String,
+    qtype: u16,
+    outcome: crate::dns::querylog::Outcome,
+    category: Option<String>,
+}
+
+/// `GET /api/v1/filter/log[?limit=N][&client=IP]`: the last queries, newest first.
+pub async fn log(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(p): Query<LogParams>,
+) -> Response {
+    if let Some(denied) = loopback_only(&peer) {
+        return denied;
+    }
+    let Some(engine) = &state.engine else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let filter = engine.filter();
+    let categories = filter.index.categories();
+    let lines: Vec<LogLine> = engine
+        .log
+        .recent(p.limit.unwrap_or(100).min(10_000), p.client)
+        .into_iter()
+        .map(|e| LogLine {
+            at: e.at,
+            client: e.client,
+            name: e.name.into(),
+            qtype: e.qtype,
+            outcome: e.outcome,
+            category: e
+                .category
+                .and_then(|c| categories.get(usize::from(c)))
+                .map(|c| c.name.clone()),
+        })
+        .collect();
+    Json(lines).into_response()
 }

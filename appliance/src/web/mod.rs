@@ -36,6 +36,7 @@ pub fn router(state: WebState) -> Router {
             "/api/v1/filter/stats",
             axum::routing::get(filter_api::stats),
         )
+        .route("/api/v1/filter/log", axum::routing::get(filter_api::log))
         .fallback(blockpage::page)
         .with_state(state)
 }

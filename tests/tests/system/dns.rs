@@ -468,4 +468,17 @@ fn the_admin_api_explains_and_counts_on_loopback() {
     assert_eq!(stats["blocked_by_category"]["gambling"], 1);
     let (code, _) = curl(&[&format!("{base}/api/v1/filter/test?name=not%20a%20name")]);
     assert_eq!(code, 400);
+    let (code, json) = curl(&[&format!("{base}/api/v1/filter/log?client=127.0.0.2")]);
+    assert_eq!(code, 200);
+    let log: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(log[0]["name"], "casino.test", "{json}");
+    assert_eq!(log[0]["outcome"], "blocked");
+    assert_eq!(log[0]["category"], "gambling");
+    // From the school network (127.0.0.4 stands for it), the admin API says no.
+    let (code, _) = curl(&[
+        "--interface",
+        "127.0.0.4",
+        &format!("{base}/api/v1/filter/log"),
+    ]);
+    assert_eq!(code, 403);
 }
