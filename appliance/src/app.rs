@@ -166,6 +166,14 @@ impl App {
     /// store once its last writes are committed.
     pub async fn run(self, shutdown: CancellationToken, on_ready: impl FnOnce()) {
         self.supervisor.run(shutdown, on_ready).await;
+        // Every service has stopped: nothing changes the cache or the counters now.
+        let last_save = crate::dns::server::persist(&self.engine, &self.store, true);
+        if tokio::time::timeout(std::time::Duration::from_secs(3), last_save)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last save of the DNS cache did not finish in 3 s");
+        }
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }

@@ -10,7 +10,7 @@ use crate::dns::wire;
 /// A datagram as a query, and as an upstream response: parse, cache, answer.
 pub fn packet(data: &[u8]) {
     if let Ok(q) = wire::parse_query(data) {
-        let _ = q.lower_name();
+        let _ = q.name_as_sent(data);
         let mut reply = wire::error_response(data, &q, wire::RCODE_REFUSED);
         wire::truncate(&mut reply, &q);
         let _ = wire::address_response(data, &q, &["0.0.0.0".parse().expect("address")], 60, false);

@@ -6,7 +6,7 @@
 //! reached, with a short TTL (RFC 8767): a school whose uplink is down keeps resolving
 //! every name it used recently.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ const MAX_TTL: u32 = 86_400;
 const DEFAULT_NEGATIVE_TTL: u32 = 300;
 const SHARDS: usize = 64;
 
+/// Hashes like `KeyRef` (a `&str` and a `Box<str>` hash alike).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     /// Lower-cased name.
@@ -32,11 +33,39 @@ pub struct Key {
 
 impl Key {
     pub fn of(q: &Query) -> Key {
-        Key {
-            name: q.lower_name().into_boxed_str(),
+        KeyRef::of(q).to_owned()
+    }
+}
+
+/// A key borrowed from a query, to look up without allocating.
+#[derive(Debug, Clone, Copy, Hash)]
+pub struct KeyRef<'a> {
+    pub name: &'a str,
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+impl<'a> KeyRef<'a> {
+    pub fn of(q: &'a Query) -> KeyRef<'a> {
+        KeyRef {
+            name: &q.name,
             qtype: q.qtype,
             qclass: q.qclass,
         }
+    }
+
+    pub fn to_owned(self) -> Key {
+        Key {
+            name: self.name.into(),
+            qtype: self.qtype,
+            qclass: self.qclass,
+        }
+    }
+}
+
+impl hashbrown::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *key.name == *self.name && key.qtype == self.qtype && key.qclass == self.qclass
     }
 }
 
@@ -212,7 +241,7 @@ pub struct Cache {
     shards: Vec<Mutex<HashMap<Key, Arc<Entry>>>>,
     per_shard: usize,
     max_stale: Duration,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 impl Cache {
@@ -221,23 +250,28 @@ impl Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             per_shard: (max_entries / SHARDS).max(16),
             max_stale,
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
         }
     }
 
-    fn shard(&self, key: &Key) -> &Mutex<HashMap<Key, Arc<Entry>>> {
+    fn shard(&self, key: KeyRef<'_>) -> &Mutex<HashMap<Key, Arc<Entry>>> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// The entry for `key`, fresh or stale within `max_stale`.
-    pub fn get(&self, key: &Key, now: Instant) -> Option<Arc<Entry>> {
+    pub fn get(&self, key: KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
         let shard = self.shard(key).lock().ok()?;
-        let e = shard.get(key)?;
+        let e = shard.get(&key)?;
         (e.expired_for(now) <= self.max_stale).then(|| e.clone())
     }
 
     pub fn insert(&self, key: Key, entry: Arc<Entry>, now: Instant) {
-        let Ok(mut shard) = self.shard(&key).lock() else {
+        let borrowed = KeyRef {
+            name: &key.name,
+            qtype: key.qtype,
+            qclass: key.qclass,
+        };
+        let Ok(mut shard) = self.shard(borrowed).lock() else {
             return;
         };
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
@@ -373,7 +407,14 @@ mod tests {
             t0,
         );
         let later = t0 + Duration::from_secs(600);
-        let e = cache.get(&key, later).expect("kept while within max_stale");
+        let borrowed = KeyRef {
+            name: "a.test",
+            qtype: 1,
+            qclass: 1,
+        };
+        let e = cache
+            .get(borrowed, later)
+            .expect("kept while within max_stale");
         assert_eq!(e.freshness(later), Freshness::Stale);
         let qb = query("a.test.", false);
         let q = wire::parse_query(&qb).unwrap();
@@ -381,7 +422,7 @@ mod tests {
         assert_eq!(m.answers[0].ttl, STALE_TTL);
         assert!(
             cache
-                .get(&key, t0 + Duration::from_secs(60 + 3601))
+                .get(borrowed, t0 + Duration::from_secs(60 + 3601))
                 .is_none()
         );
     }

@@ -18,12 +18,11 @@ use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{Name, RData, Record};
 use tokio::sync::watch;
 
-use super::cache::{Cache, Entry, Freshness, Key, STALE_TTL};
+use super::cache::{Cache, Entry, Freshness, Key, KeyRef, STALE_TTL};
 use super::forward::Forwarder;
 use super::querylog::{LogEntry, Outcome, QueryLog};
 use super::wire::{self, Query};
 use crate::filter::decide::{Action, DeviceRule, Filter, Reason};
-use crate::filter::name::normalize;
 use crate::filter::policy::{BlockMode, LocalTime};
 
 /// TTL of the answers the box makes itself (blocked, local names, rewrites).
@@ -76,6 +75,8 @@ pub struct Engine {
     clock: Mutex<(u64, LocalTime)>,
     pub stats: Stats,
     pub log: QueryLog,
+    /// What of `stats` is already in the store.
+    pub flushed: super::persist::Flusher,
 }
 
 /// What `start` could not finish without the upstream.
@@ -111,6 +112,7 @@ impl Engine {
             uplink_down: AtomicBool::new(false),
             clock: Mutex::new((u64::MAX, LocalTime::new(0, 0, 0))),
             log: QueryLog::new(config.query_log),
+            flushed: Default::default(),
             config,
             stats,
         }
@@ -199,19 +201,19 @@ impl Engine {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
         }
-        let lower = q.lower_name();
-        if let Some(addrs) = self.config.local.get(&lower) {
+        let name = q.name.as_str();
+        if let Some(addrs) = self.config.local.get(name) {
             self.stats.local.fetch_add(1, Ordering::Relaxed);
-            self.record(client, &lower, q.qtype, Outcome::Local, None);
+            self.record(client, name, q.qtype, Outcome::Local, None);
             return done(wire::address_response(query, &q, addrs, OWN_TTL, true));
         }
-        let Some(name) = normalize(&lower).or_else(|| lower.is_empty().then(String::new)) else {
+        if !q.valid {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
-        };
+        }
         let filter = self.filter.load();
         let devices = self.devices.load();
-        let verdict = filter.decide(&name, client, self.local_time(), devices.get(&client));
+        let verdict = filter.decide(name, client, self.local_time(), devices.get(&client));
         let mut rewrite = None;
         let (outcome, category) = match (verdict.action, verdict.reason) {
             (Action::Allow, _) => (Outcome::Allowed, None),
@@ -223,7 +225,7 @@ impl Engine {
             }
             (Action::Block(_), _) => (Outcome::Blocked, None),
         };
-        self.record(client, &name, q.qtype, outcome, category);
+        self.record(client, name, q.qtype, outcome, category);
         match verdict.action {
             Action::Allow => {}
             Action::Refuse => {
@@ -247,15 +249,15 @@ impl Engine {
             }
         }
         let key = match rewrite {
-            Some(target) => Key {
-                name: target.into(),
+            Some(target) => KeyRef {
+                name: target,
                 qtype: q.qtype,
                 qclass: q.qclass,
             },
-            None => Key::of(&q),
+            None => KeyRef::of(&q),
         };
         let now = Instant::now();
-        let cached = self.cache.get(&key, now);
+        let cached = self.cache.get(key, now);
         if let Some(entry) = &cached
             && rewrite.is_none()
         {
@@ -264,18 +266,19 @@ impl Engine {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                     let hits = entry.hits.fetch_add(1, Ordering::Relaxed);
                     if hits >= 1 && (remaining as f32) < PREFETCH_BELOW * ttl as f32 {
-                        self.refresh_in_background(&key, entry);
+                        self.refresh_in_background(&key.to_owned(), entry);
                     }
                     return done(entry.reply(query, &q, now));
                 }
                 Freshness::Stale if self.uplink_down.load(Ordering::Relaxed) => {
                     self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                    self.refresh_in_background(&key, entry);
+                    self.refresh_in_background(&key.to_owned(), entry);
                     return done(entry.reply(query, &q, now));
                 }
                 Freshness::Stale => {}
             }
         }
+        let key = key.to_owned();
         Step::Upstream(Pending {
             q,
             key,
@@ -326,7 +329,7 @@ impl Engine {
         let now = Instant::now();
         let mut reply = match p.rewrite {
             None => entry.reply(&query, &p.q, now),
-            Some(target) => rewrite_reply(&p.q, target, &entry, now)
+            Some(target) => rewrite_reply(&query, &p.q, target, &entry, now)
                 .unwrap_or_else(|| wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL)),
         };
         if let Some(max) = p.max_size
@@ -401,7 +404,13 @@ impl Engine {
 }
 
 /// The question's name as a CNAME to `target`, followed by `target`'s records.
-fn rewrite_reply(q: &Query, target: &'static str, entry: &Entry, now: Instant) -> Option<Vec<u8>> {
+fn rewrite_reply(
+    query: &[u8],
+    q: &Query,
+    target: &'static str,
+    entry: &Entry,
+    now: Instant,
+) -> Option<Vec<u8>> {
     let upstream = Message::from_vec(entry.wire()).ok()?;
     let stale = matches!(entry.freshness(now), Freshness::Stale);
     let age = entry.age(now) as u32;
@@ -409,7 +418,8 @@ fn rewrite_reply(q: &Query, target: &'static str, entry: &Entry, now: Instant) -
     m.metadata.recursion_desired = q.rd;
     m.metadata.recursion_available = true;
     m.metadata.response_code = upstream.metadata.response_code;
-    let qname = Name::from_ascii(format!("{}.", q.name)).ok()?;
+    // The question as the client wrote it (some clients check the case they sent).
+    let qname = Name::from_ascii(format!("{}.", q.name_as_sent(query))).ok()?;
     let mut question = hickory_proto::op::Query::query(qname.clone(), q.qtype.into());
     question.set_query_class(q.qclass.into());
     m.add_query(question);

@@ -75,12 +75,12 @@ pub fn restore_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError
 /// Remembers the counters at the last flush, to store only what changed since.
 #[derive(Default)]
 pub struct Flusher {
-    last: HashMap<String, u64>,
+    last: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Flusher {
     /// Adds what the counters gained since the last call to the current hour's rows.
-    pub async fn flush(&mut self, engine: &Engine, store: &Store) -> Result<(), StoreError> {
+    pub async fn flush(&self, engine: &Engine, store: &Store) -> Result<(), StoreError> {
         let s = &engine.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut now: Vec<(String, u64)> = vec![
@@ -101,15 +101,17 @@ impl Flusher {
                 now.push((format!("blocked:{}", c.name), n));
             }
         }
-        let deltas: Vec<(String, u64)> = now
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let before = self.last.insert(k.clone(), v).unwrap_or(0);
-                // A counter below its last value was reset (a new filter): count it whole.
-                let d = if v >= before { v - before } else { v };
-                (d > 0).then_some((k, d))
-            })
-            .collect();
+        let deltas: Vec<(String, u64)> = {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            now.into_iter()
+                .filter_map(|(k, v)| {
+                    let before = last.insert(k.clone(), v).unwrap_or(0);
+                    // A counter below its last value was reset (a new filter): count it whole.
+                    let d = if v >= before { v - before } else { v };
+                    (d > 0).then_some((k, d))
+                })
+                .collect()
+        };
         if deltas.is_empty() {
             return Ok(());
         }

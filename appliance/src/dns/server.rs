@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
-use super::persist::{Flusher, save_cache};
+use super::persist::save_cache;
 use crate::store::Store;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
@@ -21,10 +21,16 @@ const STATS_EVERY: Duration = Duration::from_secs(60);
 /// The cache is saved every this many counter flushes (five minutes).
 const CACHE_SAVE_EVERY_TICKS: u64 = 5;
 
-async fn save(engine: &Engine, store: &Store) {
-    match save_cache(engine, store).await {
-        Ok(n) => tracing::debug!(entries = n, "DNS cache saved"),
-        Err(e) => tracing::warn!(error = %e, "cannot save the DNS cache"),
+/// Stores the counters' gains, and the cache too if `cache`.
+pub async fn persist(engine: &Engine, store: &Store, cache: bool) {
+    if let Err(e) = engine.flushed.flush(engine, store).await {
+        tracing::warn!(error = %e, "cannot store the DNS counters");
+    }
+    if cache {
+        match save_cache(engine, store).await {
+            Ok(n) => tracing::debug!(entries = n, "DNS cache saved"),
+            Err(e) => tracing::warn!(error = %e, "cannot save the DNS cache"),
+        }
     }
 }
 
@@ -119,40 +125,34 @@ impl Service for DnsService {
                     }
                 }
             });
-            // Counters to the store every minute, the cache every five.
+            // Counters to the store every minute, the cache every five; the last save
+            // is `App::run`'s, once every service has stopped.
             let (engine, store, stop) = (
                 self.engine.clone(),
                 self.store.clone(),
                 ctx.shutdown.clone(),
             );
             tasks.spawn(async move {
-                let mut flusher = Flusher::default();
                 let mut minute = tokio::time::interval(STATS_EVERY);
+                minute.tick().await;
                 let mut ticks = 0u64;
                 loop {
-                    let stopping = tokio::select! {
-                        _ = minute.tick() => false,
-                        _ = stop.cancelled() => true,
-                    };
+                    tokio::select! {
+                        _ = minute.tick() => {}
+                        _ = stop.cancelled() => return Ok(()),
+                    }
                     ticks += 1;
-                    if let Err(e) = flusher.flush(&engine, &store).await {
-                        tracing::warn!(error = %e, "cannot store the DNS counters");
-                    }
-                    if stopping || ticks.is_multiple_of(CACHE_SAVE_EVERY_TICKS) {
-                        save(&engine, &store).await;
-                    }
-                    if stopping {
-                        return Ok(());
-                    }
+                    persist(
+                        &engine,
+                        &store,
+                        ticks.is_multiple_of(CACHE_SAVE_EVERY_TICKS),
+                    )
+                    .await;
                 }
             });
             ctx.ready();
             tokio::select! {
-                _ = ctx.shutdown.cancelled() => {
-                    // Every task ends on the token; the persist task saves first.
-                    while tasks.join_next().await.is_some() {}
-                    Ok(())
-                }
+                _ = ctx.shutdown.cancelled() => Ok(()),
                 Some(ended) = tasks.join_next() => {
                     // A loop only ends on shutdown or a socket error.
                     match ended {

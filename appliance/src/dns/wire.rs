@@ -46,8 +46,10 @@ pub struct Query {
     pub id: u16,
     pub opcode: u8,
     pub rd: bool,
-    /// The name as sent (case kept), dot-separated, no trailing dot; "" for the root.
+    /// The name, lower-cased, dot-separated, no trailing dot; "" for the root.
     pub name: String,
+    /// Whether `name` is a usable domain name (what `filter::name::normalize` accepts).
+    pub valid: bool,
     pub qtype: u16,
     pub qclass: u16,
     /// End of the question section: bytes `HEADER..question_end` are echoed back.
@@ -57,9 +59,11 @@ pub struct Query {
 }
 
 impl Query {
-    /// Lower-cased name, the form the filter and cache use.
-    pub fn lower_name(&self) -> String {
-        self.name.to_ascii_lowercase()
+    /// The name as the client wrote it (case kept), read again from its bytes.
+    pub fn name_as_sent(&self, query: &[u8]) -> String {
+        read_name_text(query, HEADER, false)
+            .map(|(n, _, _)| n)
+            .unwrap_or_default()
     }
 
     /// Largest response the client accepts over UDP.
@@ -96,7 +100,7 @@ pub fn parse_query(b: &[u8]) -> Result<Query, WireError> {
     if qdcount != 1 {
         return Err(WireError::QuestionCount);
     }
-    let (name, after) = read_name_text(b, HEADER)?;
+    let (name, valid, after) = read_name_text(b, HEADER, true)?;
     let qtype = u16_at(b, after)?;
     let qclass = u16_at(b, after + 2)?;
     let question_end = after + 4;
@@ -117,6 +121,7 @@ pub fn parse_query(b: &[u8]) -> Result<Query, WireError> {
         opcode: (flags >> 3) & 0x0f,
         rd: flags & 0x01 != 0,
         name,
+        valid,
         qtype,
         qclass,
         question_end,
@@ -124,9 +129,15 @@ pub fn parse_query(b: &[u8]) -> Result<Query, WireError> {
     })
 }
 
-/// Reads an uncompressed question name as text.
-fn read_name_text(b: &[u8], mut at: usize) -> Result<(String, usize), WireError> {
-    let mut name = String::new();
+/// Reads an uncompressed question name as text, lower-cased if `lower`; also says
+/// whether it is a valid name (letters, digits, `-`, `_`; labels of 1 to 63 bytes).
+fn read_name_text(
+    b: &[u8],
+    mut at: usize,
+    lower: bool,
+) -> Result<(String, bool, usize), WireError> {
+    let mut name = String::with_capacity(64);
+    let mut valid = true;
     loop {
         let len = usize::from(*b.get(at).ok_or(WireError::Truncated)?);
         at += 1;
@@ -142,20 +153,21 @@ fn read_name_text(b: &[u8], mut at: usize) -> Result<(String, usize), WireError>
             name.push('.');
         }
         for &c in label {
-            // Keep names printable; bytes outside go through as a replacement that
-            // the filter refuses as a name, but the query is still answered.
-            name.push(if c.is_ascii_graphic() && c != b'.' {
-                char::from(c)
+            valid &= c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+            // Keep names printable; other bytes become `?`, which is not valid.
+            let c = if c.is_ascii_graphic() && c != b'.' {
+                c
             } else {
-                '?'
-            });
+                b'?'
+            };
+            name.push(char::from(if lower { c.to_ascii_lowercase() } else { c }));
         }
         at += len;
         if name.len() > 253 {
             return Err(WireError::BadName);
         }
     }
-    Ok((name, at))
+    Ok((name, valid, at))
 }
 
 /// Skips a (possibly compressed) name; returns where it ends in `b`.
@@ -339,8 +351,9 @@ mod tests {
             (q.id, q.rd, q.qtype, q.qclass),
             (0x1234, true, TYPE_AAAA, CLASS_IN)
         );
-        assert_eq!(q.name, "WwW.Example.COM");
-        assert_eq!(q.lower_name(), "www.example.com");
+        assert_eq!(q.name, "www.example.com");
+        assert!(q.valid);
+        assert_eq!(q.name_as_sent(&b), "WwW.Example.COM");
         assert_eq!(q.edns, Some(4096));
         assert_eq!(q.max_udp(), 1232);
         let plain = parse_query(&query_bytes("a.b.", RecordType::A, false)).unwrap();
