@@ -52,9 +52,20 @@ wait_answer() { # port
   done
   echo "server on $1 never answered" >&2; return 1
 }
-qps() { # port file
-  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$SECONDS_PER_RUN" -T 1 -c 1 -q 500 2>/dev/null |
-    awk '/Queries per second/ {printf "%d", $4}'
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# qps PORT FILE SERVER_PID -> "QPS (server CPU µs/query, dnsperf CPU %)"
+qps() {
+  local out s0 s1 d0 d1 q perf
+  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$SECONDS_PER_RUN" -T 1 -c 1 -q 500 > "$WORK/perf.out" 2>/dev/null &
+  perf=$!
+  sleep 1
+  s0=$(cpu_ticks "$3"); d0=$(cpu_ticks "$perf")
+  sleep $((SECONDS_PER_RUN - 2))
+  s1=$(cpu_ticks "$3"); d1=$(cpu_ticks "$perf")
+  wait "$perf"
+  q=$(awk '/Queries per second/ {printf "%d", $4}' "$WORK/perf.out")
+  # Ticks are 1/100 s; the window is SECONDS_PER_RUN - 2 seconds.
+  echo "$q ($(awk "BEGIN {printf \"%.1f\", ($s1 - $s0) * 10000 / ($q * ($SECONDS_PER_RUN - 2))}") µs, client $(( (d1 - d0) / (SECONDS_PER_RUN - 2) ))%)"
 }
 
 # --- The upstream ------------------------------------------------------------------
@@ -73,7 +84,7 @@ measure() { # name port pid started_ns
   local loaded_ms=$(( ($(date +%s%N) - started) / 1000000 ))
   local rss; rss=$(rss_kb "$pid")
   dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-allowed.txt" -n 2 -T 1 >/dev/null 2>&1 || true
-  RESULT[$name]="$(qps "$port" "$WORK/q-exact.txt") | $(qps "$port" "$WORK/q-sub.txt") | $(qps "$port" "$WORK/q-allowed.txt") | $((rss / 1024)) MiB ($(( rss * 1024 / NAMES )) B/name) | ${loaded_ms} ms"
+  RESULT[$name]="$(qps "$port" "$WORK/q-exact.txt" "$pid") | $(qps "$port" "$WORK/q-sub.txt" "$pid") | $(qps "$port" "$WORK/q-allowed.txt" "$pid") | $((rss / 1024)) MiB ($(( rss * 1024 / NAMES )) B/name) | ${loaded_ms} ms"
 }
 
 # --- cartable ---------------------------------------------------------------------
@@ -168,6 +179,7 @@ kill "$DPID"; wait "$DPID" 2>/dev/null || true
 # --- Report -----------------------------------------------------------------------
 echo
 echo "Block list: $NAMES names ($(nproc) cores, dnsperf -T 1 -c 1 -q 500, ${SECONDS_PER_RUN} s per mix)"
+echo "Each mix: queries/s (server CPU per query; dnsperf's own CPU: at ~100% the client is the limit)"
 echo
 echo "| server | exact q/s | subdomain q/s | allowed cached q/s | RSS after load | load |"
 echo "|---|---|---|---|---|---|"
