@@ -62,14 +62,27 @@ impl App {
         let upstreams = if config.dns.upstreams.is_empty() && config.dns.system_resolvers {
             let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             forward::from_resolv_conf(&resolv, &config.dns.listen)
+                .into_iter()
+                .map(forward::Upstream::Plain)
+                .collect()
         } else {
             config.dns.upstreams.clone()
+        };
+        let tls = if upstreams
+            .iter()
+            .any(|u| matches!(u, forward::Upstream::Tls { .. }))
+        {
+            let ca = config.dns.upstream_ca_file.as_ref().map(|p| p.as_path());
+            Some(forward::tls_config(ca).map_err(|e| anyhow::anyhow!("TLS upstreams: {e}"))?)
+        } else {
+            None
         };
         let engine = Arc::new(Engine::new(
             filter,
             Forwarder::new(
                 upstreams,
                 std::time::Duration::from_millis(config.dns.upstream_timeout_ms),
+                tls,
             ),
             EngineConfig {
                 local: config

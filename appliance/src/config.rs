@@ -70,8 +70,11 @@ impl Default for HttpConfig {
 pub struct DnsConfig {
     /// Addresses to serve on, UDP and TCP each.
     pub listen: Vec<SocketAddr>,
-    /// Where allowed names are resolved.
-    pub upstreams: Vec<SocketAddr>,
+    /// Where allowed names are resolved: `IP[:port]`, or `tls://IP[:port]#name` for
+    /// DNS over TLS.
+    pub upstreams: Vec<crate::dns::forward::Upstream>,
+    /// CA certificates (PEM) for TLS upstreams; the system's bundle when not set.
+    pub upstream_ca_file: Option<ExistingPath>,
     /// With no `upstreams`, use the system's resolvers (/etc/resolv.conf).
     pub system_resolvers: bool,
     /// How a blocked name is answered.
@@ -95,6 +98,7 @@ impl Default for DnsConfig {
         Self {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 53))],
             upstreams: Vec::new(),
+            upstream_ca_file: None,
             system_resolvers: true,
             block_mode: BlockMode::Blockpage,
             box_addresses: Vec::new(),

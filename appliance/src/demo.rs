@@ -30,7 +30,10 @@ pub fn config(
     c.appliance.site = "ecole-demo".to_string().try_into().expect("valid name");
     c.appliance.data_dir = data_dir;
     c.dns.listen = vec![dns];
-    c.dns.upstreams = upstreams;
+    c.dns.upstreams = upstreams
+        .into_iter()
+        .map(crate::dns::forward::Upstream::Plain)
+        .collect();
     // The demo sends nothing off the machine unless told where.
     c.dns.system_resolvers = false;
     c.dns.box_addresses = vec![http.ip()];

@@ -9,3 +9,4 @@ pub mod child;
 pub mod dig;
 pub mod dnsmasq;
 pub mod net;
+pub mod unbound;

@@ -26,9 +26,99 @@ pub enum ForwardError {
     Build(String),
 }
 
+/// One upstream resolver: plain DNS, or DNS over TLS (RFC 7858) to a named server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Upstream {
+    /// `IP` or `IP:port` (53 by default): UDP, TCP when truncated.
+    Plain(SocketAddr),
+    /// `tls://IP[:port]#name` (853 by default): the certificate must be valid for `name`.
+    Tls { addr: SocketAddr, name: String },
+}
+
+impl Upstream {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Upstream::Plain(a) | Upstream::Tls { addr: a, .. } => *a,
+        }
+    }
+}
+
+fn parse_addr(text: &str, default_port: u16) -> Option<SocketAddr> {
+    text.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, default_port))
+        })
+        .or_else(|| {
+            let ip = text.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?;
+            Some(SocketAddr::new(ip, default_port))
+        })
+}
+
+impl TryFrom<String> for Upstream {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad =
+            || format!("`{s}` is not an upstream: use IP, IP:port, or tls://IP[:port]#server-name");
+        if let Some(rest) = s.strip_prefix("tls://") {
+            let (addr, name) = rest.split_once('#').ok_or_else(bad)?;
+            let addr = parse_addr(addr, 853).ok_or_else(bad)?;
+            if crate::filter::name::normalize(name).is_none() {
+                return Err(bad());
+            }
+            return Ok(Upstream::Tls {
+                addr,
+                name: name.to_string(),
+            });
+        }
+        parse_addr(&s, 53).map(Upstream::Plain).ok_or_else(bad)
+    }
+}
+
+impl From<Upstream> for String {
+    fn from(u: Upstream) -> String {
+        match u {
+            Upstream::Plain(a) => a.to_string(),
+            Upstream::Tls { addr, name } => format!("tls://{addr}#{name}"),
+        }
+    }
+}
+
+/// A TLS client configuration trusting the CAs in `ca_file`, or the system's bundle.
+pub fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let path = ca_file.unwrap_or(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"));
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// The upstream resolvers, tried in order of recent success.
 pub struct Forwarder {
-    upstreams: Vec<SocketAddr>,
+    upstreams: Vec<Upstream>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Per upstream: when it last failed (ms since `epoch`), 0 if never.
     failed_at: Vec<AtomicU64>,
     epoch: Instant,
@@ -36,8 +126,14 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
+    /// `tls` is needed when any upstream is `Upstream::Tls`.
+    pub fn new(
+        upstreams: Vec<Upstream>,
+        timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Forwarder {
         Forwarder {
+            tls,
             failed_at: upstreams.iter().map(|_| AtomicU64::new(0)).collect(),
             upstreams,
             epoch: Instant::now(),
@@ -45,7 +141,7 @@ impl Forwarder {
         }
     }
 
-    pub fn upstreams(&self) -> &[SocketAddr] {
+    pub fn upstreams(&self) -> &[Upstream] {
         &self.upstreams
     }
 
@@ -63,7 +159,7 @@ impl Forwarder {
         order.sort_by_key(|&i| self.failed_at[i].load(Ordering::Relaxed));
         let mut last = ForwardError::Timeout;
         for i in order.into_iter().take(3) {
-            let upstream = self.upstreams[i];
+            let upstream = &self.upstreams[i];
             match self.ask(upstream, name, qtype, qclass).await {
                 Ok(bytes) => {
                     self.failed_at[i].store(0, Ordering::Relaxed);
@@ -72,7 +168,7 @@ impl Forwarder {
                 Err(e) => {
                     let now = self.epoch.elapsed().as_millis() as u64 + 1;
                     self.failed_at[i].store(now, Ordering::Relaxed);
-                    tracing::debug!(%upstream, error = %e, "upstream failed");
+                    tracing::debug!(upstream = ?upstream, error = %e, "upstream failed");
                     last = e;
                 }
             }
@@ -82,13 +178,26 @@ impl Forwarder {
 
     async fn ask(
         &self,
-        upstream: SocketAddr,
+        upstream: &Upstream,
         name: &str,
         qtype: u16,
         qclass: u16,
     ) -> Result<Vec<u8>, ForwardError> {
         let id = random_id();
         let query = build_query(id, name, qtype, qclass)?;
+        let upstream = match upstream {
+            Upstream::Plain(addr) => *addr,
+            Upstream::Tls { addr, name: server } => {
+                let tls = self
+                    .tls
+                    .clone()
+                    .ok_or_else(|| ForwardError::Build("no TLS configuration".into()))?;
+                let exchange = tls_exchange(tls, *addr, server, &query, id, name);
+                return tokio::time::timeout(self.timeout, exchange)
+                    .await
+                    .map_err(|_| ForwardError::Timeout)?;
+            }
+        };
         let answer = tokio::time::timeout(self.timeout, udp_exchange(upstream, &query, id, name))
             .await
             .map_err(|_| ForwardError::Timeout)??;
@@ -192,6 +301,39 @@ async fn tcp_exchange(
     }
 }
 
+/// One query over a fresh TLS connection (RFC 7858 framing, as over TCP).
+async fn tls_exchange(
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    upstream: SocketAddr,
+    server: &str,
+    query: &[u8],
+    id: u16,
+    name: &str,
+) -> Result<Vec<u8>, ForwardError> {
+    let io = |e| ForwardError::Io(upstream, e);
+    let server_name = rustls::pki_types::ServerName::try_from(server.to_string())
+        .map_err(|e| ForwardError::Build(format!("{server}: {e}")))?;
+    let tcp = TcpStream::connect(upstream).await.map_err(io)?;
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, tcp)
+        .await
+        .map_err(io)?;
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await.map_err(io)?;
+    let len = stream.read_u16().await.map_err(io)?;
+    let mut buf = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut buf).await.map_err(io)?;
+    if matches(&buf, id, name) {
+        Ok(buf)
+    } else {
+        Err(ForwardError::Io(
+            upstream,
+            std::io::Error::other("answer does not match the query"),
+        ))
+    }
+}
+
 /// The `nameserver` lines of a resolv.conf, minus the addresses the box itself serves
 /// on (asking ourselves would loop).
 pub fn from_resolv_conf(text: &str, own: &[SocketAddr]) -> Vec<SocketAddr> {
@@ -230,6 +372,40 @@ mod tests {
             from_resolv_conf(text, &wildcard),
             vec!["9.9.9.9:53".parse::<SocketAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn upstreams_parse() {
+        let up = |s: &str| Upstream::try_from(s.to_string());
+        assert_eq!(
+            up("9.9.9.9").unwrap(),
+            Upstream::Plain("9.9.9.9:53".parse().unwrap())
+        );
+        assert_eq!(
+            up("[::1]:5353").unwrap(),
+            Upstream::Plain("[::1]:5353".parse().unwrap())
+        );
+        assert_eq!(
+            up("tls://9.9.9.9#dns.quad9.net").unwrap(),
+            Upstream::Tls {
+                addr: "9.9.9.9:853".parse().unwrap(),
+                name: "dns.quad9.net".into()
+            }
+        );
+        assert_eq!(
+            String::from(up("tls://[::1]:8853#a.test").unwrap()),
+            "tls://[::1]:8853#a.test"
+        );
+        for bad in [
+            "",
+            "dns.google",
+            "tls://9.9.9.9",
+            "tls://9.9.9.9#",
+            "udp://1.1.1.1",
+            "1.2.3.4:99999",
+        ] {
+            assert!(up(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -515,3 +515,31 @@ fn popular_names_are_refreshed_before_they_expire() {
         "refreshed, not stale (30 s) nor expired: TTL {ttl}"
     );
 }
+
+/// Forwarding over DNS over TLS to a real server (unbound), trusting only the CA given;
+/// a server whose certificate is for another name gets nothing.
+#[test]
+fn forwards_over_tls_and_checks_the_certificate() {
+    let upstream = Dnsmasq::start(&[("over-tls.test", "10.6.0.1")], 300);
+    let dir = tempfile::tempdir().unwrap();
+    let dot = cartable_systests::unbound::DotServer::start(dir.path(), "dot.test", upstream.addr);
+    let tls_config = |name: &str| {
+        format!(
+            "[dns]\nupstreams = [\"tls://{}#{name}\"]\nupstream_ca_file = \"{}\"\n",
+            dot.addr,
+            dot.ca.display()
+        )
+    };
+    let good = Appliance::start(&tls_config("dot.test"));
+    let answer = dig(good.dns, "over-tls.test", "A", &["+time=4"]);
+    assert_eq!(
+        answer.data("A"),
+        ["10.6.0.1"],
+        "{}\n{}",
+        answer.raw,
+        good.log()
+    );
+    let wrong = Appliance::start(&tls_config("impostor.test"));
+    let refused = dig(wrong.dns, "over-tls.test", "A", &["+time=4"]);
+    assert_eq!(refused.status, "SERVFAIL", "{}", refused.raw);
+}
