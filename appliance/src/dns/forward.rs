@@ -283,22 +283,10 @@ async fn tcp_exchange(
     id: u16,
     name: &str,
 ) -> Result<Vec<u8>, ForwardError> {
-    let io = |e| ForwardError::Io(upstream, e);
-    let mut stream = TcpStream::connect(upstream).await.map_err(io)?;
-    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(query);
-    stream.write_all(&framed).await.map_err(io)?;
-    let len = stream.read_u16().await.map_err(io)?;
-    let mut buf = vec![0u8; usize::from(len)];
-    stream.read_exact(&mut buf).await.map_err(io)?;
-    if matches(&buf, id, name) {
-        Ok(buf)
-    } else {
-        Err(ForwardError::Io(
-            upstream,
-            std::io::Error::other("answer does not match the query"),
-        ))
-    }
+    let mut stream = TcpStream::connect(upstream)
+        .await
+        .map_err(|e| ForwardError::Io(upstream, e))?;
+    framed_exchange(&mut stream, upstream, query, id, name).await
 }
 
 /// One query over a fresh TLS connection (RFC 7858 framing, as over TCP).
@@ -318,6 +306,21 @@ async fn tls_exchange(
         .connect(server_name, tcp)
         .await
         .map_err(io)?;
+    framed_exchange(&mut stream, upstream, query, id, name).await
+}
+
+/// One length-prefixed query and its answer on a stream (TCP, TLS).
+async fn framed_exchange<S>(
+    stream: &mut S,
+    upstream: SocketAddr,
+    query: &[u8],
+    id: u16,
+    name: &str,
+) -> Result<Vec<u8>, ForwardError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let io = |e| ForwardError::Io(upstream, e);
     let mut framed = (query.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(query);
     stream.write_all(&framed).await.map_err(io)?;

@@ -6,6 +6,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
@@ -13,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::WebState;
+use crate::dns::engine::Engine;
 use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
 use crate::filter::policy::LocalTime;
@@ -51,17 +54,26 @@ fn loopback_only(client: &SocketAddr) -> Option<Response> {
     })
 }
 
+/// The engine, for a caller allowed to use the admin API.
+fn admin_engine(state: &WebState, peer: &SocketAddr) -> Result<Arc<Engine>, Response> {
+    if let Some(denied) = loopback_only(peer) {
+        return Err(denied);
+    }
+    state
+        .engine
+        .clone()
+        .ok_or_else(|| StatusCode::SERVICE_UNAVAILABLE.into_response())
+}
+
 /// `GET /api/v1/filter/test?name=NAME[&client=IP]`
 pub async fn test(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(p): Query<TestParams>,
 ) -> Response {
-    if let Some(denied) = loopback_only(&peer) {
-        return denied;
-    }
-    let Some(engine) = &state.engine else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    let engine = match admin_engine(&state, &peer) {
+        Ok(e) => e,
+        Err(denied) => return denied,
     };
     let Some(name) = normalize(&p.name) else {
         return (
@@ -139,11 +151,9 @@ pub async fn stats(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Some(denied) = loopback_only(&peer) {
-        return denied;
-    }
-    let Some(engine) = &state.engine else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    let engine = match admin_engine(&state, &peer) {
+        Ok(e) => e,
+        Err(denied) => return denied,
     };
     let s = &engine.stats;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -197,11 +207,9 @@ pub async fn log(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(p): Query<LogParams>,
 ) -> Response {
-    if let Some(denied) = loopback_only(&peer) {
-        return denied;
-    }
-    let Some(engine) = &state.engine else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    let engine = match admin_engine(&state, &peer) {
+        Ok(e) => e,
+        Err(denied) => return denied,
     };
     let filter = engine.filter();
     let categories = filter.index.categories();
