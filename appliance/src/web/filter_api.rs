@@ -36,33 +36,29 @@ struct TestAnswer {
     explanation: String,
 }
 
-/// Only 127.0.0.1 and ::1: a process on the box, or an admin's SSH tunnel.
-fn loopback_only(client: &SocketAddr) -> Option<Response> {
-    let local = match client.ip() {
+/// The engine, for a caller allowed to use the admin API: 127.0.0.1 and ::1 only (a
+/// process on the box, or an admin's SSH tunnel).
+fn admin_engine(
+    state: &WebState,
+    peer: &SocketAddr,
+) -> Result<Arc<Engine>, (StatusCode, &'static str)> {
+    let local = match peer.ip() {
         IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
         IpAddr::V6(v6) => {
             v6 == std::net::Ipv6Addr::LOCALHOST
                 || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
         }
     };
-    (!local).then(|| {
-        (
+    if !local {
+        return Err((
             StatusCode::FORBIDDEN,
             "the admin API answers on 127.0.0.1 and ::1 only\n",
-        )
-            .into_response()
-    })
-}
-
-/// The engine, for a caller allowed to use the admin API.
-fn admin_engine(state: &WebState, peer: &SocketAddr) -> Result<Arc<Engine>, Response> {
-    if let Some(denied) = loopback_only(peer) {
-        return Err(denied);
+        ));
     }
     state
         .engine
         .clone()
-        .ok_or_else(|| StatusCode::SERVICE_UNAVAILABLE.into_response())
+        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no DNS engine\n"))
 }
 
 /// `GET /api/v1/filter/test?name=NAME[&client=IP]`
@@ -73,7 +69,7 @@ pub async fn test(
 ) -> Response {
     let engine = match admin_engine(&state, &peer) {
         Ok(e) => e,
-        Err(denied) => return denied,
+        Err(denied) => return denied.into_response(),
     };
     let Some(name) = normalize(&p.name) else {
         return (
@@ -153,7 +149,7 @@ pub async fn stats(
 ) -> Response {
     let engine = match admin_engine(&state, &peer) {
         Ok(e) => e,
-        Err(denied) => return denied,
+        Err(denied) => return denied.into_response(),
     };
     let s = &engine.stats;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -209,7 +205,7 @@ pub async fn log(
 ) -> Response {
     let engine = match admin_engine(&state, &peer) {
         Ok(e) => e,
-        Err(denied) => return denied,
+        Err(denied) => return denied.into_response(),
     };
     let filter = engine.filter();
     let categories = filter.index.categories();
