@@ -12,12 +12,14 @@ use crate::net::free_port;
 pub struct Dnsmasq {
     pub addr: SocketAddr,
     child: Option<TestChild>,
+    log: tempfile::NamedTempFile,
 }
 
 impl Dnsmasq {
     /// Starts dnsmasq answering each (name, address) with `ttl`.
     pub fn start(records: &[(&str, &str)], ttl: u32) -> Dnsmasq {
         let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("log file");
         let mut cmd = Command::new("dnsmasq");
         cmd.args([
             "--keep-in-foreground",
@@ -30,8 +32,9 @@ impl Dnsmasq {
             "--user=root",
             "--pid-file=",
             "--local=/test/",
-            "--log-facility=-",
+            "--log-queries",
         ])
+        .arg(format!("--log-facility={}", log.path().display()))
         .arg(format!("--port={port}"))
         .arg(format!("--local-ttl={ttl}"))
         .arg(format!("--auth-ttl={ttl}"))
@@ -50,7 +53,16 @@ impl Dnsmasq {
         Dnsmasq {
             addr,
             child: Some(child),
+            log,
         }
+    }
+
+    /// How many queries for `name` it has received (from its query log).
+    pub fn queries_for(&self, name: &str) -> usize {
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("query[") && l.contains(&format!(" {name} from ")))
+            .count()
     }
 
     /// Stops it (kill -9): the upstream is gone.

@@ -60,6 +60,63 @@ pub struct Stats {
     pub servfail: AtomicU64,
     pub malformed: AtomicU64,
     pub per_category: Vec<AtomicU64>,
+    pub per_client: ClientCounters,
+}
+
+/// Queries and blocked queries per client address, in sharded maps so the answer path
+/// rarely meets another thread; bounded (a shard that fills up starts over).
+pub struct ClientCounters {
+    shards: Vec<Mutex<HashMap<IpAddr, (u64, u64)>>>,
+}
+
+const CLIENT_SHARDS: usize = 16;
+const CLIENTS_PER_SHARD: usize = 4096;
+
+impl Default for ClientCounters {
+    fn default() -> Self {
+        ClientCounters {
+            shards: (0..CLIENT_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+}
+
+impl ClientCounters {
+    fn shard(&self, client: IpAddr) -> &Mutex<HashMap<IpAddr, (u64, u64)>> {
+        let h = match client {
+            IpAddr::V4(v4) => u32::from(v4) as usize,
+            IpAddr::V6(v6) => u128::from(v6) as usize,
+        };
+        &self.shards[h % CLIENT_SHARDS]
+    }
+
+    pub fn count(&self, client: IpAddr, blocked: bool) {
+        let mut m = self.shard(client).lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= CLIENTS_PER_SHARD && !m.contains_key(&client) {
+            m.clear();
+        }
+        let e = m.entry(client).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += u64::from(blocked);
+    }
+
+    /// (client, queries, blocked), most active first.
+    pub fn top(&self, limit: usize) -> Vec<(IpAddr, u64, u64)> {
+        let mut all: Vec<(IpAddr, u64, u64)> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                let m = s.lock().unwrap_or_else(|e| e.into_inner());
+                m.iter()
+                    .map(|(ip, (q, b))| (*ip, *q, *b))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(limit);
+        all
+    }
 }
 
 type FetchResult = Option<Arc<Entry>>;
@@ -226,6 +283,9 @@ impl Engine {
             (Action::Block(_), _) => (Outcome::Blocked, None),
         };
         self.record(client, name, q.qtype, outcome, category);
+        self.stats
+            .per_client
+            .count(client, outcome == Outcome::Blocked);
         match verdict.action {
             Action::Allow => {}
             Action::Refuse => {

@@ -140,6 +140,15 @@ struct Stats {
     listed_names: u64,
     /// Blocked queries per category, for the categories that blocked any.
     blocked_by_category: std::collections::BTreeMap<String, u64>,
+    /// The most active clients: queries and blocked queries.
+    clients: Vec<ClientStats>,
+}
+
+#[derive(Serialize)]
+struct ClientStats {
+    client: IpAddr,
+    queries: u64,
+    blocked: u64,
 }
 
 /// `GET /api/v1/filter/stats`
@@ -177,6 +186,16 @@ pub async fn stats(
         cache_entries: engine.cache().len(),
         listed_names: filter.index.names(),
         blocked_by_category,
+        clients: s
+            .per_client
+            .top(200)
+            .into_iter()
+            .map(|(client, queries, blocked)| ClientStats {
+                client,
+                queries,
+                blocked,
+            })
+            .collect(),
     })
     .into_response()
 }

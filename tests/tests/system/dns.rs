@@ -67,6 +67,7 @@ fn setup() -> Setup {
     let upstream = Dnsmasq::start(
         &[
             ("www.allowed.test", "10.1.0.1"),
+            ("burst.allowed.test", "10.1.0.7"),
             ("casino.test", "10.1.0.2"),
             ("games.test", "10.1.0.3"),
             ("forcesafesearch.google.com", "216.239.38.120"),
@@ -466,6 +467,16 @@ fn the_admin_api_explains_and_counts_on_loopback() {
     let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(stats["queries"].as_u64().unwrap() >= 1);
     assert_eq!(stats["blocked_by_category"]["gambling"], 1);
+    let pupil = stats["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == "127.0.0.2")
+        .expect("the pupil's tablet is counted");
+    assert_eq!(
+        (pupil["queries"].as_u64(), pupil["blocked"].as_u64()),
+        (Some(1), Some(1))
+    );
     let (code, _) = curl(&[&format!("{base}/api/v1/filter/test?name=not%20a%20name")]);
     assert_eq!(code, 400);
     let (code, json) = curl(&[&format!("{base}/api/v1/filter/log?client=127.0.0.2")]);
@@ -542,4 +553,72 @@ fn forwards_over_tls_and_checks_the_certificate() {
     let wrong = Appliance::start(&tls_config("impostor.test"));
     let refused = dig(wrong.dns, "over-tls.test", "A", &["+time=4"]);
     assert_eq!(refused.status, "SERVFAIL", "{}", refused.raw);
+}
+
+/// Fifty clients asking the same new name at once cause one upstream query.
+#[test]
+fn concurrent_misses_share_one_upstream_query() {
+    let s = setup();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let query = |id: u16| -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in ["burst", "allowed", "test"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    };
+    for id in 0..50u16 {
+        socket.send_to(&query(id), s.box_.dns).unwrap();
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut buf = [0u8; 512];
+    while answered.len() < 50 {
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .expect("every client gets its answer");
+        assert!(n > 12 && buf[3] & 0x0f == 0, "NOERROR");
+        answered.insert(u16::from_be_bytes([buf[0], buf[1]]));
+    }
+    assert_eq!(s._upstream.queries_for("burst.allowed.test"), 1);
+}
+
+/// A list turned to garbage is refused on reload; the lists in service stay.
+#[test]
+fn a_garbage_list_on_reload_keeps_the_previous_index() {
+    let s = setup();
+    let dns = s.box_.dns;
+    assert_eq!(
+        dig(dns, "casino.test", "A", &["-b", "127.0.0.3"]).data("A"),
+        ["0.0.0.0"]
+    );
+    let garbage: String = (0..50)
+        .map(|i| format!("<html><body>{i} not a list</body>\n"))
+        .collect();
+    std::fs::write(&s.list, garbage).unwrap();
+    s.box_.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !s.box_.log().contains("reload failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload failure logged:\n{}",
+            s.box_.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        s.box_.log().contains("not domain names"),
+        "{}",
+        s.box_.log()
+    );
+    assert_eq!(
+        dig(dns, "casino.test", "A", &["-b", "127.0.0.3"]).data("A"),
+        ["0.0.0.0"],
+        "still blocked"
+    );
 }
