@@ -118,13 +118,24 @@ STEADY=$(rss_kb "$CPID")
 dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/q-exact.txt" -l 12 -T 1 -Q 20000 > "$WORK/reload-perf.txt" 2>&1 &
 PERF=$!
 sleep 2
-before=$(grep -c "filter lists compiled" "$WORK/cartable.log")
-kill -HUP "$CPID"
-PEAK=$STEADY
-while [ "$(grep -c "filter lists compiled" "$WORK/cartable.log")" -eq "$before" ]; do
-  r=$(rss_kb "$CPID"); [ "$r" -gt "$PEAK" ] && PEAK=$r
-  sleep 0.02
-done
+# One sampler process (spawning tools every 20 ms would steal the CPU being measured).
+PEAK=$(python3 - "$CPID" "$WORK/cartable.log" <<'PY'
+import sys, time, os
+pid, log = sys.argv[1], sys.argv[2]
+def rss():
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+def compiled():
+    with open(log) as f:
+        return f.read().count("filter lists compiled")
+before, peak = compiled(), rss()
+os.kill(int(pid), 1)  # SIGHUP
+while compiled() == before:
+    peak = max(peak, rss())
+    time.sleep(0.02)
+print(peak)
+PY
+)
 wait $PERF
 RELOAD_MS=$(grep "filter lists compiled" "$WORK/cartable.log" | tail -1 | sed 's/.*took_ms=\([0-9]*\).*/\1/')
 LOST=$(awk '/Queries lost/ {print $3}' "$WORK/reload-perf.txt")
