@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::cache::{Cache, Entry, Freshness, Key, KeyRef, STALE_TTL};
 use super::forward::Forwarder;
 use super::querylog::{LogEntry, Outcome, QueryLog};
+use super::stats::{Counters, Stats};
 use super::wire::{self, Query};
 use crate::filter::decide::{Action, DeviceRule, Filter, Reason};
 use crate::filter::policy::{BlockMode, LocalTime};
@@ -44,79 +45,6 @@ pub struct EngineConfig {
     pub timezone: jiff::tz::TimeZone,
     /// Lines kept in the in-memory query log (0: none).
     pub query_log: usize,
-}
-
-/// Counters for the status page and the statistics that go to the store.
-#[derive(Default)]
-pub struct Stats {
-    pub queries: AtomicU64,
-    pub blocked: AtomicU64,
-    pub rewritten: AtomicU64,
-    pub refused: AtomicU64,
-    pub local: AtomicU64,
-    pub cache_hits: AtomicU64,
-    pub stale_served: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub servfail: AtomicU64,
-    pub malformed: AtomicU64,
-    pub per_category: Vec<AtomicU64>,
-    pub per_client: ClientCounters,
-}
-
-/// Queries and blocked queries per client address, in sharded maps so the answer path
-/// rarely meets another thread; bounded (a shard that fills up starts over).
-pub struct ClientCounters {
-    shards: Vec<Mutex<HashMap<IpAddr, (u64, u64)>>>,
-}
-
-const CLIENT_SHARDS: usize = 16;
-const CLIENTS_PER_SHARD: usize = 4096;
-
-impl Default for ClientCounters {
-    fn default() -> Self {
-        ClientCounters {
-            shards: (0..CLIENT_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-        }
-    }
-}
-
-impl ClientCounters {
-    fn shard(&self, client: IpAddr) -> &Mutex<HashMap<IpAddr, (u64, u64)>> {
-        let h = match client {
-            IpAddr::V4(v4) => u32::from(v4) as usize,
-            IpAddr::V6(v6) => u128::from(v6) as usize,
-        };
-        &self.shards[h % CLIENT_SHARDS]
-    }
-
-    pub fn count(&self, client: IpAddr, blocked: bool) {
-        let mut m = self.shard(client).lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= CLIENTS_PER_SHARD && !m.contains_key(&client) {
-            m.clear();
-        }
-        let e = m.entry(client).or_insert((0, 0));
-        e.0 += 1;
-        e.1 += u64::from(blocked);
-    }
-
-    /// (client, queries, blocked), most active first.
-    pub fn top(&self, limit: usize) -> Vec<(IpAddr, u64, u64)> {
-        let mut all: Vec<(IpAddr, u64, u64)> = self
-            .shards
-            .iter()
-            .flat_map(|s| {
-                let m = s.lock().unwrap_or_else(|e| e.into_inner());
-                m.iter()
-                    .map(|(ip, (q, b))| (*ip, *q, *b))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        all.truncate(limit);
-        all
-    }
 }
 
 type FetchResult = Option<Arc<Entry>>;
@@ -154,12 +82,7 @@ pub enum Step {
 
 impl Engine {
     pub fn new(filter: Filter, forwarder: Forwarder, config: EngineConfig) -> Engine {
-        let stats = Stats {
-            per_category: (0..crate::filter::index::MAX_CATEGORIES)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            ..Stats::default()
-        };
+        let stats = Stats::default();
         Engine {
             filter: ArcSwap::from_pointee(filter),
             devices: ArcSwap::from_pointee(HashMap::new()),
@@ -233,11 +156,11 @@ impl Engine {
 
     /// Answers what can be answered now. `max_size` is the UDP limit, `None` for TCP.
     pub fn start(self: &Arc<Self>, query: &[u8], client: IpAddr, max_udp: bool) -> Step {
-        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        Counters::add(&self.stats.local().queries);
         let q = match wire::parse_query(query) {
             Ok(q) => q,
             Err(e) => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&self.stats.local().malformed);
                 tracing::debug!(%client, error = %e, "malformed query");
                 return Step::Done(wire::id_of(query).map(wire::formerr));
             }
@@ -255,17 +178,17 @@ impl Engine {
             return done(wire::error_response(query, &q, wire::RCODE_NOTIMP));
         }
         if q.qclass != wire::CLASS_IN {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            Counters::add(&self.stats.local().refused);
             return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
         }
         let name = q.name.as_str();
         if let Some(addrs) = self.config.local.get(name) {
-            self.stats.local.fetch_add(1, Ordering::Relaxed);
+            Counters::add(&self.stats.local().local);
             self.record(client, name, q.qtype, Outcome::Local, None);
             return done(wire::address_response(query, &q, addrs, OWN_TTL, true));
         }
         if !q.valid {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            Counters::add(&self.stats.local().refused);
             return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
         }
         let filter = self.filter.load();
@@ -284,27 +207,27 @@ impl Engine {
         };
         self.record(client, name, q.qtype, outcome, category);
         self.stats
-            .per_client
-            .count(client, outcome == Outcome::Blocked);
+            .local()
+            .client(client, outcome == Outcome::Blocked);
         match verdict.action {
             Action::Allow => {}
             Action::Refuse => {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&self.stats.local().refused);
                 return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
             }
             Action::NxDomain => {
-                self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&self.stats.local().blocked);
                 return done(wire::error_response(query, &q, wire::RCODE_NXDOMAIN));
             }
             Action::Block(mode) => {
-                self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&self.stats.local().blocked);
                 if let Reason::Listed { category, .. } = verdict.reason {
-                    self.stats.per_category[usize::from(category)].fetch_add(1, Ordering::Relaxed);
+                    self.stats.local().blocked_in(category);
                 }
                 return done(self.blocked_reply(query, &q, mode));
             }
             Action::Rewrite(target) => {
-                self.stats.rewritten.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&self.stats.local().rewritten);
                 rewrite = Some(target);
             }
         }
@@ -323,7 +246,7 @@ impl Engine {
         {
             match entry.freshness(now) {
                 Freshness::Fresh { remaining, ttl } => {
-                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    Counters::add(&self.stats.local().cache_hits);
                     let hits = entry.hits.fetch_add(1, Ordering::Relaxed);
                     if hits >= 1 && (remaining as f32) < PREFETCH_BELOW * ttl as f32 {
                         self.refresh_in_background(&key.to_owned(), entry);
@@ -331,7 +254,7 @@ impl Engine {
                     return done(entry.reply(query, &q, now));
                 }
                 Freshness::Stale if self.uplink_down.load(Ordering::Relaxed) => {
-                    self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                    Counters::add(&self.stats.local().stale_served);
                     self.refresh_in_background(&key.to_owned(), entry);
                     return done(entry.reply(query, &q, now));
                 }
@@ -370,11 +293,11 @@ impl Engine {
                 tokio::pin!(fetch);
                 tokio::select! {
                     fresh = &mut fetch => fresh.or_else(|| {
-                        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                        Counters::add(&self.stats.local().stale_served);
                         Some(stale.clone())
                     }),
                     _ = tokio::time::sleep(STALE_AFTER) => {
-                        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                        Counters::add(&self.stats.local().stale_served);
                         Some(stale.clone())
                     }
                 }
@@ -382,10 +305,10 @@ impl Engine {
             None => fetch.await,
         };
         let Some(entry) = entry else {
-            self.stats.servfail.fetch_add(1, Ordering::Relaxed);
+            Counters::add(&self.stats.local().servfail);
             return wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL);
         };
-        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        Counters::add(&self.stats.local().forwarded);
         let now = Instant::now();
         let mut reply = match p.rewrite {
             None => entry.reply(&query, &p.q, now),

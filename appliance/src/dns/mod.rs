@@ -10,4 +10,5 @@ pub mod persist;
 pub mod querylog;
 pub mod reload;
 pub mod server;
+pub mod stats;
 pub mod wire;

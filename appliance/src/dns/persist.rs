@@ -3,7 +3,6 @@
 //! writer thread; the answer path only hands it snapshots.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::params;
@@ -82,21 +81,20 @@ impl Flusher {
     /// Adds what the counters gained since the last call to the current hour's rows.
     pub async fn flush(&self, engine: &Engine, store: &Store) -> Result<(), StoreError> {
         let s = &engine.stats;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut now: Vec<(String, u64)> = vec![
-            ("queries".into(), get(&s.queries)),
-            ("blocked".into(), get(&s.blocked)),
-            ("safe_search".into(), get(&s.rewritten)),
-            ("refused".into(), get(&s.refused)),
-            ("cache_hits".into(), get(&s.cache_hits)),
-            ("stale_served".into(), get(&s.stale_served)),
-            ("forwarded".into(), get(&s.forwarded)),
-            ("servfail".into(), get(&s.servfail)),
-            ("malformed".into(), get(&s.malformed)),
+            ("queries".into(), s.total(|c| &c.queries)),
+            ("blocked".into(), s.total(|c| &c.blocked)),
+            ("safe_search".into(), s.total(|c| &c.rewritten)),
+            ("refused".into(), s.total(|c| &c.refused)),
+            ("cache_hits".into(), s.total(|c| &c.cache_hits)),
+            ("stale_served".into(), s.total(|c| &c.stale_served)),
+            ("forwarded".into(), s.total(|c| &c.forwarded)),
+            ("servfail".into(), s.total(|c| &c.servfail)),
+            ("malformed".into(), s.total(|c| &c.malformed)),
         ];
         let filter = engine.filter();
         for c in filter.index.categories() {
-            let n = get(&s.per_category[usize::from(c.id)]);
+            let n = s.category(c.id);
             if n > 0 {
                 now.push((format!("blocked:{}", c.name), n));
             }

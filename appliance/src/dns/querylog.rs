@@ -32,58 +32,73 @@ pub struct LogEntry {
     pub category: Option<u8>,
 }
 
-pub struct QueryLog {
-    slots: Box<[Mutex<Option<LogEntry>>]>,
+/// A line and when it was written (nanoseconds since the log's epoch).
+type Slot = Mutex<Option<(u64, LogEntry)>>;
+
+/// One thread's part of the log (see `stats`: answering threads never share a ring).
+#[repr(align(128))]
+struct Ring {
+    slots: Box<[Slot]>,
     next: AtomicUsize,
 }
 
+pub struct QueryLog {
+    rings: Box<[Ring]>,
+    /// Lines are ordered across rings by nanoseconds since this instant.
+    epoch: std::time::Instant,
+}
+
 impl QueryLog {
-    /// A log of `capacity` lines; 0 keeps nothing.
+    /// A log of about `capacity` lines; 0 keeps nothing.
     pub fn new(capacity: usize) -> QueryLog {
+        let stripes = if capacity == 0 {
+            0
+        } else {
+            super::stats::STRIPES
+        };
+        let per_ring = capacity.div_ceil(super::stats::STRIPES);
         QueryLog {
-            slots: (0..capacity).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
+            rings: (0..stripes)
+                .map(|_| Ring {
+                    slots: (0..per_ring).map(|_| Mutex::new(None)).collect(),
+                    next: AtomicUsize::new(0),
+                })
+                .collect(),
+            epoch: std::time::Instant::now(),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        !self.slots.is_empty()
+        !self.rings.is_empty()
     }
 
     /// Records a line; never waits (a slot being read is skipped, the line dropped).
     pub fn push(&self, entry: LogEntry) {
-        if self.slots.is_empty() {
+        let Some(ring) = self.rings.get(super::stats::stripe()) else {
             return;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        if let Ok(mut slot) = self.slots[i].try_lock() {
-            *slot = Some(entry);
+        };
+        let i = ring.next.fetch_add(1, Ordering::Relaxed) % ring.slots.len();
+        let seq = self.epoch.elapsed().as_nanos() as u64;
+        if let Ok(mut slot) = ring.slots[i].try_lock() {
+            *slot = Some((seq, entry));
         }
     }
 
     /// Up to `limit` lines, newest first, optionally only one client's.
     pub fn recent(&self, limit: usize, client: Option<IpAddr>) -> Vec<LogEntry> {
-        let n = self.slots.len();
-        if n == 0 {
-            return Vec::new();
-        }
-        let end = self.next.load(Ordering::Relaxed);
-        let mut out = Vec::new();
-        for k in 0..n.min(end) {
-            let i = (end - 1 - k) % n;
-            let Ok(slot) = self.slots[i].lock() else {
-                continue;
-            };
-            if let Some(e) = slot.as_ref()
-                && client.is_none_or(|c| c == e.client)
-            {
-                out.push(e.clone());
-                if out.len() >= limit {
-                    break;
+        let mut all: Vec<(u64, LogEntry)> = Vec::new();
+        for ring in self.rings.iter() {
+            for slot in ring.slots.iter() {
+                let Ok(slot) = slot.lock() else { continue };
+                if let Some((seq, e)) = slot.as_ref()
+                    && client.is_none_or(|c| c == e.client)
+                {
+                    all.push((*seq, e.clone()));
                 }
             }
         }
-        out
+        all.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        all.into_iter().take(limit).map(|(_, e)| e).collect()
     }
 }
 
@@ -104,7 +119,8 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_within_its_capacity() {
-        let log = QueryLog::new(4);
+        // One thread writes one ring: capacity 4 per ring.
+        let log = QueryLog::new(4 * super::super::stats::STRIPES);
         for i in 0..10 {
             log.push(entry(i, if i % 2 == 0 { "10.0.0.1" } else { "10.0.0.2" }));
         }

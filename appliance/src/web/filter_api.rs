@@ -4,7 +4,6 @@
 //! ::1 (an admin on the box, or `ssh -L`), never to the school network.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 
 use std::sync::Arc;
 
@@ -161,34 +160,32 @@ pub async fn stats(
         Err(denied) => return denied.into_response(),
     };
     let s = &engine.stats;
-    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let filter = engine.filter();
     let blocked_by_category = filter
         .index
         .categories()
         .iter()
         .filter_map(|c| {
-            let n = get(&s.per_category[usize::from(c.id)]);
+            let n = s.category(c.id);
             (n > 0).then(|| (c.name.clone(), n))
         })
         .collect();
     Json(Stats {
-        queries: get(&s.queries),
-        blocked: get(&s.blocked),
-        safe_search: get(&s.rewritten),
-        refused: get(&s.refused),
-        local: get(&s.local),
-        cache_hits: get(&s.cache_hits),
-        stale_served: get(&s.stale_served),
-        forwarded: get(&s.forwarded),
-        servfail: get(&s.servfail),
-        malformed: get(&s.malformed),
+        queries: s.total(|c| &c.queries),
+        blocked: s.total(|c| &c.blocked),
+        safe_search: s.total(|c| &c.rewritten),
+        refused: s.total(|c| &c.refused),
+        local: s.total(|c| &c.local),
+        cache_hits: s.total(|c| &c.cache_hits),
+        stale_served: s.total(|c| &c.stale_served),
+        forwarded: s.total(|c| &c.forwarded),
+        servfail: s.total(|c| &c.servfail),
+        malformed: s.total(|c| &c.malformed),
         cache_entries: engine.cache().len(),
         listed_names: filter.index.names(),
         blocked_by_category,
         clients: s
-            .per_client
-            .top(200)
+            .top_clients(200)
             .into_iter()
             .map(|(client, queries, blocked)| ClientStats {
                 client,
