@@ -76,10 +76,19 @@ pub fn load(
     let index = Index::build(categories, list_sources)?;
     let compiled = Policies::compile(policies, &index, block_mode)
         .map_err(|e| FilterError::Policy(e.to_string()))?;
-    let mut warnings: Vec<String> = compiled
-        .unknown_categories
+    // One line per policy: a box without UT1 lists would otherwise log dozens.
+    let mut missing: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (p, c) in &compiled.unknown_categories {
+        missing.entry(p).or_default().push(c);
+    }
+    let mut warnings: Vec<String> = missing
         .iter()
-        .map(|(p, c)| format!("policy `{p}` blocks category `{c}`, which no list provides"))
+        .map(|(p, cats)| {
+            format!(
+                "policy `{p}` blocks categories no list provides: {}",
+                cats.join(", ")
+            )
+        })
         .collect();
     for s in index.sources() {
         if s.skipped.count > 0 {
