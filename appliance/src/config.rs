@@ -432,6 +432,7 @@ impl Config {
             ut1_dir: f.ut1_dir.as_ref().map(|p| p.as_path().to_path_buf()),
             ut1_archive: f.ut1_archive.as_ref().map(|p| p.as_path().to_path_buf()),
             unpack_dir: self.appliance.data_dir.join("filter"),
+            index_file: Some(self.appliance.data_dir.join("filter").join("index.bin")),
             lists: f
                 .lists
                 .iter()

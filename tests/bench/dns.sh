@@ -119,7 +119,7 @@ dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/q-exact.txt" -l 12 -T 1 -Q 20000 > "$W
 PERF=$!
 sleep 2
 # One sampler process (spawning tools every 20 ms would steal the CPU being measured).
-PEAK=$(python3 - "$CPID" "$WORK/cartable.log" <<'PY'
+PEAK=$(python3 - "$CPID" "$WORK/cartable.log" "$LIST" <<'PY'
 import sys, time, os
 pid, log = sys.argv[1], sys.argv[2]
 def rss():
@@ -129,6 +129,7 @@ def compiled():
     with open(log) as f:
         return f.read().count("filter lists compiled")
 before, peak = compiled(), rss()
+os.utime(sys.argv[3])  # a changed list: the reload compiles, it does not load the saved index
 os.kill(int(pid), 1)  # SIGHUP
 while compiled() == before:
     peak = max(peak, rss())

@@ -46,12 +46,17 @@ impl FilterService {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
+        let how = if loaded.from_saved {
+            "filter lists loaded (saved index, lists unchanged)"
+        } else {
+            "filter lists compiled"
+        };
         tracing::info!(
             names = loaded.filter.index.names(),
             categories = loaded.filter.index.categories().len(),
             index_bytes = loaded.filter.index.map_bytes(),
             took_ms = loaded.took.as_millis() as u64,
-            "filter lists compiled"
+            "{how}"
         );
         Ok(loaded)
     }

@@ -16,10 +16,10 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use fst::{Map, MapBuilder};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::FilterError;
 use super::list::{self, Line, Skipped};
@@ -36,7 +36,7 @@ const GARBAGE_SHARE: f64 = 0.5;
 pub type CategorySet = u128;
 
 /// One category of the index.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Category {
     pub id: u8,
     pub name: String,
@@ -56,7 +56,7 @@ pub struct ListSource {
 }
 
 /// What the build made of one file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceReport {
     pub category: String,
     pub path: PathBuf,
@@ -247,6 +247,96 @@ impl Index {
             }
         }
         None
+    }
+}
+
+/// The layout of a saved index file: this magic line, one line of JSON (`Saved`),
+/// then each part's map bytes in order.
+const SAVED_MAGIC: &[u8] = b"cartable-index 1\n";
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    fingerprint: String,
+    categories: Vec<Category>,
+    sources: Vec<SourceReport>,
+    part_of: Vec<u8>,
+    addresses: Vec<(u32, CategorySet)>,
+    /// (category sets, map length in bytes) of each part.
+    parts: Vec<(Vec<CategorySet>, u64)>,
+}
+
+impl Index {
+    /// Writes the index to `path` (through a temporary file, renamed when synced), so
+    /// a restart can load it instead of compiling the lists again.
+    pub fn save(&self, path: &Path, fingerprint: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let header = Saved {
+            fingerprint: fingerprint.to_string(),
+            categories: self.categories.clone(),
+            sources: self.sources.clone(),
+            part_of: self.part_of.to_vec(),
+            addresses: self.addresses.clone(),
+            parts: self
+                .parts
+                .iter()
+                .map(|p| (p.sets.clone(), p.map.as_fst().as_bytes().len() as u64))
+                .collect(),
+        };
+        let tmp = path.with_extension("tmp");
+        let mut f = std::io::BufWriter::new(File::create(&tmp)?);
+        f.write_all(SAVED_MAGIC)?;
+        serde_json::to_writer(&mut f, &header).map_err(std::io::Error::other)?;
+        f.write_all(b"\n")?;
+        for p in &self.parts {
+            f.write_all(p.map.as_fst().as_bytes())?;
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads an index saved with the same `fingerprint`; `None` if there is none, it
+    /// was made from other sources, or it is damaged (then the caller compiles).
+    pub fn load(path: &Path, fingerprint: &str) -> Option<Index> {
+        use std::io::Read;
+        let mut f = BufReader::new(File::open(path).ok()?);
+        let mut magic = vec![0u8; SAVED_MAGIC.len()];
+        f.read_exact(&mut magic).ok()?;
+        if magic != SAVED_MAGIC {
+            return None;
+        }
+        let mut line = Vec::new();
+        f.read_until(b'\n', &mut line).ok()?;
+        let saved: Saved = serde_json::from_slice(&line).ok()?;
+        if saved.fingerprint != fingerprint || saved.part_of.len() != 256 {
+            return None;
+        }
+        let mut parts = Vec::with_capacity(saved.parts.len());
+        for (sets, len) in saved.parts {
+            let mut bytes = vec![0u8; usize::try_from(len).ok()?];
+            f.read_exact(&mut bytes).ok()?;
+            let map = Map::new(bytes).ok()?;
+            parts.push(Part { map, sets });
+        }
+        let mut part_of = [0u8; 256];
+        part_of.copy_from_slice(&saved.part_of);
+        if part_of.iter().any(|&p| usize::from(p) >= parts.len()) {
+            return None;
+        }
+        let mut by_name = HashMap::new();
+        for c in &saved.categories {
+            by_name.insert(c.name.clone(), c.id);
+            for a in &c.aliases {
+                by_name.entry(a.clone()).or_insert(c.id);
+            }
+        }
+        Some(Index {
+            parts,
+            part_of,
+            addresses: saved.addresses,
+            categories: saved.categories,
+            by_name,
+            sources: saved.sources,
+        })
     }
 }
 
@@ -731,6 +821,44 @@ mod tests {
         assert!(hit_names(&index, "notcasino.example").is_empty());
         assert!(hit_names(&index, "example").is_empty());
         assert_eq!(index.category("games").unwrap().entries, 2);
+    }
+
+    #[test]
+    fn a_saved_index_loads_back_only_with_its_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::build(
+            vec![
+                category("gambling", Kind::Black),
+                category("games", Kind::White),
+            ],
+            vec![
+                source(
+                    dir.path(),
+                    "gambling",
+                    "a",
+                    "casino.example\npoker.test\n1.2.3.4\n",
+                ),
+                source(dir.path(), "games", "b", "chess.test\npoker.test\n"),
+            ],
+        )
+        .unwrap();
+        let path = dir.path().join("index.bin");
+        index.save(&path, "fp-1").unwrap();
+        assert!(Index::load(&path, "fp-2").is_none());
+        let back = Index::load(&path, "fp-1").unwrap();
+        assert_eq!(
+            hit_names(&back, "www.poker.test"),
+            hit_names(&index, "www.poker.test")
+        );
+        assert_eq!(back.names(), 3);
+        assert_eq!(back.address(Ipv4Addr::new(1, 2, 3, 4)), Some(1));
+        assert_eq!(back.category("games").unwrap().kind, Kind::White);
+        // A damaged file is not used.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes.truncate(n - 5);
+        std::fs::write(&path, bytes).unwrap();
+        assert!(Index::load(&path, "fp-1").is_none());
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub struct ParsedList {
 }
 
 /// Lines that were not valid entries: how many, and the first few.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Skipped {
     pub count: u64,
     /// Up to five of them, as (line number, text).

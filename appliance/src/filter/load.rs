@@ -20,11 +20,58 @@ pub struct Sources {
     pub unpack_dir: PathBuf,
     /// (category, file): hosts files and plain lists.
     pub lists: Vec<(String, PathBuf)>,
+    /// Where the compiled index is kept between runs (none: always compile).
+    pub index_file: Option<PathBuf>,
+}
+
+/// What the index is made of, as a digest: every list file's path, size and time of
+/// change (or the archive's), the UT1 tree's layout, and this binary's version.
+fn fingerprint(sources: &Sources) -> Option<String> {
+    use std::fmt::Write;
+    let mut text = format!("cartable {}\n", env!("CARGO_PKG_VERSION"));
+    fn stat(text: &mut String, p: &Path) -> Option<()> {
+        let m = std::fs::metadata(p).ok()?;
+        let changed = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        writeln!(text, "{}|{}|{}", p.display(), m.len(), changed.as_nanos()).ok()
+    }
+    match (&sources.ut1_dir, &sources.ut1_archive) {
+        (Some(dir), _) => {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            let _ = stat(&mut text, &dir.join("global_usage"));
+            for e in entries {
+                if let Ok(target) = std::fs::read_link(&e) {
+                    let _ = writeln!(text, "{} -> {}", e.display(), target.display());
+                    continue;
+                }
+                for file in ["usage", "domains"] {
+                    let _ = stat(&mut text, &e.join(file));
+                }
+            }
+        }
+        (None, Some(archive)) => stat(&mut text, archive)?,
+        (None, None) => {}
+    }
+    for (category, path) in &sources.lists {
+        let _ = writeln!(text, "list {category}");
+        stat(&mut text, path)?;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A compiled filter and what was noticed on the way.
 pub struct Loaded {
     pub filter: Filter,
+    /// The index came from the saved file, not from compiling the lists.
+    pub from_saved: bool,
     pub warnings: Vec<String>,
     pub took: Duration,
 }
@@ -36,6 +83,36 @@ pub fn load(
     block_mode: BlockMode,
 ) -> Result<Loaded, FilterError> {
     let started = Instant::now();
+    let saved = fingerprint(sources).zip(sources.index_file.clone());
+    let index = match &saved {
+        Some((fp, file)) => Index::load(file, fp),
+        None => None,
+    };
+    let from_saved = index.is_some();
+    let index = match index {
+        Some(index) => {
+            tracing::debug!("the saved index matches the lists");
+            index
+        }
+        None => {
+            let index = compile(sources)?;
+            if let Some((fp, file)) = &saved {
+                let written = file
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|_| index.save(file, fp));
+                if let Err(e) = written {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot keep the compiled lists for the next start");
+                }
+            }
+            index
+        }
+    };
+    finish(index, policies, block_mode, started, from_saved)
+}
+
+/// Reads the sources and compiles them.
+fn compile(sources: &Sources) -> Result<Index, FilterError> {
     let root = match (&sources.ut1_dir, &sources.ut1_archive) {
         (Some(dir), _) => Some(dir.clone()),
         (None, Some(archive)) => Some(unpack(archive, &sources.unpack_dir)?),
@@ -73,7 +150,16 @@ pub fn load(
             path: path.clone(),
         });
     }
-    let index = Index::build(categories, list_sources)?;
+    Index::build(categories, list_sources)
+}
+
+fn finish(
+    index: Index,
+    policies: &[PolicyConfig],
+    block_mode: BlockMode,
+    started: Instant,
+    from_saved: bool,
+) -> Result<Loaded, FilterError> {
     let compiled = Policies::compile(policies, &index, block_mode)
         .map_err(|e| FilterError::Policy(e.to_string()))?;
     // One line per policy: a box without UT1 lists would otherwise log dozens.
@@ -105,6 +191,7 @@ pub fn load(
             index: Arc::new(index),
             policies: compiled,
         },
+        from_saved,
         warnings,
         took: started.elapsed(),
     })

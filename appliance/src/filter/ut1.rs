@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::FilterError;
 
 /// Whether a category lists what to block or what to allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Black,

@@ -622,3 +622,33 @@ fn a_garbage_list_on_reload_keeps_the_previous_index() {
         "still blocked"
     );
 }
+
+/// A restart with the same lists loads the compiled index instead of compiling it; a
+/// changed list is compiled again.
+#[test]
+fn a_restart_reuses_the_compiled_lists_until_they_change() {
+    let mut s = setup();
+    assert_eq!(s.box_.stop(), Some(0));
+    s.box_.restart();
+    assert!(
+        s.box_.log().contains("filter lists loaded (saved index"),
+        "{}",
+        s.box_.log()
+    );
+    assert_eq!(
+        dig(s.box_.dns, "casino.test", "A", &["-b", "127.0.0.3"]).data("A"),
+        ["0.0.0.0"]
+    );
+    assert_eq!(s.box_.stop(), Some(0));
+    std::fs::write(&s.list, "casino.test\npoker.test\nroulette.test\n").unwrap();
+    let compiled_before = s.box_.log().matches("filter lists compiled").count();
+    s.box_.restart();
+    assert_eq!(
+        s.box_.log().matches("filter lists compiled").count(),
+        compiled_before + 1
+    );
+    assert_eq!(
+        dig(s.box_.dns, "roulette.test", "A", &["-b", "127.0.0.3"]).data("A"),
+        ["0.0.0.0"]
+    );
+}
