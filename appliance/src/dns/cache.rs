@@ -31,12 +31,6 @@ pub struct Key {
     pub qclass: u16,
 }
 
-impl Key {
-    pub fn of(q: &Query) -> Key {
-        KeyRef::of(q).to_owned()
-    }
-}
-
 /// A key borrowed from a query, to look up without allocating.
 #[derive(Debug, Clone, Copy, Hash)]
 pub struct KeyRef<'a> {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,7 @@ pub struct Engine {
     forwarder: Forwarder,
     inflight: Mutex<HashMap<Key, watch::Receiver<Option<FetchResult>>>>,
     uplink_down: AtomicBool,
-    clock: Mutex<(u64, LocalTime)>,
+    clock: AtomicU64,
     pub stats: Stats,
     pub log: QueryLog,
     /// What of `stats` is already in the store.
@@ -90,7 +90,7 @@ impl Engine {
             forwarder,
             inflight: Mutex::new(HashMap::new()),
             uplink_down: AtomicBool::new(false),
-            clock: Mutex::new((u64::MAX, LocalTime::new(0, 0, 0))),
+            clock: AtomicU64::new(0),
             log: QueryLog::new(config.query_log),
             flushed: Default::default(),
             config,
@@ -144,14 +144,22 @@ impl Engine {
         }
     }
 
+    /// The local time, worked out (time zone rules) once a minute; between, one atomic
+    /// read: (minutes since the epoch << 24) | (weekday << 16) | minute of the day.
     fn local_time(&self) -> LocalTime {
         let now = jiff::Timestamp::now();
         let minute = now.as_second().max(0) as u64 / 60;
-        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
-        if clock.0 != minute {
-            *clock = (minute, LocalTime::at(now, &self.config.timezone));
+        let packed = self.clock.load(Ordering::Relaxed);
+        if packed >> 24 == minute {
+            return LocalTime {
+                weekday: ((packed >> 16) & 0xff) as u8,
+                minute: (packed & 0xffff) as u16,
+            };
         }
-        clock.1
+        let local = LocalTime::at(now, &self.config.timezone);
+        let packed = (minute << 24) | (u64::from(local.weekday) << 16) | u64::from(local.minute);
+        self.clock.store(packed, Ordering::Relaxed);
+        local
     }
 
     /// Answers what can be answered now. `max_size` is the UDP limit, `None` for TCP.

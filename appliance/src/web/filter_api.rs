@@ -80,47 +80,44 @@ pub async fn test(
     let filter = engine.filter();
     let client = p.client.unwrap_or(peer.ip());
     let now = LocalTime::at(jiff::Timestamp::now(), &state.config.filter.timezone.zone());
-    let v = filter.decide(&name, client, now, None);
-    let verdict = match v.action {
-        Action::Allow => "allow",
-        Action::Block(_) => "block",
-        Action::NxDomain => "nxdomain",
-        Action::Refuse => "refuse",
-        Action::Rewrite(_) => "safe_search",
-    };
-    let (category, entry) = match v.reason {
-        Reason::Listed {
-            entry, category, ..
-        } => (
-            Some(
-                filter.index.categories()[usize::from(category)]
-                    .name
-                    .clone(),
+    // One decision; its explanation reads list files, so off the async threads.
+    let answer = tokio::task::spawn_blocking(move || {
+        let v = filter.decide(&name, client, now, None);
+        let verdict = match v.action {
+            Action::Allow => "allow",
+            Action::Block(_) => "block",
+            Action::NxDomain => "nxdomain",
+            Action::Refuse => "refuse",
+            Action::Rewrite(_) => "safe_search",
+        };
+        let (category, entry) = match v.reason {
+            Reason::Listed {
+                entry, category, ..
+            } => (
+                Some(
+                    filter.index.categories()[usize::from(category)]
+                        .name
+                        .clone(),
+                ),
+                Some(entry.to_string()),
             ),
-            Some(entry.to_string()),
-        ),
-        Reason::Allowed { entry } | Reason::Denied { entry } => (None, Some(entry.to_string())),
-        _ => (None, None),
-    };
-    let explanation = tokio::task::spawn_blocking({
-        let filter = filter.clone();
-        let name = name.clone();
-        move || {
-            let v = filter.decide(&name, client, now, None);
-            filter.explain(&name, &v)
+            Reason::Allowed { entry } | Reason::Denied { entry } => (None, Some(entry.to_string())),
+            _ => (None, None),
+        };
+        TestAnswer {
+            policy: filter.policies.get(v.policy).name.clone(),
+            explanation: filter.explain(&name, &v),
+            verdict,
+            category,
+            entry,
+            name,
         }
     })
-    .await
-    .unwrap_or_default();
-    Json(TestAnswer {
-        policy: filter.policies.get(v.policy).name.clone(),
-        name,
-        verdict,
-        category,
-        entry,
-        explanation,
-    })
-    .into_response()
+    .await;
+    match answer {
+        Ok(a) => Json(a).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 #[derive(Serialize)]
