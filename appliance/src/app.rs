@@ -21,6 +21,7 @@ use crate::net::uplink::UplinkWatch;
 use crate::store::Store;
 use crate::store::service::StoreService;
 use crate::supervisor::{Health, Supervisor};
+use crate::sync::SyncService;
 use crate::web::{HttpService, WebState};
 
 pub struct App {
@@ -41,9 +42,25 @@ impl App {
             .with_context(|| format!("opening the store in {}", data_dir.display()))?;
         let health = Health::default();
         let (uplink, uplink_rx) = UplinkWatch::new();
+        // Policies from the central side, verified again, win over the config file's.
+        let fleet_key = config
+            .sync
+            .fleet_public_key
+            .as_ref()
+            .map(|k| k.0.as_slice());
+        let policies = match crate::sync::desired::stored_policies(&store, fleet_key) {
+            Some(p) => {
+                tracing::info!(
+                    policies = p.len(),
+                    "using the policies from the central side"
+                );
+                p
+            }
+            None => config.filter.policies.clone(),
+        };
         let spec = FilterSpec {
             sources: config.filter_sources(),
-            policies: config.filter.policies.clone(),
+            policies,
             block_mode: config.dns.block_mode,
         };
         // The first compile happens before serving, so no query is answered unfiltered.
@@ -113,6 +130,14 @@ impl App {
         )
         .with_context(|| format!("binding [dns] listen = {:?}", config.dns.listen))?;
         let dns_addrs = dns.local_addrs();
+        let filter_service = Arc::new(FilterService::new(engine.clone(), spec, loaded));
+        let reload = filter_service.reload.clone();
+        let (sync, sync_view) = SyncService::new(
+            config.clone(),
+            store.clone(),
+            Some(filter_service.clone()),
+            uplink.subscribe(),
+        );
         let web = WebState {
             config: config.clone(),
             store: store.clone(),
@@ -120,13 +145,11 @@ impl App {
             uplink: uplink_rx,
             started: Instant::now(),
             engine: Some(engine.clone()),
+            sync: sync_view,
         };
         let http = HttpService::bind(config.http.listen, web)
             .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
-
-        let filter_service = FilterService::new(engine.clone(), spec, loaded);
-        let reload = filter_service.reload.clone();
 
         // Start order; the supervisor stops them in reverse, the store last.
         let mut supervisor = Supervisor::new(health.clone());
@@ -134,8 +157,9 @@ impl App {
             store: store.clone(),
         }));
         supervisor.add(Arc::new(uplink));
-        supervisor.add(Arc::new(filter_service));
+        supervisor.add(filter_service);
         supervisor.add(Arc::new(dns));
+        supervisor.add(Arc::new(sync));
         supervisor.add(Arc::new(http));
         Ok(App {
             store,

@@ -176,7 +176,7 @@ impl Default for CacheConfig {
 pub struct HubConfig {}
 
 /// The MQTT link to the central side.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncConfig {
     /// `mqtt://host:port` or `mqtts://host:port`; no broker means a standalone box.
@@ -185,8 +185,83 @@ pub struct SyncConfig {
     pub password_file: Option<ExistingPath>,
     /// CA certificate that signs the broker's certificate (for `mqtts://`).
     pub ca_file: Option<ExistingPath>,
-    /// The fleet's Ed25519 public key (hex), pinned at enrolment.
-    pub fleet_public_key: Option<String>,
+    /// This box's client certificate and key (PEM), for brokers that authenticate boxes
+    /// by certificate.
+    pub client_cert_file: Option<ExistingPath>,
+    pub client_key_file: Option<ExistingPath>,
+    /// The fleet's Ed25519 public key (hex), pinned at enrolment. Without it, desired
+    /// state from the central side is refused.
+    pub fleet_public_key: Option<FleetKey>,
+    /// Seconds between MQTT keep-alive pings.
+    pub keep_alive_secs: u16,
+    /// Longest wait between reconnection attempts (the wait doubles from 1 s up to
+    /// this, with random jitter so a fleet does not reconnect in the same second).
+    pub reconnect_max_secs: u16,
+    /// The outbox's bound on disk; past it statistics are dropped, oldest first (and
+    /// counted); audit rows are always kept.
+    pub outbox_max_bytes: u64,
+    /// A batch is published once it holds this many bytes of events (before
+    /// compression) ...
+    pub batch_max_bytes: usize,
+    /// ... or once its oldest event is this old.
+    pub batch_max_age_secs: u32,
+    /// Bytes per second the sync may use on the uplink (0: no cap) ...
+    pub rate_limit: u64,
+    /// ... during these days ...
+    pub rate_limit_days: Vec<crate::filter::policy::Days>,
+    /// ... from this time ...
+    pub rate_limit_from: crate::filter::policy::ClockTime,
+    /// ... to this time (local time of `[filter] timezone`).
+    pub rate_limit_to: crate::filter::policy::ClockTime,
+    /// Seconds between retained state messages (also sent at each connection).
+    pub state_every_secs: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            broker: None,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            fleet_public_key: None,
+            keep_alive_secs: 30,
+            reconnect_max_secs: 300,
+            outbox_max_bytes: 512 << 20,
+            batch_max_bytes: 256 << 10,
+            batch_max_age_secs: 5,
+            rate_limit: 0,
+            rate_limit_days: vec![crate::filter::policy::Days::WEEKDAYS],
+            rate_limit_from: crate::filter::policy::ClockTime::hm(8, 0),
+            rate_limit_to: crate::filter::policy::ClockTime::hm(17, 0),
+            state_every_secs: 300,
+        }
+    }
+}
+
+/// The fleet's Ed25519 public key: 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FleetKey(pub Vec<u8>);
+
+impl TryFrom<String> for FleetKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        cartable_protocol::desired::unhex(s.trim())
+            .filter(|k| k.len() == 32)
+            .map(FleetKey)
+            .ok_or_else(|| {
+                format!("`{s}` is not an Ed25519 public key: use the 64 hex digits `cartable-central keygen` printed")
+            })
+    }
+}
+
+impl From<FleetKey> for String {
+    fn from(k: FleetKey) -> String {
+        cartable_protocol::desired::hex(&k.0)
+    }
 }
 
 /// The firmware update agent. No keys yet: every default is built in.

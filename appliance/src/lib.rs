@@ -17,4 +17,5 @@ pub mod net;
 pub mod status_client;
 pub mod store;
 pub mod supervisor;
+pub mod sync;
 pub mod web;

@@ -1,4 +1,8 @@
 //! The fleet side of Cartable, as a library so tests drive the same code.
 #![forbid(unsafe_code)]
 
+pub mod dashboard;
 pub mod keys;
+pub mod publish;
+pub mod serve;
+pub mod store;

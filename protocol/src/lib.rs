@@ -4,4 +4,7 @@
 //! exhaustively on its own.
 #![forbid(unsafe_code)]
 
+pub mod desired;
+pub mod events;
 pub mod status;
+pub mod topics;

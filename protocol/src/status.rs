@@ -15,6 +15,35 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     pub uplink: UplinkStatus,
     pub disk: DiskStatus,
+    /// The link to the central side and what waits to go up it.
+    #[serde(default)]
+    pub sync: SyncStatus,
+}
+
+/// The sync link and its backlog.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub link: LinkState,
+    /// `mqtt(s)://host:port`, when the box has a broker.
+    pub broker: Option<String>,
+    pub backlog: crate::events::Backlog,
+    /// Why the last connection attempt or session ended.
+    pub last_error: Option<String>,
+}
+
+/// Where the MQTT link is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// No broker configured: events stay in the outbox.
+    #[default]
+    Standalone,
+    Connecting,
+    Connected,
+    /// The uplink is down: no attempt until it comes back.
+    Paused,
+    /// Waiting before the next attempt.
+    Backoff,
 }
 
 impl StatusReport {
@@ -113,6 +142,7 @@ mod tests {
                 free_bytes: 1,
                 total_bytes: 2,
             },
+            sync: SyncStatus::default(),
         };
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains(r#""state":"failed""#), "{json}");

@@ -16,6 +16,8 @@ pub struct Appliance {
     pub http: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The network namespace it runs in, if not this one.
+    pub netns: Option<String>,
     child: TestChild,
 }
 
@@ -23,6 +25,11 @@ impl Appliance {
     /// Starts `cartable run` with `extra` TOML appended to a config that sets the data
     /// folder, loopback ports, and no system resolvers. Waits for `/healthz`.
     pub fn start(extra: &str) -> Appliance {
+        Self::start_in(None, extra)
+    }
+
+    /// Like [`Appliance::start`], inside the network namespace `netns`.
+    pub fn start_in(netns: Option<&str>, extra: &str) -> Appliance {
         let dir = tempfile::tempdir().expect("temp dir");
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -42,25 +49,27 @@ impl Appliance {
             format!("{text}\n[dns]\nlisten = [\"{dns}\"]\nsystem_resolvers = false\n")
         };
         std::fs::write(&config, text).expect("write config");
-        let child = Self::spawn(&dir, &config);
+        let netns = netns.map(str::to_string);
+        let child = Self::spawn(&dir, &config, netns.as_deref());
         let app = Appliance {
             dns,
             http,
             dir,
             config,
+            netns,
             child,
         };
         app.wait_healthy();
         app
     }
 
-    fn spawn(dir: &tempfile::TempDir, config: &std::path::Path) -> TestChild {
+    fn spawn(dir: &tempfile::TempDir, config: &std::path::Path, netns: Option<&str>) -> TestChild {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.path().join("cartable.log"))
             .expect("log file");
-        let mut cmd = Command::new(bin("cartable"));
+        let mut cmd = Self::command(netns, bin("cartable").to_str().expect("utf-8 path"));
         cmd.args(["run", "--config", config.to_str().expect("utf-8 path")])
             .stderr(log);
         TestChild::spawn(cmd).expect("cartable starts")
@@ -81,7 +90,7 @@ impl Appliance {
 
     /// Starts the daemon again on the same configuration and data.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(&self.dir, &self.config);
+        self.child = Self::spawn(&self.dir, &self.config, self.netns.as_deref());
         self.wait_healthy();
     }
 
@@ -93,7 +102,7 @@ impl Appliance {
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = Command::new("curl")
+            let out = Self::command(self.netns.as_deref(), "curl")
                 .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2"])
                 .arg(format!("http://{}/healthz", self.http))
                 .output()
@@ -106,6 +115,55 @@ impl Appliance {
                 "the appliance did not become healthy"
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `program`, inside the appliance's namespace if it has one.
+    fn command(netns: Option<&str>, program: &str) -> Command {
+        match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// GET `path` on the HTTP API, as JSON.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let out = Self::command(self.netns.as_deref(), "curl")
+            .args(["-sf", "-m", "5"])
+            .arg(format!("http://{}{path}", self.http))
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "GET {path} failed");
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+
+    /// Records `count` admin audit entries, `detail` = `{prefix}{i}`, in order.
+    pub fn post_audits(&self, prefix: &str, range: std::ops::Range<usize>) {
+        // One curl for many requests: `--next` separates them, reusing the connection.
+        for chunk in range.collect::<Vec<_>>().chunks(200) {
+            let mut cmd = Self::command(self.netns.as_deref(), "curl");
+            cmd.args(["-sf", "-m", "30", "-o", "/dev/null"]);
+            for (n, i) in chunk.iter().enumerate() {
+                if n > 0 {
+                    cmd.arg("--next");
+                }
+                cmd.args([
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    "content-type: application/json",
+                ])
+                .arg("-d")
+                .arg(format!(r#"{{"action":"test","detail":"{prefix}{i}"}}"#))
+                .arg(format!("http://{}/api/v1/audit", self.http));
+            }
+            let st = cmd.status().expect("curl runs");
+            assert!(st.success(), "POST /api/v1/audit failed");
         }
     }
 

@@ -5,8 +5,11 @@
 
 pub mod appliance;
 pub mod bins;
+pub mod central;
 pub mod child;
 pub mod dig;
 pub mod dnsmasq;
+pub mod mosquitto;
 pub mod net;
+pub mod netns;
 pub mod unbound;

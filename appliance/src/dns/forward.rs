@@ -91,6 +91,18 @@ impl From<Upstream> for String {
 pub fn tls_config(
     ca_file: Option<&std::path::Path>,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let roots = root_store(ca_file)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+/// The certificates of `ca_file` (PEM), or the system's when none is given.
+pub fn root_store(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let path = ca_file.unwrap_or(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"));
@@ -106,13 +118,7 @@ pub fn tls_config(
     if roots.is_empty() {
         return Err(format!("{}: no certificate", path.display()));
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(std::sync::Arc::new(config))
+    Ok(roots)
 }
 
 /// The upstream resolvers, tried in order of recent success.

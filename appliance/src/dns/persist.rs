@@ -75,6 +75,7 @@ pub fn restore_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError
 #[derive(Default)]
 pub struct Flusher {
     last: std::sync::Mutex<HashMap<String, u64>>,
+    last_clients: std::sync::Mutex<HashMap<std::net::IpAddr, (u64, u64)>>,
 }
 
 impl Flusher {
@@ -110,9 +111,21 @@ impl Flusher {
                 })
                 .collect()
         };
-        if deltas.is_empty() {
-            return Ok(());
-        }
+        let clients: Vec<(String, u64, u64)> = {
+            let mut last = self.last_clients.lock().unwrap_or_else(|e| e.into_inner());
+            s.top_clients(usize::MAX)
+                .into_iter()
+                .filter_map(|(ip, q, b)| {
+                    let (q0, b0) = last.insert(ip, (q, b)).unwrap_or((0, 0));
+                    let (dq, db) = if q >= q0 {
+                        (q - q0, b.saturating_sub(b0))
+                    } else {
+                        (q, b)
+                    };
+                    (dq > 0).then(|| (ip.to_string(), dq, db))
+                })
+                .collect()
+        };
         let hour = (unix_now() / 3600) as i64;
         store
             .write(move |t| {
@@ -123,8 +136,81 @@ impl Flusher {
                 for (k, d) in &deltas {
                     up.execute(params![hour, k, *d as i64])?;
                 }
-                Ok(())
+                let mut per_client = t.prepare_cached(
+                    "INSERT INTO dns_client_hourly(hour, client, queries, blocked) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(hour, client) DO UPDATE SET queries = queries + excluded.queries,
+                       blocked = blocked + excluded.blocked",
+                )?;
+                for (client, q, b) in &clients {
+                    per_client.execute(params![hour, client, *q as i64, *b as i64])?;
+                }
+                close_hours(t, hour)
             })
             .await
     }
+}
+
+/// Turns the per-client counters of every hour before `current` into outbox events
+/// (one per client, plus one for the whole box with the blocked categories), in the
+/// same transaction that deletes them: an hour is reported exactly once.
+pub fn close_hours(t: &rusqlite::Transaction<'_>, current: i64) -> Result<(), StoreError> {
+    use cartable_protocol::events::EventBody;
+    let hours: Vec<i64> = t
+        .prepare_cached(
+            "SELECT DISTINCT hour FROM dns_client_hourly WHERE hour < ?1 ORDER BY hour",
+        )?
+        .query_map([current], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for hour in hours {
+        let start = hour * 3600;
+        let rows: Vec<(String, i64, i64)> = t
+            .prepare_cached(
+                "SELECT client, queries, blocked FROM dns_client_hourly WHERE hour = ?1 ORDER BY client",
+            )?
+            .query_map([hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        for (client, q, b) in rows {
+            crate::sync::outbox::append(
+                t,
+                start + 3599,
+                &EventBody::DnsHourly {
+                    hour: start,
+                    client,
+                    queries: q as u64,
+                    blocked: b as u64,
+                    categories: Default::default(),
+                },
+            )?;
+        }
+        let mut categories = std::collections::BTreeMap::new();
+        let (mut queries, mut blocked) = (0u64, 0u64);
+        let mut st = t.prepare_cached("SELECT counter, value FROM dns_hourly WHERE hour = ?1")?;
+        for r in st.query_map([hour], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (counter, value) = r?;
+            match counter.strip_prefix("blocked:") {
+                Some(cat) => {
+                    categories.insert(cat.to_string(), value as u64);
+                }
+                None if counter == "queries" => queries = value as u64,
+                None if counter == "blocked" => blocked = value as u64,
+                None => {}
+            }
+        }
+        crate::sync::outbox::append(
+            t,
+            start + 3599,
+            &EventBody::DnsHourly {
+                hour: start,
+                client: "*".into(),
+                queries,
+                blocked,
+                categories,
+            },
+        )?;
+        t.prepare_cached("DELETE FROM dns_client_hourly WHERE hour = ?1")?
+            .execute([hour])?;
+    }
+    Ok(())
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::engine::Engine;
+use crate::filter::decide::Filter;
 use crate::filter::load::{Sources, load};
-use crate::filter::policy::{BlockMode, PolicyConfig};
+use crate::filter::policy::{BlockMode, Policies, PolicyConfig};
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 /// What a reload compiles.
@@ -26,6 +27,8 @@ pub struct FilterService {
     pub reload: Arc<Notify>,
     /// Whether the filter in service came from a successful load of `spec`.
     loaded: std::sync::atomic::AtomicBool,
+    /// Policies from the central side, in force instead of the config file's.
+    central_policies: std::sync::Mutex<Option<Vec<PolicyConfig>>>,
 }
 
 impl FilterService {
@@ -35,7 +38,30 @@ impl FilterService {
             spec,
             reload: Arc::new(Notify::new()),
             loaded: std::sync::atomic::AtomicBool::new(loaded),
+            central_policies: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Compiles `policies` against the lists in service, without swapping: the caller
+    /// stores them first, then calls [`FilterService::put_in_force`].
+    pub fn prepare_policies(&self, policies: &[PolicyConfig]) -> Result<Filter, String> {
+        let index = self.engine.filter().index.clone();
+        let compiled =
+            Policies::compile(policies, &index, self.spec.block_mode).map_err(|e| e.to_string())?;
+        Ok(Filter {
+            index,
+            policies: compiled,
+        })
+    }
+
+    /// Swaps in a filter from [`FilterService::prepare_policies`]; later reloads keep
+    /// these policies.
+    pub fn put_in_force(&self, filter: Filter, policies: Vec<PolicyConfig>) {
+        *self
+            .central_policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(policies);
+        self.engine.swap_filter(filter);
     }
 
     /// Compiles the lists now, on this thread.
@@ -62,7 +88,15 @@ impl FilterService {
     }
 
     async fn reload_now(&self) -> anyhow::Result<()> {
-        let spec = self.spec.clone();
+        let mut spec = self.spec.clone();
+        if let Some(p) = self
+            .central_policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            spec.policies = p;
+        }
         let loaded = tokio::task::spawn_blocking(move || Self::compile(&spec)).await??;
         self.engine.swap_filter(loaded.filter);
         self.loaded

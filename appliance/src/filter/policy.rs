@@ -120,6 +120,22 @@ impl LocalTime {
 #[serde(try_from = "String", into = "String")]
 pub struct Days(u8);
 
+impl Days {
+    pub const WEEKDAYS: Days = Days(0b0001_1111);
+}
+
+/// True when `now` falls on one of `days` between `from` (included) and `to`
+/// (excluded); a window whose end is before its start crosses midnight.
+pub fn in_window(days: &[Days], from: ClockTime, to: ClockTime, now: LocalTime) -> bool {
+    ScheduleRule {
+        days: days.to_vec(),
+        from: Some(from),
+        to: Some(to),
+        policy: String::new(),
+    }
+    .covers(now)
+}
+
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 impl TryFrom<String> for Days {
@@ -191,6 +207,12 @@ impl TryFrom<String> for ClockTime {
             return Err(bad());
         }
         Ok(ClockTime(h * 60 + m))
+    }
+}
+
+impl ClockTime {
+    pub const fn hm(hour: u16, minute: u16) -> ClockTime {
+        ClockTime(hour * 60 + minute)
     }
 }
 

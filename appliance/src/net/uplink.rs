@@ -1,8 +1,11 @@
 //! Watches for a default route, the simplest honest sign that the uplink is there.
 //!
-//! Reads the kernel's routing tables from `/proc`, so it needs no privilege; the
-//! state goes out on a `watch` channel that the status page and (later) the sync
-//! drainer read without waiting.
+//! The kernel tells us at once: an rtnetlink socket subscribed to link and route
+//! changes wakes the watcher, which then reads the routing tables from `/proc` (no
+//! privilege needed) and the carrying interface's state from `/sys`. A slow poll stays
+//! as a safety net (and is all there is where netlink is unavailable). The state goes
+//! out on a `watch` channel that the status page, the DNS server and the sync drainer
+//! read without waiting: a cable pulled pauses the sync at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,15 +45,30 @@ impl Service for UplinkWatch {
     fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
         Box::pin(async move {
             let mut ticker = tokio::time::interval(POLL);
+            let mut changes = netlink_changes();
             let mut announced = false;
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = ticker.tick() => {}
+                    Some(()) = next_change(&mut changes) => {
+                        // Several messages come per change: read them all first.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        drain(&mut changes);
+                    }
                 }
                 let v4 = tokio::fs::read_to_string("/proc/net/route").await.ok();
                 let v6 = tokio::fs::read_to_string("/proc/net/ipv6_route").await.ok();
-                let now = status_from_tables(v4.as_deref(), v6.as_deref());
+                let mut now = status_from_tables(v4.as_deref(), v6.as_deref());
+                if let Some(ifname) = &now.interface {
+                    let operstate =
+                        tokio::fs::read_to_string(format!("/sys/class/net/{ifname}/operstate"))
+                            .await
+                            .unwrap_or_default();
+                    if matches!(operstate.trim(), "down" | "lowerlayerdown" | "notpresent") {
+                        now.state = UplinkState::Down;
+                    }
+                }
                 self.tx.send_if_modified(|old| {
                     if *old != now {
                         tracing::info!(state = ?now.state, interface = ?now.interface, "uplink changed");
@@ -66,6 +84,48 @@ impl Service for UplinkWatch {
                 }
             }
         })
+    }
+}
+
+type Changes = Option<futures_util::stream::BoxStream<'static, ()>>;
+
+/// A stream that yields on every link or route change the kernel announces.
+fn netlink_changes() -> Changes {
+    use futures_util::StreamExt;
+    use rtnetlink::constants::{RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK};
+    use rtnetlink::sys::AsyncSocket;
+    let (mut conn, _handle, messages) = match rtnetlink::new_connection() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no rtnetlink socket; polling the routes instead");
+            return None;
+        }
+    };
+    let groups = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
+    if let Err(e) = conn
+        .socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(0, groups))
+    {
+        tracing::warn!(error = %e, "cannot subscribe to rtnetlink; polling the routes instead");
+        return None;
+    }
+    tokio::spawn(conn);
+    Some(messages.map(|_| ()).boxed())
+}
+
+async fn next_change(changes: &mut Changes) -> Option<()> {
+    use futures_util::StreamExt;
+    match changes {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn drain(changes: &mut Changes) {
+    use futures_util::StreamExt;
+    if let Some(s) = changes {
+        while let Some(Some(())) = futures_util::FutureExt::now_or_never(s.next()) {}
     }
 }
 

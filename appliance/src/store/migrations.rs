@@ -72,6 +72,43 @@ pub const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 3,
+        name: "sync",
+        sql: "
+        -- Events waiting for the broker's ack, written in the transaction of the change
+        -- they describe. AUTOINCREMENT: a sequence number is never reused, so with the
+        -- box's name it is the event's id at the central side.
+        CREATE TABLE outbox (
+            seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+            at       INTEGER NOT NULL,
+            priority INTEGER NOT NULL,
+            body     TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX outbox_by_priority ON outbox(priority, seq);
+        -- Running totals kept in the same transactions as the rows they count.
+        CREATE TABLE sync_counters (
+            name  TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        -- Desired state in force, per kind, as the central side signed it.
+        CREATE TABLE desired (
+            kind       TEXT PRIMARY KEY,
+            version    INTEGER NOT NULL,
+            scope      TEXT NOT NULL,
+            envelope   TEXT NOT NULL,
+            applied_at INTEGER NOT NULL
+        ) STRICT;
+        -- DNS counters per client for hours not yet closed into outbox events.
+        CREATE TABLE dns_client_hourly (
+            hour    INTEGER NOT NULL,
+            client  TEXT NOT NULL,
+            queries INTEGER NOT NULL,
+            blocked INTEGER NOT NULL,
+            PRIMARY KEY (hour, client)
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

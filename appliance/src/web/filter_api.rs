@@ -41,6 +41,15 @@ fn admin_engine(
     state: &WebState,
     peer: &SocketAddr,
 ) -> Result<Arc<Engine>, (StatusCode, &'static str)> {
+    local_only(peer)?;
+    state
+        .engine
+        .clone()
+        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no DNS engine\n"))
+}
+
+/// Refuses every caller but 127.0.0.1 and ::1.
+pub fn local_only(peer: &SocketAddr) -> Result<(), (StatusCode, &'static str)> {
     let local = match peer.ip() {
         IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
         IpAddr::V6(v6) => {
@@ -54,10 +63,7 @@ fn admin_engine(
             "the admin API answers on 127.0.0.1 and ::1 only\n",
         ));
     }
-    state
-        .engine
-        .clone()
-        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no DNS engine\n"))
+    Ok(())
 }
 
 /// `GET /api/v1/filter/test?name=NAME[&client=IP]`

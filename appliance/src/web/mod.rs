@@ -1,8 +1,9 @@
 //! The box's one HTTP server: it mounts every service's routes on one router.
 
+pub mod audit_api;
 mod blockpage;
 mod filter_api;
-mod status;
+pub mod status;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct WebState {
     pub started: Instant,
     /// The DNS engine, for the block page and the filter API (absent in some tests).
     pub engine: Option<Arc<crate::dns::engine::Engine>>,
+    /// The sync link's state, for `/api/v1/status`.
+    pub sync: crate::sync::SyncView,
 }
 
 /// Builds the router; tests drive it directly.
@@ -37,6 +40,7 @@ pub fn router(state: WebState) -> Router {
             axum::routing::get(filter_api::stats),
         )
         .route("/api/v1/filter/log", axum::routing::get(filter_api::log))
+        .route("/api/v1/audit", axum::routing::post(audit_api::record))
         .fallback(blockpage::page)
         .with_state(state)
 }
@@ -133,6 +137,7 @@ mod tests {
             uplink,
             started: Instant::now(),
             engine: None,
+            sync: crate::sync::SyncView::standalone(),
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));

@@ -40,6 +40,7 @@ async fn status(State(s): State<WebState>) -> Json<StatusReport> {
             free_bytes: 0,
             total_bytes: 0,
         });
+    let sync = crate::sync::status(&s.sync, &s.store).await;
     Json(StatusReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         box_id: s.config.appliance.id.to_string(),
@@ -48,12 +49,13 @@ async fn status(State(s): State<WebState>) -> Json<StatusReport> {
         services: s.health.snapshot(),
         uplink: s.uplink.borrow().clone(),
         disk,
+        sync,
     })
 }
 
 // The statvfs counts are u32 on 32-bit targets.
 #[allow(clippy::unnecessary_cast)]
-fn disk_status(path: &std::path::Path) -> DiskStatus {
+pub fn disk_status(path: &std::path::Path) -> DiskStatus {
     let (free_bytes, total_bytes) = match nix::sys::statvfs::statvfs(path) {
         Ok(v) => {
             let frag = v.fragment_size() as u64;

@@ -2,5 +2,6 @@
 
 mod dns;
 mod durability;
+mod sync;
 mod systemd;
 mod ut1_import;

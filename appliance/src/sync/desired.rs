@@ -1,0 +1,280 @@
+//! Desired state from the central side: verified, then applied idempotently.
+//!
+//! Nothing is read from a message before its signature verifies with the pinned fleet
+//! key. A refused message (unsigned, forged, for another box, older than what is in
+//! force, malformed, or not applicable) is logged, counted and recorded as an audit
+//! event, and the box keeps the state it had.
+
+use std::sync::Arc;
+
+use cartable_protocol::desired::{self, Body, Desired, EnvelopeError};
+use cartable_protocol::events::{AppliedDesired, EventBody};
+use cartable_protocol::topics::{self, DesiredKind, Topic};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::outbox::{self, unix_now};
+use crate::dns::reload::FilterService;
+use crate::filter::policy::PolicyConfig;
+use crate::store::{Store, StoreError};
+
+/// What became of one message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied {
+        kind: DesiredKind,
+        version: u64,
+    },
+    /// The version in force, delivered again (retained messages come at every connect).
+    AlreadyInForce,
+    /// An empty retained message: the central side cleared the topic.
+    Cleared,
+    Refused {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+/// Who this box is and what it trusts.
+pub struct Identity {
+    pub site: String,
+    pub box_id: String,
+    pub fleet_key: Option<Vec<u8>>,
+}
+
+/// Handles one message from a desired-state topic.
+pub async fn handle(
+    identity: &Identity,
+    store: &Store,
+    filter: Option<&Arc<FilterService>>,
+    topic: &str,
+    payload: &[u8],
+) -> Outcome {
+    let outcome = match check(identity, store, topic, payload).await {
+        Ok(Checked::Apply(d, envelope)) => apply(store, filter, d, envelope).await,
+        Ok(Checked::Done(o)) => o,
+        Err(o) => o,
+    };
+    if let Outcome::Refused { reason, detail } = &outcome {
+        tracing::warn!(
+            topic,
+            reason,
+            detail,
+            "desired state refused; the box keeps its state"
+        );
+        let (reason, detail, kind, version) = (*reason, detail.clone(), kind_of(topic), 0);
+        let recorded = store
+            .write(move |t| {
+                t.prepare_cached(
+                    "INSERT INTO sync_counters(name, value) VALUES (?1, 1)
+                     ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                )?
+                .execute([format!("refused:{reason}")])?;
+                outbox::append(
+                    t,
+                    unix_now(),
+                    &EventBody::Desired {
+                        kind: kind.unwrap_or(DesiredKind::Policies),
+                        version,
+                        applied: false,
+                        reason: format!("{reason}: {detail}"),
+                    },
+                )?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "cannot record a refused desired state");
+        }
+    }
+    outcome
+}
+
+fn kind_of(topic: &str) -> Option<DesiredKind> {
+    match topics::parse(topic) {
+        Some(Topic::Desired { kind, .. }) => Some(kind),
+        _ => None,
+    }
+}
+
+enum Checked {
+    Apply(Desired, String),
+    Done(Outcome),
+}
+
+fn refuse(reason: &'static str, detail: impl Into<String>) -> Outcome {
+    Outcome::Refused {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+async fn check(
+    id: &Identity,
+    store: &Store,
+    topic: &str,
+    payload: &[u8],
+) -> Result<Checked, Outcome> {
+    let Some(Topic::Desired { scope, kind }) = topics::parse(topic) else {
+        return Err(refuse(
+            "topic",
+            format!("`{topic}` is not a desired-state topic"),
+        ));
+    };
+    if payload.is_empty() {
+        return Ok(Checked::Done(Outcome::Cleared));
+    }
+    let key = id
+        .fleet_key
+        .as_deref()
+        .ok_or_else(|| refuse("no_fleet_key", "[sync] fleet_public_key is not set"))?;
+    let d = desired::open(payload, key).map_err(|e| match e {
+        EnvelopeError::BadSignature | EnvelopeError::BadSignatureEncoding => {
+            refuse("bad_signature", e.to_string())
+        }
+        other => refuse("malformed", other.to_string()),
+    })?;
+    if d.scope != scope || !d.scope.includes(&id.site, &id.box_id) {
+        return Err(refuse(
+            "wrong_scope",
+            format!("signed for {}, came on {topic}", d.scope.label()),
+        ));
+    }
+    if d.kind() != kind {
+        return Err(refuse(
+            "wrong_kind",
+            format!(
+                "a {} document on the {} topic",
+                d.kind().as_str(),
+                kind.as_str()
+            ),
+        ));
+    }
+    let current = store
+        .read(move |c| Ok(in_force(c, kind)?.map(|a| a.version)))
+        .await
+        .map_err(|e| refuse("store", e.to_string()))?;
+    match current {
+        Some(v) if d.version < v => Err(refuse(
+            "older_version",
+            format!("version {} is older than {v} in force", d.version),
+        )),
+        Some(v) if d.version == v => Ok(Checked::Done(Outcome::AlreadyInForce)),
+        _ => Ok(Checked::Apply(
+            d,
+            String::from_utf8_lossy(payload).into_owned(),
+        )),
+    }
+}
+
+async fn apply(
+    store: &Store,
+    filter: Option<&Arc<FilterService>>,
+    d: Desired,
+    envelope: String,
+) -> Outcome {
+    let kind = d.kind();
+    // Check that it can be put in force before storing it.
+    let prepared = match (&d.body, filter) {
+        (Body::Policies(set), Some(f)) => match policy_configs(set) {
+            Ok(configs) => match f.prepare_policies(&configs) {
+                Ok(filter) => Some((filter, configs)),
+                Err(e) => return refuse("invalid", e),
+            },
+            Err(e) => return refuse("invalid", e),
+        },
+        (Body::Policies(set), None) => {
+            if let Err(e) = policy_configs(set) {
+                return refuse("invalid", e);
+            }
+            None
+        }
+        // The cache and the updater read theirs from the store when they come.
+        _ => None,
+    };
+    let (version, scope) = (d.version, d.scope.label());
+    let stored = store
+        .write(move |t| {
+            t.prepare_cached(
+                "INSERT INTO desired(kind, version, scope, envelope, applied_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(kind) DO UPDATE SET version = excluded.version,
+                   scope = excluded.scope, envelope = excluded.envelope,
+                   applied_at = excluded.applied_at",
+            )?
+            .execute(params![
+                kind.as_str(),
+                version as i64,
+                scope,
+                envelope,
+                unix_now()
+            ])?;
+            outbox::append(
+                t,
+                unix_now(),
+                &EventBody::Desired {
+                    kind,
+                    version,
+                    applied: true,
+                    reason: String::new(),
+                },
+            )?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = stored {
+        return refuse("store", e.to_string());
+    }
+    if let (Some((filter, configs)), Some(f)) = (prepared, filter) {
+        f.put_in_force(filter, configs);
+    }
+    tracing::info!(kind = kind.as_str(), version, "desired state applied");
+    Outcome::Applied { kind, version }
+}
+
+/// The protocol's policies as the filter's, checked the way the config file's are.
+pub fn policy_configs(set: &desired::PolicySet) -> Result<Vec<PolicyConfig>, String> {
+    set.policies
+        .iter()
+        .map(|p| {
+            serde_json::to_value(p)
+                .and_then(serde_json::from_value::<PolicyConfig>)
+                .map_err(|e| format!("policy `{}`: {e}", p.name))
+        })
+        .collect()
+}
+
+/// The desired state in force for `kind`, if any.
+pub fn in_force(c: &Connection, kind: DesiredKind) -> Result<Option<AppliedDesired>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT version, scope, applied_at FROM desired WHERE kind = ?1")?
+            .query_row([kind.as_str()], |r| {
+                Ok(AppliedDesired {
+                    version: r.get::<_, i64>(0)? as u64,
+                    scope: r.get(1)?,
+                    applied_at: r.get(2)?,
+                })
+            })
+            .optional()?,
+    )
+}
+
+/// The central side's policies stored at the last apply, for the start of the daemon
+/// (verified again: the store is not a trusted channel).
+pub fn stored_policies(store: &Store, fleet_key: Option<&[u8]>) -> Option<Vec<PolicyConfig>> {
+    let key = fleet_key?;
+    let envelope: Option<String> = store
+        .read_blocking(|c| {
+            Ok(
+                c.prepare("SELECT envelope FROM desired WHERE kind = 'policies'")?
+                    .query_row([], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .ok()
+        .flatten();
+    let d = desired::open(envelope?.as_bytes(), key).ok()?;
+    match d.body {
+        Body::Policies(set) => policy_configs(&set).ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,514 @@
+//! Store-and-forward to the central side over MQTT.
+//!
+//! Producers write events into the [`outbox`] in their own transactions; this service
+//! keeps one connection to the broker while the uplink is up, drains the outbox in
+//! sequence order in compressed batches (rows deleted only after the broker's PUBACK),
+//! publishes the box's retained presence and state, and takes in signed desired state
+//! ([`desired`]). A link-down from the uplink watcher drops the connection at once;
+//! link-up reconnects at once.
+
+pub mod desired;
+pub mod link;
+pub mod outbox;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cartable_protocol::events::{Batch, Presence, ReportedState};
+use cartable_protocol::status::{LinkState, SyncStatus, UplinkState, UplinkStatus};
+use cartable_protocol::topics;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::dns::reload::FilterService;
+use crate::filter::policy::{LocalTime, in_window};
+use crate::store::Store;
+use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
+
+/// Batches in flight before waiting for the oldest one's ack.
+const WINDOW: usize = 4;
+/// Most events in one batch.
+const BATCH_ROWS: usize = 5_000;
+/// How often an idle drainer looks for new rows.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// A PUBACK slower than this means the connection is gone.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Default)]
+struct LinkInfo {
+    state: LinkState,
+    last_error: Option<String>,
+}
+
+/// What the status page reads of the sync service.
+#[derive(Clone)]
+pub struct SyncView {
+    rx: watch::Receiver<LinkInfo>,
+    broker: Option<String>,
+}
+
+impl SyncView {
+    /// The view of a box without sync (tests of other parts).
+    pub fn standalone() -> SyncView {
+        SyncView {
+            rx: watch::channel(LinkInfo::default()).1,
+            broker: None,
+        }
+    }
+}
+
+/// The link's state and the backlog, for `/api/v1/status`.
+pub async fn status(view: &SyncView, store: &Store) -> SyncStatus {
+    let info = view.rx.borrow().clone();
+    SyncStatus {
+        link: info.state,
+        broker: view.broker.clone(),
+        backlog: store.read(outbox::backlog).await.unwrap_or_default(),
+        last_error: info.last_error,
+    }
+}
+
+pub struct SyncService {
+    config: Arc<Config>,
+    store: Store,
+    filter: Option<Arc<FilterService>>,
+    uplink: watch::Receiver<UplinkStatus>,
+    info: watch::Sender<LinkInfo>,
+    started: Instant,
+}
+
+enum End {
+    Shutdown,
+    UplinkDown,
+    Lost(String),
+}
+
+impl SyncService {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        filter: Option<Arc<FilterService>>,
+        uplink: watch::Receiver<UplinkStatus>,
+    ) -> (SyncService, SyncView) {
+        let (info, rx) = watch::channel(LinkInfo::default());
+        let broker = config.sync.broker.clone().map(String::from);
+        (
+            SyncService {
+                config,
+                store,
+                filter,
+                uplink,
+                info,
+                started: Instant::now(),
+            },
+            SyncView { rx, broker },
+        )
+    }
+
+    fn set(&self, state: LinkState, error: Option<String>) {
+        self.info.send_modify(|i| {
+            i.state = state;
+            if error.is_some() {
+                i.last_error = error;
+            }
+        });
+    }
+
+    fn identity(&self) -> desired::Identity {
+        desired::Identity {
+            site: self.config.appliance.site.to_string(),
+            box_id: self.config.appliance.id.to_string(),
+            fleet_key: self
+                .config
+                .sync
+                .fleet_public_key
+                .as_ref()
+                .map(|k| k.0.clone()),
+        }
+    }
+
+    /// The retained state message.
+    async fn reported(&self) -> ReportedState {
+        let data_dir = self.config.appliance.data_dir.clone();
+        let disk = tokio::task::spawn_blocking(move || crate::web::status::disk_status(&data_dir))
+            .await
+            .map(|d| d.free_bytes)
+            .unwrap_or(0);
+        let from_store = self
+            .store
+            .read(|c| {
+                let backlog = outbox::backlog(c)?;
+                let mut desired_state = std::collections::BTreeMap::new();
+                for kind in topics::DesiredKind::ALL {
+                    if let Some(a) = desired::in_force(c, kind)? {
+                        desired_state.insert(kind.as_str().to_string(), a);
+                    }
+                }
+                let mut refused = std::collections::BTreeMap::new();
+                let mut st = c.prepare(
+                    "SELECT substr(name, 9), value FROM sync_counters WHERE name LIKE 'refused:%'",
+                )?;
+                for r in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                    let (k, v) = r?;
+                    refused.insert(k, v as u64);
+                }
+                let counts = crate::store::school::counts(c)?;
+                Ok((backlog, desired_state, refused, counts))
+            })
+            .await;
+        let mut state = ReportedState {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            disk_free_bytes: disk,
+            ..ReportedState::default()
+        };
+        if let Ok((backlog, d, refused, counts)) = from_store {
+            state.backlog = backlog;
+            state.desired = d;
+            state.refused = refused;
+            state.counts = [
+                ("classes".to_string(), counts.classes),
+                ("teachers".to_string(), counts.teachers),
+                ("pupils".to_string(), counts.pupils),
+            ]
+            .into();
+        }
+        state
+    }
+
+    async fn session(
+        &self,
+        link: link::Link,
+        driver: tokio::task::JoinHandle<rumqttc::ConnectionError>,
+        stop: &CancellationToken,
+        applied: &tokio::sync::Notify,
+    ) -> End {
+        let (site, box_id) = (
+            self.config.appliance.site.as_str(),
+            self.config.appliance.id.as_str(),
+        );
+        let mut driver = driver;
+        let work = async {
+            for f in topics::desired_filters(site, box_id) {
+                link.subscribe(f).await.map_err(|e| e.to_string())?;
+            }
+            let online = Presence {
+                online: true,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            let _ack = link
+                .publish(
+                    topics::presence(site, box_id),
+                    true,
+                    serde_json::to_vec(&online).unwrap_or_default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::select! {
+                r = self.drain(&link) => r,
+                r = self.publish_state(&link, applied) => r,
+            }
+        };
+        let mut uplink = self.uplink.clone();
+        let end = tokio::select! {
+            r = work => End::Lost(r.err().unwrap_or_else(|| "the session ended".into())),
+            e = &mut driver => End::Lost(match e {
+                Ok(e) => e.to_string(),
+                Err(e) => e.to_string(),
+            }),
+            _ = wait_down(&mut uplink) => End::UplinkDown,
+            _ = stop.cancelled() => End::Shutdown,
+        };
+        if matches!(end, End::Shutdown) {
+            // Say goodbye properly: the will is only for the unexpected.
+            let offline = Presence {
+                online: false,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            if let Ok(ack) = link
+                .publish(
+                    topics::presence(site, box_id),
+                    true,
+                    serde_json::to_vec(&offline).unwrap_or_default(),
+                )
+                .await
+            {
+                let _ = tokio::time::timeout(Duration::from_millis(500), ack).await;
+            }
+            link.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_millis(300), &mut driver).await;
+        }
+        driver.abort();
+        end
+    }
+
+    async fn publish_state(
+        &self,
+        link: &link::Link,
+        applied: &tokio::sync::Notify,
+    ) -> Result<(), String> {
+        let topic = topics::state(
+            self.config.appliance.site.as_str(),
+            self.config.appliance.id.as_str(),
+        );
+        let every = Duration::from_secs(u64::from(self.config.sync.state_every_secs.max(1)));
+        loop {
+            let state = self.reported().await;
+            let _ack = link
+                .publish(
+                    topic.clone(),
+                    true,
+                    serde_json::to_vec(&state).unwrap_or_default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = applied.notified() => {}
+            }
+        }
+    }
+
+    /// Publishes the outbox in order, a window of batches in flight, and deletes rows
+    /// as the broker acknowledges them. Returns only on a lost connection.
+    async fn drain(&self, link: &link::Link) -> Result<(), String> {
+        let cfg = &self.config.sync;
+        let topic = topics::events(
+            self.config.appliance.site.as_str(),
+            self.config.appliance.id.as_str(),
+        );
+        let max_age = i64::from(cfg.batch_max_age_secs);
+        let mut sent_through = 0u64;
+        let mut in_flight: VecDeque<(u64, link::Ack)> = VecDeque::new();
+        loop {
+            while in_flight.len() < WINDOW {
+                let (after, max_bytes) = (sent_through, cfg.batch_max_bytes.max(1));
+                let (events, bytes) = self
+                    .store
+                    .read(move |c| outbox::read_after(c, after, BATCH_ROWS, max_bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = events.last() else { break };
+                let full = events.len() >= BATCH_ROWS || bytes >= max_bytes;
+                let oldest = events[0].at;
+                if !full && oldest > outbox::unix_now() - max_age {
+                    break;
+                }
+                let last_seq = last.seq;
+                let (n, first_seq) = (events.len(), events[0].seq);
+                let payload = Batch {
+                    site: self.config.appliance.site.to_string(),
+                    r#box: self.config.appliance.id.to_string(),
+                    events,
+                }
+                .encode();
+                let size = payload.len();
+                let ack = link
+                    .publish(topic.clone(), false, payload)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::debug!(
+                    first_seq,
+                    last_seq,
+                    events = n,
+                    bytes = size,
+                    "batch published"
+                );
+                sent_through = last_seq;
+                in_flight.push_back((last_seq, ack));
+                self.pace(size).await;
+            }
+            match in_flight.pop_front() {
+                Some((last_seq, ack)) => {
+                    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err("connection lost before the broker's ack".into()),
+                        Err(_) => return Err("no ack from the broker in 60 s".into()),
+                    }
+                    self.store
+                        .write(move |t| outbox::acknowledge(t, last_seq))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                None => tokio::time::sleep(IDLE_POLL).await,
+            }
+        }
+    }
+
+    /// Waits as long as `bytes` take at the configured rate, in school hours.
+    async fn pace(&self, bytes: usize) {
+        let cfg = &self.config.sync;
+        if cfg.rate_limit == 0 {
+            return;
+        }
+        let now = LocalTime::at(jiff::Timestamp::now(), &self.config.filter.timezone.zone());
+        if in_window(
+            &cfg.rate_limit_days,
+            cfg.rate_limit_from,
+            cfg.rate_limit_to,
+            now,
+        ) {
+            tokio::time::sleep(Duration::from_secs_f64(
+                bytes as f64 / cfg.rate_limit as f64,
+            ))
+            .await;
+        }
+    }
+}
+
+async fn wait_down(uplink: &mut watch::Receiver<UplinkStatus>) {
+    loop {
+        if uplink.borrow_and_update().state == UplinkState::Down {
+            return;
+        }
+        if uplink.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn wait_not_down(uplink: &mut watch::Receiver<UplinkStatus>) {
+    loop {
+        if uplink.borrow_and_update().state != UplinkState::Down {
+            return;
+        }
+        if uplink.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Service for SyncService {
+    fn name(&self) -> &'static str {
+        "sync"
+    }
+
+    fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
+        Box::pin(async move {
+            let bound = self.config.sync.outbox_max_bytes;
+            self.store
+                .write(move |t| outbox::set_bound(t, bound))
+                .await?;
+            let Some(broker) = self.config.sync.broker.clone() else {
+                self.set(LinkState::Standalone, None);
+                ctx.ready();
+                ctx.shutdown.cancelled().await;
+                return Ok(());
+            };
+            ctx.ready();
+            let identity = self.identity();
+            let (site, box_id) = (identity.site.clone(), identity.box_id.clone());
+            let applied = Arc::new(tokio::sync::Notify::new());
+            // Desired state is handled one message at a time, in arrival order.
+            let (in_tx, mut in_rx) = mpsc::channel::<link::Incoming_>(64);
+            let handler = {
+                let (store, filter, applied) =
+                    (self.store.clone(), self.filter.clone(), applied.clone());
+                tokio::spawn(async move {
+                    while let Some(m) = in_rx.recv().await {
+                        let outcome = desired::handle(
+                            &identity,
+                            &store,
+                            filter.as_ref(),
+                            &m.topic,
+                            &m.payload,
+                        )
+                        .await;
+                        tracing::debug!(topic = m.topic, ?outcome, "desired state message");
+                        applied.notify_one();
+                    }
+                })
+            };
+            let seed = {
+                use std::hash::BuildHasher;
+                std::collections::hash_map::RandomState::new().hash_one((
+                    &site,
+                    &box_id,
+                    std::process::id(),
+                ))
+            };
+            let mut backoff = link::Backoff::new(
+                Duration::from_secs(u64::from(self.config.sync.reconnect_max_secs)),
+                seed,
+            );
+            let mut uplink = self.uplink.clone();
+            let client_id = format!("cartable-{site}-{box_id}");
+            let will = serde_json::to_vec(&Presence {
+                online: false,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })?;
+            let result = loop {
+                if uplink.borrow().state == UplinkState::Down {
+                    self.set(LinkState::Paused, None);
+                    tracing::info!("uplink down: sync paused");
+                    tokio::select! {
+                        _ = wait_not_down(&mut uplink) => backoff.reset(),
+                        _ = ctx.shutdown.cancelled() => break Ok(()),
+                    }
+                }
+                self.set(LinkState::Connecting, None);
+                let options = link::options(
+                    &self.config.sync,
+                    &broker,
+                    &client_id,
+                    Some((topics::presence(&site, &box_id), will.clone())),
+                    true,
+                )?;
+                let attempt = tokio::select! {
+                    r = link::connect(options, in_tx.clone(), CONNECT_TIMEOUT) => Some(r),
+                    _ = wait_down(&mut uplink) => None,
+                    _ = ctx.shutdown.cancelled() => break Ok(()),
+                };
+                let why = match attempt {
+                    None => continue,
+                    Some(Err(e)) => {
+                        format!("cannot connect to {}: {e}", String::from(broker.clone()))
+                    }
+                    Some(Ok((link, driver))) => {
+                        tracing::info!(broker = %String::from(broker.clone()), "sync connected");
+                        backoff.reset();
+                        self.set(LinkState::Connected, None);
+                        match self.session(link, driver, &ctx.shutdown, &applied).await {
+                            End::Shutdown => break Ok(()),
+                            End::UplinkDown => continue,
+                            End::Lost(why) => why,
+                        }
+                    }
+                };
+                let wait = backoff.next_wait();
+                tracing::warn!(
+                    error = why,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "sync link down"
+                );
+                self.set(LinkState::Backoff, Some(why));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // The uplink coming back is worth trying at once.
+                    _ = uplink_came_back(&mut uplink) => backoff.reset(),
+                    _ = ctx.shutdown.cancelled() => break Ok(()),
+                }
+            };
+            handler.abort();
+            result
+        })
+    }
+}
+
+/// Resolves when the uplink goes from down to up.
+async fn uplink_came_back(uplink: &mut watch::Receiver<UplinkStatus>) {
+    let mut was_down = uplink.borrow_and_update().state == UplinkState::Down;
+    loop {
+        if uplink.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let down = uplink.borrow_and_update().state == UplinkState::Down;
+        if was_down && !down {
+            return;
+        }
+        was_down = down;
+    }
+}

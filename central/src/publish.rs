@@ -1,0 +1,116 @@
+//! `cartable-central policy publish` and `catalogue publish`: sign desired state with
+//! the fleet key and leave it retained on the broker, for the whole fleet, one site or
+//! one box. Boxes that are offline get it when they reconnect.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cartable_protocol::desired::{self, Body, Catalogue, Desired, PolicySet};
+use cartable_protocol::topics::{self, Scope};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+
+/// Reads a policy set (JSON, or TOML with `[[policy]]` tables like the box's config).
+pub fn read_policies(path: &Path) -> anyhow::Result<PolicySet> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "toml") {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            policy: Vec<desired::Policy>,
+        }
+        let f: File = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        Ok(PolicySet { policies: f.policy })
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
+    }
+}
+
+/// Reads a catalogue (`{"items": [...]}`).
+pub fn read_catalogue(path: &Path) -> anyhow::Result<Catalogue> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let c: Catalogue =
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    for item in &c.items {
+        if item.sha256.len() != 64 || !item.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("item `{}`: sha256 must be 64 hex digits", item.id);
+        }
+    }
+    Ok(c)
+}
+
+pub fn scope(site: Option<String>, box_id: Option<String>) -> anyhow::Result<Scope> {
+    for n in site.iter().chain(box_id.iter()) {
+        if !topics::valid_name(n) || n == topics::FLEET {
+            bail!("`{n}` is not a site or box name (1 to 64 of a-z, 0-9, - and _)");
+        }
+    }
+    Ok(match (site, box_id) {
+        (None, None) => Scope::Fleet,
+        (Some(site), None) => Scope::Site { site },
+        (Some(site), Some(b)) => Scope::Box { site, r#box: b },
+        (None, Some(_)) => bail!("--box needs --site"),
+    })
+}
+
+/// Signs `body` for `scope` and publishes it retained; returns the topic and version.
+pub async fn publish(
+    key_file: &Path,
+    host: &str,
+    port: u16,
+    scope: Scope,
+    body: Body,
+    version: Option<u64>,
+) -> anyhow::Result<(String, u64)> {
+    let key = crate::keys::load(key_file)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let version = version.unwrap_or(now.as_millis() as u64);
+    let doc = Desired {
+        version,
+        scope: scope.clone(),
+        issued_at: now.as_secs() as i64,
+        body,
+    };
+    let topic = topics::desired(&scope, doc.kind());
+    let envelope = serde_json::to_vec(&desired::seal(&key, &doc))?;
+    send_retained(host, port, &topic, envelope).await?;
+    Ok((topic, version))
+}
+
+/// Publishes one retained QoS 1 message and waits for the broker's ack.
+pub async fn send_retained(
+    host: &str,
+    port: u16,
+    topic: &str,
+    payload: Vec<u8>,
+) -> anyhow::Result<()> {
+    let id = format!("cartable-central-publish-{}", std::process::id());
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .await?;
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut pkid = None;
+        loop {
+            match eventloop.poll().await? {
+                Event::Outgoing(Outgoing::Publish(p)) => pkid = Some(p),
+                Event::Incoming(Incoming::PubAck(a)) if Some(a.pkid) == pkid => {
+                    return anyhow::Ok(());
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(r) => r.with_context(|| format!("publishing to {host}:{port}"))?,
+        Err(_) => bail!("no ack from the broker at {host}:{port} in 20 s"),
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+    Ok(())
+}

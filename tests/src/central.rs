@@ -1,0 +1,84 @@
+//! `cartable-central serve` as a process, and its JSON API read with curl.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::bins::bin;
+use crate::child::TestChild;
+use crate::net::free_port;
+
+pub struct Central {
+    pub http: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: TestChild,
+}
+
+impl Central {
+    pub fn start(broker: &str) -> Central {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let log = std::fs::File::create(dir.path().join("central.log")).expect("log");
+        let mut cmd = Command::new(bin("cartable-central"));
+        cmd.args(["serve", "--broker", broker, "--listen", &http.to_string()])
+            .arg("--database")
+            .arg(dir.path().join("central.db"))
+            .stderr(log);
+        let child = TestChild::spawn(cmd).expect("cartable-central starts");
+        let c = Central { http, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.get("/api/v1/counters").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "central did not start: {}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// GET `path` as JSON (None while the server is not answering).
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-sf", "-m", "5"])
+            .arg(format!("http://{}{path}", self.http))
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Events of one box with `type`, in arrival order.
+    pub fn events(&self, site: &str, box_id: &str, kind: &str) -> Vec<serde_json::Value> {
+        let all = self
+            .get(&format!(
+                "/api/v1/events?site={site}&box={box_id}&limit=100000"
+            ))
+            .unwrap_or_default();
+        all.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["body"]["type"] == kind)
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("central.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.child.id()
+    }
+}
+
+impl Drop for Central {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- central log ---\n{}", self.log());
+        }
+    }
+}

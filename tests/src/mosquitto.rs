@@ -1,0 +1,102 @@
+//! A real Mosquitto broker on a free port, with persistence on (what a central side
+//! runs), so a stopped and restarted broker keeps the central side's session.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::child::TestChild;
+use crate::net::free_port;
+
+pub struct Mosquitto {
+    pub host: IpAddr,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<TestChild>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Self::start_on([127, 0, 0, 1].into())
+    }
+
+    /// Listens on `host` (an address of this machine, e.g. one end of a veth pair).
+    pub fn start_on(host: IpAddr) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut m = Mosquitto {
+            host,
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        m.restart();
+        m
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.conf")
+    }
+
+    /// Starts (again) on the same port and persistence folder.
+    pub fn restart(&mut self) {
+        let conf = format!(
+            "listener {} {}\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmessage_size_limit 0\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+            self.port,
+            self.host,
+            self.dir.path().display()
+        );
+        std::fs::write(self.conf(), conf).expect("write mosquitto.conf");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mosquitto.log"))
+            .expect("log");
+        let mut cmd = Command::new(mosquitto_bin());
+        cmd.arg("-c").arg(self.conf()).stderr(Stdio::from(log));
+        self.child =
+            Some(TestChild::spawn(cmd).expect("mosquitto starts (apt-get install mosquitto)"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((self.host, self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the broker the way an admin would (SIGTERM: it saves its sessions).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.signal(nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://{}:{}", self.host, self.port)
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+fn mosquitto_bin() -> PathBuf {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    "mosquitto".into()
+}
