@@ -52,9 +52,10 @@ enum Command {
     Serve {
         #[command(flatten)]
         broker: Broker,
-        /// Where fleet state and events are kept (SQLite).
+        /// Where fleet state and events are kept: a SQLite file, or
+        /// `postgres://user@host/db` for large fleets.
         #[arg(long, default_value = "central.db")]
-        database: PathBuf,
+        database: String,
         /// The dashboard's address.
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: SocketAddr,

@@ -75,23 +75,24 @@ pub async fn publish(
     };
     let topic = topics::desired(&scope, doc.kind());
     let envelope = serde_json::to_vec(&desired::seal(&key, &doc))?;
-    send_retained(host, port, &topic, envelope).await?;
+    send(host, port, &topic, envelope, true).await?;
     Ok((topic, version))
 }
 
-/// Publishes one retained QoS 1 message and waits for the broker's ack.
-pub async fn send_retained(
+/// Publishes one QoS 1 message and waits for the broker's ack.
+pub async fn send(
     host: &str,
     port: u16,
     topic: &str,
     payload: Vec<u8>,
+    retain: bool,
 ) -> anyhow::Result<()> {
     let id = format!("cartable-central-publish-{}", std::process::id());
     let mut options = MqttOptions::new(id, host, port);
     options.set_max_packet_size(8 << 20, 8 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, 8);
     client
-        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
         .await?;
     let waited = tokio::time::timeout(Duration::from_secs(20), async {
         let mut pkid = None;

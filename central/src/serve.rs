@@ -7,8 +7,6 @@
 //! duplicates.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,13 +20,14 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::store;
+use crate::store::Db;
 
 pub struct ServeConfig {
     pub broker_host: String,
     pub broker_port: u16,
     pub client_id: String,
-    pub database: PathBuf,
+    /// A SQLite file, or `postgres://...`.
+    pub database: String,
 }
 
 /// Runs until `shutdown`: the broker subscriber and the HTTP server on `listener`.
@@ -37,10 +36,9 @@ pub async fn run(
     config: ServeConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Create the schema before anything reads.
-    store::open(&config.database)
-        .with_context(|| format!("opening {}", config.database.display()))?;
-    let db = Arc::new(config.database.clone());
+    let db = Db::open(&config.database)
+        .await
+        .with_context(|| format!("opening the database {}", config.database))?;
     let mut options = MqttOptions::new(
         config.client_id.clone(),
         config.broker_host.clone(),
@@ -52,13 +50,25 @@ pub async fn run(
     options.set_max_packet_size(8 << 20, 8 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
 
-    // One writer thread: commit, then acknowledge.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<rumqttc::Publish>(256);
+    // One writer: store, then acknowledge. Unbounded: the broker's in-flight window
+    // bounds it, and the event loop must never wait on the writer (the acks it sends
+    // go through the event loop).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
     let writer = {
-        let (client, path) = (client.clone(), config.database.clone());
-        std::thread::Builder::new()
-            .name("central-writer".into())
-            .spawn(move || writer_loop(&path, rx, client))?
+        let (client, db) = (client.clone(), db.clone());
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                match handle(&db, &p.topic, &p.payload).await {
+                    Ok(()) => {
+                        if let Err(e) = client.ack(&p).await {
+                            tracing::warn!(error = %e, "cannot acknowledge");
+                        }
+                    }
+                    // Not acknowledged: the broker delivers it again after a reconnect.
+                    Err(e) => tracing::error!(topic = p.topic, error = %e, "cannot store a message"),
+                }
+            }
+        })
     };
     let stop = shutdown.clone();
     let mqtt = tokio::spawn(async move {
@@ -77,11 +87,7 @@ pub async fn run(
                     }
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    let tx = tx.clone();
-                    if tokio::task::spawn_blocking(move || tx.send(p))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(p).is_err() {
                         return;
                     }
                 }
@@ -109,86 +115,45 @@ pub async fn run(
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     let _ = mqtt.await;
-    drop(writer);
+    writer.abort();
     Ok(())
 }
 
-fn writer_loop(
-    path: &std::path::Path,
-    rx: std::sync::mpsc::Receiver<rumqttc::Publish>,
-    client: AsyncClient,
-) {
-    let mut conn = match store::open(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the database");
-            return;
-        }
-    };
-    while let Ok(p) = rx.recv() {
-        let handled = handle(&mut conn, &p.topic, &p.payload);
-        match handled {
-            // Stored (or refused for good): the broker may forget it.
-            Ok(()) => {}
-            Err(Fatal(e)) => {
-                // Not acknowledged: the broker delivers it again after a reconnect.
-                tracing::error!(topic = p.topic, error = %e, "cannot store a message");
-                continue;
-            }
-        }
-        if let Err(e) = client.try_ack(&p) {
-            tracing::warn!(error = %e, "cannot acknowledge");
-        }
-    }
-}
-
-/// A store failure: the message is not acknowledged.
-struct Fatal(rusqlite::Error);
-
-fn handle(conn: &mut rusqlite::Connection, topic: &str, payload: &[u8]) -> Result<(), Fatal> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
+/// Stores one message. Malformed messages are counted and dropped (acknowledged: they
+/// will never parse); only a store failure is an error.
+async fn handle(db: &Db, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
+    let malformed = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(topic, error = %e, "dropping a malformed {what}");
     };
     match topics::parse(topic) {
         Some(Topic::Events { site, r#box }) => match Batch::decode(payload) {
             Ok(batch) => {
-                let r = store::ingest(conn, &site, &r#box, &batch).map_err(Fatal)?;
-                tracing::debug!(
-                    site,
-                    r#box,
-                    new = r.new,
-                    duplicates = r.duplicates,
-                    "batch stored"
-                );
+                let r = db.ingest(&site, &r#box, batch).await?;
+                tracing::debug!(site, r#box, new = r.new, duplicates = r.duplicates, "batch stored");
                 if r.out_of_order > 0 {
-                    tracing::warn!(
-                        site,
-                        r#box,
-                        n = r.out_of_order,
-                        "events arrived out of order"
-                    );
+                    tracing::warn!(site, r#box, n = r.out_of_order, "events arrived out of order");
                 }
             }
             Err(e) => {
-                bad("batch", &e);
-                count(conn, "malformed").map_err(Fatal)?;
+                malformed("batch", &e);
+                db.bump("malformed").await?;
             }
         },
         Some(Topic::Presence { site, r#box }) if !payload.is_empty() => {
             match serde_json::from_slice::<Presence>(payload) {
-                Ok(p) => store::presence(conn, &site, &r#box, &p).map_err(Fatal)?,
+                Ok(p) => db.presence(&site, &r#box, p).await?,
                 Err(e) => {
-                    bad("presence", &e);
-                    count(conn, "malformed").map_err(Fatal)?;
+                    malformed("presence", &e);
+                    db.bump("malformed").await?;
                 }
             }
         }
         Some(Topic::State { site, r#box }) if !payload.is_empty() => {
             match serde_json::from_slice::<ReportedState>(payload) {
-                Ok(s) => store::state(conn, &site, &r#box, &s).map_err(Fatal)?,
+                Ok(s) => db.state(&site, &r#box, s).await?,
                 Err(e) => {
-                    bad("state", &e);
-                    count(conn, "malformed").map_err(Fatal)?;
+                    malformed("state", &e);
+                    db.bump("malformed").await?;
                 }
             }
         }
@@ -197,38 +162,14 @@ fn handle(conn: &mut rusqlite::Connection, topic: &str, payload: &[u8]) -> Resul
     Ok(())
 }
 
-fn count(conn: &rusqlite::Connection, name: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO counters(name, value) VALUES (?1, 1)
-         ON CONFLICT(name) DO UPDATE SET value = value + 1",
-        [name],
-    )?;
-    Ok(())
-}
-
-type Db = Arc<PathBuf>;
-
-async fn read<T: Send + 'static>(
-    db: &Db,
-    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, Response> {
-    let path = db.clone();
-    tokio::task::spawn_blocking(move || {
-        let conn = rusqlite::Connection::open_with_flags(
-            path.as_path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
-        f(&conn)
-    })
-    .await
-    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())?
-    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+fn internal(e: anyhow::Error) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
 }
 
 async fn api_boxes(State(db): State<Db>) -> Response {
-    match read(&db, store::boxes).await {
+    match db.boxes().await {
         Ok(b) => Json(b).into_response(),
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
@@ -243,52 +184,33 @@ struct EventsQuery {
 
 async fn api_events(State(db): State<Db>, Query(q): Query<EventsQuery>) -> Response {
     let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
-    match read(&db, move |c| {
-        store::events(c, q.site.as_deref(), q.r#box.as_deref(), q.after, limit)
-    })
-    .await
-    {
+    match db.events(q.site, q.r#box, q.after, limit).await {
         Ok(e) => Json(e).into_response(),
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
 async fn api_usage(State(db): State<Db>) -> Response {
-    match read(&db, store::usage).await {
+    match db.usage().await {
         Ok(u) => Json(u).into_response(),
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
 async fn api_counters(State(db): State<Db>) -> Response {
-    match read(&db, |c| {
-        let mut out = std::collections::BTreeMap::new();
-        for name in ["events", "duplicates", "out_of_order", "malformed"] {
-            out.insert(name, store::count(c, name)?);
-        }
-        Ok(out)
-    })
-    .await
-    {
+    match db.counters().await {
         Ok(c) => Json(c).into_response(),
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
 async fn dashboard(State(db): State<Db>) -> Response {
-    let data = read(&db, |c| Ok((store::boxes(c)?, store::usage(c)?))).await;
-    let (boxes, usage) = match data {
-        Ok(d) => d,
-        Err(r) => return r,
+    let (boxes, usage) = match (db.boxes().await, db.usage().await) {
+        (Ok(b), Ok(u)) => (b, u),
+        (Err(e), _) | (_, Err(e)) => return internal(e),
     };
-    let html = crate::dashboard::render(&boxes, &usage, now());
+    let html = crate::dashboard::render(&boxes, &usage, crate::store::now());
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Binds the dashboard's address.

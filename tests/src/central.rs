@@ -16,13 +16,22 @@ pub struct Central {
 
 impl Central {
     pub fn start(broker: &str) -> Central {
+        Self::start_with(broker, None)
+    }
+
+    /// With `database` (e.g. `postgres://...`) instead of a SQLite file.
+    pub fn start_with(broker: &str, database: Option<&str>) -> Central {
         let dir = tempfile::tempdir().expect("temp dir");
+        let database = database.map_or_else(
+            || dir.path().join("central.db").display().to_string(),
+            str::to_string,
+        );
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let log = std::fs::File::create(dir.path().join("central.log")).expect("log");
         let mut cmd = Command::new(bin("cartable-central"));
         cmd.args(["serve", "--broker", broker, "--listen", &http.to_string()])
             .arg("--database")
-            .arg(dir.path().join("central.db"))
+            .arg(&database)
             .stderr(log);
         let child = TestChild::spawn(cmd).expect("cartable-central starts");
         let c = Central { http, dir, child };

@@ -12,4 +12,5 @@ pub mod dnsmasq;
 pub mod mosquitto;
 pub mod net;
 pub mod netns;
+pub mod postgres;
 pub mod unbound;

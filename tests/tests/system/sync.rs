@@ -153,6 +153,55 @@ fn a_cut_uplink_pauses_the_sync_at_once_and_its_return_resumes_it() {
     assert_eq!(audit_details(&central), expected("u", 0..25));
 }
 
+#[test]
+fn a_postgres_central_keeps_one_copy_of_each_event() {
+    let pg = cartable_systests::postgres::Postgres::start();
+    let broker = Mosquitto::start();
+    let central = Central::start_with(&broker.address(), Some(&pg.url()));
+    let app = Appliance::start(&sync_config(&broker.url(), ""));
+    app.post_audits("p", 0..30);
+    wait_until("the events in PostgreSQL", Duration::from_secs(30), || {
+        audit_details(&central).len() == 30
+    });
+    // The same first five events again, as a box retrying after a lost ack would.
+    let first: Vec<cartable_protocol::events::Event> = central.events(SITE, BOX, "audit")[..5]
+        .iter()
+        .map(|e| {
+            let mut event = serde_json::Map::new();
+            event.insert("seq".into(), e["seq"].clone());
+            event.insert("at".into(), e["at"].clone());
+            for (k, v) in e["body"].as_object().unwrap() {
+                event.insert(k.clone(), v.clone());
+            }
+            serde_json::from_value(serde_json::Value::Object(event)).unwrap()
+        })
+        .collect();
+    let batch = cartable_protocol::events::Batch {
+        site: SITE.into(),
+        r#box: BOX.into(),
+        events: first,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cartable_central::publish::send(
+        &broker.host.to_string(),
+        broker.port,
+        &cartable_protocol::topics::events(SITE, BOX),
+        batch.encode(),
+        false,
+    ))
+    .unwrap();
+    wait_until("the duplicates counted", Duration::from_secs(10), || {
+        central.get("/api/v1/counters").unwrap()["duplicates"] == 5
+    });
+    assert_eq!(audit_details(&central), expected("p", 0..30));
+    // The dashboard and the usage queries run on PostgreSQL too.
+    assert!(central.get("/api/v1/usage").is_some());
+    assert_eq!(central.get("/api/v1/boxes").unwrap()[0]["box"], BOX);
+}
+
 mod desired {
     use super::*;
     use cartable_protocol::desired::{self, Body, Desired, Policy, PolicySet};
@@ -187,11 +236,12 @@ mod desired {
             .build()
             .unwrap();
         let topic = topics::desired(&Scope::Fleet, DesiredKind::Policies);
-        rt.block_on(cartable_central::publish::send_retained(
+        rt.block_on(cartable_central::publish::send(
             &broker.host.to_string(),
             broker.port,
             &topic,
             payload,
+            true,
         ))
         .unwrap();
     }

@@ -1,14 +1,12 @@
-//! The fleet's state and events, in SQLite (WAL, synchronous=FULL).
-//!
-//! Events are keyed by (site, box, seq): a batch delivered twice (at-least-once) adds
-//! nothing the second time, and the duplicates are counted. `id` keeps the arrival
-//! order, so "in order per box" can be checked, not assumed.
+//! The fleet store in SQLite (WAL, synchronous=FULL): the default, for a fleet one
+//! machine serves.
 
 use std::path::Path;
 
 use cartable_protocol::events::{Batch, Presence, ReportedState};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+
+use super::{BoxRow, EventRow, Ingested, Usage};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS boxes (
@@ -53,7 +51,7 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn bump(conn: &Connection, name: &str, by: i64) -> rusqlite::Result<()> {
+pub fn bump(conn: &Connection, name: &str, by: i64) -> rusqlite::Result<()> {
     if by != 0 {
         conn.prepare_cached(
             "INSERT INTO counters(name, value) VALUES (?1, ?2)
@@ -62,14 +60,6 @@ fn bump(conn: &Connection, name: &str, by: i64) -> rusqlite::Result<()> {
         .execute(params![name, by])?;
     }
     Ok(())
-}
-
-/// What one batch added.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Ingested {
-    pub new: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
 }
 
 /// Stores a batch from `site`/`box` (the topic's names, not the batch's claims).
@@ -171,17 +161,6 @@ pub fn count(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
         .unwrap_or(0))
 }
 
-#[derive(Debug, Serialize)]
-pub struct BoxRow {
-    pub site: String,
-    pub r#box: String,
-    pub online: bool,
-    pub version: String,
-    pub last_seen: i64,
-    pub state: Option<ReportedState>,
-    pub events: i64,
-}
-
 pub fn boxes(conn: &Connection) -> rusqlite::Result<Vec<BoxRow>> {
     let mut st = conn.prepare(
         "SELECT b.site, b.box, b.online, b.version, b.last_seen, b.state,
@@ -201,16 +180,6 @@ pub fn boxes(conn: &Connection) -> rusqlite::Result<Vec<BoxRow>> {
         })
     })?
     .collect()
-}
-
-#[derive(Debug, Serialize)]
-pub struct EventRow {
-    pub id: i64,
-    pub site: String,
-    pub r#box: String,
-    pub seq: i64,
-    pub at: i64,
-    pub body: serde_json::Value,
 }
 
 /// Events in arrival order, after `after_id`.
@@ -238,17 +207,6 @@ pub fn events(
         })
     })?
     .collect()
-}
-
-/// Usage per school, from the boxes' hourly statistics.
-#[derive(Debug, Serialize, Default)]
-pub struct Usage {
-    /// (site, day as YYYY-MM-DD, devices seen).
-    pub active_devices: Vec<(String, String, i64)>,
-    /// (site, app, seconds).
-    pub top_apps: Vec<(String, String, i64)>,
-    /// (site, category, blocked queries).
-    pub blocked_categories: Vec<(String, String, i64)>,
 }
 
 pub fn usage(conn: &Connection) -> rusqlite::Result<Usage> {

@@ -1,0 +1,201 @@
+//! The fleet's state and events: SQLite by default, PostgreSQL for large fleets
+//! (`--database postgres://...`), behind one async façade.
+//!
+//! Events are keyed by (site, box, seq): a batch delivered twice (at-least-once) adds
+//! nothing the second time, and the duplicates are counted. `id` keeps the arrival
+//! order, so "in order per box" can be checked, not assumed.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use cartable_protocol::events::{Batch, Presence, ReportedState};
+use serde::Serialize;
+
+/// What one batch added.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ingested {
+    pub new: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BoxRow {
+    pub site: String,
+    pub r#box: String,
+    pub online: bool,
+    pub version: String,
+    pub last_seen: i64,
+    pub state: Option<ReportedState>,
+    pub events: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub site: String,
+    pub r#box: String,
+    pub seq: i64,
+    pub at: i64,
+    pub body: serde_json::Value,
+}
+
+/// Usage per school, from the boxes' hourly statistics.
+#[derive(Debug, Serialize, Default)]
+pub struct Usage {
+    /// (site, day as YYYY-MM-DD, devices seen).
+    pub active_devices: Vec<(String, String, i64)>,
+    /// (site, app, seconds).
+    pub top_apps: Vec<(String, String, i64)>,
+    /// (site, category, blocked queries).
+    pub blocked_categories: Vec<(String, String, i64)>,
+}
+
+/// The counters the JSON API and the tests read.
+pub const COUNTERS: [&str; 4] = ["events", "duplicates", "out_of_order", "malformed"];
+
+#[derive(Clone)]
+pub enum Db {
+    Sqlite {
+        path: Arc<PathBuf>,
+        /// The one writing connection.
+        writer: Arc<Mutex<rusqlite::Connection>>,
+    },
+    Postgres(Arc<tokio_postgres::Client>),
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Db {
+    /// `postgres://...` (or `postgresql://`), else a SQLite file path.
+    pub async fn open(spec: &str) -> anyhow::Result<Db> {
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            return Ok(Db::Postgres(Arc::new(postgres::connect(spec).await?)));
+        }
+        let path = PathBuf::from(spec);
+        let conn = sqlite::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Db::Sqlite {
+            path: Arc::new(path),
+            writer: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn write_sqlite<T: Send + 'static>(
+        writer: &Arc<Mutex<rusqlite::Connection>>,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let writer = writer.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await??)
+    }
+
+    async fn read_sqlite<T: Send + 'static>(
+        path: &Arc<PathBuf>,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let path = path.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                path.as_path(),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            f(&conn)
+        })
+        .await??)
+    }
+
+    pub async fn ingest(&self, site: &str, box_id: &str, batch: Batch) -> anyhow::Result<Ingested> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let (site, box_id) = (site.to_string(), box_id.to_string());
+                Self::write_sqlite(writer, move |c| sqlite::ingest(c, &site, &box_id, &batch)).await
+            }
+            Db::Postgres(c) => postgres::ingest(c, site, box_id, &batch).await,
+        }
+    }
+
+    pub async fn presence(&self, site: &str, box_id: &str, p: Presence) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let (site, box_id) = (site.to_string(), box_id.to_string());
+                Self::write_sqlite(writer, move |c| sqlite::presence(c, &site, &box_id, &p)).await
+            }
+            Db::Postgres(c) => postgres::presence(c, site, box_id, &p).await,
+        }
+    }
+
+    pub async fn state(&self, site: &str, box_id: &str, s: ReportedState) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let (site, box_id) = (site.to_string(), box_id.to_string());
+                Self::write_sqlite(writer, move |c| sqlite::state(c, &site, &box_id, &s)).await
+            }
+            Db::Postgres(c) => postgres::state(c, site, box_id, &s).await,
+        }
+    }
+
+    pub async fn bump(&self, name: &'static str) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                Self::write_sqlite(writer, move |c| sqlite::bump(c, name, 1)).await
+            }
+            Db::Postgres(c) => postgres::bump(c, name, 1).await,
+        }
+    }
+
+    pub async fn boxes(&self) -> anyhow::Result<Vec<BoxRow>> {
+        match self {
+            Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::boxes).await,
+            Db::Postgres(c) => postgres::boxes(c).await,
+        }
+    }
+
+    pub async fn events(
+        &self,
+        site: Option<String>,
+        box_id: Option<String>,
+        after_id: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<EventRow>> {
+        match self {
+            Db::Sqlite { path, .. } => {
+                Self::read_sqlite(path, move |c| {
+                    sqlite::events(c, site.as_deref(), box_id.as_deref(), after_id, limit)
+                })
+                .await
+            }
+            Db::Postgres(c) => postgres::events(c, site, box_id, after_id, limit).await,
+        }
+    }
+
+    pub async fn usage(&self) -> anyhow::Result<Usage> {
+        match self {
+            Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::usage).await,
+            Db::Postgres(c) => postgres::usage(c).await,
+        }
+    }
+
+    pub async fn counters(&self) -> anyhow::Result<BTreeMap<&'static str, i64>> {
+        let mut out = BTreeMap::new();
+        for name in COUNTERS {
+            let v = match self {
+                Db::Sqlite { path, .. } => Self::read_sqlite(path, move |c| sqlite::count(c, name)).await?,
+                Db::Postgres(c) => postgres::count(c, name).await?,
+            };
+            out.insert(name, v);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,241 @@
+//! The fleet store in PostgreSQL, for fleets too large for one SQLite file. Same
+//! tables and meanings as `sqlite.rs`; bodies are `jsonb`. A batch goes in with one
+//! statement (`unnest` of arrays), so its cost does not grow with round trips.
+
+use anyhow::Context;
+use cartable_protocol::events::{Batch, Presence, ReportedState};
+use tokio_postgres::Client;
+
+use super::{BoxRow, EventRow, Ingested, Usage, now};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS boxes (
+    site      TEXT NOT NULL,
+    box       TEXT NOT NULL,
+    online    BOOLEAN NOT NULL DEFAULT false,
+    version   TEXT NOT NULL DEFAULT '',
+    last_seen BIGINT NOT NULL DEFAULT 0,
+    state     JSONB,
+    PRIMARY KEY (site, box)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id          BIGSERIAL PRIMARY KEY,
+    site        TEXT NOT NULL,
+    box         TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    at          BIGINT NOT NULL,
+    type        TEXT NOT NULL,
+    body        JSONB NOT NULL,
+    received_at BIGINT NOT NULL,
+    UNIQUE (site, box, seq)
+);
+CREATE INDEX IF NOT EXISTS events_by_type ON events(type, site, at);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+";
+
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "PostgreSQL connection lost");
+        }
+    });
+    client.batch_execute(SCHEMA).await.context("creating the tables")?;
+    Ok(client)
+}
+
+pub async fn bump(c: &Client, name: &str, by: i64) -> anyhow::Result<()> {
+    if by != 0 {
+        c.execute(
+            "INSERT INTO counters(name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+            &[&name, &by],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn ingest(c: &Client, site: &str, box_id: &str, batch: &Batch) -> anyhow::Result<Ingested> {
+    let mut seqs = Vec::with_capacity(batch.events.len());
+    let mut ats = Vec::with_capacity(batch.events.len());
+    let mut kinds = Vec::with_capacity(batch.events.len());
+    let mut bodies = Vec::with_capacity(batch.events.len());
+    for e in &batch.events {
+        let body = serde_json::to_value(&e.body).unwrap_or_default();
+        kinds.push(body.get("type").and_then(|t| t.as_str()).unwrap_or("unknown").to_string());
+        bodies.push(body.to_string());
+        seqs.push(e.seq as i64);
+        ats.push(e.at);
+    }
+    // One transaction: the max before, the insert, the counters.
+    c.batch_execute("BEGIN").await?;
+    let result = async {
+        let max: i64 = c
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM events WHERE site = $1 AND box = $2",
+                &[&site, &box_id],
+            )
+            .await?
+            .get(0);
+        let inserted = c
+            .query(
+                "INSERT INTO events(site, box, seq, at, type, body, received_at)
+                 SELECT $1, $2, s, a, t, b::jsonb, $3
+                 FROM unnest($4::bigint[], $5::bigint[], $6::text[], $7::text[]) AS u(s, a, t, b)
+                 ON CONFLICT (site, box, seq) DO NOTHING RETURNING seq",
+                &[&site, &box_id, &now(), &seqs, &ats, &kinds, &bodies],
+            )
+            .await?;
+        let mut out = Ingested {
+            new: inserted.len() as u64,
+            duplicates: (seqs.len() - inserted.len()) as u64,
+            out_of_order: 0,
+        };
+        out.out_of_order = inserted.iter().filter(|r| r.get::<_, i64>(0) < max).count() as u64;
+        c.execute(
+            "INSERT INTO boxes(site, box, last_seen) VALUES ($1, $2, $3)
+             ON CONFLICT (site, box) DO UPDATE SET last_seen = excluded.last_seen",
+            &[&site, &box_id, &now()],
+        )
+        .await?;
+        bump(c, "events", out.new as i64).await?;
+        bump(c, "duplicates", out.duplicates as i64).await?;
+        bump(c, "out_of_order", out.out_of_order as i64).await?;
+        anyhow::Ok(out)
+    }
+    .await;
+    match result {
+        Ok(out) => {
+            c.batch_execute("COMMIT").await?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+pub async fn presence(c: &Client, site: &str, box_id: &str, p: &Presence) -> anyhow::Result<()> {
+    c.execute(
+        "INSERT INTO boxes(site, box, online, version, last_seen) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (site, box) DO UPDATE SET online = excluded.online,
+           version = CASE WHEN excluded.version = '' THEN boxes.version ELSE excluded.version END,
+           last_seen = excluded.last_seen",
+        &[&site, &box_id, &p.online, &p.version, &now()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn state(c: &Client, site: &str, box_id: &str, s: &ReportedState) -> anyhow::Result<()> {
+    let json = serde_json::to_string(s)?;
+    c.execute(
+        "INSERT INTO boxes(site, box, version, last_seen, state) VALUES ($1, $2, $3, $4, $5::text::jsonb)
+         ON CONFLICT (site, box) DO UPDATE SET version = excluded.version,
+           last_seen = excluded.last_seen, state = excluded.state",
+        &[&site, &box_id, &s.version, &now(), &json],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn count(c: &Client, name: &str) -> anyhow::Result<i64> {
+    Ok(c.query_opt("SELECT value FROM counters WHERE name = $1", &[&name])
+        .await?
+        .map_or(0, |r| r.get(0)))
+}
+
+pub async fn boxes(c: &Client) -> anyhow::Result<Vec<BoxRow>> {
+    let rows = c
+        .query(
+            "SELECT b.site, b.box, b.online, b.version, b.last_seen, b.state::text,
+                    (SELECT count(*) FROM events e WHERE e.site = b.site AND e.box = b.box)
+             FROM boxes b ORDER BY b.site, b.box",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| BoxRow {
+            site: r.get(0),
+            r#box: r.get(1),
+            online: r.get(2),
+            version: r.get(3),
+            last_seen: r.get(4),
+            state: r
+                .get::<_, Option<String>>(5)
+                .and_then(|s| serde_json::from_str(&s).ok()),
+            events: r.get(6),
+        })
+        .collect())
+}
+
+pub async fn events(
+    c: &Client,
+    site: Option<String>,
+    box_id: Option<String>,
+    after_id: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<EventRow>> {
+    let rows = c
+        .query(
+            "SELECT id, site, box, seq, at, body::text FROM events
+             WHERE id > $1 AND ($2::text IS NULL OR site = $2) AND ($3::text IS NULL OR box = $3)
+             ORDER BY id LIMIT $4",
+            &[&after_id, &site, &box_id, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EventRow {
+            id: r.get(0),
+            site: r.get(1),
+            r#box: r.get(2),
+            seq: r.get(3),
+            at: r.get(4),
+            body: serde_json::from_str(r.get::<_, &str>(5)).unwrap_or_default(),
+        })
+        .collect())
+}
+
+pub async fn usage(c: &Client) -> anyhow::Result<Usage> {
+    let triples = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String, i64)> {
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    };
+    let active_devices = c
+        .query(
+            "SELECT site, to_char(to_timestamp((body->>'hour')::bigint) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+                    count(DISTINCT body->>'client')
+             FROM events WHERE type = 'dns_hourly' AND body->>'client' <> '*'
+             GROUP BY site, day ORDER BY site, day DESC LIMIT 500",
+            &[],
+        )
+        .await?;
+    let top_apps = c
+        .query(
+            "SELECT site, body->>'app' AS app, sum((body->>'seconds')::bigint)::bigint AS s
+             FROM events WHERE type = 'app_usage' GROUP BY site, app ORDER BY site, s DESC LIMIT 500",
+            &[],
+        )
+        .await?;
+    let blocked = c
+        .query(
+            "SELECT e.site, c.key, sum(c.value::bigint)::bigint AS n
+             FROM events e, jsonb_each_text(e.body->'categories') c
+             WHERE e.type = 'dns_hourly' GROUP BY e.site, c.key ORDER BY e.site, n DESC LIMIT 500",
+            &[],
+        )
+        .await?;
+    Ok(Usage {
+        active_devices: triples(active_devices),
+        top_apps: triples(top_apps),
+        blocked_categories: triples(blocked),
+    })
+}
