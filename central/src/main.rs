@@ -33,8 +33,8 @@ struct Target {
     #[arg(long, default_value = "fleet.key")]
     key: PathBuf,
     /// The version to sign (default: milliseconds since 1970, so always newer).
-    #[arg(long)]
-    version: Option<u64>,
+    #[arg(long = "desired-version")]
+    desired_version: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -209,8 +209,18 @@ fn publish(
         port,
         scope,
         body,
-        target.version,
+        target.desired_version,
     ))?;
     println!("published version {version} on {topic} (retained)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -65,7 +65,9 @@ pub async fn run(
                         }
                     }
                     // Not acknowledged: the broker delivers it again after a reconnect.
-                    Err(e) => tracing::error!(topic = p.topic, error = %e, "cannot store a message"),
+                    Err(e) => {
+                        tracing::error!(topic = p.topic, error = %e, "cannot store a message")
+                    }
                 }
             }
         })
@@ -129,9 +131,20 @@ async fn handle(db: &Db, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
         Some(Topic::Events { site, r#box }) => match Batch::decode(payload) {
             Ok(batch) => {
                 let r = db.ingest(&site, &r#box, batch).await?;
-                tracing::debug!(site, r#box, new = r.new, duplicates = r.duplicates, "batch stored");
+                tracing::debug!(
+                    site,
+                    r#box,
+                    new = r.new,
+                    duplicates = r.duplicates,
+                    "batch stored"
+                );
                 if r.out_of_order > 0 {
-                    tracing::warn!(site, r#box, n = r.out_of_order, "events arrived out of order");
+                    tracing::warn!(
+                        site,
+                        r#box,
+                        n = r.out_of_order,
+                        "events arrived out of order"
+                    );
                 }
             }
             Err(e) => {

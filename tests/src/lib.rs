@@ -13,4 +13,5 @@ pub mod mosquitto;
 pub mod net;
 pub mod netns;
 pub mod postgres;
+pub mod tls;
 pub mod unbound;

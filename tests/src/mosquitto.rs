@@ -14,6 +14,8 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<TestChild>,
+    /// Listener lines for TLS with client certificates required, when asked for.
+    tls: Option<String>,
 }
 
 impl Mosquitto {
@@ -29,9 +31,32 @@ impl Mosquitto {
             port: free_port(),
             dir,
             child: None,
+            tls: None,
         };
         m.restart();
         m
+    }
+
+    /// TLS only, on 127.0.0.1, with a server certificate for `localhost` and client
+    /// certificates required; the PKI's files are in the broker's folder.
+    pub fn start_tls() -> (Mosquitto, crate::tls::Pki) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = crate::tls::Pki::new(dir.path(), "localhost");
+        let tls = format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+            pki.ca.display(),
+            pki.server_cert.display(),
+            pki.server_key.display()
+        );
+        let mut m = Mosquitto {
+            host: [127, 0, 0, 1].into(),
+            port: free_port(),
+            dir,
+            child: None,
+            tls: Some(tls),
+        };
+        m.restart();
+        (m, pki)
     }
 
     fn conf(&self) -> PathBuf {
@@ -41,10 +66,11 @@ impl Mosquitto {
     /// Starts (again) on the same port and persistence folder.
     pub fn restart(&mut self) {
         let conf = format!(
-            "listener {} {}\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+            "listener {} {}\n{}allow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
              max_queued_messages 0\nmessage_size_limit 0\nlog_dest stderr\nlog_type error\nlog_type warning\n",
             self.port,
             self.host,
+            self.tls.as_deref().unwrap_or(""),
             self.dir.path().display()
         );
         std::fs::write(self.conf(), conf).expect("write mosquitto.conf");

@@ -22,7 +22,9 @@ fn bin_dir() -> PathBuf {
         .filter(|p| p.join("postgres").exists())
         .collect();
     found.sort();
-    found.pop().expect("a PostgreSQL server under /usr/lib/postgresql")
+    found
+        .pop()
+        .expect("a PostgreSQL server under /usr/lib/postgresql")
 }
 
 /// `program` from the server's folder, as `postgres` if we are root.
@@ -71,7 +73,15 @@ impl Postgres {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = command("createdb")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "cartable", "central"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "cartable",
+                    "central",
+                ])
                 .stderr(Stdio::null())
                 .status()
                 .map(|s| s.success())

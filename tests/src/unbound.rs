@@ -19,67 +19,8 @@ pub struct DotServer {
 impl DotServer {
     /// Serves DNS over TLS as `name`, forwarding to `upstream`.
     pub fn start(dir: &Path, name: &str, upstream: SocketAddr) -> DotServer {
-        let key = dir.join("dot.key");
-        let cert = dir.join("dot.pem");
-        let ca = dir.join("ca.pem");
-        let openssl = |args: &[&str]| {
-            let ok = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .stderr(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-                .expect("openssl runs");
-            assert!(ok.success(), "openssl {args:?} failed");
-        };
-        // A CA, and a server certificate for `name` that it signs.
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut args = vec![
-            "req", "-x509", "-days", "1", "-keyout", "ca.key", "-out", "ca.pem",
-        ];
-        args.extend(ec);
-        args.extend([
-            "-subj",
-            "/CN=Cartable test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ]);
-        openssl(&args);
-        let mut args = vec!["req", "-keyout", "dot.key", "-out", "dot.csr", "-subj"];
-        let subject = format!("/CN={name}");
-        args.push(&subject);
-        args.extend(ec);
-        openssl(&args);
-        std::fs::write(
-            dir.join("dot.ext"),
-            format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-        )
-        .expect("write extensions");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "dot.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-out",
-            "dot.pem",
-            "-extfile",
-            "dot.ext",
-        ]);
+        let pki = crate::tls::Pki::new(dir, name);
+        let (key, cert, ca) = (pki.server_key, pki.server_cert, pki.ca);
         let port = free_port();
         let config = dir.join("unbound.conf");
         std::fs::write(

@@ -214,3 +214,56 @@ pub fn close_hours(t: &rusqlite::Transaction<'_>, current: i64) -> Result<(), St
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cartable_protocol::events::EventBody;
+
+    #[tokio::test]
+    async fn a_closed_hour_becomes_events_once_and_the_open_hour_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|t| {
+                t.execute_batch(
+                    "INSERT INTO dns_client_hourly VALUES (10, '10.0.0.2', 40, 2), (10, '10.0.0.3', 7, 0), (11, '10.0.0.2', 5, 0);
+                     INSERT INTO dns_hourly VALUES (10, 'queries', 47), (10, 'blocked', 2), (10, 'blocked:adult', 2);",
+                )?;
+                close_hours(t, 11)?;
+                // Closing again adds nothing: the hour's rows are gone.
+                close_hours(t, 11)
+            })
+            .await
+            .unwrap();
+        let (events, _) = store
+            .read(|c| crate::sync::outbox::read_after(c, 0, 100, usize::MAX))
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 3);
+        match &events[2].body {
+            EventBody::DnsHourly {
+                hour,
+                client,
+                queries,
+                blocked,
+                categories,
+            } => {
+                assert_eq!(
+                    (*hour, client.as_str(), *queries, *blocked),
+                    (36_000, "*", 47, 2)
+                );
+                assert_eq!(categories.get("adult"), Some(&2));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(&events[0].body, EventBody::DnsHourly { client, queries: 40, .. } if client == "10.0.0.2")
+        );
+        let open: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM dns_client_hourly", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(open, 1);
+    }
+}

@@ -164,4 +164,64 @@ mod tests {
         running.await.unwrap();
         store.close();
     }
+
+    async fn post_audit(app: &Router, from: [u8; 4], body: &str) -> (StatusCode, String) {
+        let mut request = Request::post("/api/v1/audit")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(SocketAddr::from((from, 40000))));
+        let response = app.clone().oneshot(request).await.unwrap();
+        let code = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn audit_entries_are_local_only_checked_and_land_in_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (_tx, uplink) = watch::channel(UplinkStatus {
+            state: UplinkState::Unknown,
+            interface: None,
+        });
+        let app = router(WebState {
+            config: Arc::new(Config::default()),
+            store: store.clone(),
+            health: Health::default(),
+            uplink,
+            started: Instant::now(),
+            engine: None,
+            sync: crate::sync::SyncView::standalone(),
+        });
+        let ok = r#"{"action":"switch replaced","detail":"room 3"}"#;
+        assert_eq!(
+            post_audit(&app, [10, 0, 0, 7], ok).await.0,
+            StatusCode::FORBIDDEN
+        );
+        for bad in [
+            "{",
+            r#"{"detail":"no action"}"#,
+            r#"{"action":"  "}"#,
+            r#"{"action":"a","extra":1}"#,
+        ] {
+            let (code, body) = post_audit(&app, [127, 0, 0, 1], bad).await;
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        }
+        let (code, body) = post_audit(&app, [127, 0, 0, 1], ok).await;
+        assert_eq!(code, StatusCode::CREATED, "{body}");
+        let (events, _) = store
+            .read(|c| crate::sync::outbox::read_after(c, 0, 10, usize::MAX))
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(matches!(
+            &events[0].body,
+            cartable_protocol::events::EventBody::Audit { actor, action, .. }
+                if actor == "admin@127.0.0.1" && action == "switch replaced"
+        ));
+        store.close();
+    }
 }

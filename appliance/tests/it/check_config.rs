@@ -106,6 +106,16 @@ fn bad_value() {
         2,
         &["[appliance] site"],
     );
+    assert_one(
+        "[sync]\nbroker = \"mqtt://c:1883\"\nfleet_public_key = \"abcd\"\n",
+        3,
+        &["[sync] fleet_public_key", "keygen"],
+    );
+    assert_one(
+        "[sync]\nrate_limit_from = \"8h\"\n",
+        2,
+        &["[sync] rate_limit_from", "HH:MM"],
+    );
 }
 
 #[test]

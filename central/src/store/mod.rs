@@ -191,7 +191,9 @@ impl Db {
         let mut out = BTreeMap::new();
         for name in COUNTERS {
             let v = match self {
-                Db::Sqlite { path, .. } => Self::read_sqlite(path, move |c| sqlite::count(c, name)).await?,
+                Db::Sqlite { path, .. } => {
+                    Self::read_sqlite(path, move |c| sqlite::count(c, name)).await?
+                }
                 Db::Postgres(c) => postgres::count(c, name).await?,
             };
             out.insert(name, v);

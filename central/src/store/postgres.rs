@@ -45,7 +45,10 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
             tracing::error!(error = %e, "PostgreSQL connection lost");
         }
     });
-    client.batch_execute(SCHEMA).await.context("creating the tables")?;
+    client
+        .batch_execute(SCHEMA)
+        .await
+        .context("creating the tables")?;
     Ok(client)
 }
 
@@ -61,14 +64,24 @@ pub async fn bump(c: &Client, name: &str, by: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn ingest(c: &Client, site: &str, box_id: &str, batch: &Batch) -> anyhow::Result<Ingested> {
+pub async fn ingest(
+    c: &Client,
+    site: &str,
+    box_id: &str,
+    batch: &Batch,
+) -> anyhow::Result<Ingested> {
     let mut seqs = Vec::with_capacity(batch.events.len());
     let mut ats = Vec::with_capacity(batch.events.len());
     let mut kinds = Vec::with_capacity(batch.events.len());
     let mut bodies = Vec::with_capacity(batch.events.len());
     for e in &batch.events {
         let body = serde_json::to_value(&e.body).unwrap_or_default();
-        kinds.push(body.get("type").and_then(|t| t.as_str()).unwrap_or("unknown").to_string());
+        kinds.push(
+            body.get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("unknown")
+                .to_string(),
+        );
         bodies.push(body.to_string());
         seqs.push(e.seq as i64);
         ats.push(e.at);
@@ -147,9 +160,11 @@ pub async fn state(c: &Client, site: &str, box_id: &str, s: &ReportedState) -> a
 }
 
 pub async fn count(c: &Client, name: &str) -> anyhow::Result<i64> {
-    Ok(c.query_opt("SELECT value FROM counters WHERE name = $1", &[&name])
-        .await?
-        .map_or(0, |r| r.get(0)))
+    Ok(
+        c.query_opt("SELECT value FROM counters WHERE name = $1", &[&name])
+            .await?
+            .map_or(0, |r| r.get(0)),
+    )
 }
 
 pub async fn boxes(c: &Client) -> anyhow::Result<Vec<BoxRow>> {
@@ -207,7 +222,9 @@ pub async fn events(
 
 pub async fn usage(c: &Client) -> anyhow::Result<Usage> {
     let triples = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String, i64)> {
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
     };
     let active_devices = c
         .query(

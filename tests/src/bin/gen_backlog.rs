@@ -22,7 +22,9 @@ const CATEGORIES: [&str; 4] = ["adult", "gambling", "social_networks", "games"];
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let dir = args.get(1).ok_or_else(|| anyhow::anyhow!("usage: gen-backlog DATA_DIR [DAYS] [TABLETS]"))?;
+    let dir = args
+        .get(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: gen-backlog DATA_DIR [DAYS] [TABLETS]"))?;
     let days: i64 = args.get(2).map_or(Ok(7), |s| s.parse())?;
     let tablets: u32 = args.get(3).map_or(Ok(400), |s| s.parse())?;
     let store = Store::open(std::path::Path::new(dir))?;
@@ -53,39 +55,51 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let queries = 50 + next() % 400;
                 let blocked = next() % 4;
-                events.push((h + 3599, EventBody::DnsHourly {
-                    hour: h,
-                    client: client.clone(),
-                    queries,
-                    blocked,
-                    categories: Default::default(),
-                }));
-                for _ in 0..3 {
-                    events.push((h + 3599, EventBody::AppUsage {
+                events.push((
+                    h + 3599,
+                    EventBody::DnsHourly {
                         hour: h,
-                        device: format!("tab-{t:04}"),
-                        app: APPS[(next() % APPS.len() as u64) as usize].to_string(),
-                        seconds: (60 + next() % 1200) as u32,
-                    }));
+                        client: client.clone(),
+                        queries,
+                        blocked,
+                        categories: Default::default(),
+                    },
+                ));
+                for _ in 0..3 {
+                    events.push((
+                        h + 3599,
+                        EventBody::AppUsage {
+                            hour: h,
+                            device: format!("tab-{t:04}"),
+                            app: APPS[(next() % APPS.len() as u64) as usize].to_string(),
+                            seconds: (60 + next() % 1200) as u32,
+                        },
+                    ));
                 }
             }
-            events.push((h + 3599, EventBody::DnsHourly {
-                hour: h,
-                client: "*".into(),
-                queries: 60_000,
-                blocked: 900,
-                categories: CATEGORIES
-                    .iter()
-                    .map(|c| (c.to_string(), next() % 300))
-                    .collect(),
-            }));
+            events.push((
+                h + 3599,
+                EventBody::DnsHourly {
+                    hour: h,
+                    client: "*".into(),
+                    queries: 60_000,
+                    blocked: 900,
+                    categories: CATEGORIES
+                        .iter()
+                        .map(|c| (c.to_string(), next() % 300))
+                        .collect(),
+                },
+            ));
             // A lesson an hour per class of 25: attendance of every pupil.
             for p in 0..tablets {
-                events.push((h + 600, EventBody::Attendance {
-                    class: format!("classe-{}", p / 25),
-                    pupil: format!("eleve-{p:04}"),
-                    present: next() % 20 != 0,
-                }));
+                events.push((
+                    h + 600,
+                    EventBody::Attendance {
+                        class: format!("classe-{}", p / 25),
+                        pupil: format!("eleve-{p:04}"),
+                        present: next() % 20 != 0,
+                    },
+                ));
             }
         }
         total += events.len() as u64;
@@ -100,6 +114,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let backlog = store.read(outbox::backlog).await?;
     store.close();
-    println!("{total} events, {} rows, {} bytes of JSON in the outbox", backlog.rows, backlog.bytes);
+    println!(
+        "{total} events, {} rows, {} bytes of JSON in the outbox",
+        backlog.rows, backlog.bytes
+    );
     Ok(())
 }

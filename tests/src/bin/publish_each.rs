@@ -30,7 +30,12 @@ async fn main() -> anyhow::Result<()> {
         for e in events {
             let json = serde_json::to_vec(&e).expect("serializes");
             client
-                .publish("cartable/v1/default/cartable/each", QoS::AtLeastOnce, false, json)
+                .publish(
+                    "cartable/v1/default/cartable/each",
+                    QoS::AtLeastOnce,
+                    false,
+                    json,
+                )
                 .await
                 .expect("queued");
         }
@@ -43,6 +48,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let _client = publisher.await?;
-    println!("{n} messages acknowledged in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "{n} messages acknowledged in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

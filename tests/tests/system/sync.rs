@@ -154,6 +154,42 @@ fn a_cut_uplink_pauses_the_sync_at_once_and_its_return_resumes_it() {
 }
 
 #[test]
+fn the_box_speaks_tls_with_its_client_certificate_and_without_it_is_refused() {
+    let (broker, pki) = Mosquitto::start_tls();
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let tls = format!(
+        "ca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let app = Appliance::start(&sync_config(&url, &tls));
+    app.post_audits("t", 0..5);
+    wait_until(
+        "the events acknowledged over TLS",
+        Duration::from_secs(30),
+        || {
+            let s = app.get_json("/api/v1/status");
+            s["sync"]["link"] == "connected" && s["sync"]["backlog"]["rows"] == 0
+        },
+    );
+
+    // The same CA but no client certificate: the broker refuses the box.
+    let anonymous = Appliance::start(&sync_config(
+        &url,
+        &format!("ca_file = \"{}\"\n", pki.ca.display()),
+    ));
+    anonymous.post_audits("t", 0..5);
+    wait_until("the refusal", Duration::from_secs(30), || {
+        let s = anonymous.get_json("/api/v1/status");
+        s["sync"]["last_error"].as_str().is_some() && s["sync"]["link"] != "connected"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let s = anonymous.get_json("/api/v1/status");
+    assert_eq!(s["sync"]["backlog"]["rows"], 5, "{s}");
+}
+
+#[test]
 fn a_postgres_central_keeps_one_copy_of_each_event() {
     let pg = cartable_systests::postgres::Postgres::start();
     let broker = Mosquitto::start();
@@ -265,6 +301,96 @@ mod desired {
             |r| r.get(0),
         )
         .unwrap()
+    }
+
+    fn central(args: &[&str]) -> std::process::Output {
+        std::process::Command::new(cartable_systests::bins::bin("cartable-central"))
+            .args(args)
+            .output()
+            .expect("cartable-central runs")
+    }
+
+    #[test]
+    fn the_fleet_console_signs_and_publishes_policies_and_catalogues_from_files() {
+        let broker = Mosquitto::start();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("fleet.key");
+        let out = central(&["keygen", "--out", key.to_str().unwrap()]);
+        assert!(out.status.success());
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let pin = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("fleet_public_key = "))
+            .unwrap()
+            .to_string();
+        let app = Appliance::start(&sync_config(
+            &broker.url(),
+            &format!("fleet_public_key = {pin}\n"),
+        ));
+        let policies = dir.path().join("policies.toml");
+        std::fs::write(
+            &policies,
+            "[[policy]]\nname = \"ecole-central\"\ndeny = [\"from-toml.test\"]\ndefault = true\n",
+        )
+        .unwrap();
+        let target = [
+            "--key",
+            key.to_str().unwrap(),
+            "--broker",
+            &broker.address(),
+            "--site",
+            SITE,
+            "--box",
+            BOX,
+        ];
+        let mut args = vec!["policy", "publish", policies.to_str().unwrap()];
+        args.extend(target);
+        let out = central(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("published version"));
+        wait_until(
+            "the published policy in force",
+            Duration::from_secs(20),
+            || verdict(&app, "from-toml.test") == "block",
+        );
+
+        let catalogue = dir.path().join("catalogue.json");
+        let item = |sha: &str| {
+            format!(
+                r#"{{"items": [{{"id": "lecture", "version": "2.1", "urls": ["http://127.0.0.1:1/lecture.apk"], "size": 3, "sha256": "{sha}"}}]}}"#
+            )
+        };
+        std::fs::write(&catalogue, item("nothex")).unwrap();
+        let mut args = vec!["catalogue", "publish", catalogue.to_str().unwrap()];
+        args.extend(target);
+        let out = central(&args);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sha256"));
+        std::fs::write(&catalogue, item(&"ab".repeat(32))).unwrap();
+        let out = central(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_until("the catalogue stored", Duration::from_secs(20), || {
+            let conn = rusqlite::Connection::open_with_flags(
+                app.database(),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            conn.query_row(
+                "SELECT count(*) FROM desired WHERE kind = 'catalogue'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+                == 1
+        });
     }
 
     #[test]
