@@ -49,7 +49,7 @@ fn expected(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
 fn events_made_while_the_broker_is_down_arrive_once_and_in_order() {
     let mut broker = Mosquitto::start();
     let central = Central::start(&broker.address());
-    let app = Appliance::start(&sync_config(&broker.url(), ""));
+    let app = Appliance::start(&sync_config(&broker.url(), "keep_alive_secs = 5\n"));
     app.post_audits("e", 0..10);
     wait_until(
         "the first events at central",
@@ -84,6 +84,13 @@ fn events_made_while_the_broker_is_down_arrive_once_and_in_order() {
     let boxes = central.get("/api/v1/boxes").unwrap();
     assert_eq!(boxes[0]["box"], BOX);
     assert_eq!(boxes[0]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(boxes[0]["online"], true);
+    assert!(boxes[0]["state"]["backlog"].is_object(), "{boxes}");
+    // A box that dies without a word: the broker publishes its last will.
+    app.signal(Signal::SIGKILL);
+    wait_until("the last will", Duration::from_secs(30), || {
+        central.get("/api/v1/boxes").unwrap()[0]["online"] == false
+    });
 }
 
 #[test]
@@ -289,18 +296,22 @@ mod desired {
             .to_string()
     }
 
-    fn refused(app: &Appliance, reason: &str) -> i64 {
+    /// One number from the box's store, read beside the running daemon (WAL).
+    fn store_number(app: &Appliance, sql: &str, param: &str) -> i64 {
         let conn = rusqlite::Connection::open_with_flags(
             app.database(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .unwrap();
-        conn.query_row(
+        conn.query_row(sql, [param], |r| r.get(0)).unwrap()
+    }
+
+    fn refused(app: &Appliance, reason: &str) -> i64 {
+        store_number(
+            app,
             "SELECT coalesce((SELECT value FROM sync_counters WHERE name = ?1), 0)",
-            [format!("refused:{reason}")],
-            |r| r.get(0),
+            &format!("refused:{reason}"),
         )
-        .unwrap()
     }
 
     fn central(args: &[&str]) -> std::process::Output {
@@ -378,18 +389,11 @@ mod desired {
             String::from_utf8_lossy(&out.stderr)
         );
         wait_until("the catalogue stored", Duration::from_secs(20), || {
-            let conn = rusqlite::Connection::open_with_flags(
-                app.database(),
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )
-            .unwrap();
-            conn.query_row(
-                "SELECT count(*) FROM desired WHERE kind = 'catalogue'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-                == 1
+            store_number(
+                app_ref,
+                "SELECT count(*) FROM desired WHERE kind = ?1",
+                "catalogue",
+            ) == 1
         });
     }
 
