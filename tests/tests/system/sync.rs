@@ -390,7 +390,7 @@ mod desired {
         );
         wait_until("the catalogue stored", Duration::from_secs(20), || {
             store_number(
-                app_ref,
+                &app,
                 "SELECT count(*) FROM desired WHERE kind = ?1",
                 "catalogue",
             ) == 1
