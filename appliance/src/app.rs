@@ -138,6 +138,14 @@ impl App {
             Some(filter_service.clone()),
             uplink.subscribe(),
         );
+        let hub = Arc::new(
+            crate::hub::Hub::load(
+                store.clone(),
+                Some(engine.clone()),
+                std::time::Duration::from_secs(config.hub.one_shot_ttl_secs),
+            )
+            .context("loading the hub's devices")?,
+        );
         let web = WebState {
             config: config.clone(),
             store: store.clone(),
@@ -146,6 +154,7 @@ impl App {
             started: Instant::now(),
             engine: Some(engine.clone()),
             sync: sync_view,
+            hub: Some(hub),
         };
         let http = HttpService::bind(config.http.listen, web)
             .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;

@@ -170,10 +170,22 @@ impl Default for CacheConfig {
     }
 }
 
-/// The classroom hub. No keys yet: every default is built in.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+/// The classroom hub.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HubConfig {}
+pub struct HubConfig {
+    /// How long a one-shot action (open a link, launch an app, a message) waits for a
+    /// tablet that is offline, in seconds.
+    pub one_shot_ttl_secs: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            one_shot_ttl_secs: 600,
+        }
+    }
+}
 
 /// The MQTT link to the central side.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

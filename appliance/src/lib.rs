@@ -12,6 +12,7 @@ pub mod dns;
 pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hub;
 pub mod logging;
 pub mod net;
 pub mod status_client;

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod desired;
+pub mod device;
 pub mod events;
 pub mod status;
 pub mod topics;

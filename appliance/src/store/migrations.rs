@@ -109,6 +109,49 @@ pub const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 4,
+        name: "hub",
+        sql: "
+        -- Enrolled tablets. Only a SHA-256 of each token is kept: a stolen database
+        -- gives no device's credentials.
+        CREATE TABLE devices (
+            id          INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL UNIQUE,
+            token_hash  BLOB NOT NULL UNIQUE,
+            class_id    INTEGER REFERENCES classes(id) ON DELETE SET NULL,
+            pupil_id    INTEGER REFERENCES pupils(id) ON DELETE SET NULL,
+            desired     TEXT NOT NULL DEFAULT '{}',
+            revoked     INTEGER NOT NULL DEFAULT 0,
+            enrolled_at INTEGER NOT NULL,
+            model       TEXT NOT NULL DEFAULT '',
+            last_seen   INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+        -- One-use enrolment codes, shown to the admin.
+        CREATE TABLE enrolment_codes (
+            code_hash  BLOB PRIMARY KEY,
+            class_id   INTEGER REFERENCES classes(id) ON DELETE CASCADE,
+            name       TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) STRICT;
+        -- One-shot actions for a device that was offline, until they expire.
+        CREATE TABLE device_queue (
+            id         INTEGER PRIMARY KEY,
+            device_id  INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+            command_id INTEGER NOT NULL,
+            action     TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX device_queue_by_device ON device_queue(device_id, id);
+        -- Teachers' passwords: PBKDF2-HMAC-SHA256 with a salt of their own.
+        CREATE TABLE teacher_passwords (
+            teacher_id INTEGER PRIMARY KEY REFERENCES teachers(id) ON DELETE CASCADE,
+            salt       BLOB NOT NULL,
+            hash       BLOB NOT NULL,
+            iterations INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

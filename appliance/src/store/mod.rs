@@ -7,6 +7,7 @@
 //! caller saw succeed survives a kill -9 or a power cut. Readers use connections of
 //! their own and never wait for the writer.
 
+pub mod import;
 pub mod migrations;
 pub mod school;
 pub mod service;
@@ -54,6 +55,9 @@ pub enum StoreError {
     Panicked(String),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    /// A CSV import refused (nothing of it was kept).
+    #[error(transparent)]
+    Import(#[from] import::ImportError),
 }
 
 /// Called once the transaction a job ran in is committed (or failed to commit).

@@ -2,7 +2,7 @@
 
 pub mod audit_api;
 mod blockpage;
-mod filter_api;
+pub mod filter_api;
 pub mod status;
 
 use std::net::{SocketAddr, TcpListener};
@@ -29,10 +29,14 @@ pub struct WebState {
     pub engine: Option<Arc<crate::dns::engine::Engine>>,
     /// The sync link's state, for `/api/v1/status`.
     pub sync: crate::sync::SyncView,
+    /// The classroom hub (absent in some tests).
+    pub hub: Option<Arc<crate::hub::Hub>>,
 }
 
 /// Builds the router; tests drive it directly.
 pub fn router(state: WebState) -> Router {
+    use crate::hub::api as hub_api;
+    use axum::routing::{get, post};
     status::routes()
         .route("/api/v1/filter/test", axum::routing::get(filter_api::test))
         .route(
@@ -41,6 +45,24 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/api/v1/filter/log", axum::routing::get(filter_api::log))
         .route("/api/v1/audit", axum::routing::post(audit_api::record))
+        .route("/api/v1/devices/ws", get(crate::hub::ws::upgrade))
+        .route("/api/v1/devices/enrol", post(hub_api::enrol))
+        .route("/api/v1/admin/enrolment-codes", post(hub_api::new_code))
+        .route("/api/v1/admin/devices/{id}/revoke", post(hub_api::revoke))
+        .route(
+            "/api/v1/admin/teachers/{login}/password",
+            post(hub_api::set_password),
+        )
+        .route("/api/v1/admin/import", post(hub_api::import))
+        .route("/api/v1/classes", get(hub_api::classes))
+        .route("/api/v1/login", post(hub_api::login))
+        .route("/api/v1/logout", post(hub_api::logout))
+        .route("/api/v1/classes/{id}/devices", get(hub_api::class_devices))
+        .route(
+            "/api/v1/classes/{id}/commands",
+            post(hub_api::class_command),
+        )
+        .route("/api/v1/commands/{id}", get(hub_api::command_status))
         .fallback(blockpage::page)
         .with_state(state)
 }
@@ -138,6 +160,7 @@ mod tests {
             started: Instant::now(),
             engine: None,
             sync: crate::sync::SyncView::standalone(),
+            hub: None,
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));
@@ -195,6 +218,7 @@ mod tests {
             started: Instant::now(),
             engine: None,
             sync: crate::sync::SyncView::standalone(),
+            hub: None,
         });
         let ok = r#"{"action":"switch replaced","detail":"room 3"}"#;
         assert_eq!(

@@ -2,6 +2,7 @@
 
 mod dns;
 mod durability;
+mod hub;
 mod sync;
 mod systemd;
 mod ut1_import;

@@ -1,0 +1,526 @@
+//! The hub's HTTP API: enrolment (devices), sign-in and commands (teachers), and the
+//! admin's calls (local only until admin accounts exist). Every permission is checked
+//! here, on the server: a teacher sees and commands only the tablets of their classes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cartable_protocol::device::Action;
+use rusqlite::{OptionalExtension, params};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Hub;
+use super::auth::{self, Session};
+use crate::web::WebState;
+use crate::web::filter_api::local_only;
+
+const COOKIE: &str = "cartable_session";
+const CODE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+type Refusal = (StatusCode, &'static str);
+
+fn hub(state: &WebState) -> Result<Arc<Hub>, Refusal> {
+    state
+        .hub
+        .clone()
+        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no hub\n"))
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| kv.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// The signed-in teacher; for requests that change something, the CSRF token too.
+fn teacher(hub: &Hub, headers: &HeaderMap, changes: bool) -> Result<Session, Refusal> {
+    let session = cookie(headers)
+        .and_then(|c| hub.sessions.get(c))
+        .ok_or((StatusCode::UNAUTHORIZED, "sign in first\n"))?;
+    if changes {
+        let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if sent != Some(session.csrf.as_str()) {
+            return Err((StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token\n"));
+        }
+    }
+    Ok(session)
+}
+
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Box<Response>> {
+    body.map(|Json(b)| b).map_err(|e| {
+        Box::new((StatusCode::BAD_REQUEST, format!("{}\n", e.body_text())).into_response())
+    })
+}
+
+fn store_error(e: crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, "hub store error");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store cannot do it now\n",
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrol {
+    code: String,
+    #[serde(default)]
+    model: String,
+}
+
+/// `POST /api/v1/devices/enrol`: a code shown to the admin, once, for one device.
+pub async fn enrol(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<Enrol>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let hub = match hub(&state) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    // Codes are short: guessing them is rate-limited like passwords.
+    if !hub.sessions.may_try("enrolment", peer.ip()) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong codes; wait 15 minutes\n",
+        )
+            .into_response();
+    }
+    match hub.enrol(&body.code, &body.model).await {
+        Ok(Some((id, token))) => (
+            StatusCode::CREATED,
+            Json(json!({ "device_id": id, "token": token })),
+        )
+            .into_response(),
+        Ok(None) => {
+            hub.sessions.failed("enrolment", peer.ip());
+            (
+                StatusCode::FORBIDDEN,
+                "unknown, used or expired enrolment code\n",
+            )
+                .into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCode {
+    name: String,
+    #[serde(default)]
+    class: Option<String>,
+}
+
+/// `POST /api/v1/admin/enrolment-codes` (local): a one-use code for a tablet.
+pub async fn new_code(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<NewCode>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r.into_response();
+    }
+    let hub = match hub(&state) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return (StatusCode::BAD_REQUEST, "name: 1 to 100 characters\n").into_response();
+    }
+    let class_id = match body.class {
+        None => None,
+        Some(class) => {
+            let found = hub
+                .store()
+                .read(move |c| {
+                    Ok(
+                        c.query_row("SELECT id FROM classes WHERE name = ?1", [class], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .optional()?,
+                    )
+                })
+                .await;
+            match found {
+                Ok(Some(id)) => Some(id),
+                Ok(None) => return (StatusCode::BAD_REQUEST, "no such class\n").into_response(),
+                Err(e) => return store_error(e),
+            }
+        }
+    };
+    match hub.new_enrolment_code(body.name, class_id, CODE_TTL).await {
+        Ok(code) => (StatusCode::CREATED, Json(json!({ "code": code }))).into_response(),
+        Err(crate::store::StoreError::Sqlite(e)) => {
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// `POST /api/v1/admin/devices/{id}/revoke` (local).
+pub async fn revoke(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r.into_response();
+    }
+    let hub = match hub(&state) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    match hub.revoke(id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, "no such device\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Password {
+    password: String,
+}
+
+/// `POST /api/v1/admin/teachers/{login}/password` (local).
+pub async fn set_password(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(login): Path<String>,
+    body: Result<Json<Password>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r.into_response();
+    }
+    let hub = match hub(&state) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if body.password.chars().count() < 8 || body.password.len() > 200 {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a password has 8 to 200 characters\n",
+        )
+            .into_response();
+    }
+    let (salt, hash) = tokio::task::spawn_blocking(move || {
+        auth::hash_password(&body.password, auth::PBKDF2_ITERATIONS)
+    })
+    .await
+    .unwrap_or_default();
+    let done = hub
+        .store()
+        .write(move |t| {
+            let Some(id) = t
+                .query_row("SELECT id FROM teachers WHERE login = ?1", [login], |r| r.get::<_, i64>(0))
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            t.execute(
+                "INSERT INTO teacher_passwords(teacher_id, salt, hash, iterations) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(teacher_id) DO UPDATE SET salt = excluded.salt, hash = excluded.hash,
+                   iterations = excluded.iterations",
+                params![id, salt, hash, auth::PBKDF2_ITERATIONS],
+            )?;
+            Ok(true)
+        })
+        .await;
+    match done {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, "no such teacher\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    login: String,
+    password: String,
+}
+
+/// `POST /api/v1/login`: a session cookie (HttpOnly, SameSite=Strict) and the CSRF
+/// token to send back with every change.
+pub async fn login(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let hub = match hub(&state) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if !hub.sessions.may_try(&body.login, peer.ip()) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed sign-ins; wait 15 minutes\n",
+        )
+            .into_response();
+    }
+    let login = body.login.clone();
+    let found = hub
+        .store()
+        .read(move |c| {
+            let row: Option<(i64, Vec<u8>, Vec<u8>, u32)> = c
+                .query_row(
+                    "SELECT t.id, p.salt, p.hash, p.iterations FROM teachers t
+                     JOIN teacher_passwords p ON p.teacher_id = t.id WHERE t.login = ?1",
+                    [&login],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some(row) = row else { return Ok(None) };
+            let mut st = c.prepare("SELECT class_id FROM class_teachers WHERE teacher_id = ?1")?;
+            let classes = st
+                .query_map([row.0], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((row, classes)))
+        })
+        .await;
+    let found = match found {
+        Ok(f) => f,
+        Err(e) => return store_error(e),
+    };
+    let password = body.password;
+    let verified = match found {
+        Some(((id, salt, hash, iterations), classes)) => tokio::task::spawn_blocking(move || {
+            auth::verify_password(&password, &salt, &hash, iterations).then_some((id, classes))
+        })
+        .await
+        .ok()
+        .flatten(),
+        None => None,
+    };
+    let Some((id, classes)) = verified else {
+        hub.sessions.failed(&body.login, peer.ip());
+        return (StatusCode::UNAUTHORIZED, "wrong login or password\n").into_response();
+    };
+    let (cookie, session) = hub.sessions.open(id, &body.login, classes);
+    (
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                auth::SESSION_TTL.as_secs()
+            ),
+        )],
+        Json(json!({ "login": session.login, "csrf": session.csrf, "classes": session.classes })),
+    )
+        .into_response()
+}
+
+/// `POST /api/v1/logout`.
+pub async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    if let (Some(hub), Some(c)) = (state.hub.as_ref(), cookie(&headers)) {
+        hub.sessions.close(c);
+    }
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )],
+        StatusCode::NO_CONTENT,
+    )
+        .into_response()
+}
+
+fn allowed_class(session: &Session, class: i64) -> Result<(), Refusal> {
+    if session.classes.contains(&class) {
+        Ok(())
+    } else {
+        Err((StatusCode::FORBIDDEN, "not one of your classes\n"))
+    }
+}
+
+/// `GET /api/v1/classes/{id}/devices`: the tiles of one of the teacher's classes.
+pub async fn class_devices(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> Response {
+    let checked = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, false)?;
+        allowed_class(&s, class)?;
+        Ok(h)
+    });
+    match checked {
+        Ok(h) => Json(h.tiles(Some(class))).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    action: Action,
+    /// Some of the class's tablets; all of them when absent.
+    #[serde(default)]
+    devices: Option<Vec<i64>>,
+}
+
+/// `POST /api/v1/classes/{id}/commands`: fan out now, answer once it is stored.
+pub async fn class_command(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    body: Result<Json<Command>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let checked = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, true)?;
+        allowed_class(&s, class)?;
+        Ok((h, s))
+    });
+    let (hub, session) = match checked {
+        Ok(x) => x,
+        Err(r) => return r.into_response(),
+    };
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let targets = match &body.devices {
+        None => hub.tiles(Some(class)).iter().map(|t| t.id).collect(),
+        Some(ids) => {
+            let mine = hub.in_class(class, ids);
+            if mine.len() != ids.len() {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "some of these tablets are not in this class\n",
+                )
+                    .into_response();
+            }
+            mine
+        }
+    };
+    let (id, persist) = hub.command(&targets, body.action.clone());
+    hub.tag_command(id, class);
+    tracing::info!(teacher = session.login, class, command = id, devices = targets.len(), action = ?body.action, "class command");
+    if let Err(e) = persist.await {
+        return store_error(e);
+    }
+    let status = hub.command_status(id).unwrap_or_default();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "command": id, "status": status })),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/commands/{id}`: who acknowledged (for a signed-in teacher).
+pub async fn command_status(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    let checked = hub(&state).and_then(|h| {
+        let session = teacher(&h, &headers, false)?;
+        let status = h
+            .command_status(id)
+            .ok_or((StatusCode::NOT_FOUND, "no such command\n"))?;
+        match status.class {
+            Some(class) => allowed_class(&session, class)?,
+            None => return Err((StatusCode::FORBIDDEN, "not one of your commands\n")),
+        }
+        Ok(status)
+    });
+    match checked {
+        Ok(s) => Json(s).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// `POST /api/v1/admin/import` (local): a CSV of classes, teachers or pupils.
+pub async fn import(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: String,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r.into_response();
+    }
+    if body.len() > 4 << 20 {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "at most 4 MiB per file\n").into_response();
+    }
+    match crate::store::import::import_csv(&state.store, body).await {
+        Ok((kind, rows)) => (
+            StatusCode::OK,
+            Json(json!({ "kind": format!("{kind:?}").to_lowercase(), "rows": rows })),
+        )
+            .into_response(),
+        Err(crate::store::import::ImportError::Store(e)) => {
+            tracing::error!(error = e, "import failed in the store");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot do it now\n",
+            )
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("{e}\nnothing was imported\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /api/v1/classes`: the signed-in teacher's classes.
+pub async fn classes(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let session = match hub(&state).and_then(|h| teacher(&h, &headers, false)) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let ids = session.classes.clone();
+    let rows = state
+        .store
+        .read(move |c| {
+            let mut out = Vec::new();
+            let mut st = c.prepare_cached("SELECT id, name, level FROM classes WHERE id = ?1")?;
+            for id in ids {
+                if let Some(row) = st
+                    .query_row([id], |r| {
+                        Ok(json!({ "id": r.get::<_, i64>(0)?, "name": r.get::<_, String>(1)?, "level": r.get::<_, String>(2)? }))
+                    })
+                    .optional()?
+                {
+                    out.push(row);
+                }
+            }
+            Ok(out)
+        })
+        .await;
+    match rows {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => store_error(e),
+    }
+}

@@ -1,0 +1,505 @@
+//! The classroom hub: tablets keep a WebSocket to the box; teachers command them.
+//!
+//! The registry of devices lives in memory (loaded from the store at start) so a
+//! teacher's command fans out without touching the disk: each device's desired state
+//! is changed and the command queued on its connection under one short lock, then the
+//! change is written to the store (the HTTP answer waits for that, the tablets do not).
+//! Internet off and allow-list are also enforced by the DNS server: the hub hands it a
+//! map from each connected device's address to its rule.
+
+pub mod api;
+pub mod auth;
+pub mod ws;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cartable_protocol::device::{Action, DesiredState, Internet, ToDevice};
+use rusqlite::params;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::dns::engine::Engine;
+use crate::filter::decide::DeviceRule;
+use crate::filter::policy::SuffixSet;
+use crate::store::{Store, StoreError};
+use crate::sync::outbox::unix_now;
+
+/// Frames waiting for a slow device before it is treated as offline for one-shots.
+const DEVICE_QUEUE: usize = 64;
+
+/// What a device last told the hub.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reported {
+    pub model: String,
+    pub os: String,
+    pub agent: String,
+    pub battery: Option<u8>,
+    pub app: Option<String>,
+    pub state: DesiredState,
+}
+
+struct Conn {
+    tx: mpsc::Sender<ToDevice>,
+    ip: IpAddr,
+    session: u64,
+}
+
+struct Device {
+    name: String,
+    class_id: Option<i64>,
+    desired: DesiredState,
+    reported: Reported,
+    conn: Option<Conn>,
+}
+
+#[derive(Default)]
+struct Registry {
+    devices: HashMap<i64, Device>,
+    by_token: HashMap<[u8; 32], i64>,
+}
+
+/// The acknowledgements of one command.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CommandStatus {
+    /// Devices it was sent to and that have not answered yet.
+    pub pending: Vec<i64>,
+    pub ok: Vec<i64>,
+    pub failed: BTreeMap<i64, String>,
+    /// Offline devices: lasting actions wait in their desired state, one-shots in
+    /// their queue until they expire.
+    pub offline: Vec<i64>,
+    /// The class it was sent to: only that class's teachers may read it.
+    #[serde(skip)]
+    pub class: Option<i64>,
+}
+
+/// A device tile, as the teacher's page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tile {
+    pub id: i64,
+    pub name: String,
+    pub class_id: Option<i64>,
+    pub connected: bool,
+    pub desired: DesiredState,
+    pub reported: Reported,
+}
+
+/// (id, name, token hash, class, desired state as JSON), as stored.
+type DeviceRow = (i64, String, Vec<u8>, Option<i64>, String);
+
+pub struct Hub {
+    store: Store,
+    engine: Option<Arc<Engine>>,
+    registry: Mutex<Registry>,
+    commands: Mutex<HashMap<u64, CommandStatus>>,
+    next_command: AtomicU64,
+    next_session: AtomicU64,
+    /// How long a one-shot action waits for an offline device.
+    pub one_shot_ttl: Duration,
+    pub sessions: auth::Sessions,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    /// Loads the enrolled devices from the store.
+    pub fn load(
+        store: Store,
+        engine: Option<Arc<Engine>>,
+        one_shot_ttl: Duration,
+    ) -> Result<Hub, StoreError> {
+        let rows: Vec<DeviceRow> = store.read_blocking(|c| {
+            let mut st = c.prepare(
+                "SELECT id, name, token_hash, class_id, desired FROM devices WHERE revoked = 0",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        let mut reg = Registry::default();
+        for (id, name, hash, class_id, desired) in rows {
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
+                continue;
+            };
+            reg.by_token.insert(hash, id);
+            reg.devices.insert(
+                id,
+                Device {
+                    name,
+                    class_id,
+                    desired: serde_json::from_str(&desired).unwrap_or_default(),
+                    reported: Reported::default(),
+                    conn: None,
+                },
+            );
+        }
+        // Command ids must not repeat across restarts (queued ones are matched by id).
+        let seed = (unix_now().max(0) as u64) << 20;
+        let hub = Hub {
+            store,
+            engine,
+            registry: Mutex::new(reg),
+            commands: Mutex::new(HashMap::new()),
+            next_command: AtomicU64::new(seed),
+            next_session: AtomicU64::new(1),
+            one_shot_ttl,
+            sessions: auth::Sessions::default(),
+        };
+        Ok(hub)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The device a token belongs to.
+    pub fn authenticate(&self, token: &str) -> Option<i64> {
+        lock(&self.registry)
+            .by_token
+            .get(&auth::token_hash(token))
+            .copied()
+    }
+
+    /// Enrols a device with a one-use code; returns (device id, token).
+    pub async fn enrol(
+        &self,
+        code: &str,
+        model: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        let code_hash = auth::token_hash(&code.trim().to_ascii_uppercase());
+        let token = auth::new_secret();
+        let token_hash = auth::token_hash(&token);
+        let model = model.chars().take(200).collect::<String>();
+        let done = self
+            .store
+            .write(move |t| {
+                let found: Option<(Option<i64>, String)> = t
+                    .query_row(
+                        "DELETE FROM enrolment_codes WHERE code_hash = ?1 AND expires_at > ?2
+                         RETURNING class_id, name",
+                        params![code_hash.as_slice(), unix_now()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })?;
+                let Some((class_id, name)) = found else {
+                    return Ok(None);
+                };
+                t.execute(
+                    "INSERT INTO devices(name, token_hash, class_id, enrolled_at, model)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![name, token_hash.as_slice(), class_id, unix_now(), model],
+                )?;
+                Ok(Some((t.last_insert_rowid(), name, class_id)))
+            })
+            .await?;
+        let Some((id, name, class_id)) = done else {
+            return Ok(None);
+        };
+        let mut reg = lock(&self.registry);
+        reg.by_token.insert(token_hash, id);
+        reg.devices.insert(
+            id,
+            Device {
+                name,
+                class_id,
+                desired: DesiredState::default(),
+                reported: Reported::default(),
+                conn: None,
+            },
+        );
+        Ok(Some((id, token)))
+    }
+
+    /// A code for one device named `name` (unique), valid for `ttl`.
+    pub async fn new_enrolment_code(
+        &self,
+        name: String,
+        class_id: Option<i64>,
+        ttl: Duration,
+    ) -> Result<String, StoreError> {
+        let code = auth::new_code();
+        let hash = auth::token_hash(&code);
+        let expires = unix_now() + ttl.as_secs() as i64;
+        self.store
+            .write(move |t| {
+                t.execute(
+                    "INSERT INTO enrolment_codes(code_hash, class_id, name, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![hash.as_slice(), class_id, name, expires],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(code)
+    }
+
+    /// Revokes a device's token; its connection gets `revoked` and is closed.
+    pub async fn revoke(&self, id: i64) -> Result<bool, StoreError> {
+        let changed = self
+            .store
+            .write(move |t| Ok(t.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [id])?))
+            .await?;
+        let conn = {
+            let mut reg = lock(&self.registry);
+            reg.by_token.retain(|_, d| *d != id);
+            reg.devices.remove(&id).and_then(|d| d.conn)
+        };
+        if let Some(c) = conn {
+            let _ = c.tx.try_send(ToDevice::Revoked);
+        }
+        self.refresh_dns();
+        Ok(changed > 0)
+    }
+
+    /// Registers a new connection of device `id` (replacing an older one); returns the
+    /// session number, the receiver of its frames, and what to send first.
+    pub fn connect(
+        &self,
+        id: i64,
+        ip: IpAddr,
+    ) -> Option<(u64, mpsc::Receiver<ToDevice>, String, DesiredState)> {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
+        let (name, desired) = {
+            let mut reg = lock(&self.registry);
+            let d = reg.devices.get_mut(&id)?;
+            d.conn = Some(Conn { tx, ip, session });
+            (d.name.clone(), d.desired.clone())
+        };
+        self.refresh_dns();
+        Some((session, rx, name, desired))
+    }
+
+    pub fn disconnect(&self, id: i64, session: u64) {
+        let removed = {
+            let mut reg = lock(&self.registry);
+            match reg.devices.get_mut(&id) {
+                Some(d) if d.conn.as_ref().is_some_and(|c| c.session == session) => {
+                    d.conn = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if removed {
+            self.refresh_dns();
+        }
+    }
+
+    pub fn report(&self, id: i64, update: impl FnOnce(&mut Reported)) {
+        if let Some(d) = lock(&self.registry).devices.get_mut(&id) {
+            update(&mut d.reported);
+        }
+    }
+
+    /// Records a device's answer to a command.
+    pub fn ack(&self, id: i64, command: u64, ok: bool, error: String) {
+        if let Some(st) = lock(&self.commands).get_mut(&command) {
+            st.pending.retain(|d| *d != id);
+            if ok {
+                st.ok.push(id);
+            } else {
+                st.failed.insert(id, error);
+            }
+        }
+    }
+
+    /// Marks `command` as sent to `class` (for the permission check on its status).
+    pub fn tag_command(&self, command: u64, class: i64) {
+        if let Some(st) = lock(&self.commands).get_mut(&command) {
+            st.class = Some(class);
+        }
+    }
+
+    pub fn command_status(&self, command: u64) -> Option<CommandStatus> {
+        lock(&self.commands).get(&command).cloned()
+    }
+
+    pub fn next_command_id(&self) -> u64 {
+        self.next_command.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `action` to `targets` now; returns the command's id at once, and the
+    /// store write to await for durability.
+    pub fn command(
+        &self,
+        targets: &[i64],
+        action: Action,
+    ) -> (
+        u64,
+        impl std::future::Future<Output = Result<(), StoreError>> + use<>,
+    ) {
+        let id = self.next_command_id();
+        let mut status = CommandStatus::default();
+        let mut lasting: Vec<(i64, String)> = Vec::new();
+        let mut queued: Vec<i64> = Vec::new();
+        let mut internet_changed = false;
+        {
+            let mut reg = lock(&self.registry);
+            for &t in targets {
+                let Some(d) = reg.devices.get_mut(&t) else {
+                    continue;
+                };
+                let before = d.desired.internet.clone();
+                let is_lasting = action.apply_to(&mut d.desired);
+                internet_changed |= before != d.desired.internet;
+                if is_lasting {
+                    lasting.push((t, serde_json::to_string(&d.desired).unwrap_or_default()));
+                }
+                let sent = d.conn.as_ref().is_some_and(|c| {
+                    c.tx.try_send(ToDevice::Command {
+                        id,
+                        action: action.clone(),
+                    })
+                    .is_ok()
+                });
+                if sent {
+                    status.pending.push(t);
+                } else {
+                    status.offline.push(t);
+                    if !is_lasting {
+                        queued.push(t);
+                    }
+                }
+            }
+        }
+        lock(&self.commands).insert(id, status);
+        if internet_changed {
+            self.refresh_dns();
+        }
+        let store = self.store.clone();
+        let action_json = serde_json::to_string(&action).unwrap_or_default();
+        let expires = unix_now() + self.one_shot_ttl.as_secs() as i64;
+        let persist = async move {
+            if lasting.is_empty() && queued.is_empty() {
+                return Ok(());
+            }
+            store
+                .write(move |t| {
+                    for (device, desired) in &lasting {
+                        t.execute(
+                            "UPDATE devices SET desired = ?2 WHERE id = ?1",
+                            params![device, desired],
+                        )?;
+                    }
+                    for device in &queued {
+                        t.execute(
+                            "INSERT INTO device_queue(device_id, command_id, action, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                            params![device, id as i64, action_json, expires],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await
+        };
+        (id, persist)
+    }
+
+    /// One-shot actions still valid for `device`, oldest first.
+    pub async fn queued(&self, device: i64) -> Result<Vec<(u64, Action)>, StoreError> {
+        let now = unix_now();
+        self.store
+            .write(move |t| {
+                t.execute(
+                    "DELETE FROM device_queue WHERE device_id = ?1 AND expires_at <= ?2",
+                    params![device, now],
+                )?;
+                let mut st = t.prepare(
+                    "SELECT command_id, action FROM device_queue WHERE device_id = ?1 ORDER BY id",
+                )?;
+                let rows = st
+                    .query_map([device], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .filter_map(|r| r.ok())
+                    .filter_map(|(c, a)| Some((c as u64, serde_json::from_str(&a).ok()?)))
+                    .collect();
+                Ok(rows)
+            })
+            .await
+    }
+
+    /// A queued one-shot was acknowledged: it is done.
+    pub async fn dequeue(&self, device: i64, command: u64) -> Result<(), StoreError> {
+        self.store
+            .write(move |t| {
+                t.execute(
+                    "DELETE FROM device_queue WHERE device_id = ?1 AND command_id = ?2",
+                    params![device, command as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Devices of a class (None: every device), as tiles.
+    pub fn tiles(&self, class_id: Option<i64>) -> Vec<Tile> {
+        let reg = lock(&self.registry);
+        let mut tiles: Vec<Tile> = reg
+            .devices
+            .iter()
+            .filter(|(_, d)| class_id.is_none() || d.class_id == class_id)
+            .map(|(id, d)| Tile {
+                id: *id,
+                name: d.name.clone(),
+                class_id: d.class_id,
+                connected: d.conn.is_some(),
+                desired: d.desired.clone(),
+                reported: d.reported.clone(),
+            })
+            .collect();
+        tiles.sort_by(|a, b| a.name.cmp(&b.name));
+        tiles
+    }
+
+    /// The subset of `ids` that belong to `class_id`.
+    pub fn in_class(&self, class_id: i64, ids: &[i64]) -> Vec<i64> {
+        let reg = lock(&self.registry);
+        ids.iter()
+            .copied()
+            .filter(|i| {
+                reg.devices
+                    .get(i)
+                    .is_some_and(|d| d.class_id == Some(class_id))
+            })
+            .collect()
+    }
+
+    /// Gives the DNS server the rules of every connected device that is not on.
+    fn refresh_dns(&self) {
+        let Some(engine) = &self.engine else { return };
+        let mut rules = HashMap::new();
+        let mut seen: HashSet<IpAddr> = HashSet::new();
+        for d in lock(&self.registry).devices.values() {
+            let Some(c) = &d.conn else { continue };
+            seen.insert(c.ip);
+            match &d.desired.internet {
+                Internet::On => {}
+                Internet::Off => {
+                    rules.insert(c.ip, DeviceRule::InternetOff);
+                }
+                Internet::AllowList { domains } => {
+                    rules.insert(
+                        c.ip,
+                        DeviceRule::AllowListOnly(Arc::new(SuffixSet::new(
+                            domains.iter().map(String::as_str),
+                        ))),
+                    );
+                }
+            }
+        }
+        engine.set_devices(rules);
+    }
+}

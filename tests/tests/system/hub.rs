@@ -1,0 +1,548 @@
+//! The classroom hub as a teacher and 30 tablets see it: reference agents over real
+//! WebSockets, the teacher's JSON API over HTTP, the box's DNS checked with dig.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use cartable_agent::http::{Response, request};
+use cartable_agent::{Shared, View};
+use cartable_systests::appliance::Appliance;
+use cartable_systests::dig::dig;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+struct Teacher {
+    cookie: String,
+    csrf: String,
+}
+
+struct Class {
+    app: Appliance,
+    classes: HashMap<String, i64>,
+    agents: Vec<Agent>,
+}
+
+struct Agent {
+    class: String,
+    id: i64,
+    token: String,
+    view: Shared,
+    stop: CancellationToken,
+    local: IpAddr,
+}
+
+async fn post(app: &Appliance, path: &str, body: &str, headers: &[(&str, &str)]) -> Response {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    request(app.http, "POST", path, &h, Some(body))
+        .await
+        .unwrap()
+}
+
+async fn get(app: &Appliance, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(app.http, "GET", path, headers, None).await.unwrap()
+}
+
+async fn wait_for(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn view(a: &Agent) -> View {
+    a.view.lock().unwrap().clone()
+}
+
+fn ws_url(app: &Appliance) -> String {
+    format!("ws://{}/api/v1/devices/ws", app.http)
+}
+
+fn start_agent(app: &Appliance, a: &Agent) {
+    let (url, token, view, stop, local) = (
+        ws_url(app),
+        a.token.clone(),
+        a.view.clone(),
+        a.stop.clone(),
+        a.local,
+    );
+    tokio::spawn(async move {
+        let _ = cartable_agent::run_once(&url, &token, Some(local), view, stop).await;
+    });
+}
+
+/// A box with classes CM1-A (teacher marie, `per_class` tablets) and 6e-B (paul, one
+/// tablet), every agent connected.
+async fn school(per_class: usize, extra: &str) -> Class {
+    let app = Appliance::start(extra);
+    for csv in [
+        "class;level\nCM1-A;CM1\n6e-B;6e\n",
+        "login,name,classes\nmarie,Marie Curie,CM1-A\npaul,Paul Langevin,6e-B\n",
+        "first_name,last_name,class\nLéa,Martin,CM1-A\n",
+    ] {
+        let r = request(
+            app.http,
+            "POST",
+            "/api/v1/admin/import",
+            &[("content-type", "text/csv")],
+            Some(csv),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for who in ["marie", "paul"] {
+        let r = post(
+            &app,
+            &format!("/api/v1/admin/teachers/{who}/password"),
+            r#"{"password":"tableau-noir"}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    let mut agents = Vec::new();
+    let wanted: Vec<(&str, usize)> = vec![("CM1-A", per_class), ("6e-B", 1)];
+    for (class, n) in wanted {
+        for i in 0..n {
+            let body = json!({ "name": format!("{class}-tab-{i:02}"), "class": class }).to_string();
+            let r = post(&app, "/api/v1/admin/enrolment-codes", &body, &[]).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            let code = r.json().unwrap()["code"].as_str().unwrap().to_string();
+            let (id, token) = cartable_agent::enrol(app.http, &code, "test-tablet")
+                .await
+                .unwrap();
+            // A loopback address of its own, so the DNS rules can tell tablets apart.
+            let local: IpAddr = [127, 0, 1, (agents.len() + 1) as u8].into();
+            agents.push(Agent {
+                class: class.to_string(),
+                id,
+                token,
+                view: Shared::default(),
+                stop: CancellationToken::new(),
+                local,
+            });
+        }
+    }
+    for a in &agents {
+        start_agent(&app, a);
+    }
+    for a in &agents {
+        wait_for(
+            "every agent welcomed",
+            Duration::from_secs(20),
+            async || {
+                let v = view(a);
+                v.connected && v.device_id.is_some() && v.commands >= 1
+            },
+        )
+        .await;
+    }
+    let mut classes = HashMap::new();
+    for (name, teacher) in [("CM1-A", "marie"), ("6e-B", "paul")] {
+        let t = sign_in(&app, teacher).await;
+        let list = get(&app, "/api/v1/classes", &[("cookie", &t.cookie)])
+            .await
+            .json()
+            .unwrap();
+        classes.insert(name.to_string(), list[0]["id"].as_i64().unwrap());
+    }
+    Class {
+        app,
+        classes,
+        agents,
+    }
+}
+
+async fn sign_in(app: &Appliance, login: &str) -> Teacher {
+    let r = post(
+        app,
+        "/api/v1/login",
+        &json!({ "login": login, "password": "tableau-noir" }).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let set = r.header("set-cookie").unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    Teacher {
+        cookie: set.split(';').next().unwrap().to_string(),
+        csrf: r.json().unwrap()["csrf"].as_str().unwrap().to_string(),
+    }
+}
+
+async fn command(s: &Class, t: &Teacher, class: &str, action: Value) -> Response {
+    let path = format!("/api/v1/classes/{}/commands", s.classes[class]);
+    post(
+        &s.app,
+        &path,
+        &json!({ "action": action }).to_string(),
+        &[("cookie", &t.cookie), ("x-csrf-token", &t.csrf)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teacher_locks_the_class_and_thirty_tablets_report_locked() {
+    let s = school(30, "").await;
+    let marie = sign_in(&s.app, "marie").await;
+    let r = command(&s, &marie, "CM1-A", json!({ "kind": "lock" })).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json().unwrap()["command"].as_u64().unwrap();
+    let status_path = format!("/api/v1/commands/{id}");
+    wait_for("30 acks", Duration::from_secs(10), async || {
+        let st = get(&s.app, &status_path, &[("cookie", &marie.cookie)])
+            .await
+            .json()
+            .unwrap();
+        st["ok"].as_array().unwrap().len() == 30 && st["pending"].as_array().unwrap().is_empty()
+    })
+    .await;
+    for a in &s.agents {
+        assert_eq!(view(a).state.locked, a.class == "CM1-A", "{}", a.id);
+    }
+    let tiles = get(
+        &s.app,
+        &format!("/api/v1/classes/{}/devices", s.classes["CM1-A"]),
+        &[("cookie", &marie.cookie)],
+    )
+    .await
+    .json()
+    .unwrap();
+    let tiles = tiles.as_array().unwrap();
+    assert_eq!(tiles.len(), 30);
+    wait_for("the reported states", Duration::from_secs(5), async || {
+        let t = get(
+            &s.app,
+            &format!("/api/v1/classes/{}/devices", s.classes["CM1-A"]),
+            &[("cookie", &marie.cookie)],
+        )
+        .await
+        .json()
+        .unwrap();
+        t.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["connected"] == true && t["reported"]["state"]["locked"] == true)
+    })
+    .await;
+    // One-shot to a few tablets.
+    let first = s.agents[0].id;
+    let path = format!("/api/v1/classes/{}/commands", s.classes["CM1-A"]);
+    let r = post(
+        &s.app,
+        &path,
+        &json!({ "action": { "kind": "open_url", "url": "https://lumni.fr/" }, "devices": [first] }).to_string(),
+        &[("cookie", &marie.cookie), ("x-csrf-token", &marie.csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_for("the link opened", Duration::from_secs(5), async || {
+        view(&s.agents[0]).done == ["open_url https://lumni.fr/"]
+    })
+    .await;
+    assert!(view(&s.agents[1]).done.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teachers_reach_only_their_classes_and_every_api_wants_a_session() {
+    let s = school(2, "").await;
+    let marie = sign_in(&s.app, "marie").await;
+    let paul = sign_in(&s.app, "paul").await;
+    let cm1 = s.classes["CM1-A"];
+    // Paul neither sees nor commands CM1-A.
+    let r = get(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/devices"),
+        &[("cookie", &paul.cookie)],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        command(&s, &paul, "CM1-A", json!({ "kind": "lock" }))
+            .await
+            .status,
+        403
+    );
+    // Marie cannot slip 6e-B's tablet into a CM1-A command.
+    let other = s.agents.iter().find(|a| a.class == "6e-B").unwrap().id;
+    let r = post(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/commands"),
+        &json!({ "action": { "kind": "lock" }, "devices": [other] }).to_string(),
+        &[("cookie", &marie.cookie), ("x-csrf-token", &marie.csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // No CSRF token, a wrong one, no session, a device's token instead of a session.
+    let path = format!("/api/v1/classes/{cm1}/commands");
+    let lock = r#"{"action":{"kind":"lock"}}"#;
+    assert_eq!(
+        post(&s.app, &path, lock, &[("cookie", &marie.cookie)])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        post(
+            &s.app,
+            &path,
+            lock,
+            &[("cookie", &marie.cookie), ("x-csrf-token", &paul.csrf)]
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(post(&s.app, &path, lock, &[]).await.status, 401);
+    let bearer = format!("Bearer {}", s.agents[0].token);
+    assert_eq!(
+        post(&s.app, &path, lock, &[("authorization", &bearer)])
+            .await
+            .status,
+        401
+    );
+    for p in [
+        "/api/v1/classes",
+        &format!("/api/v1/classes/{cm1}/devices"),
+        "/api/v1/commands/1",
+    ] {
+        assert_eq!(get(&s.app, p, &[]).await.status, 401, "{p}");
+    }
+    // Paul cannot read Marie's command's acks.
+    let r = command(&s, &marie, "CM1-A", json!({ "kind": "mute" })).await;
+    let id = r.json().unwrap()["command"].as_u64().unwrap();
+    assert_eq!(
+        get(
+            &s.app,
+            &format!("/api/v1/commands/{id}"),
+            &[("cookie", &paul.cookie)]
+        )
+        .await
+        .status,
+        403
+    );
+    assert!(
+        s.agents
+            .iter()
+            .filter(|a| a.class == "6e-B")
+            .all(|a| !view(a).state.muted)
+    );
+    // Garbage commands are clear errors.
+    for bad in [
+        r#"{"action":{"kind":"reboot"}}"#,
+        "{",
+        r#"{"action":"lock"}"#,
+    ] {
+        let r = post(
+            &s.app,
+            &path,
+            bad,
+            &[("cookie", &marie.cookie), ("x-csrf-token", &marie.csrf)],
+        )
+        .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    // Five wrong passwords lock the login out.
+    for _ in 0..5 {
+        let r = post(
+            &s.app,
+            "/api/v1/login",
+            r#"{"login":"marie","password":"wrong-guess"}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 401);
+    }
+    let r = post(
+        &s.app,
+        "/api/v1/login",
+        r#"{"login":"marie","password":"tableau-noir"}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_frames_and_a_revoked_token_is_cut_off() {
+    let s = school(2, "").await;
+    let url = ws_url(&s.app);
+    // Raw frames as tablet 1 (its new connection replaces the agent's).
+    for bad in [
+        "{",
+        r#"{"type":"reboot"}"#,
+        r#"{"type":"ack","command":"x","ok":true}"#,
+    ] {
+        let e = cartable_agent::send_raw(&url, &s.agents[1].token, bad)
+            .await
+            .unwrap();
+        assert!(e.is_some_and(|m| m.contains("unreadable")), "{bad}");
+    }
+    assert!(
+        cartable_agent::send_raw(&url, "not-a-token", "{}")
+            .await
+            .is_err()
+    );
+    // The box still serves the others.
+    let a = &s.agents[0];
+    assert!(view(a).connected && view(&s.agents[2]).connected);
+
+    let r = post(
+        &s.app,
+        &format!("/api/v1/admin/devices/{}/revoke", a.id),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    wait_for(
+        "the revoked agent cut off",
+        Duration::from_secs(5),
+        async || {
+            let v = view(a);
+            v.revoked && !v.connected
+        },
+    )
+    .await;
+    assert!(
+        cartable_agent::send_raw(&url, &a.token, "{}")
+            .await
+            .is_err()
+    );
+    // Enrolment codes are single-use and guessing is limited.
+    let bad = cartable_agent::enrol(s.app.http, "WRONGCODE", "x").await;
+    assert!(bad.unwrap_err().to_string().contains("403"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_survives_a_reconnection_and_one_shots_wait_for_an_offline_tablet() {
+    let s = school(2, "[hub]\none_shot_ttl_secs = 600\n").await;
+    let marie = sign_in(&s.app, "marie").await;
+    let a = &s.agents[0];
+    assert_eq!(
+        command(&s, &marie, "CM1-A", json!({ "kind": "lock" }))
+            .await
+            .status,
+        202
+    );
+    wait_for("locked", Duration::from_secs(5), async || {
+        view(a).state.locked
+    })
+    .await;
+    // The tablet reboots: its agent forgets everything and comes back.
+    a.stop.cancel();
+    wait_for("offline", Duration::from_secs(5), async || {
+        !view(a).connected
+    })
+    .await;
+    let r = command(
+        &s,
+        &marie,
+        "CM1-A",
+        json!({ "kind": "show_message", "text": "Au tableau !" }),
+    )
+    .await;
+    let st = r.json().unwrap()["status"].clone();
+    assert!(
+        st["offline"].as_array().unwrap().contains(&json!(a.id)),
+        "{st}"
+    );
+    let again = Agent {
+        class: a.class.clone(),
+        id: a.id,
+        token: a.token.clone(),
+        view: Shared::default(),
+        stop: CancellationToken::new(),
+        local: a.local,
+    };
+    start_agent(&s.app, &again);
+    wait_for(
+        "the lock re-applied and the message shown",
+        Duration::from_secs(5),
+        async || {
+            let v = view(&again);
+            v.state.locked && v.done == ["show_message Au tableau !"]
+        },
+    )
+    .await;
+    // Delivered once: a second reconnection does not show it again.
+    again.stop.cancel();
+    wait_for("offline", Duration::from_secs(5), async || {
+        !view(&again).connected
+    })
+    .await;
+    let third = Agent {
+        view: Shared::default(),
+        stop: CancellationToken::new(),
+        ..again
+    };
+    start_agent(&s.app, &third);
+    wait_for("back", Duration::from_secs(5), async || {
+        view(&third).state.locked
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(view(&third).done.is_empty(), "{:?}", view(&third).done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internet_off_makes_the_box_refuse_that_tablets_queries_at_once() {
+    let s = school(2, "").await;
+    let marie = sign_in(&s.app, "marie").await;
+    let (off, other) = (&s.agents[0], &s.agents[1]);
+    let status_from = |ip: IpAddr| {
+        let b = ip.to_string();
+        dig(s.app.dns, "www.example.org", "A", &["-b", &b]).status
+    };
+    // No upstream in tests: an allowed name fails upstream, it is not refused.
+    assert_ne!(status_from(off.local), "REFUSED");
+    let path = format!("/api/v1/classes/{}/commands", s.classes["CM1-A"]);
+    let r = post(
+        &s.app,
+        &path,
+        &json!({ "action": { "kind": "internet_off" }, "devices": [off.id] }).to_string(),
+        &[("cookie", &marie.cookie), ("x-csrf-token", &marie.csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    // "At once": the rule is in force when the teacher's request returns.
+    assert_eq!(status_from(off.local), "REFUSED");
+    assert_ne!(status_from(other.local), "REFUSED");
+    let r = post(
+        &s.app,
+        &path,
+        &json!({ "action": { "kind": "allow_list_only", "domains": ["lumni.fr"] }, "devices": [off.id] }).to_string(),
+        &[("cookie", &marie.cookie), ("x-csrf-token", &marie.csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    assert_ne!(
+        dig(
+            s.app.dns,
+            "www.lumni.fr",
+            "A",
+            &["-b", &off.local.to_string()]
+        )
+        .status,
+        "REFUSED"
+    );
+    let blocked = dig(
+        s.app.dns,
+        "www.example.org",
+        "A",
+        &["-b", &off.local.to_string()],
+    );
+    assert!(
+        blocked.status == "REFUSED"
+            || blocked.data("A") == ["0.0.0.0"]
+            || blocked.status == "NXDOMAIN",
+        "{}",
+        blocked.raw
+    );
+}
