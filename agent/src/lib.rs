@@ -30,6 +30,8 @@ pub struct View {
     pub errors: Vec<String>,
     pub revoked: bool,
     pub connected: bool,
+    /// The last command carried out, and when its ack was sent (for benchmarks).
+    pub last_command: Option<(u64, std::time::Instant)>,
 }
 
 pub type Shared = Arc<Mutex<View>>;
@@ -167,6 +169,8 @@ pub async fn run_once(
                 };
                 tx.send(Message::Text(serde_json::to_string(&ack)?.into()))
                     .await?;
+                view.lock().unwrap_or_else(|e| e.into_inner()).last_command =
+                    Some((id, std::time::Instant::now()));
                 let report = FromDevice::State {
                     state,
                     battery: Some(90),

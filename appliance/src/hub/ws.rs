@@ -43,7 +43,14 @@ pub async fn upgrade(
         )
             .into_response();
     };
+    // Small buffers: frames are a few hundred bytes, and a box holds a thousand of
+    // these connections (tungstenite's defaults, 128 KiB each way, would cost 256 KiB
+    // a tablet).
     ws.max_message_size(device::MAX_FRAME)
+        .max_frame_size(device::MAX_FRAME)
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
+        .max_write_buffer_size(device::MAX_FRAME * 2)
         .on_upgrade(move |socket| session(hub, id, peer, socket))
 }
 
