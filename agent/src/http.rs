@@ -48,12 +48,21 @@ pub async fn request(
     req.push_str("\r\n");
     req.push_str(body);
     stream.write_all(req.as_bytes()).await?;
+    // Read the head, then as much body as it announces (some servers keep the
+    // connection open whatever the request said).
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let Some((head, rest)) = text.split_once("\r\n\r\n") else {
-        bail!("no HTTP response from {addr}");
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = find(&raw, b"\r\n\r\n") {
+            break i;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("no HTTP response from {addr}");
+        }
+        raw.extend_from_slice(&chunk[..n]);
     };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
     let mut lines = head.lines();
     let status: u16 = lines
         .next()
@@ -67,16 +76,42 @@ pub async fn request(
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
+    let length: Option<usize> = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok());
+    let mut body = raw.split_off(head_end + 4);
+    loop {
+        let complete = match (length, chunked) {
+            (Some(n), _) => body.len() >= n,
+            (None, true) => {
+                find(&body, b"0\r\n\r\n").is_some_and(|i| i == 0 || body[..i].ends_with(b"\r\n"))
+            }
+            (None, false) => false,
+        };
+        if complete {
+            break;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    if let Some(n) = length {
+        body.truncate(n);
+    }
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let body = if chunked { dechunk(&text) } else { text };
     Ok(Response {
         status,
         headers,
         body,
     })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -5,6 +5,7 @@
 
 pub mod appliance;
 pub mod bins;
+pub mod browser;
 pub mod central;
 pub mod child;
 pub mod dig;

@@ -524,3 +524,207 @@ pub async fn classes(State(state): State<WebState>, headers: HeaderMap) -> Respo
         Err(e) => store_error(e),
     }
 }
+
+/// `GET /api/v1/classes/{id}/events`: server-sent events, one `tiles` event with every
+/// tile of the class whenever one changes (connection, state, ack), at most every
+/// 100 ms.
+pub async fn class_events(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let checked = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, false)?;
+        allowed_class(&s, class)?;
+        Ok(h)
+    });
+    let hub = match checked {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let rx = hub.subscribe();
+    let stream =
+        futures_util::stream::unfold((hub, rx, true), move |(hub, mut rx, first)| async move {
+            if !first {
+                loop {
+                    match rx.recv().await {
+                        Ok(c) if c == class => break,
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+                // Coalesce a burst (30 acks arrive within milliseconds).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while rx.try_recv().is_ok() {}
+            }
+            let tiles = serde_json::to_string(&hub.tiles(Some(class))).unwrap_or_default();
+            let event: Result<Event, std::convert::Infallible> =
+                Ok(Event::default().event("tiles").data(tiles));
+            Some((event, (hub, rx, false)))
+        });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// `GET /api/v1/classes/{id}/pupils`: the class's pupils, with today's attendance.
+pub async fn class_pupils(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> Response {
+    if let Err(r) = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, false)?;
+        allowed_class(&s, class)
+    }) {
+        return r.into_response();
+    }
+    let day = today();
+    let rows = state
+        .store
+        .read(move |c| {
+            let mut st = c.prepare(
+                "SELECT p.id, p.first_name, p.last_name, a.present FROM pupils p
+                 LEFT JOIN attendance a ON a.pupil_id = p.id AND a.class_id = p.class_id AND a.day = ?2
+                 WHERE p.class_id = ?1 ORDER BY p.last_name, p.first_name",
+            )?;
+            let rows = st
+                .query_map(params![class, day], |r| {
+                    Ok(json!({
+                        "id": r.get::<_, i64>(0)?,
+                        "first_name": r.get::<_, String>(1)?,
+                        "last_name": r.get::<_, String>(2)?,
+                        "saved_present": r.get::<_, Option<i64>>(3)?.map(|p| p != 0),
+                    }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await;
+    match rows {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+fn today() -> String {
+    jiff::Zoned::now().date().to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attendance {
+    /// The pupils present; every other pupil of the class is absent.
+    present: Vec<i64>,
+}
+
+/// `POST /api/v1/classes/{id}/attendance`: saved, and an outbox event per pupil in
+/// the same transaction.
+pub async fn save_attendance(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    body: Result<Json<Attendance>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let session = match hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, true)?;
+        allowed_class(&s, class)?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let day = today();
+    let saved = state
+        .store
+        .write(move |t| {
+            let class_name: String =
+                t.query_row("SELECT name FROM classes WHERE id = ?1", [class], |r| {
+                    r.get(0)
+                })?;
+            let pupils: Vec<(i64, String)> = t
+                .prepare(
+                    "SELECT id, first_name || ' ' || last_name FROM pupils WHERE class_id = ?1",
+                )?
+                .query_map([class], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let now = crate::sync::outbox::unix_now();
+            for (id, name) in &pupils {
+                let present = body.present.contains(id);
+                t.execute(
+                    "INSERT INTO attendance(class_id, day, pupil_id, present, teacher, saved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(class_id, day, pupil_id) DO UPDATE SET present = excluded.present,
+                       teacher = excluded.teacher, saved_at = excluded.saved_at",
+                    params![class, day, id, present, session.login, now],
+                )?;
+                crate::sync::outbox::append(
+                    t,
+                    now,
+                    &cartable_protocol::events::EventBody::Attendance {
+                        class: class_name.clone(),
+                        pupil: name.clone(),
+                        present,
+                    },
+                )?;
+            }
+            Ok(pupils.len())
+        })
+        .await;
+    match saved {
+        Ok(n) => Json(json!({ "saved": n })).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    pupil: Option<i64>,
+}
+
+/// `POST /api/v1/admin/devices/{id}/pupil` (local): the tablet's pupil, of its class.
+pub async fn assign(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<i64>,
+    body: Result<Json<Assign>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r.into_response();
+    }
+    let hub = match hub(&state) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match hub.assign(id, body.pupil).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (
+            StatusCode::BAD_REQUEST,
+            "no such pupil in this tablet's class\n",
+        )
+            .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `GET /api/v1/session`: the signed-in teacher and the CSRF token, for a page that
+/// was reloaded (the token is readable only by the box's own pages).
+pub async fn session(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    match hub(&state).and_then(|h| teacher(&h, &headers, false)) {
+        Ok(s) => {
+            Json(json!({ "login": s.login, "csrf": s.csrf, "classes": s.classes })).into_response()
+        }
+        Err(r) => r.into_response(),
+    }
+}

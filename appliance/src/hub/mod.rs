@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod page;
 pub mod ws;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cartable_protocol::device::{Action, DesiredState, Internet, ToDevice};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -51,8 +52,11 @@ struct Conn {
 struct Device {
     name: String,
     class_id: Option<i64>,
+    pupil: Option<(i64, String)>,
     desired: DesiredState,
     reported: Reported,
+    /// The last command it acknowledged.
+    acked: Option<u64>,
     conn: Option<Conn>,
 }
 
@@ -83,13 +87,24 @@ pub struct Tile {
     pub id: i64,
     pub name: String,
     pub class_id: Option<i64>,
+    /// The pupil the tablet is assigned to: (id, "First Last").
+    pub pupil: Option<(i64, String)>,
     pub connected: bool,
     pub desired: DesiredState,
     pub reported: Reported,
+    pub acked: Option<u64>,
 }
 
-/// (id, name, token hash, class, desired state as JSON), as stored.
-type DeviceRow = (i64, String, Vec<u8>, Option<i64>, String);
+/// (id, name, token hash, class, desired state as JSON, pupil id, pupil name), as stored.
+type DeviceRow = (
+    i64,
+    String,
+    Vec<u8>,
+    Option<i64>,
+    String,
+    Option<i64>,
+    Option<String>,
+);
 
 pub struct Hub {
     store: Store,
@@ -101,6 +116,8 @@ pub struct Hub {
     /// How long a one-shot action waits for an offline device.
     pub one_shot_ttl: Duration,
     pub sessions: auth::Sessions,
+    /// The class whose tiles changed (the teachers' pages listen).
+    changes: tokio::sync::broadcast::Sender<i64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -116,17 +133,27 @@ impl Hub {
     ) -> Result<Hub, StoreError> {
         let rows: Vec<DeviceRow> = store.read_blocking(|c| {
             let mut st = c.prepare(
-                "SELECT id, name, token_hash, class_id, desired FROM devices WHERE revoked = 0",
+                "SELECT d.id, d.name, d.token_hash, d.class_id, d.desired, p.id,
+                        p.first_name || ' ' || p.last_name
+                 FROM devices d LEFT JOIN pupils p ON p.id = d.pupil_id WHERE d.revoked = 0",
             )?;
             let rows = st
                 .query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })?;
         let mut reg = Registry::default();
-        for (id, name, hash, class_id, desired) in rows {
+        for (id, name, hash, class_id, desired, pupil_id, pupil_name) in rows {
             let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
                 continue;
             };
@@ -136,8 +163,10 @@ impl Hub {
                 Device {
                     name,
                     class_id,
+                    pupil: pupil_id.zip(pupil_name),
                     desired: serde_json::from_str(&desired).unwrap_or_default(),
                     reported: Reported::default(),
+                    acked: None,
                     conn: None,
                 },
             );
@@ -153,12 +182,69 @@ impl Hub {
             next_session: AtomicU64::new(1),
             one_shot_ttl,
             sessions: auth::Sessions::default(),
+            changes: tokio::sync::broadcast::channel(256).0,
         };
         Ok(hub)
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Tile changes, by class id.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, class: Option<i64>) {
+        if let Some(c) = class {
+            let _ = self.changes.send(c);
+        }
+    }
+
+    fn class_of(&self, id: i64) -> Option<i64> {
+        lock(&self.registry)
+            .devices
+            .get(&id)
+            .and_then(|d| d.class_id)
+    }
+
+    /// Assigns the tablet to a pupil of its class (None: unassigned).
+    pub async fn assign(&self, id: i64, pupil: Option<i64>) -> Result<bool, StoreError> {
+        let found = self
+            .store
+            .write(move |t| {
+                let name: Option<String> = match pupil {
+                    None => None,
+                    Some(p) => {
+                        let n = t
+                            .query_row(
+                                "SELECT p.first_name || ' ' || p.last_name FROM pupils p
+                                 JOIN devices d ON d.class_id = p.class_id
+                                 WHERE p.id = ?1 AND d.id = ?2",
+                                params![p, id],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        match n {
+                            Some(n) => Some(n),
+                            None => return Ok(None),
+                        }
+                    }
+                };
+                t.execute(
+                    "UPDATE devices SET pupil_id = ?2 WHERE id = ?1",
+                    params![id, pupil],
+                )?;
+                Ok(Some(name))
+            })
+            .await?;
+        let Some(name) = found else { return Ok(false) };
+        if let Some(d) = lock(&self.registry).devices.get_mut(&id) {
+            d.pupil = pupil.zip(name);
+        }
+        self.changed(self.class_of(id));
+        Ok(true)
     }
 
     /// The device a token belongs to.
@@ -215,8 +301,10 @@ impl Hub {
             Device {
                 name,
                 class_id,
+                pupil: None,
                 desired: DesiredState::default(),
                 reported: Reported::default(),
+                acked: None,
                 conn: None,
             },
         );
@@ -279,6 +367,7 @@ impl Hub {
             (d.name.clone(), d.desired.clone())
         };
         self.refresh_dns();
+        self.changed(self.class_of(id));
         Some((session, rx, name, desired))
     }
 
@@ -295,17 +384,25 @@ impl Hub {
         };
         if removed {
             self.refresh_dns();
+            self.changed(self.class_of(id));
         }
     }
 
     pub fn report(&self, id: i64, update: impl FnOnce(&mut Reported)) {
-        if let Some(d) = lock(&self.registry).devices.get_mut(&id) {
+        let class = lock(&self.registry).devices.get_mut(&id).and_then(|d| {
             update(&mut d.reported);
-        }
+            d.class_id
+        });
+        self.changed(class);
     }
 
     /// Records a device's answer to a command.
     pub fn ack(&self, id: i64, command: u64, ok: bool, error: String) {
+        let class = lock(&self.registry).devices.get_mut(&id).and_then(|d| {
+            d.acked = Some(d.acked.map_or(command, |a| a.max(command)));
+            d.class_id
+        });
+        self.changed(class);
         if let Some(st) = lock(&self.commands).get_mut(&command) {
             st.pending.retain(|d| *d != id);
             if ok {
@@ -455,9 +552,11 @@ impl Hub {
                 id: *id,
                 name: d.name.clone(),
                 class_id: d.class_id,
+                pupil: d.pupil.clone(),
                 connected: d.conn.is_some(),
                 desired: d.desired.clone(),
                 reported: d.reported.clone(),
+                acked: d.acked,
             })
             .collect();
         tiles.sort_by(|a, b| a.name.cmp(&b.name));

@@ -152,6 +152,22 @@ pub const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 5,
+        name: "attendance",
+        sql: "
+        -- Who was there, per class and day, as the teacher saved it.
+        CREATE TABLE attendance (
+            class_id INTEGER NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+            day      TEXT NOT NULL,
+            pupil_id INTEGER NOT NULL REFERENCES pupils(id) ON DELETE CASCADE,
+            present  INTEGER NOT NULL,
+            teacher  TEXT NOT NULL,
+            saved_at INTEGER NOT NULL,
+            PRIMARY KEY (class_id, day, pupil_id)
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

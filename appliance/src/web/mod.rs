@@ -63,6 +63,17 @@ pub fn router(state: WebState) -> Router {
             post(hub_api::class_command),
         )
         .route("/api/v1/commands/{id}", get(hub_api::command_status))
+        .route("/api/v1/classes/{id}/events", get(hub_api::class_events))
+        .route("/api/v1/classes/{id}/pupils", get(hub_api::class_pupils))
+        .route(
+            "/api/v1/classes/{id}/attendance",
+            post(hub_api::save_attendance),
+        )
+        .route("/api/v1/admin/devices/{id}/pupil", post(hub_api::assign))
+        .route("/api/v1/session", get(hub_api::session))
+        .route("/classe", get(crate::hub::page::page))
+        .route("/classe.css", get(crate::hub::page::css))
+        .route("/classe.js", get(crate::hub::page::script))
         .fallback(blockpage::page)
         .with_state(state)
 }

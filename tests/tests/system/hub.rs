@@ -546,3 +546,97 @@ async fn internet_off_makes_the_box_refuse_that_tablets_queries_at_once() {
         blocked.raw
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_tiles() {
+    let s = school(30, "").await;
+    let browser = cartable_systests::browser::Browser::start().await.unwrap();
+    browser
+        .goto(&format!("http://{}/classe", s.app.http))
+        .await
+        .unwrap();
+    browser
+        .wait(
+            "the sign-in form",
+            "return !document.getElementById('signin-form').hidden",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    browser.type_into("#login", "marie").await.unwrap();
+    browser
+        .type_into("#password", "tableau-noir")
+        .await
+        .unwrap();
+    browser.click("#signin").await.unwrap();
+    browser
+        .wait(
+            "30 connected tiles",
+            "return document.querySelectorAll('.tile:not(.offline)').length === 30",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    browser.click("#cmd-lock").await.unwrap();
+    wait_for("30 agents locked", Duration::from_secs(10), async || {
+        s.agents
+            .iter()
+            .filter(|a| a.class == "CM1-A")
+            .all(|a| view(a).state.locked)
+    })
+    .await;
+    browser
+        .wait(
+            "30 locked tiles, none waiting",
+            "return document.querySelectorAll('.tile[data-locked=\"true\"]').length === 30 \
+             && document.querySelectorAll('.tile .pending').length === 0",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    // The other class's tablet was not touched.
+    assert!(
+        s.agents
+            .iter()
+            .filter(|a| a.class == "6e-B")
+            .all(|a| !view(a).state.locked)
+    );
+    // Attendance: Léa's box is ticked by hand and saved.
+    browser
+        .wait(
+            "the pupils",
+            "return document.querySelectorAll('#pupils input').length === 1",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    browser.click("#pupils input").await.unwrap();
+    browser.click("#save-attendance").await.unwrap();
+    browser
+        .wait(
+            "attendance saved",
+            "return ['Appel enregistré', 'Attendance saved'].includes(document.getElementById('attendance-status').textContent)",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open_with_flags(
+        s.app.database(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let (saved, events): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM attendance WHERE present = 1),
+                    (SELECT count(*) FROM outbox WHERE body LIKE '%\"attendance\"%')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((saved, events), (1, 1));
+    let png = browser.screenshot().await.unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let dir = cartable_systests::bins::workspace_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("classe.png"), png).unwrap();
+}

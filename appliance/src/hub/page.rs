@@ -1,0 +1,36 @@
+//! The teacher's page, embedded in the binary: HTML, CSS and script, no external
+//! asset (the box works offline), French and English. A strict Content-Security-
+//! Policy keeps anything a pupil could inject from running.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+const HTML: &str = include_str!("page/classe.html");
+const CSS: &str = include_str!("page/classe.css");
+const JS: &str = include_str!("page/classe.js");
+const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn page() -> Response {
+    asset("text/html; charset=utf-8", HTML)
+}
+
+pub async fn css() -> Response {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", JS)
+}

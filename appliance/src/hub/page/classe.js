@@ -1,0 +1,183 @@
+// The teacher's page: sign in, pick a class, drive its tablets, take attendance.
+// No framework, no external asset: the box serves everything, offline.
+"use strict";
+const T = {
+  fr: {
+    title: "Ma classe", signout: "Se déconnecter", signin: "Connexion", login: "Identifiant",
+    password: "Mot de passe", signin_button: "Se connecter", class: "Classe",
+    target_all: "Commandes pour toute la classe (touchez des tablettes pour en choisir)",
+    target_some: "Commandes pour {n} tablette(s) choisie(s)",
+    lock: "Verrouiller", unlock: "Déverrouiller", mute: "Couper le son", unmute: "Remettre le son",
+    camera_off: "Couper la caméra", camera_on: "Rétablir la caméra", internet_off: "Couper internet",
+    internet_on: "Rétablir internet", allow_list: "Sites autorisés seulement…",
+    launch_app: "Ouvrir une appli…", open_url: "Ouvrir un lien…", message: "Message…",
+    wipe: "Fin de séance (effacer)", select_none: "Aucune sélection", attendance: "Appel",
+    save_attendance: "Enregistrer l'appel", saved: "Appel enregistré", connected: "connectée",
+    offline: "hors ligne", locked: "verrouillée", unlocked: "libre", muted: "son coupé",
+    no_internet: "sans internet", allow_only: "sites choisis", battery: "batterie",
+    pending: "en attente…", live: "en direct", bad_signin: "Identifiant ou mot de passe incorrect",
+    too_many: "Trop d'essais : attendez 15 minutes", ask_url: "Adresse du lien :",
+    ask_app: "Nom de l'appli (paquet) :", ask_message: "Message :",
+    ask_domains: "Sites autorisés (séparés par des espaces) :", no_pupil: "(pas d'élève)",
+    confirm_wipe: "Effacer la session des élèves sur ces tablettes ?", lang: "English",
+  },
+  en: {
+    title: "My class", signout: "Sign out", signin: "Sign in", login: "Login",
+    password: "Password", signin_button: "Sign in", class: "Class",
+    target_all: "Commands for the whole class (tap tablets to choose some)",
+    target_some: "Commands for {n} chosen tablet(s)",
+    lock: "Lock", unlock: "Unlock", mute: "Mute", unmute: "Unmute",
+    camera_off: "Camera off", camera_on: "Camera on", internet_off: "Internet off",
+    internet_on: "Internet on", allow_list: "Allowed sites only…",
+    launch_app: "Open an app…", open_url: "Open a link…", message: "Message…",
+    wipe: "End of lesson (wipe)", select_none: "Clear selection", attendance: "Attendance",
+    save_attendance: "Save attendance", saved: "Attendance saved", connected: "connected",
+    offline: "offline", locked: "locked", unlocked: "free", muted: "muted",
+    no_internet: "no internet", allow_only: "chosen sites", battery: "battery",
+    pending: "waiting…", live: "live", bad_signin: "Wrong login or password",
+    too_many: "Too many attempts: wait 15 minutes", ask_url: "Link address:",
+    ask_app: "App name (package):", ask_message: "Message:",
+    ask_domains: "Allowed sites (separated by spaces):", no_pupil: "(no pupil)",
+    confirm_wipe: "Wipe the pupils' session on these tablets?", lang: "Français",
+  },
+};
+let lang = localStorage.getItem("lang") || (navigator.language || "fr").slice(0, 2);
+if (!T[lang]) lang = "fr";
+const t = (k) => T[lang][k] || k;
+const $ = (id) => document.getElementById(id);
+let csrf = null, classId = null, tiles = [], selected = new Set(), sent = 0, events = null;
+
+function translate() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-t]").forEach((e) => { e.textContent = t(e.dataset.t); });
+  $("lang").textContent = t("lang");
+  showTarget();
+  render();
+}
+$("lang").onclick = () => { lang = lang === "fr" ? "en" : "fr"; localStorage.setItem("lang", lang); translate(); };
+
+async function api(method, path, body) {
+  const headers = { "content-type": "application/json" };
+  if (csrf && method !== "GET") headers["x-csrf-token"] = csrf;
+  const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined, credentials: "same-origin" });
+  if (r.status === 401) { showSignin(); throw new Error("signed out"); }
+  return r;
+}
+
+function showSignin() {
+  $("signin-form").hidden = false; $("class-view").hidden = true; $("signout").hidden = true;
+  $("who").textContent = "";
+  if (events) { events.close(); events = null; }
+}
+
+$("signin-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const r = await fetch("/api/v1/login", { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ login: $("login").value, password: $("password").value }) });
+  if (r.status === 429) { $("signin-error").textContent = t("too_many"); return; }
+  if (!r.ok) { $("signin-error").textContent = t("bad_signin"); return; }
+  $("signin-error").textContent = "";
+  start(await r.json());
+};
+$("signout").onclick = async () => { await fetch("/api/v1/logout", { method: "POST" }); csrf = null; showSignin(); };
+
+async function start(session) {
+  csrf = session.csrf;
+  $("who").textContent = session.login;
+  $("signin-form").hidden = true; $("class-view").hidden = false; $("signout").hidden = false;
+  const classes = await (await api("GET", "/api/v1/classes")).json();
+  const sel = $("class");
+  sel.innerHTML = "";
+  for (const c of classes) {
+    const o = document.createElement("option");
+    o.value = c.id; o.textContent = c.name; sel.appendChild(o);
+  }
+  sel.onchange = () => openClass(Number(sel.value));
+  if (classes.length) openClass(classes[0].id);
+}
+
+function openClass(id) {
+  classId = id; selected.clear(); tiles = []; showTarget(); render();
+  if (events) events.close();
+  events = new EventSource(`/api/v1/classes/${id}/events`);
+  events.addEventListener("tiles", (e) => { tiles = JSON.parse(e.data); $("live").textContent = "● " + t("live"); render(); });
+  events.onerror = () => { $("live").textContent = ""; };
+  loadPupils();
+}
+
+function showTarget() {
+  $("target").textContent = selected.size ? t("target_some").replace("{n}", selected.size) : t("target_all");
+}
+
+function render() {
+  const box = $("tiles");
+  box.innerHTML = "";
+  for (const d of tiles) {
+    const el = document.createElement("div");
+    const s = d.reported.state || {};
+    el.className = "tile" + (d.connected ? "" : " offline") + (selected.has(d.id) ? " selected" : "") + (s.locked ? " locked" : "");
+    el.dataset.device = d.id;
+    el.dataset.locked = String(!!s.locked);
+    const badges = [d.connected ? t("connected") : t("offline"), s.locked ? t("locked") : t("unlocked")];
+    if (s.muted) badges.push(t("muted"));
+    if (s.internet && s.internet.mode === "off") badges.push(t("no_internet"));
+    if (s.internet && s.internet.mode === "allow_list") badges.push(t("allow_only"));
+    if (d.reported.battery != null) badges.push(`${t("battery")} ${d.reported.battery} %`);
+    if (d.reported.app) badges.push(d.reported.app);
+    const pending = d.connected && sent && (d.acked == null || d.acked < sent);
+    const name = document.createElement("div"); name.className = "name"; name.textContent = d.name;
+    const pupil = document.createElement("div"); pupil.className = "pupil"; pupil.textContent = d.pupil ? d.pupil[1] : t("no_pupil");
+    const b = document.createElement("div"); b.className = "badges"; b.textContent = badges.join(" · ");
+    el.append(name, pupil, b);
+    if (pending) { const p = document.createElement("div"); p.className = "pending"; p.textContent = t("pending"); el.appendChild(p); }
+    el.onclick = () => { selected.has(d.id) ? selected.delete(d.id) : selected.add(d.id); showTarget(); render(); };
+    box.appendChild(el);
+  }
+}
+
+$("select-none").onclick = () => { selected.clear(); showTarget(); render(); };
+
+document.querySelectorAll("#commands button[data-kind]").forEach((btn) => {
+  btn.onclick = async () => {
+    const kind = btn.dataset.kind;
+    const action = { kind };
+    if (kind === "open_url") { const u = prompt(t("ask_url"), "https://"); if (!u) return; action.url = u; }
+    if (kind === "launch_app") { const p = prompt(t("ask_app")); if (!p) return; action.package = p; }
+    if (kind === "show_message") { const m = prompt(t("ask_message")); if (!m) return; action.text = m; }
+    if (kind === "allow_list_only") {
+      const d = prompt(t("ask_domains")); if (!d) return;
+      action.domains = d.split(/[\s,]+/).filter(Boolean);
+    }
+    if (kind === "logout_and_wipe" && !confirm(t("confirm_wipe"))) return;
+    const body = { action };
+    if (selected.size) body.devices = [...selected];
+    const r = await api("POST", `/api/v1/classes/${classId}/commands`, body);
+    if (r.ok) { sent = (await r.json()).command; render(); }
+  };
+});
+
+async function loadPupils() {
+  const pupils = await (await api("GET", `/api/v1/classes/${classId}/pupils`)).json();
+  const list = $("pupils");
+  list.innerHTML = "";
+  for (const p of pupils) {
+    const li = document.createElement("li");
+    const tablet = tiles.find((d) => d.pupil && d.pupil[0] === p.id);
+    const present = p.saved_present != null ? p.saved_present : !!(tablet && tablet.connected);
+    li.innerHTML = `<label><input type="checkbox" data-pupil="${p.id}" ${present ? "checked" : ""}> </label>`;
+    li.querySelector("label").append(`${p.first_name} ${p.last_name}`);
+    list.appendChild(li);
+  }
+}
+
+$("save-attendance").onclick = async () => {
+  const present = [...document.querySelectorAll("#pupils input:checked")].map((i) => Number(i.dataset.pupil));
+  const r = await api("POST", `/api/v1/classes/${classId}/attendance`, { present });
+  $("attendance-status").textContent = r.ok ? t("saved") : r.statusText;
+};
+
+(async () => {
+  translate();
+  const r = await fetch("/api/v1/session");
+  if (r.ok) start(await r.json()); else showSignin();
+})();

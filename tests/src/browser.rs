@@ -1,0 +1,183 @@
+//! Headless Chromium (Debian's), driven through chromedriver's WebDriver API, for the
+//! pages the box serves. Started by the test, on loopback, with a fresh profile and
+//! background networking off (the machine has no way out, and must not try).
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cartable_agent::http::request;
+use serde_json::{Value, json};
+
+use crate::child::TestChild;
+use crate::net::free_port;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    addr: SocketAddr,
+    session: String,
+    _profile: tempfile::TempDir,
+    _driver: TestChild,
+}
+
+impl Browser {
+    pub async fn start() -> anyhow::Result<Browser> {
+        let port = free_port();
+        let mut cmd = Command::new("chromedriver");
+        cmd.arg(format!("--port={port}")).stderr(Stdio::null());
+        let driver =
+            TestChild::spawn(cmd).context("chromedriver (apt-get install chromium-driver)")?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while request(addr, "GET", "/status", &[], None).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir()?;
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-quic",
+                    format!("--user-data-dir={}", profile.path().display()),
+                    "--window-size=1280,1000", "--lang=fr"
+                ]
+            }
+        }}});
+        let r = request(
+            addr,
+            "POST",
+            "/session",
+            &[("content-type", "application/json")],
+            Some(&caps.to_string()),
+        )
+        .await?;
+        let v = r.json()?;
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .with_context(|| format!("no session: {}", r.body))?
+            .to_string();
+        Ok(Browser {
+            addr,
+            session,
+            _profile: profile,
+            _driver: driver,
+        })
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+        let path = format!("/session/{}{path}", self.session);
+        let body = body.to_string();
+        let r = request(
+            self.addr,
+            method,
+            &path,
+            &[("content-type", "application/json")],
+            if method == "GET" { None } else { Some(&body) },
+        )
+        .await?;
+        let v = r.json()?;
+        if r.status != 200 {
+            bail!("WebDriver {method} {path}: {}", v["value"]);
+        }
+        Ok(v["value"].clone())
+    }
+
+    pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.call("POST", "/url", json!({ "url": url }))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn find(&self, css: &str) -> anyhow::Result<String> {
+        let v = self
+            .call(
+                "POST",
+                "/element",
+                json!({ "using": "css selector", "value": css }),
+            )
+            .await?;
+        Ok(v[ELEMENT].as_str().context("no element id")?.to_string())
+    }
+
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        let e = self.find(css).await?;
+        self.call("POST", &format!("/element/{e}/click"), json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        let e = self.find(css).await?;
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({ "text": text }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn eval(&self, script: &str) -> anyhow::Result<Value> {
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
+    /// Polls `script` (which returns a boolean) until it is true.
+    pub async fn wait(&self, what: &str, script: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.eval(script).await? == Value::Bool(true) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the page never showed {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A PNG of the page.
+    pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
+        let v = self.call("GET", "/screenshot", Value::Null).await?;
+        decode_base64(v.as_str().context("no image")?)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Closing the session ends Chromium; the driver is killed with its child.
+        let _ = std::process::Command::new("curl")
+            .args(["-s", "-m", "2", "-X", "DELETE"])
+            .arg(format!("http://{}/session/{}", self.addr, self.session))
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn decode_base64(s: &str) -> anyhow::Result<Vec<u8>> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = A.iter().position(|a| *a == c).context("bad base64")? as u32;
+        buf = buf << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
