@@ -25,6 +25,8 @@ use crate::sync::SyncService;
 use crate::web::{HttpService, WebState};
 
 pub struct App {
+    hub: Arc<crate::hub::Hub>,
+    headwind: Option<Arc<crate::hub::headwind::Headwind>>,
     store: Store,
     supervisor: Supervisor,
     http_addr: SocketAddr,
@@ -146,6 +148,14 @@ impl App {
             )
             .context("loading the hub's devices")?,
         );
+        let headwind = config.hub.headwind_secret.clone().map(|secret| {
+            Arc::new(crate::hub::headwind::Headwind::new(
+                secret,
+                config.hub.headwind_project.clone(),
+                config.hub.wipe_packages.clone(),
+                config.hub.wipe_dirs.clone(),
+            ))
+        });
         let web = WebState {
             config: config.clone(),
             store: store.clone(),
@@ -154,7 +164,8 @@ impl App {
             started: Instant::now(),
             engine: Some(engine.clone()),
             sync: sync_view,
-            hub: Some(hub),
+            hub: Some(hub.clone()),
+            headwind: headwind.clone(),
         };
         let http = HttpService::bind(config.http.listen, web)
             .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;
@@ -171,6 +182,8 @@ impl App {
         supervisor.add(Arc::new(sync));
         supervisor.add(Arc::new(http));
         Ok(App {
+            hub,
+            headwind,
             store,
             supervisor,
             http_addr,
@@ -211,6 +224,19 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops every service and closes the
     /// store once its last writes are committed.
     pub async fn run(self, shutdown: CancellationToken, on_ready: impl FnOnce()) {
+        if let Some(hw) = self.headwind.clone() {
+            // Headwind tablets poll; one that stopped polling is offline.
+            let (hub, stop) = (self.hub.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => hw.reap(&hub),
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
         self.supervisor.run(shutdown, on_ready).await;
         // Every service has stopped: nothing changes the cache or the counters now.
         let last_save = crate::dns::server::persist(&self.engine, &self.store, true);

@@ -177,12 +177,25 @@ pub struct HubConfig {
     /// How long a one-shot action (open a link, launch an app, a message) waits for a
     /// tablet that is offline, in seconds.
     pub one_shot_ttl_secs: u64,
+    /// The Headwind MDM agent's shared secret (its build's `REQUEST_SIGNATURE`);
+    /// without it the Headwind endpoints are off.
+    pub headwind_secret: Option<String>,
+    /// The Headwind server project path the agents are set up with ("" for none).
+    pub headwind_project: String,
+    /// Apps whose data a "log out and wipe" clears on Headwind tablets.
+    pub wipe_packages: Vec<String>,
+    /// Folders (under the tablet's storage) a "log out and wipe" empties.
+    pub wipe_dirs: Vec<String>,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             one_shot_ttl_secs: 600,
+            headwind_secret: None,
+            headwind_project: String::new(),
+            wipe_packages: Vec::new(),
+            wipe_dirs: vec!["Download".to_string(), "Pictures".to_string()],
         }
     }
 }

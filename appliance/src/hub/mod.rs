@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod headwind;
 pub mod page;
 pub mod ws;
 
@@ -31,6 +32,9 @@ use crate::sync::outbox::unix_now;
 
 /// Frames waiting for a slow device before it is treated as offline for one-shots.
 const DEVICE_QUEUE: usize = 64;
+/// Commands whose acks are kept; past it, those older than [`COMMAND_MEMORY`] go.
+const MAX_COMMANDS: usize = 4096;
+const COMMAND_MEMORY: Duration = Duration::from_secs(3600);
 
 /// What a device last told the hub.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -79,6 +83,8 @@ pub struct CommandStatus {
     /// The class it was sent to: only that class's teachers may read it.
     #[serde(skip)]
     pub class: Option<i64>,
+    #[serde(skip)]
+    sent: Option<std::time::Instant>,
 }
 
 /// A device tile, as the teacher's page shows it.
@@ -191,6 +197,14 @@ impl Hub {
         &self.store
     }
 
+    /// A device's name and desired state.
+    pub fn desired_of(&self, id: i64) -> Option<(String, DesiredState)> {
+        lock(&self.registry)
+            .devices
+            .get(&id)
+            .map(|d| (d.name.clone(), d.desired.clone()))
+    }
+
     /// Tile changes, by class id.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.changes.subscribe()
@@ -261,8 +275,18 @@ impl Hub {
         code: &str,
         model: &str,
     ) -> Result<Option<(i64, String)>, StoreError> {
+        self.enrol_with_token(code, model, auth::new_secret()).await
+    }
+
+    /// Enrols with `token` as the device's credential (Headwind agents present their
+    /// device number, which is the enrolment code).
+    pub async fn enrol_with_token(
+        &self,
+        code: &str,
+        model: &str,
+        token: String,
+    ) -> Result<Option<(i64, String)>, StoreError> {
         let code_hash = auth::token_hash(&code.trim().to_ascii_uppercase());
-        let token = auth::new_secret();
         let token_hash = auth::token_hash(&token);
         let model = model.chars().take(200).collect::<String>();
         let done = self
@@ -471,8 +495,16 @@ impl Hub {
                     }
                 }
             }
+            // Recorded before the registry is released: a fast tablet's ack (which
+            // takes the registry first) cannot come before its command is known.
+            status.sent = Some(std::time::Instant::now());
+            let mut commands = lock(&self.commands);
+            if commands.len() >= MAX_COMMANDS {
+                // Acks older than a lesson are of no use to a teacher's page.
+                commands.retain(|_, c| c.sent.is_some_and(|t| t.elapsed() < COMMAND_MEMORY));
+            }
+            commands.insert(id, status);
         }
-        lock(&self.commands).insert(id, status);
         if internet_changed {
             self.refresh_dns();
         }

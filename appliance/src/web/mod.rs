@@ -31,11 +31,14 @@ pub struct WebState {
     pub sync: crate::sync::SyncView,
     /// The classroom hub (absent in some tests).
     pub hub: Option<Arc<crate::hub::Hub>>,
+    /// The Headwind MDM endpoints, when `[hub] headwind_secret` is set.
+    pub headwind: Option<Arc<crate::hub::headwind::Headwind>>,
 }
 
 /// Builds the router; tests drive it directly.
 pub fn router(state: WebState) -> Router {
     use crate::hub::api as hub_api;
+    use crate::hub::headwind;
     use axum::routing::{get, post};
     status::routes()
         .route("/api/v1/filter/test", axum::routing::get(filter_api::test))
@@ -71,6 +74,24 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/api/v1/admin/devices/{id}/pupil", post(hub_api::assign))
         .route("/api/v1/session", get(hub_api::session))
+        .route(
+            "/rest/public/sync/configuration/{number}",
+            get(headwind::config_get_root).post(headwind::config_post_root),
+        )
+        .route(
+            "/{project}/rest/public/sync/configuration/{number}",
+            get(headwind::config_get).post(headwind::config_post),
+        )
+        .route("/rest/public/sync/info", post(headwind::info_root))
+        .route("/{project}/rest/public/sync/info", post(headwind::info))
+        .route(
+            "/rest/notification/polling/{number}",
+            get(headwind::poll_root),
+        )
+        .route(
+            "/{project}/rest/notification/polling/{number}",
+            get(headwind::poll),
+        )
         .route("/classe", get(crate::hub::page::page))
         .route("/classe.css", get(crate::hub::page::css))
         .route("/classe.js", get(crate::hub::page::script))
@@ -172,6 +193,7 @@ mod tests {
             engine: None,
             sync: crate::sync::SyncView::standalone(),
             hub: None,
+            headwind: None,
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));
@@ -230,6 +252,7 @@ mod tests {
             engine: None,
             sync: crate::sync::SyncView::standalone(),
             hub: None,
+            headwind: None,
         });
         let ok = r#"{"action":"switch replaced","detail":"room 3"}"#;
         assert_eq!(

@@ -195,14 +195,20 @@ async fn a_teacher_locks_the_class_and_thirty_tablets_report_locked() {
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.json().unwrap()["command"].as_u64().unwrap();
     let status_path = format!("/api/v1/commands/{id}");
-    wait_for("30 acks", Duration::from_secs(10), async || {
-        let st = get(&s.app, &status_path, &[("cookie", &marie.cookie)])
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = get(&s.app, &status_path, &[("cookie", &marie.cookie)])
             .await
             .json()
             .unwrap();
-        st["ok"].as_array().unwrap().len() == 30 && st["pending"].as_array().unwrap().is_empty()
-    })
-    .await;
+        if last["ok"].as_array().unwrap().len() == 30
+            && last["pending"].as_array().unwrap().is_empty()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 30 acks: {last}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for a in &s.agents {
         assert_eq!(view(a).state.locked, a.class == "CM1-A", "{}", a.id);
     }
@@ -639,4 +645,204 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
     let dir = cartable_systests::bins::workspace_root().join("target/test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("classe.png"), png).unwrap();
+}
+
+mod headwind {
+    use super::*;
+
+    const SECRET: &str = "changeme-C3z9vi54";
+
+    fn sha1(s: &str) -> String {
+        cartable::hub::headwind::sha1_hex(s)
+    }
+
+    /// The request as the agent's Retrofit interface builds it (OkHttp's headers).
+    async fn agent(
+        app: &Appliance,
+        method: &str,
+        path: &str,
+        number: Option<&str>,
+        body: Option<&str>,
+    ) -> Response {
+        let sig = number.map(|n| sha1(&format!("{SECRET}{n}")));
+        let mut h: Vec<(&str, &str)> = vec![
+            ("Accept-Encoding", "identity"),
+            ("User-Agent", "okhttp/4.9.3"),
+        ];
+        if let Some(s) = &sig {
+            h.push(("X-Request-Signature", s));
+            h.push(("X-CPU-Arch", "arm64-v8a"));
+        }
+        if body.is_some() {
+            h.push(("Content-Type", "application/json; charset=UTF-8"));
+        }
+        request(app.http, method, path, &h, body).await.unwrap()
+    }
+
+    /// What `GetServerConfigTask.getServerConfigSecure` checks, then the data.
+    fn verified_config(r: &Response) -> Value {
+        assert_eq!(r.status, 200, "{}", r.body);
+        let whole: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(whole["status"], "OK", "{}", r.body);
+        let pos = r.body.find("\"data\":").expect("data");
+        let data = &r.body[pos + 7..r.body.len() - 1];
+        let stripped: String = data.chars().filter(|c| !c.is_whitespace()).collect();
+        let expected = sha1(&format!("{SECRET}{stripped}"));
+        assert!(
+            r.header("x-response-signature")
+                .unwrap()
+                .eq_ignore_ascii_case(&expected),
+            "signature"
+        );
+        let config: Value = serde_json::from_str(data).unwrap();
+        // The ServerConfig fields it reads have the types Jackson expects.
+        for key in ["lock", "kioskMode", "manageVolume", "lockVolume"] {
+            assert!(config[key].is_boolean(), "{key}: {config}");
+        }
+        for key in ["applications", "applicationSettings", "files"] {
+            assert!(config[key].is_array(), "{key}");
+        }
+        assert!(config["volume"].is_i64() && config["mainApp"].is_string());
+        config
+    }
+
+    async fn poll(app: &Appliance, number: &str) -> Vec<Value> {
+        let r = agent(
+            app,
+            "GET",
+            &format!("/rest/notification/polling/{number}"),
+            Some(number),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json().unwrap();
+        assert_eq!(v["status"], "OK");
+        v["data"].as_array().unwrap().clone()
+    }
+
+    fn types(messages: &[Value]) -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| m["messageType"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_headwind_agent_enrols_and_is_driven_by_the_teacher() {
+        let s = school(
+            1,
+            &format!(
+                "[hub]\nheadwind_secret = \"{SECRET}\"\nwipe_packages = [\"org.ent.pupil\"]\n"
+            ),
+        )
+        .await;
+        let r = post(
+            &s.app,
+            "/api/v1/admin/enrolment-codes",
+            r#"{"name":"hw-tab","class":"CM1-A"}"#,
+            &[],
+        )
+        .await;
+        let number = r.json().unwrap()["code"].as_str().unwrap().to_string();
+        let path = format!("/rest/public/sync/configuration/{number}");
+
+        // Unknown before enrolment; a wrong signature is refused.
+        let r = agent(&s.app, "GET", &path, Some(&number), None).await;
+        assert_eq!(r.json().unwrap()["message"], "error.notfound.device");
+        let r = agent(&s.app, "POST", &path, Some("someone-else"), Some("{}")).await;
+        assert_eq!(r.status, 403);
+
+        // First start: the enrolling POST with DeviceEnrollOptions.
+        let r = agent(
+            &s.app,
+            "POST",
+            &path,
+            Some(&number),
+            Some(r#"{"customer":null,"configuration":null,"groups":null}"#),
+        )
+        .await;
+        let config = verified_config(&r);
+        assert_eq!(config["lock"], false);
+        let info = json!({ "deviceId": number, "model": "Lenovo TB-X606F", "batteryLevel": 77,
+            "androidVersion": "10", "imei": "", "launcherVersion": "6.14" });
+        let r = agent(
+            &s.app,
+            "POST",
+            "/rest/public/sync/info",
+            None,
+            Some(&info.to_string()),
+        )
+        .await;
+        assert_eq!(r.json().unwrap()["status"], "OK");
+
+        // The first poll: fetch the configuration again. Then the teacher locks the class.
+        assert_eq!(types(&poll(&s.app, &number).await), ["configUpdated"]);
+        let app = &s.app;
+        let waiting = poll(app, &number);
+        let marie = sign_in(&s.app, "marie").await;
+        let teacher = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            command(&s, &marie, "CM1-A", json!({ "kind": "lock" })).await
+        };
+        let (messages, r) = tokio::join!(waiting, teacher);
+        assert_eq!(r.status, 202);
+        assert_eq!(types(&messages), ["configUpdated"]);
+        let config = verified_config(&agent(&s.app, "GET", &path, Some(&number), None).await);
+        assert_eq!(config["lock"], true);
+
+        // One-shots: a link, an app, the end of the lesson.
+        let hw_id = get(
+            &s.app,
+            &format!("/api/v1/classes/{}/devices", s.classes["CM1-A"]),
+            &[("cookie", &marie.cookie)],
+        )
+        .await
+        .json()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "hw-tab")
+        .map(|t| {
+            (
+                t["id"].as_i64().unwrap(),
+                t["connected"].as_bool().unwrap(),
+                t["reported"]["battery"].clone(),
+            )
+        })
+        .unwrap();
+        assert!(hw_id.1, "a polling Headwind tablet shows as connected");
+        assert_eq!(hw_id.2, 77);
+        let path_cmd = format!("/api/v1/classes/{}/commands", s.classes["CM1-A"]);
+        for action in [
+            json!({ "kind": "open_url", "url": "https://lumni.fr/" }),
+            json!({ "kind": "launch_app", "package": "org.geogebra.android" }),
+            json!({ "kind": "logout_and_wipe" }),
+        ] {
+            let r = post(
+                &s.app,
+                &path_cmd,
+                &json!({ "action": action, "devices": [hw_id.0] }).to_string(),
+                &[("cookie", &marie.cookie), ("x-csrf-token", &marie.csrf)],
+            )
+            .await;
+            assert_eq!(r.status, 202, "{}", r.body);
+        }
+        let messages = poll(&s.app, &number).await;
+        assert_eq!(
+            types(&messages),
+            ["intent", "runApp", "clearAppData", "purgeDir", "purgeDir"]
+        );
+        let payload = |i: usize| -> Value {
+            serde_json::from_str(messages[i]["payload"].as_str().unwrap()).unwrap()
+        };
+        assert_eq!(
+            payload(0),
+            json!({ "action": "android.intent.action.VIEW", "data": "https://lumni.fr/" })
+        );
+        assert_eq!(payload(1), json!({ "pkg": "org.geogebra.android" }));
+        assert_eq!(payload(2), json!({ "pkg": "org.ent.pupil" }));
+        assert_eq!(payload(3)["recursive"], "1");
+    }
 }

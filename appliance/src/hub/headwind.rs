@@ -1,0 +1,448 @@
+//! The server side of the Headwind MDM Android agent's protocol (h-mdm/hmdm-android,
+//! Apache-2.0), so schools can drive real tablets today with an agent that exists.
+//!
+//! - `GET|POST /{project}/rest/public/sync/configuration/{number}`: the device's
+//!   configuration (`ServerConfig`), built from its desired state; the POST enrols a
+//!   device whose number is an unused enrolment code. Requests carry
+//!   `X-Request-Signature: SHA1(secret + number)`; answers carry
+//!   `X-Response-Signature: SHA1(secret + data without whitespace)`, with `data` the
+//!   last key of `{"status":"OK","message":null,"data":{...}}` as the agent expects.
+//! - `POST /{project}/rest/public/sync/info`: the device's report (battery, model).
+//! - `GET /{project}/rest/notification/polling/{number}`: the long poll; it answers
+//!   as soon as a command is queued for the device (or after 45 s, empty), mapping
+//!   lasting changes to `configUpdated` and one-shots to `intent` (open a link or a
+//!   shared document), `runApp`, and `clearAppData` + `purgeDir` (log out and wipe).
+//!
+//! A Headwind tablet counts as connected while it polls (within 70 s of its last
+//! request); its frames wait in the same queue a WebSocket device's would.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cartable_protocol::device::{Action, DesiredState, ToDevice};
+use ring::digest;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::Hub;
+use crate::web::WebState;
+
+const POLL: Duration = Duration::from_secs(45);
+const GONE_AFTER: Duration = Duration::from_secs(70);
+
+struct Slot {
+    session: u64,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<ToDevice>>>,
+    last_seen: Instant,
+}
+
+/// The Headwind side of the hub.
+pub struct Headwind {
+    secret: String,
+    pub project: String,
+    wipe_packages: Vec<String>,
+    wipe_dirs: Vec<String>,
+    slots: Mutex<HashMap<i64, Slot>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// SHA-1 in upper-case hex: the agent's `CryptoHelper.getSHA1String`.
+pub fn sha1_hex(s: &str) -> String {
+    digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, s.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+impl Headwind {
+    pub fn new(
+        secret: String,
+        project: String,
+        wipe_packages: Vec<String>,
+        wipe_dirs: Vec<String>,
+    ) -> Headwind {
+        Headwind {
+            secret,
+            project: project.trim_matches('/').to_string(),
+            wipe_packages,
+            wipe_dirs,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn signed(&self, headers: &HeaderMap, number: &str) -> bool {
+        let sent = headers
+            .get("x-request-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        sent.eq_ignore_ascii_case(&sha1_hex(&format!("{}{number}", self.secret)))
+    }
+
+    /// `{"status":"OK","message":null,"data":...}` with its signature header.
+    fn ok(&self, data: &Value) -> Response {
+        let data = data.to_string();
+        let stripped: String = data.chars().filter(|c| !c.is_whitespace()).collect();
+        let signature = sha1_hex(&format!("{}{stripped}", self.secret));
+        let body = format!("{{\"status\":\"OK\",\"message\":null,\"data\":{data}}}");
+        let mut r = (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&signature) {
+            r.headers_mut().insert("x-response-signature", v);
+        }
+        r
+    }
+
+    /// The agent's `ServerConfig` for a device's desired state.
+    pub fn server_config(&self, name: &str, d: &DesiredState) -> Value {
+        let mut restrictions = Vec::new();
+        if d.camera_off {
+            restrictions.push("no_camera");
+        }
+        json!({
+            "title": name,
+            "description": name,
+            "lock": d.locked,
+            "lockMessage": if d.locked { "Regardez le tableau / Eyes on the board" } else { "" },
+            "manageVolume": d.muted,
+            "lockVolume": d.muted,
+            "volume": if d.muted { 0 } else { 50 },
+            "kioskMode": d.app_lock.is_some(),
+            "mainApp": d.app_lock.clone().unwrap_or_default(),
+            "restrictions": restrictions.join(","),
+            "pushOptions": "polling",
+            "applications": [],
+            "applicationSettings": [],
+            "files": [],
+        })
+    }
+
+    /// Push messages for one frame of the hub; `None` for frames Headwind has no
+    /// word for.
+    fn push_messages(&self, frame: &ToDevice, base: &str) -> Vec<Value> {
+        let msg = |t: &str, payload: Option<Value>| json!({ "messageType": t, "payload": payload.map(|p| p.to_string()) });
+        let ToDevice::Command { action, .. } = frame else {
+            return Vec::new();
+        };
+        match action {
+            Action::OpenUrl { url } => vec![msg(
+                "intent",
+                Some(json!({ "action": "android.intent.action.VIEW", "data": url })),
+            )],
+            Action::ShareDocument { url, .. } => {
+                let full = if url.starts_with('/') {
+                    format!("{base}{url}")
+                } else {
+                    url.clone()
+                };
+                vec![msg(
+                    "intent",
+                    Some(json!({ "action": "android.intent.action.VIEW", "data": full })),
+                )]
+            }
+            Action::LaunchApp { package } => vec![msg("runApp", Some(json!({ "pkg": package })))],
+            Action::ShowMessage { text } => vec![msg("showMessage", Some(json!({ "text": text })))],
+            Action::LogoutAndWipe => {
+                let mut v: Vec<Value> = self
+                    .wipe_packages
+                    .iter()
+                    .map(|p| msg("clearAppData", Some(json!({ "pkg": p }))))
+                    .collect();
+                v.extend(
+                    self.wipe_dirs
+                        .iter()
+                        .map(|d| msg("purgeDir", Some(json!({ "path": d, "recursive": "1" })))),
+                );
+                v
+            }
+            // Every lasting change: fetch the configuration again.
+            _ => vec![msg("configUpdated", None)],
+        }
+    }
+
+    /// Drops the tablets that stopped polling.
+    pub fn reap(&self, hub: &Hub) {
+        let gone: Vec<(i64, u64)> = {
+            let mut slots = lock(&self.slots);
+            let old: Vec<i64> = slots
+                .iter()
+                .filter(|(_, s)| s.last_seen.elapsed() > GONE_AFTER && s.rx.try_lock().is_ok())
+                .map(|(id, _)| *id)
+                .collect();
+            old.into_iter()
+                .filter_map(|id| slots.remove(&id).map(|s| (id, s.session)))
+                .collect()
+        };
+        for (id, session) in gone {
+            hub.disconnect(id, session);
+        }
+    }
+}
+
+struct Ctx {
+    hub: Arc<Hub>,
+    hw: Arc<Headwind>,
+}
+
+/// The hub and the Headwind side, if they serve this project (else a plain 404).
+fn ctx(state: &WebState, project: &str) -> Result<Ctx, (StatusCode, &'static str)> {
+    match (&state.hub, &state.headwind) {
+        (Some(hub), Some(hw)) if hw.project == project.trim_matches('/') => Ok(Ctx {
+            hub: hub.clone(),
+            hw: hw.clone(),
+        }),
+        _ => Err((StatusCode::NOT_FOUND, "not found\n")),
+    }
+}
+
+fn error(message: &str) -> Response {
+    Json(json!({ "status": "ERROR", "message": message, "data": null })).into_response()
+}
+
+pub async fn config_get(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path((project, number)): Path<(String, String)>,
+) -> Response {
+    configuration(state, headers, project, number, false).await
+}
+
+pub async fn config_get_root(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
+    configuration(state, headers, String::new(), number, false).await
+}
+
+pub async fn config_post(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path((project, number)): Path<(String, String)>,
+) -> Response {
+    configuration(state, headers, project, number, true).await
+}
+
+pub async fn config_post_root(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
+    configuration(state, headers, String::new(), number, true).await
+}
+
+async fn configuration(
+    state: WebState,
+    headers: HeaderMap,
+    project: String,
+    number: String,
+    enrol: bool,
+) -> Response {
+    let c = match ctx(&state, &project) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    if !c.hw.signed(&headers, &number) {
+        return (StatusCode::FORBIDDEN, "wrong X-Request-Signature\n").into_response();
+    }
+    let mut id = c.hub.authenticate(&number);
+    if id.is_none() && enrol {
+        match c
+            .hub
+            .enrol_with_token(&number, "Headwind agent", number.clone())
+            .await
+        {
+            Ok(Some((new, _))) => id = Some(new),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "Headwind enrolment failed in the store");
+                return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
+            }
+        }
+    }
+    let Some((name, desired)) = id.and_then(|id| c.hub.desired_of(id)) else {
+        return error("error.notfound.device");
+    };
+    c.hw.ok(&c.hw.server_config(&name, &desired))
+}
+
+pub async fn info(
+    State(state): State<WebState>,
+    Path(project): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    device_info(state, project, body).await
+}
+
+pub async fn info_root(
+    State(state): State<WebState>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    device_info(state, String::new(), body).await
+}
+
+async fn device_info(
+    state: WebState,
+    project: String,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let c = match ctx(&state, &project) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let Ok(Json(info)) = body else {
+        return (StatusCode::BAD_REQUEST, "a JSON DeviceInfo is expected\n").into_response();
+    };
+    // No signature on this call in the agent: only known numbers are listened to.
+    let Some(id) = info["deviceId"]
+        .as_str()
+        .and_then(|n| c.hub.authenticate(n))
+    else {
+        return error("error.notfound.device");
+    };
+    let battery = info["batteryLevel"].as_u64().map(|b| b.min(100) as u8);
+    let model = info["model"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect();
+    c.hub.report(id, |r| {
+        r.battery = battery.or(r.battery);
+        r.model = model;
+        r.agent = "headwind".into();
+    });
+    Json(json!({ "status": "OK", "message": null, "data": null })).into_response()
+}
+
+pub async fn poll(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((project, number)): Path<(String, String)>,
+) -> Response {
+    long_poll(state, peer.ip(), headers, project, number).await
+}
+
+pub async fn poll_root(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
+    long_poll(state, peer.ip(), headers, String::new(), number).await
+}
+
+async fn long_poll(
+    state: WebState,
+    ip: IpAddr,
+    headers: HeaderMap,
+    project: String,
+    number: String,
+) -> Response {
+    let c = match ctx(&state, &project) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    // Older agents send no signature on the long poll; when one is sent, it must match.
+    if headers.contains_key("x-request-signature") && !c.hw.signed(&headers, &number) {
+        return (StatusCode::FORBIDDEN, "wrong X-Request-Signature\n").into_response();
+    }
+    let Some(id) = c.hub.authenticate(&number) else {
+        return error("error.notfound.device");
+    };
+    let (rx, first) = {
+        let existing = lock(&c.hw.slots).get_mut(&id).map(|s| {
+            s.last_seen = Instant::now();
+            s.rx.clone()
+        });
+        match existing {
+            Some(rx) => (rx, false),
+            None => {
+                let Some((session, rx, _, _)) = c.hub.connect(id, ip) else {
+                    return error("error.notfound.device");
+                };
+                let rx = Arc::new(tokio::sync::Mutex::new(rx));
+                lock(&c.hw.slots).insert(
+                    id,
+                    Slot {
+                        session,
+                        rx: rx.clone(),
+                        last_seen: Instant::now(),
+                    },
+                );
+                (rx, true)
+            }
+        }
+    };
+    let base = format!(
+        "http://{}",
+        headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("cartable.local")
+    );
+    let mut frames: Vec<ToDevice> = Vec::new();
+    let mut queued: Vec<u64> = Vec::new();
+    if first {
+        // A tablet back after a while: its configuration may have changed, and
+        // one-shots may be waiting.
+        frames.push(ToDevice::Command {
+            id: c.hub.next_command_id(),
+            action: Action::Apply {
+                desired: DesiredState::default(),
+            },
+        });
+        if let Ok(q) = c.hub.queued(id).await {
+            for (command, action) in q {
+                queued.push(command);
+                frames.push(ToDevice::Command {
+                    id: command,
+                    action,
+                });
+            }
+        }
+    }
+    {
+        let mut rx = rx.lock().await;
+        if frames.is_empty()
+            && let Ok(Some(f)) = tokio::time::timeout(POLL, rx.recv()).await
+        {
+            frames.push(f);
+        }
+        while let Ok(f) = rx.try_recv() {
+            frames.push(f);
+        }
+    }
+    if let Some(s) = lock(&c.hw.slots).get_mut(&id) {
+        s.last_seen = Instant::now();
+    }
+    let mut messages: Vec<Value> = Vec::new();
+    for f in &frames {
+        for m in c.hw.push_messages(f, &base) {
+            if !messages.contains(&m) || m["messageType"] != "configUpdated" {
+                messages.push(m);
+            }
+        }
+        // Handed to the tablet: that is all the acknowledgement Headwind gives.
+        if let ToDevice::Command { id: command, .. } = f {
+            c.hub.ack(id, *command, true, String::new());
+            if queued.contains(command) {
+                let _ = c.hub.dequeue(id, *command).await;
+            }
+        }
+    }
+    Json(json!({ "status": "OK", "message": null, "data": messages })).into_response()
+}
