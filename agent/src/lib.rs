@@ -32,6 +32,8 @@ pub struct View {
     pub connected: bool,
     /// The last command carried out, and when its ack was sent (for benchmarks).
     pub last_command: Option<(u64, std::time::Instant)>,
+    /// The pupil signed in with a card, and their class.
+    pub pupil: Option<(String, String)>,
 }
 
 pub type Shared = Arc<Mutex<View>>;
@@ -67,6 +69,7 @@ fn carry_out(view: &mut View, action: &Action) {
             Action::ShowMessage { text } => format!("show_message {text}"),
             Action::LogoutAndWipe => {
                 view.wipes += 1;
+                view.pupil = None;
                 "logout_and_wipe".to_string()
             }
             _ => String::new(),
@@ -84,6 +87,19 @@ pub async fn run_once(
     local: Option<std::net::IpAddr>,
     view: Shared,
     stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    run_with(ws_url, token, local, view, stop, None).await
+}
+
+/// Like [`run_once`], also sending what comes on `outgoing` (a pupil's card, a
+/// logout: what a tablet's user does).
+pub async fn run_with(
+    ws_url: &str,
+    token: &str,
+    local: Option<std::net::IpAddr>,
+    view: Shared,
+    stop: tokio_util::sync::CancellationToken,
+    mut outgoing: Option<tokio::sync::mpsc::UnboundedReceiver<FromDevice>>,
 ) -> anyhow::Result<()> {
     let mut request = ws_url.into_client_request()?;
     request
@@ -128,6 +144,15 @@ pub async fn run_once(
     let result = loop {
         let frame = tokio::select! {
             f = rx.next() => f,
+            Some(out) = async {
+                match outgoing.as_mut() {
+                    Some(o) => o.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tx.send(Message::Text(serde_json::to_string(&out)?.into())).await?;
+                continue;
+            }
             _ = heartbeat.tick() => {
                 let hb = FromDevice::Heartbeat { battery: Some(90) };
                 tx.send(Message::Text(serde_json::to_string(&hb)?.into())).await?;
@@ -188,6 +213,9 @@ pub async fn run_once(
             ToDevice::Revoked => {
                 view.lock().unwrap_or_else(|e| e.into_inner()).revoked = true;
                 break Ok(());
+            }
+            ToDevice::PupilSession { pupil, class } => {
+                view.lock().unwrap_or_else(|e| e.into_inner()).pupil = Some((pupil, class));
             }
         }
     };

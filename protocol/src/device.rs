@@ -11,6 +11,10 @@
 //!   ── ack {command, ok, error} ─▶
 //!   ── state {state, battery, app} ─▶                     whenever it changes
 //!   ── heartbeat {battery} ─▶                             every 20 s; 60 s of silence closes
+//!   ── pupil_login {card} ─▶                              a pupil's QR card, scanned
+//!   ◀─ pupil_session {pupil, class}                       (or error: unknown or revoked card)
+//!   ── pupil_logout ─▶                                    ends it: the hub sends logout_and_wipe,
+//!                                                         and the session closes on its ack
 //!   ◀─ error {message}                                    a frame the hub could not read
 //!   ◀─ revoked                                            the token was revoked; the socket closes
 //! ```
@@ -156,6 +160,10 @@ pub enum FromDevice {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         error: String,
     },
+    /// A pupil showed their QR card to the tablet's camera.
+    PupilLogin { card: String },
+    /// The pupil tapped "log out": the hub answers with `logout_and_wipe`.
+    PupilLogout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +182,11 @@ pub enum ToDevice {
         message: String,
     },
     Revoked,
+    /// A pupil's session started on this tablet.
+    PupilSession {
+        pupil: String,
+        class: String,
+    },
 }
 
 /// Reads one frame from a device: a clear error for anything else.

@@ -728,3 +728,107 @@ pub async fn session(State(state): State<WebState>, headers: HeaderMap) -> Respo
         Err(r) => r.into_response(),
     }
 }
+
+/// `GET /api/v1/classes/{id}/cards`: a printable page of the class's QR cards.
+pub async fn class_cards(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> Response {
+    let hub = match hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, false)?;
+        allowed_class(&s, class)?;
+        Ok(h)
+    }) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let rows = state
+        .store
+        .read(move |c| {
+            let name: String =
+                c.query_row("SELECT name FROM classes WHERE id = ?1", [class], |r| {
+                    r.get(0)
+                })?;
+            let mut st = c.prepare(
+                "SELECT id, first_name, last_name, card_generation FROM pupils
+                 WHERE class_id = ?1 ORDER BY last_name, first_name",
+            )?;
+            let pupils = st
+                .query_map([class], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((name, pupils))
+        })
+        .await;
+    let (class_name, pupils) = match rows {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    let esc = crate::web::blockpage::escape;
+    let mut html = format!(
+        "<!doctype html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Cartes — {0}</title>\
+         <style>body{{font-family:system-ui,sans-serif}}.cards{{display:grid;grid-template-columns:repeat(3,1fr);gap:12px}}\
+         .card{{border:1px dashed #888;padding:10px;text-align:center;break-inside:avoid}}.card svg{{width:160px;height:160px}}\
+         .name{{font-size:1.3rem;font-weight:bold}}</style></head><body><h1>{0}</h1><div class=\"cards\">",
+        esc(&class_name)
+    );
+    for (id, first, last, generation) in pupils {
+        let token = hub.cards.token(id, generation);
+        html.push_str(&format!(
+            "<div class=\"card\" data-pupil=\"{id}\" data-card=\"{}\"><div class=\"name\">{} {}</div>{}</div>",
+            esc(&token),
+            esc(&first),
+            esc(&last),
+            super::cards::qr_svg(&token)
+        ));
+    }
+    html.push_str("</div></body></html>");
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// `POST /api/v1/classes/{id}/pupils/{pupil}/revoke-card`: every printed copy of
+/// the pupil's card stops working; the next page of cards has a new one.
+pub async fn revoke_card(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path((class, pupil)): Path<(i64, i64)>,
+) -> Response {
+    if let Err(r) = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, true)?;
+        allowed_class(&s, class)
+    }) {
+        return r.into_response();
+    }
+    let done = state
+        .store
+        .write(move |t| {
+            Ok(t.execute(
+                "UPDATE pupils SET card_generation = card_generation + 1 WHERE id = ?1 AND class_id = ?2",
+                params![pupil, class],
+            )?)
+        })
+        .await;
+    match done {
+        Ok(1) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => (StatusCode::NOT_FOUND, "no such pupil in this class\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cards;
 pub mod headwind;
 pub mod page;
 pub mod ws;
@@ -62,6 +63,10 @@ struct Device {
     /// The last command it acknowledged.
     acked: Option<u64>,
     conn: Option<Conn>,
+    /// A pupil signed in with their card: (session row, pupil id, name).
+    session: Option<(i64, i64, String)>,
+    /// The `logout_and_wipe` whose ack ends that session.
+    wipe_command: Option<u64>,
 }
 
 #[derive(Default)]
@@ -93,8 +98,10 @@ pub struct Tile {
     pub id: i64,
     pub name: String,
     pub class_id: Option<i64>,
-    /// The pupil the tablet is assigned to: (id, "First Last").
+    /// The pupil using the tablet: signed in with a card, else assigned to it.
     pub pupil: Option<(i64, String)>,
+    /// True when `pupil` signed in with a card (the profile is wiped at logout).
+    pub pupil_session: bool,
     pub connected: bool,
     pub desired: DesiredState,
     pub reported: Reported,
@@ -122,6 +129,7 @@ pub struct Hub {
     /// How long a one-shot action waits for an offline device.
     pub one_shot_ttl: Duration,
     pub sessions: auth::Sessions,
+    pub cards: cards::Cards,
     /// The class whose tiles changed (the teachers' pages listen).
     changes: tokio::sync::broadcast::Sender<i64>,
 }
@@ -174,11 +182,14 @@ impl Hub {
                     reported: Reported::default(),
                     acked: None,
                     conn: None,
+                    session: None,
+                    wipe_command: None,
                 },
             );
         }
         // Command ids must not repeat across restarts (queued ones are matched by id).
         let seed = (unix_now().max(0) as u64) << 20;
+        let store_for_cards = store.clone();
         let hub = Hub {
             store,
             engine,
@@ -188,6 +199,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             one_shot_ttl,
             sessions: auth::Sessions::default(),
+            cards: cards::Cards::load(&store_for_cards)?,
             changes: tokio::sync::broadcast::channel(256).0,
         };
         Ok(hub)
@@ -195,6 +207,46 @@ impl Hub {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// A pupil showed a card to tablet `device`: the session starts (ending any other
+    /// on that tablet), or the card is refused.
+    pub async fn pupil_login(&self, device: i64, card: &str) -> Result<ToDevice, StoreError> {
+        let Some(holder) = self.cards.verify(&self.store, card).await? else {
+            return Ok(ToDevice::Error {
+                message: "unknown or revoked card".into(),
+            });
+        };
+        let pupil = holder.pupil_id;
+        let session = self
+            .store
+            .write(move |t| {
+                t.execute(
+                    "UPDATE pupil_sessions SET ended_at = ?2 WHERE device_id = ?1 AND ended_at IS NULL",
+                    params![device, unix_now()],
+                )?;
+                t.execute(
+                    "INSERT INTO pupil_sessions(pupil_id, device_id, started_at) VALUES (?1, ?2, ?3)",
+                    params![pupil, device, unix_now()],
+                )?;
+                Ok(t.last_insert_rowid())
+            })
+            .await?;
+        let class = lock(&self.registry).devices.get_mut(&device).and_then(|d| {
+            d.session = Some((session, pupil, holder.name.clone()));
+            d.class_id
+        });
+        self.changed(class);
+        Ok(ToDevice::PupilSession {
+            pupil: holder.name,
+            class: holder.class,
+        })
+    }
+
+    /// The pupil logs out: the tablet is told to wipe, and the session ends on its ack.
+    pub async fn pupil_logout(&self, device: i64) -> Result<(), StoreError> {
+        let (_, persist) = self.command(&[device], Action::LogoutAndWipe);
+        persist.await
     }
 
     /// A device's name and desired state.
@@ -330,6 +382,8 @@ impl Hub {
                 reported: Reported::default(),
                 acked: None,
                 conn: None,
+                session: None,
+                wipe_command: None,
             },
         );
         Ok(Some((id, token)))
@@ -422,10 +476,33 @@ impl Hub {
 
     /// Records a device's answer to a command.
     pub fn ack(&self, id: i64, command: u64, ok: bool, error: String) {
+        let mut ended = None;
         let class = lock(&self.registry).devices.get_mut(&id).and_then(|d| {
             d.acked = Some(d.acked.map_or(command, |a| a.max(command)));
+            if ok && d.wipe_command == Some(command) {
+                d.wipe_command = None;
+                ended = d.session.take().map(|(session, _, _)| session);
+            }
             d.class_id
         });
+        if let Some(session) = ended {
+            // The tablet confirmed the wipe: the pupil's session is over.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let done = store
+                    .write(move |t| {
+                        t.execute(
+                            "UPDATE pupil_sessions SET ended_at = ?2, wiped = 1 WHERE id = ?1",
+                            params![session, unix_now()],
+                        )?;
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "cannot record the end of a pupil session");
+                }
+            });
+        }
         self.changed(class);
         if let Some(st) = lock(&self.commands).get_mut(&command) {
             st.pending.retain(|d| *d != id);
@@ -475,6 +552,9 @@ impl Hub {
                 };
                 let before = d.desired.internet.clone();
                 let is_lasting = action.apply_to(&mut d.desired);
+                if action == Action::LogoutAndWipe {
+                    d.wipe_command = Some(id);
+                }
                 internet_changed |= before != d.desired.internet;
                 if is_lasting {
                     lasting.push((t, serde_json::to_string(&d.desired).unwrap_or_default()));
@@ -584,7 +664,12 @@ impl Hub {
                 id: *id,
                 name: d.name.clone(),
                 class_id: d.class_id,
-                pupil: d.pupil.clone(),
+                pupil: d
+                    .session
+                    .as_ref()
+                    .map(|(_, id, name)| (*id, name.clone()))
+                    .or_else(|| d.pupil.clone()),
+                pupil_session: d.session.is_some(),
                 connected: d.conn.is_some(),
                 desired: d.desired.clone(),
                 reported: d.reported.clone(),

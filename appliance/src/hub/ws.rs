@@ -118,7 +118,13 @@ async fn session(hub: Arc<Hub>, id: i64, peer: SocketAddr, mut socket: WebSocket
                 Some(Ok(Message::Text(text))) => {
                     deadline = tokio::time::Instant::now() + SILENCE;
                     match device::parse_from_device(text.as_str()) {
-                        Ok(m) => handle(&hub, id, m, &mut queued_ids).await,
+                        Ok(m) => {
+                            if let Some(reply) = handle(&hub, id, m, &mut queued_ids).await
+                                && !send(&mut socket, &reply).await
+                            {
+                                break;
+                            }
+                        }
                         Err(message) => {
                             bad += 1;
                             if bad > MAX_BAD_FRAMES || !send(&mut socket, &ToDevice::Error { message }).await {
@@ -159,7 +165,8 @@ async fn session(hub: Arc<Hub>, id: i64, peer: SocketAddr, mut socket: WebSocket
     tracing::debug!("device disconnected");
 }
 
-async fn handle(hub: &Hub, id: i64, m: FromDevice, queued: &mut Vec<u64>) {
+/// Takes one message in; returns what to answer, if anything.
+async fn handle(hub: &Hub, id: i64, m: FromDevice, queued: &mut Vec<u64>) -> Option<ToDevice> {
     match m {
         FromDevice::Hello {
             model,
@@ -202,5 +209,22 @@ async fn handle(hub: &Hub, id: i64, m: FromDevice, queued: &mut Vec<u64>) {
                 }
             }
         }
+        FromDevice::PupilLogin { card } => {
+            return Some(match hub.pupil_login(id, &card).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::error!(error = %e, "pupil sign-in failed in the store");
+                    ToDevice::Error {
+                        message: "the box cannot sign pupils in now".into(),
+                    }
+                }
+            });
+        }
+        FromDevice::PupilLogout => {
+            if let Err(e) = hub.pupil_logout(id).await {
+                tracing::error!(error = %e, "pupil logout failed in the store");
+            }
+        }
     }
+    None
 }

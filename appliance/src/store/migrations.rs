@@ -168,6 +168,25 @@ pub const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 6,
+        name: "pupil_cards",
+        sql: "
+        -- A pupil's QR card names this generation; revoking a card bumps it, so every
+        -- printed copy stops working at once.
+        ALTER TABLE pupils ADD COLUMN card_generation INTEGER NOT NULL DEFAULT 1;
+        -- Pupils signed in on shared tablets; a session ends with the tablet's
+        -- acknowledgement that the profile was wiped.
+        CREATE TABLE pupil_sessions (
+            id         INTEGER PRIMARY KEY,
+            pupil_id   INTEGER NOT NULL REFERENCES pupils(id) ON DELETE CASCADE,
+            device_id  INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+            started_at INTEGER NOT NULL,
+            ended_at   INTEGER,
+            wiped      INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

@@ -1,7 +1,7 @@
 //! The box's one HTTP server: it mounts every service's routes on one router.
 
 pub mod audit_api;
-mod blockpage;
+pub mod blockpage;
 pub mod filter_api;
 pub mod status;
 
@@ -73,6 +73,11 @@ pub fn router(state: WebState) -> Router {
             post(hub_api::save_attendance),
         )
         .route("/api/v1/admin/devices/{id}/pupil", post(hub_api::assign))
+        .route("/api/v1/classes/{id}/cards", get(hub_api::class_cards))
+        .route(
+            "/api/v1/classes/{class}/pupils/{pupil}/revoke-card",
+            post(hub_api::revoke_card),
+        )
         .route("/api/v1/session", get(hub_api::session))
         .route(
             "/rest/public/sync/configuration/{number}",

@@ -846,3 +846,160 @@ mod headwind {
         assert_eq!(payload(3)["recursive"], "1");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pupil_signs_in_with_a_card_and_the_tablet_is_wiped_at_logout() {
+    use cartable_protocol::device::FromDevice;
+    let s = school(1, "").await;
+    let marie = sign_in(&s.app, "marie").await;
+    let cm1 = s.classes["CM1-A"];
+    let page = get(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/cards"),
+        &[("cookie", &marie.cookie)],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Léa Martin") && page.body.contains("<svg"));
+    let card = page
+        .body
+        .split("data-card=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    // Paul cannot print CM1-A's cards.
+    let paul = sign_in(&s.app, "paul").await;
+    assert_eq!(
+        get(
+            &s.app,
+            &format!("/api/v1/classes/{cm1}/cards"),
+            &[("cookie", &paul.cookie)]
+        )
+        .await
+        .status,
+        403
+    );
+    // A card is no key to the teachers' API.
+    for h in [format!("Bearer {card}"), format!("cartable_session={card}")] {
+        let name = if h.starts_with("Bearer") {
+            "authorization"
+        } else {
+            "cookie"
+        };
+        assert_eq!(
+            get(&s.app, "/api/v1/classes", &[(name, &h)]).await.status,
+            401
+        );
+    }
+
+    // The tablet of CM1-A, now with a user: restart its agent with a way to act.
+    let a = &s.agents[0];
+    a.stop.cancel();
+    wait_for("offline", Duration::from_secs(5), async || {
+        !view(a).connected
+    })
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (url, token, v) = (ws_url(&s.app), a.token.clone(), Shared::default());
+    let stop = CancellationToken::new();
+    {
+        let (v, stop) = (v.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _ = cartable_agent::run_with(&url, &token, None, v, stop, Some(rx)).await;
+        });
+    }
+    wait_for("connected", Duration::from_secs(5), async || {
+        v.lock().unwrap().commands >= 1
+    })
+    .await;
+    tx.send(FromDevice::PupilLogin { card: card.clone() })
+        .unwrap();
+    wait_for("the pupil's session", Duration::from_secs(5), async || {
+        v.lock().unwrap().pupil == Some(("Léa Martin".into(), "CM1-A".into()))
+    })
+    .await;
+    let tiles = get(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/devices"),
+        &[("cookie", &marie.cookie)],
+    )
+    .await
+    .json()
+    .unwrap();
+    assert_eq!(tiles[0]["pupil"][1], "Léa Martin");
+    assert_eq!(tiles[0]["pupil_session"], true);
+
+    // Logout: the tablet is told to wipe; its ack closes the session.
+    tx.send(FromDevice::PupilLogout).unwrap();
+    wait_for("the wipe", Duration::from_secs(5), async || {
+        let v = v.lock().unwrap();
+        v.wipes == 1 && v.pupil.is_none()
+    })
+    .await;
+    wait_for(
+        "the session closed as wiped",
+        Duration::from_secs(5),
+        async || {
+            let conn = rusqlite::Connection::open_with_flags(
+                s.app.database(),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            conn.query_row(
+                "SELECT count(*) FROM pupil_sessions WHERE wiped = 1 AND ended_at IS NOT NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+                == 1
+        },
+    )
+    .await;
+    let tiles = get(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/devices"),
+        &[("cookie", &marie.cookie)],
+    )
+    .await
+    .json()
+    .unwrap();
+    assert_eq!(tiles[0]["pupil_session"], false);
+
+    // Revoked: every printed copy stops working. Forgeries never worked.
+    let pupil = page
+        .body
+        .split("data-pupil=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = post(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/pupils/{pupil}/revoke-card"),
+        "",
+        &[("cookie", &marie.cookie), ("x-csrf-token", &marie.csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let forged = format!("{}0", &card[..card.len() - 1]);
+    for bad in [card.clone(), forged] {
+        tx.send(FromDevice::PupilLogin { card: bad }).unwrap();
+    }
+    wait_for("two refusals", Duration::from_secs(5), async || {
+        v.lock()
+            .unwrap()
+            .errors
+            .iter()
+            .filter(|e| e.contains("unknown or revoked card"))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(v.lock().unwrap().pupil.is_none());
+    stop.cancel();
+}

@@ -1,0 +1,193 @@
+//! Pupils' QR cards: a pupil who cannot read yet signs in on any tablet by showing a
+//! card. The card holds no password: `C1-{pupil}-{generation}-{mac}`, the MAC an
+//! HMAC-SHA256 (checked in constant time) under a secret that never leaves the box. Revoking a card bumps the
+//! pupil's generation, so every printed copy stops working at once.
+
+use ring::hmac;
+use rusqlite::{OptionalExtension, params};
+
+use crate::store::{Store, StoreError};
+
+const PREFIX: &str = "C1";
+
+fn signed(pupil: i64, generation: i64) -> String {
+    format!("cartable card v1 {pupil} {generation}")
+}
+
+pub struct Cards {
+    key: hmac::Key,
+}
+
+/// A pupil a valid card names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardHolder {
+    pub pupil_id: i64,
+    pub name: String,
+    pub class: String,
+}
+
+impl Cards {
+    /// Loads the box's card secret, making it on first use.
+    pub fn load(store: &Store) -> Result<Cards, StoreError> {
+        let existing: Option<String> = store.read_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT value FROM meta WHERE key = 'card_secret'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })?;
+        let secret = match existing {
+            Some(s) => s,
+            None => {
+                let value = super::auth::new_secret();
+                let store = store.clone();
+                // Blocking on the writer is fine here: this runs once, before serving.
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .map_err(|e| StoreError::Commit(e.to_string()))?
+                        .block_on(store.write(move |t| {
+                            t.execute(
+                                "INSERT OR IGNORE INTO meta(key, value) VALUES ('card_secret', ?1)",
+                                [&value],
+                            )?;
+                            Ok(t.query_row(
+                                "SELECT value FROM meta WHERE key = 'card_secret'",
+                                [],
+                                |r| r.get::<_, String>(0),
+                            )?)
+                        }))
+                })
+                .join()
+                .map_err(|_| StoreError::Panicked("card secret".into()))??
+            }
+        };
+        Ok(Cards {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+        })
+    }
+
+    fn mac(&self, pupil: i64, generation: i64) -> String {
+        let tag = hmac::sign(&self.key, signed(pupil, generation).as_bytes());
+        cartable_protocol::desired::hex(tag.as_ref())
+    }
+
+    pub fn token(&self, pupil: i64, generation: i64) -> String {
+        format!(
+            "{PREFIX}-{pupil}-{generation}-{}",
+            self.mac(pupil, generation)
+        )
+    }
+
+    /// The pupil a card names, if it is genuine and not revoked.
+    pub async fn verify(
+        &self,
+        store: &Store,
+        card: &str,
+    ) -> Result<Option<CardHolder>, StoreError> {
+        let parts: Vec<&str> = card.trim().split('-').collect();
+        let [PREFIX, pupil, generation, mac] = parts.as_slice() else {
+            return Ok(None);
+        };
+        let (Ok(pupil), Ok(generation)) = (pupil.parse::<i64>(), generation.parse::<i64>()) else {
+            return Ok(None);
+        };
+        let Some(mac) = cartable_protocol::desired::unhex(mac) else {
+            return Ok(None);
+        };
+        if hmac::verify(&self.key, signed(pupil, generation).as_bytes(), &mac).is_err() {
+            return Ok(None);
+        }
+        store
+            .read(move |c| {
+                Ok(c.query_row(
+                    "SELECT p.first_name || ' ' || p.last_name, c.name FROM pupils p
+                     JOIN classes c ON c.id = p.class_id
+                     WHERE p.id = ?1 AND p.card_generation = ?2",
+                    params![pupil, generation],
+                    |r| {
+                        Ok(CardHolder {
+                            pupil_id: pupil,
+                            name: r.get(0)?,
+                            class: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()?)
+            })
+            .await
+    }
+}
+
+/// One card as SVG: the QR code of `token`, black on white.
+pub fn qr_svg(token: &str) -> String {
+    match qrcode::QrCode::new(token.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(160, 160)
+            .quiet_zone(true)
+            .build(),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_card_verifies_until_revoked_and_forgeries_never_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|t| {
+                t.execute_batch(
+                    "INSERT INTO classes(id, name, level) VALUES (1, 'CP-A', 'CP');
+                     INSERT INTO pupils(id, class_id, first_name, last_name) VALUES (7, 1, 'Léa', 'Martin');",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let cards = Cards::load(&store).unwrap();
+        let token = cards.token(7, 1);
+        let holder = cards.verify(&store, &token).await.unwrap().unwrap();
+        assert_eq!(
+            (holder.name.as_str(), holder.class.as_str()),
+            ("Léa Martin", "CP-A")
+        );
+        // The same secret after a restart.
+        assert_eq!(Cards::load(&store).unwrap().token(7, 1), token);
+        for forged in [
+            token.replace("C1-7-", "C1-8-"),
+            // The last digit changed (whatever it was).
+            format!(
+                "{}{}",
+                &token[..token.len() - 1],
+                if token.ends_with('0') { '1' } else { '0' }
+            ),
+            "C1-7-1-".to_string(),
+            "garbage".to_string(),
+        ] {
+            assert_eq!(
+                cards.verify(&store, &forged).await.unwrap(),
+                None,
+                "{forged}"
+            );
+        }
+        store
+            .write(|t| Ok(t.execute("UPDATE pupils SET card_generation = 2 WHERE id = 7", [])?))
+            .await
+            .unwrap();
+        assert_eq!(cards.verify(&store, &token).await.unwrap(), None);
+        assert!(
+            cards
+                .verify(&store, &cards.token(7, 2))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(qr_svg(&token).contains("<svg"));
+    }
+}
