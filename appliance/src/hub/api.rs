@@ -387,6 +387,9 @@ pub struct Command {
     /// Some of the class's tablets; all of them when absent.
     #[serde(default)]
     devices: Option<Vec<i64>>,
+    /// Or the tablets of one of the class's level groups.
+    #[serde(default)]
+    group: Option<i64>,
 }
 
 /// `POST /api/v1/classes/{id}/commands`: fan out now, answer once it is stored.
@@ -409,9 +412,36 @@ pub async fn class_command(
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let targets = match &body.devices {
-        None => hub.tiles(Some(class)).iter().map(|t| t.id).collect(),
-        Some(ids) => {
+    let targets = match (&body.devices, body.group) {
+        (Some(_), Some(_)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "either devices or group, not both\n",
+            )
+                .into_response();
+        }
+        (None, Some(group)) => {
+            let members = state
+                .store
+                .read(move |c| {
+                    let mut st = c.prepare(
+                        "SELECT m.pupil_id FROM pupil_group_members m
+                         JOIN pupil_groups g ON g.id = m.group_id
+                         WHERE g.id = ?1 AND g.class_id = ?2",
+                    )?;
+                    let v = st
+                        .query_map(params![group, class], |r| r.get::<_, i64>(0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(v)
+                })
+                .await;
+            match members {
+                Ok(m) => hub.used_by(class, &m),
+                Err(e) => return store_error(e),
+            }
+        }
+        (None, None) => hub.tiles(Some(class)).iter().map(|t| t.id).collect(),
+        (Some(ids), None) => {
             let mine = hub.in_class(class, ids);
             if mine.len() != ids.len() {
                 return (
@@ -829,6 +859,117 @@ pub async fn revoke_card(
     match done {
         Ok(1) => StatusCode::NO_CONTENT.into_response(),
         Ok(_) => (StatusCode::NOT_FOUND, "no such pupil in this class\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    name: String,
+    pupils: Vec<i64>,
+}
+
+/// `POST /api/v1/classes/{id}/groups`: a level group (created or replaced by name)
+/// from pupils of the class.
+pub async fn save_group(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    body: Result<Json<Group>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, true)?;
+        allowed_class(&s, class)
+    }) {
+        return r.into_response();
+    }
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return (StatusCode::BAD_REQUEST, "name: 1 to 100 characters\n").into_response();
+    }
+    let saved = state
+        .store
+        .write(move |t| {
+            for p in &body.pupils {
+                let ok: i64 = t.query_row(
+                    "SELECT count(*) FROM pupils WHERE id = ?1 AND class_id = ?2",
+                    params![p, class],
+                    |r| r.get(0),
+                )?;
+                if ok == 0 {
+                    return Ok(None);
+                }
+            }
+            t.execute(
+                "INSERT INTO pupil_groups(class_id, name) VALUES (?1, ?2) ON CONFLICT(class_id, name) DO NOTHING",
+                params![class, body.name],
+            )?;
+            let id: i64 = t.query_row(
+                "SELECT id FROM pupil_groups WHERE class_id = ?1 AND name = ?2",
+                params![class, body.name],
+                |r| r.get(0),
+            )?;
+            t.execute("DELETE FROM pupil_group_members WHERE group_id = ?1", [id])?;
+            for p in &body.pupils {
+                t.execute(
+                    "INSERT OR IGNORE INTO pupil_group_members(group_id, pupil_id) VALUES (?1, ?2)",
+                    params![id, p],
+                )?;
+            }
+            Ok(Some(id))
+        })
+        .await;
+    match saved {
+        Ok(Some(id)) => (StatusCode::CREATED, Json(json!({ "group": id }))).into_response(),
+        Ok(None) => (
+            StatusCode::BAD_REQUEST,
+            "every pupil must be of this class\n",
+        )
+            .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `GET /api/v1/classes/{id}/groups`: the class's groups and their pupils.
+pub async fn groups(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> Response {
+    if let Err(r) = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, false)?;
+        allowed_class(&s, class)
+    }) {
+        return r.into_response();
+    }
+    let rows = state
+        .store
+        .read(move |c| {
+            let mut st = c.prepare(
+                "SELECT g.id, g.name, group_concat(m.pupil_id) FROM pupil_groups g
+                 LEFT JOIN pupil_group_members m ON m.group_id = g.id
+                 WHERE g.class_id = ?1 GROUP BY g.id ORDER BY g.name",
+            )?;
+            let v = st
+                .query_map([class], |r| {
+                    let members: Option<String> = r.get(2)?;
+                    let pupils: Vec<i64> = members
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|x| x.parse().ok())
+                        .collect();
+                    Ok(json!({ "id": r.get::<_, i64>(0)?, "name": r.get::<_, String>(1)?, "pupils": pupils }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v)
+        })
+        .await;
+    match rows {
+        Ok(r) => Json(r).into_response(),
         Err(e) => store_error(e),
     }
 }

@@ -680,6 +680,27 @@ impl Hub {
         tiles
     }
 
+    /// The class's tablets used by (signed in, else assigned to) one of `pupils`.
+    pub fn used_by(&self, class_id: i64, pupils: &[i64]) -> Vec<i64> {
+        let reg = lock(&self.registry);
+        let mut ids: Vec<i64> = reg
+            .devices
+            .iter()
+            .filter(|(_, d)| d.class_id == Some(class_id))
+            .filter(|(_, d)| {
+                let user = d
+                    .session
+                    .as_ref()
+                    .map(|(_, p, _)| *p)
+                    .or(d.pupil.as_ref().map(|(p, _)| *p));
+                user.is_some_and(|p| pupils.contains(&p))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The subset of `ids` that belong to `class_id`.
     pub fn in_class(&self, class_id: i64, ids: &[i64]) -> Vec<i64> {
         let reg = lock(&self.registry);

@@ -187,6 +187,24 @@ pub const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 7,
+        name: "groups",
+        sql: "
+        -- Level groups a teacher makes from the pupils of a class.
+        CREATE TABLE pupil_groups (
+            id       INTEGER PRIMARY KEY,
+            class_id INTEGER NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+            name     TEXT NOT NULL,
+            UNIQUE (class_id, name)
+        ) STRICT;
+        CREATE TABLE pupil_group_members (
+            group_id INTEGER NOT NULL REFERENCES pupil_groups(id) ON DELETE CASCADE,
+            pupil_id INTEGER NOT NULL REFERENCES pupils(id) ON DELETE CASCADE,
+            PRIMARY KEY (group_id, pupil_id)
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

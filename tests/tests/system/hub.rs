@@ -1003,3 +1003,80 @@ async fn a_pupil_signs_in_with_a_card_and_the_tablet_is_wiped_at_logout() {
     assert!(v.lock().unwrap().pupil.is_none());
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_group_is_commanded_through_its_pupils_tablets() {
+    let s = school(2, "").await;
+    let marie = sign_in(&s.app, "marie").await;
+    let cm1 = s.classes["CM1-A"];
+    let pupils = get(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/pupils"),
+        &[("cookie", &marie.cookie)],
+    )
+    .await
+    .json()
+    .unwrap();
+    let lea = pupils[0]["id"].as_i64().unwrap();
+    let tablet = s.agents[0].id;
+    let r = post(
+        &s.app,
+        &format!("/api/v1/admin/devices/{tablet}/pupil"),
+        &json!({ "pupil": lea }).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let both = [
+        ("cookie", marie.cookie.as_str()),
+        ("x-csrf-token", marie.csrf.as_str()),
+    ];
+    // A pupil of another class cannot join.
+    let r = post(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/groups"),
+        &json!({ "name": "lecteurs", "pupils": [lea, 9999] }).to_string(),
+        &both,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = post(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/groups"),
+        &json!({ "name": "lecteurs", "pupils": [lea] }).to_string(),
+        &both,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let group = r.json().unwrap()["group"].as_i64().unwrap();
+    let r = post(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/commands"),
+        &json!({ "action": { "kind": "lock" }, "group": group }).to_string(),
+        &both,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_for(
+        "the group's tablet locked",
+        Duration::from_secs(5),
+        async || view(&s.agents[0]).state.locked,
+    )
+    .await;
+    assert!(!view(&s.agents[1]).state.locked);
+    let tiles = get(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/devices"),
+        &[("cookie", &marie.cookie)],
+    )
+    .await
+    .json()
+    .unwrap();
+    assert!(
+        tiles
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["pupil"][1] == "Léa Martin")
+    );
+}

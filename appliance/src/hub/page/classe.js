@@ -20,6 +20,7 @@ const T = {
     ask_app: "Nom de l'appli (paquet) :", ask_message: "Message :",
     ask_domains: "Sites autorisés (séparés par des espaces) :", no_pupil: "(pas d'élève)",
     confirm_wipe: "Effacer la session des élèves sur ces tablettes ?", lang: "English",
+    cards: "Cartes QR des élèves",
   },
   en: {
     title: "My class", signout: "Sign out", signin: "Sign in", login: "Login",
@@ -39,6 +40,7 @@ const T = {
     ask_app: "App name (package):", ask_message: "Message:",
     ask_domains: "Allowed sites (separated by spaces):", no_pupil: "(no pupil)",
     confirm_wipe: "Wipe the pupils' session on these tablets?", lang: "Français",
+    cards: "Pupils' QR cards",
   },
 };
 let lang = localStorage.getItem("lang") || (navigator.language || "fr").slice(0, 2);
@@ -98,6 +100,7 @@ async function start(session) {
 
 function openClass(id) {
   classId = id; selected.clear(); tiles = []; showTarget(); render();
+  $("cards").href = `/api/v1/classes/${id}/cards`;
   if (events) events.close();
   events = new EventSource(`/api/v1/classes/${id}/events`);
   events.addEventListener("tiles", (e) => { tiles = JSON.parse(e.data); $("live").textContent = "● " + t("live"); render(); });
