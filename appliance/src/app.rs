@@ -180,6 +180,12 @@ impl App {
         supervisor.add(filter_service);
         supervisor.add(Arc::new(dns));
         supervisor.add(Arc::new(sync));
+        supervisor.add(Arc::new(crate::hub::screen_time::ScreenTimeService::new(
+            hub.clone(),
+            store.clone(),
+            config.filter.timezone.zone(),
+            std::time::Duration::from_secs(config.hub.screen_time_tick_secs.max(1)),
+        )));
         supervisor.add(Arc::new(http));
         Ok(App {
             hub,

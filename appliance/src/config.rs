@@ -186,6 +186,8 @@ pub struct HubConfig {
     pub wipe_packages: Vec<String>,
     /// Folders (under the tablet's storage) a "log out and wipe" empties.
     pub wipe_dirs: Vec<String>,
+    /// Seconds between screen-time checks (each counts that much use).
+    pub screen_time_tick_secs: u64,
 }
 
 impl Default for HubConfig {
@@ -196,6 +198,7 @@ impl Default for HubConfig {
             headwind_project: String::new(),
             wipe_packages: Vec::new(),
             wipe_dirs: vec!["Download".to_string(), "Pictures".to_string()],
+            screen_time_tick_secs: 60,
         }
     }
 }

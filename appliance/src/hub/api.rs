@@ -973,3 +973,79 @@ pub async fn groups(
         Err(e) => store_error(e),
     }
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenTime {
+    /// A level group of the class; the whole class when absent.
+    #[serde(default)]
+    group: Option<i64>,
+    /// 0: no daily limit.
+    minutes_per_day: u32,
+    days: Vec<crate::filter::policy::Days>,
+    from: crate::filter::policy::ClockTime,
+    to: crate::filter::policy::ClockTime,
+}
+
+/// `POST /api/v1/classes/{id}/screen-time`: the rule of the class or of one of its
+/// groups (replaces the previous one).
+pub async fn set_screen_time(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    body: Result<Json<ScreenTime>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, true)?;
+        allowed_class(&s, class)
+    }) {
+        return r.into_response();
+    }
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if body.days.is_empty() || body.minutes_per_day > 24 * 60 {
+        return (
+            StatusCode::BAD_REQUEST,
+            "days must list some days; minutes_per_day at most 1440\n",
+        )
+            .into_response();
+    }
+    let days = body
+        .days
+        .iter()
+        .map(|d| String::from(*d))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (from, to) = (String::from(body.from), String::from(body.to));
+    let group = body.group.unwrap_or(0);
+    let saved = state
+        .store
+        .write(move |t| {
+            if group != 0 {
+                let ok: i64 = t.query_row(
+                    "SELECT count(*) FROM pupil_groups WHERE id = ?1 AND class_id = ?2",
+                    params![group, class],
+                    |r| r.get(0),
+                )?;
+                if ok == 0 {
+                    return Ok(false);
+                }
+            }
+            t.execute(
+                "INSERT INTO screen_time(class_id, group_id, minutes_per_day, days, from_time, to_time)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(class_id, group_id) DO UPDATE SET minutes_per_day = excluded.minutes_per_day,
+                   days = excluded.days, from_time = excluded.from_time, to_time = excluded.to_time",
+                params![class, group, body.minutes_per_day, days, from, to],
+            )?;
+            Ok(true)
+        })
+        .await;
+    match saved {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (StatusCode::BAD_REQUEST, "no such group in this class\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}

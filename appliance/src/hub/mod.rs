@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cards;
 pub mod headwind;
 pub mod page;
+pub mod screen_time;
 pub mod ws;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -106,6 +107,16 @@ pub struct Tile {
     pub desired: DesiredState,
     pub reported: Reported,
     pub acked: Option<u64>,
+}
+
+/// One device, as the screen-time service sees it.
+pub struct DeviceView {
+    pub id: i64,
+    pub class_id: Option<i64>,
+    /// Signed in with a card, else assigned.
+    pub pupil: Option<i64>,
+    pub connected: bool,
+    pub desired: DesiredState,
 }
 
 /// (id, name, token hash, class, desired state as JSON, pupil id, pupil name), as stored.
@@ -247,6 +258,25 @@ impl Hub {
     pub async fn pupil_logout(&self, device: i64) -> Result<(), StoreError> {
         let (_, persist) = self.command(&[device], Action::LogoutAndWipe);
         persist.await
+    }
+
+    /// What the screen-time service needs of every device.
+    pub fn screen_time_view(&self) -> Vec<DeviceView> {
+        lock(&self.registry)
+            .devices
+            .iter()
+            .map(|(id, d)| DeviceView {
+                id: *id,
+                class_id: d.class_id,
+                pupil: d
+                    .session
+                    .as_ref()
+                    .map(|(_, p, _)| *p)
+                    .or(d.pupil.as_ref().map(|(p, _)| *p)),
+                connected: d.conn.is_some(),
+                desired: d.desired.clone(),
+            })
+            .collect()
     }
 
     /// A device's name and desired state.

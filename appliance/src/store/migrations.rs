@@ -205,6 +205,30 @@ pub const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 8,
+        name: "screen_time",
+        sql: "
+        -- Screen-time rules per class (group_id 0) or level group: minutes a day
+        -- (0: no daily limit) and the hours the tablets may be used.
+        CREATE TABLE screen_time (
+            class_id        INTEGER NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+            group_id        INTEGER NOT NULL,
+            minutes_per_day INTEGER NOT NULL,
+            days            TEXT NOT NULL,
+            from_time       TEXT NOT NULL,
+            to_time         TEXT NOT NULL,
+            PRIMARY KEY (class_id, group_id)
+        ) STRICT, WITHOUT ROWID;
+        -- Seconds each tablet was in use (connected and unlocked), per day.
+        CREATE TABLE device_usage (
+            device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+            day       TEXT NOT NULL,
+            seconds   INTEGER NOT NULL,
+            PRIMARY KEY (device_id, day)
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

@@ -75,6 +75,10 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/admin/devices/{id}/pupil", post(hub_api::assign))
         .route("/api/v1/classes/{id}/cards", get(hub_api::class_cards))
         .route(
+            "/api/v1/classes/{id}/screen-time",
+            post(hub_api::set_screen_time),
+        )
+        .route(
             "/api/v1/classes/{id}/groups",
             get(hub_api::groups).post(hub_api::save_group),
         )

@@ -1080,3 +1080,85 @@ async fn a_level_group_is_commanded_through_its_pupils_tablets() {
             .any(|t| t["pupil"][1] == "Léa Martin")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_hours_the_box_locks_the_class_and_frees_it_when_allowed_again() {
+    let s = school(
+        2,
+        "[hub]\nscreen_time_tick_secs = 1\n[filter]\ntimezone = \"UTC\"\n",
+    )
+    .await;
+    let marie = sign_in(&s.app, "marie").await;
+    let cm1 = s.classes["CM1-A"];
+    let both = [
+        ("cookie", marie.cookie.as_str()),
+        ("x-csrf-token", marie.csrf.as_str()),
+    ];
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600)
+        % 24;
+    let rule = json!({ "minutes_per_day": 45, "days": ["mon-sun"],
+        "from": format!("{:02}:00", (hour + 2) % 24), "to": format!("{:02}:00", (hour + 3) % 24) });
+    let r = post(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/screen-time"),
+        &rule.to_string(),
+        &both,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    wait_for(
+        "the class locked and offline",
+        Duration::from_secs(10),
+        async || {
+            s.agents.iter().filter(|a| a.class == "CM1-A").all(|a| {
+                let v = view(a);
+                v.state.locked && v.state.internet == cartable_protocol::device::Internet::Off
+            })
+        },
+    )
+    .await;
+    assert!(
+        s.agents
+            .iter()
+            .filter(|a| a.class == "6e-B")
+            .all(|a| !view(a).state.locked)
+    );
+    // Bad rules are refused.
+    for bad in [
+        json!({ "minutes_per_day": 45, "days": [], "from": "08:00", "to": "09:00" }),
+        json!({ "minutes_per_day": 45, "days": ["mon"], "from": "8h", "to": "09:00" }),
+    ] {
+        let r = post(
+            &s.app,
+            &format!("/api/v1/classes/{cm1}/screen-time"),
+            &bad.to_string(),
+            &both,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    let open = json!({ "minutes_per_day": 0, "days": ["mon-sun"], "from": "00:00", "to": "24:00" });
+    let r = post(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/screen-time"),
+        &open.to_string(),
+        &both,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    wait_for(
+        "the class free again",
+        Duration::from_secs(10),
+        async || {
+            s.agents.iter().all(|a| {
+                let v = view(a);
+                !v.state.locked && v.state.internet == cartable_protocol::device::Internet::On
+            })
+        },
+    )
+    .await;
+}
