@@ -117,6 +117,9 @@ pub struct DeviceView {
     pub pupil: Option<i64>,
     pub connected: bool,
     pub desired: DesiredState,
+    pub name: String,
+    /// The app in the foreground, as the tablet last reported.
+    pub app: Option<String>,
 }
 
 /// (id, name, token hash, class, desired state as JSON, pupil id, pupil name), as stored.
@@ -275,6 +278,8 @@ impl Hub {
                     .or(d.pupil.as_ref().map(|(p, _)| *p)),
                 connected: d.conn.is_some(),
                 desired: d.desired.clone(),
+                name: d.name.clone(),
+                app: d.reported.app.clone(),
             })
             .collect()
     }

@@ -3,6 +3,10 @@
 //! tablet's use is counted; a tablet past its limits is locked and cut off the
 //! internet (the DNS server refuses it too), and set free again when the window
 //! opens or the day changes, unless a teacher locked it meanwhile.
+//!
+//! The same tick adds up each tablet's foreground app time per hour; closed hours go
+//! to the outbox as `app_usage` events (the central side's "which tablets are used").
+//! The hour in progress is in memory: a crash loses at most that hour's statistics.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -136,6 +140,10 @@ impl Service for ScreenTimeService {
                 .await?;
             // Tablets this service locked (so it only frees what it locked).
             let mut limited: HashSet<i64> = HashSet::new();
+            // Foreground seconds per (tablet, app) in the current hour.
+            let mut apps: HashMap<(String, String), u32> = HashMap::new();
+            let hour_now = || crate::sync::outbox::unix_now() / 3600 * 3600;
+            let mut hour = hour_now();
             let mut ticker = tokio::time::interval(self.tick);
             ticker.tick().await;
             ctx.ready();
@@ -152,6 +160,36 @@ impl Service for ScreenTimeService {
                 let now = LocalTime::at(jiff::Timestamp::now(), &self.zone);
                 let rules = self.store.read(load_rules).await?;
                 let devices = self.hub.screen_time_view();
+                if hour_now() != hour {
+                    let closed = std::mem::take(&mut apps);
+                    let start = hour;
+                    hour = hour_now();
+                    if !closed.is_empty() {
+                        self.store
+                            .write(move |t| {
+                                for ((device, app), seconds) in &closed {
+                                    crate::sync::outbox::append(
+                                        t,
+                                        start + 3599,
+                                        &cartable_protocol::events::EventBody::AppUsage {
+                                            hour: start,
+                                            device: device.clone(),
+                                            app: app.clone(),
+                                            seconds: *seconds,
+                                        },
+                                    )?;
+                                }
+                                Ok(())
+                            })
+                            .await?;
+                    }
+                }
+                for d in devices.iter().filter(|d| d.connected) {
+                    if let Some(app) = &d.app {
+                        *apps.entry((d.name.clone(), app.clone())).or_default() +=
+                            self.tick.as_secs() as u32;
+                    }
+                }
                 let mut counted = Vec::new();
                 let (mut lock, mut free) = (Vec::new(), Vec::new());
                 for d in &devices {
