@@ -490,14 +490,27 @@ pub async fn command_status(
     }
 }
 
-/// `POST /api/v1/admin/import` (local): a CSV of classes, teachers or pupils.
+/// `POST /api/v1/admin/import` (local): a CSV of classes, teachers or pupils, as
+/// `text/csv` (which no cross-site form can send).
 pub async fn import(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: String,
 ) -> Response {
     if let Err(r) = local_only(&peer) {
         return r.into_response();
+    }
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/csv"));
+    if !csv {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the file as text/csv\n",
+        )
+            .into_response();
     }
     if body.len() > 4 << 20 {
         return (StatusCode::PAYLOAD_TOO_LARGE, "at most 4 MiB per file\n").into_response();
@@ -1046,6 +1059,94 @@ pub async fn set_screen_time(
     match saved {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => (StatusCode::BAD_REQUEST, "no such group in this class\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `GET /api/v1/admin/school` (local): classes, teachers, pupils and tablets.
+pub async fn school(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r.into_response();
+    }
+    let tiles = state
+        .hub
+        .as_ref()
+        .map(|h| h.tiles(None))
+        .unwrap_or_default();
+    let rows = state
+        .store
+        .read(|c| {
+            let all = |sql: &str, f: &dyn Fn(&rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Value>| -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
+                let mut st = c.prepare(sql)?;
+                let v = st.query_map([], |r| f(r))?.collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            };
+            let classes = all("SELECT id, name, level FROM classes ORDER BY name", &|r| {
+                Ok(json!({ "id": r.get::<_, i64>(0)?, "name": r.get::<_, String>(1)?, "level": r.get::<_, String>(2)? }))
+            })?;
+            let teachers = all(
+                "SELECT t.id, t.login, t.display_name, group_concat(c.name, '|'),
+                        EXISTS(SELECT 1 FROM teacher_passwords p WHERE p.teacher_id = t.id)
+                 FROM teachers t LEFT JOIN class_teachers ct ON ct.teacher_id = t.id
+                 LEFT JOIN classes c ON c.id = ct.class_id GROUP BY t.id ORDER BY t.login",
+                &|r| {
+                    Ok(json!({ "id": r.get::<_, i64>(0)?, "login": r.get::<_, String>(1)?,
+                        "name": r.get::<_, String>(2)?, "classes": r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        "has_password": r.get::<_, bool>(4)? }))
+                },
+            )?;
+            let pupils = all(
+                "SELECT p.id, p.first_name, p.last_name, c.name FROM pupils p JOIN classes c ON c.id = p.class_id
+                 ORDER BY c.name, p.last_name, p.first_name",
+                &|r| {
+                    Ok(json!({ "id": r.get::<_, i64>(0)?, "first_name": r.get::<_, String>(1)?,
+                        "last_name": r.get::<_, String>(2)?, "class": r.get::<_, String>(3)? }))
+                },
+            )?;
+            Ok((classes, teachers, pupils))
+        })
+        .await;
+    match rows {
+        Ok((classes, teachers, pupils)) => Json(
+            json!({ "classes": classes, "teachers": teachers, "pupils": pupils, "devices": tiles }),
+        )
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `DELETE /api/v1/admin/{kind}/{id}` (local): a class (with its pupils), a teacher
+/// or a pupil.
+pub async fn delete(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((kind, id)): Path<(String, i64)>,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r.into_response();
+    }
+    let table = match kind.as_str() {
+        "classes" => "classes",
+        "teachers" => "teachers",
+        "pupils" => "pupils",
+        _ => return (StatusCode::NOT_FOUND, "classes, teachers or pupils\n").into_response(),
+    };
+    let done = state
+        .store
+        .write(move |t| Ok(t.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?))
+        .await;
+    match done {
+        Ok(1) => {
+            // The store cascaded; the hub's memory follows.
+            if let Some(hub) = &state.hub {
+                hub.forget(table, id);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
         Err(e) => store_error(e),
     }
 }

@@ -263,6 +263,22 @@ impl Hub {
         persist.await
     }
 
+    /// A class or pupil was deleted: tablets no longer belong to it.
+    pub fn forget(&self, table: &str, id: i64) {
+        let mut reg = lock(&self.registry);
+        for d in reg.devices.values_mut() {
+            match table {
+                "classes" if d.class_id == Some(id) => d.class_id = None,
+                "pupils" => {
+                    if d.pupil.as_ref().is_some_and(|(p, _)| *p == id) {
+                        d.pupil = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// What the screen-time service needs of every device.
     pub fn screen_time_view(&self) -> Vec<DeviceView> {
         lock(&self.registry)

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 const HTML: &str = include_str!("page/classe.html");
 const CSS: &str = include_str!("page/classe.css");
 const JS: &str = include_str!("page/classe.js");
+const ADMIN_HTML: &str = include_str!("page/admin.html");
+const ADMIN_JS: &str = include_str!("page/admin.js");
 const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -33,4 +35,18 @@ pub async fn css() -> Response {
 
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", JS)
+}
+
+/// The school admin's page: to the box itself only, like the admin API.
+pub async fn admin(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+) -> Response {
+    if let Err(r) = crate::web::filter_api::local_only(&peer) {
+        return r.into_response();
+    }
+    asset("text/html; charset=utf-8", ADMIN_HTML)
+}
+
+pub async fn admin_script() -> Response {
+    asset("text/javascript; charset=utf-8", ADMIN_JS)
 }

@@ -105,6 +105,13 @@ pub fn router(state: WebState) -> Router {
             "/{project}/rest/notification/polling/{number}",
             get(headwind::poll),
         )
+        .route("/admin", get(crate::hub::page::admin))
+        .route("/admin.js", get(crate::hub::page::admin_script))
+        .route("/api/v1/admin/school", get(hub_api::school))
+        .route(
+            "/api/v1/admin/{kind}/{id}",
+            axum::routing::delete(hub_api::delete),
+        )
         .route("/classe", get(crate::hub::page::page))
         .route("/classe.css", get(crate::hub::page::css))
         .route("/classe.js", get(crate::hub::page::script))

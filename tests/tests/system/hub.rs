@@ -626,20 +626,35 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
         )
         .await
         .unwrap();
+    // A screen-time rule from the page.
+    browser
+        .eval("document.getElementById('st-minutes').value = '45'; return true")
+        .await
+        .unwrap();
+    browser.click("#st-save").await.unwrap();
+    browser
+        .wait(
+            "the rule saved",
+            "return ['Règle enregistrée', 'Rule saved'].includes(document.getElementById('st-result').textContent)",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
     let conn = rusqlite::Connection::open_with_flags(
         s.app.database(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
-    let (saved, events): (i64, i64) = conn
+    let (saved, events, minutes): (i64, i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM attendance WHERE present = 1),
-                    (SELECT count(*) FROM outbox WHERE body LIKE '%\"attendance\"%')",
+                    (SELECT count(*) FROM outbox WHERE body LIKE '%\"attendance\"%'),
+                    (SELECT minutes_per_day FROM screen_time)",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((saved, events), (1, 1));
+    assert_eq!((saved, events, minutes), (1, 1, 45));
     let png = browser.screenshot().await.unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let dir = cartable_systests::bins::workspace_root().join("target/test-artifacts");
@@ -1161,4 +1176,119 @@ async fn out_of_hours_the_box_locks_the_class_and_frees_it_when_allowed_again() 
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_the_admin_imports_the_school_and_makes_accounts_and_codes() {
+    let app = Appliance::start("");
+    let browser = cartable_systests::browser::Browser::start().await.unwrap();
+    browser
+        .goto(&format!("http://{}/admin", app.http))
+        .await
+        .unwrap();
+    for csv in [
+        "class,level\\nCE2-B,CE2\\n",
+        "login,name,classes\\nines,Inès Dupont,CE2-B\\n",
+        "first_name,last_name,class\\nNoé,Petit,CE2-B\\nJade,Moreau,CE2-B\\n",
+    ] {
+        browser
+            .eval(&format!(
+                "document.getElementById('csv').value = \"{csv}\"; return true"
+            ))
+            .await
+            .unwrap();
+        browser.click("#import").await.unwrap();
+        browser
+            .wait(
+                "the import's answer",
+                "return document.getElementById('import-result').textContent.includes('rows')",
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        browser
+            .eval("document.getElementById('import-result').textContent = ''; return true")
+            .await
+            .unwrap();
+    }
+    browser.type_into("#pw-login", "ines").await.unwrap();
+    browser
+        .type_into("#pw-password", "craie-blanche")
+        .await
+        .unwrap();
+    browser.click("#set-password").await.unwrap();
+    browser
+        .wait(
+            "the password saved",
+            "return document.getElementById('pw-result').textContent === '✓'",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    browser
+        .wait(
+            "the class in the list",
+            "return document.querySelectorAll('#code-class option').length === 2",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    browser.type_into("#code-name", "ce2-tab-01").await.unwrap();
+    browser
+        .eval("document.getElementById('code-class').value = 'CE2-B'; return true")
+        .await
+        .unwrap();
+    browser.click("#new-code").await.unwrap();
+    browser
+        .wait(
+            "a code",
+            "return /^[A-Z0-9]{8}$/.test(document.getElementById('code').textContent)",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let code = browser
+        .eval("return document.getElementById('code').textContent")
+        .await
+        .unwrap();
+    let (id, _) = cartable_agent::enrol(app.http, code.as_str().unwrap(), "t")
+        .await
+        .unwrap();
+    assert!(id > 0);
+    let school = get(&app, "/api/v1/admin/school", &[]).await.json().unwrap();
+    assert_eq!(school["pupils"].as_array().unwrap().len(), 2);
+    assert_eq!(school["teachers"][0]["has_password"], true);
+    // The new teacher signs in; a pupil is deleted (the API the page's button calls).
+    let r = post(
+        &app,
+        "/api/v1/login",
+        r#"{"login":"ines","password":"craie-blanche"}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let noe = school["pupils"][1]["id"].as_i64().unwrap();
+    let r = request(
+        app.http,
+        "DELETE",
+        &format!("/api/v1/admin/pupils/{noe}"),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 204);
+    let school = get(&app, "/api/v1/admin/school", &[]).await.json().unwrap();
+    assert_eq!(school["pupils"].as_array().unwrap().len(), 1);
+    // A CSV sent as a form (what a cross-site page could send) is refused.
+    let r = request(
+        app.http,
+        "POST",
+        "/api/v1/admin/import",
+        &[("content-type", "text/plain")],
+        Some("class,level\nX,Y\n"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 415);
 }

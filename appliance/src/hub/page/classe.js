@@ -20,7 +20,9 @@ const T = {
     ask_app: "Nom de l'appli (paquet) :", ask_message: "Message :",
     ask_domains: "Sites autorisés (séparés par des espaces) :", no_pupil: "(pas d'élève)",
     confirm_wipe: "Effacer la session des élèves sur ces tablettes ?", lang: "English",
-    cards: "Cartes QR des élèves",
+    cards: "Cartes QR des élèves", group: "Groupe", whole_class: "Toute la classe",
+    screen_time: "Temps d'écran", minutes: "Minutes par jour (0 : sans limite)",
+    hours: "Heures permises", save: "Enregistrer", saved_rule: "Règle enregistrée",
   },
   en: {
     title: "My class", signout: "Sign out", signin: "Sign in", login: "Login",
@@ -40,7 +42,9 @@ const T = {
     ask_app: "App name (package):", ask_message: "Message:",
     ask_domains: "Allowed sites (separated by spaces):", no_pupil: "(no pupil)",
     confirm_wipe: "Wipe the pupils' session on these tablets?", lang: "Français",
-    cards: "Pupils' QR cards",
+    cards: "Pupils' QR cards", group: "Group", whole_class: "Whole class",
+    screen_time: "Screen time", minutes: "Minutes a day (0: no limit)",
+    hours: "Allowed hours", save: "Save", saved_rule: "Rule saved",
   },
 };
 let lang = localStorage.getItem("lang") || (navigator.language || "fr").slice(0, 2);
@@ -101,6 +105,7 @@ async function start(session) {
 function openClass(id) {
   classId = id; selected.clear(); tiles = []; showTarget(); render();
   $("cards").href = `/api/v1/classes/${id}/cards`;
+  loadGroups();
   if (events) events.close();
   events = new EventSource(`/api/v1/classes/${id}/events`);
   events.addEventListener("tiles", (e) => { tiles = JSON.parse(e.data); $("live").textContent = "● " + t("live"); render(); });
@@ -154,10 +159,27 @@ document.querySelectorAll("#commands button[data-kind]").forEach((btn) => {
     if (kind === "logout_and_wipe" && !confirm(t("confirm_wipe"))) return;
     const body = { action };
     if (selected.size) body.devices = [...selected];
+    else if ($("group").value) body.group = Number($("group").value);
     const r = await api("POST", `/api/v1/classes/${classId}/commands`, body);
     if (r.ok) { sent = (await r.json()).command; render(); }
   };
 });
+
+async function loadGroups() {
+  const groups = await (await api("GET", `/api/v1/classes/${classId}/groups`)).json();
+  const sel = $("group");
+  sel.length = 1;
+  for (const g of groups) {
+    const o = document.createElement("option"); o.value = g.id; o.textContent = g.name; sel.appendChild(o);
+  }
+}
+
+$("st-save").onclick = async () => {
+  const body = { minutes_per_day: Number($("st-minutes").value), days: ["mon-sun"], from: $("st-from").value, to: $("st-to").value };
+  if ($("group").value) body.group = Number($("group").value);
+  const r = await api("POST", `/api/v1/classes/${classId}/screen-time`, body);
+  $("st-result").textContent = r.ok ? t("saved_rule") : await r.text();
+};
 
 async function loadPupils() {
   const pupils = await (await api("GET", `/api/v1/classes/${classId}/pupils`)).json();
