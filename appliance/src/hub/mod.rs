@@ -269,11 +269,7 @@ impl Hub {
         for d in reg.devices.values_mut() {
             match table {
                 "classes" if d.class_id == Some(id) => d.class_id = None,
-                "pupils" => {
-                    if d.pupil.as_ref().is_some_and(|(p, _)| *p == id) {
-                        d.pupil = None;
-                    }
-                }
+                "pupils" if d.pupil.as_ref().is_some_and(|(p, _)| *p == id) => d.pupil = None,
                 _ => {}
             }
         }
