@@ -2,6 +2,7 @@
 //! admin's calls (local only until admin accounts exist). Every permission is checked
 //! here, on the server: a teacher sees and commands only the tablets of their classes.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1149,4 +1150,107 @@ pub async fn delete(
         Ok(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
         Err(e) => store_error(e),
     }
+}
+
+/// Largest document a teacher can share.
+const MAX_DOCUMENT: usize = 50 << 20;
+
+fn documents_dir(state: &WebState) -> std::path::PathBuf {
+    state.config.appliance.data_dir.join("documents")
+}
+
+/// A file name safe in a path and a header: letters, digits, `.`, `-`, `_`.
+fn safe_name(name: &str) -> Option<String> {
+    let n: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    (!n.is_empty() && !n.starts_with('.')).then_some(n)
+}
+
+/// `POST /api/v1/classes/{id}/documents?name=fiche.pdf`: the body is the file. Stored
+/// under an unguessable id (a tablet's browser opening the link carries no token);
+/// answers the link to share.
+pub async fn upload_document(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = hub(&state).and_then(|h| {
+        let s = teacher(&h, &headers, true)?;
+        allowed_class(&s, class)
+    }) {
+        return r.into_response();
+    }
+    let Some(name) = q.get("name").and_then(|n| safe_name(n)) else {
+        return (StatusCode::BAD_REQUEST, "?name=FILE is required\n").into_response();
+    };
+    if body.is_empty() || body.len() > MAX_DOCUMENT {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "1 byte to 50 MiB\n").into_response();
+    }
+    let id = auth::new_secret()[..32].to_string();
+    let dir = documents_dir(&state).join(&id);
+    let written = tokio::task::spawn_blocking({
+        let (dir, name) = (dir.clone(), name.clone());
+        move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(".part");
+            std::fs::write(&tmp, &body)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, dir.join(name))
+        }
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => (
+            StatusCode::CREATED,
+            Json(json!({ "url": format!("/documents/{id}/{name}"), "name": name })),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the document could not be stored\n",
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /documents/{id}/{name}`: a shared document.
+pub async fn document(
+    State(state): State<WebState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    let valid_id = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some(name) = safe_name(&name).filter(|n| *n == name && valid_id) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let path = documents_dir(&state).join(id).join(&name);
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let stream = tokio_util::io::ReaderStream::new(file);
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{name}\""),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }

@@ -105,6 +105,11 @@ pub fn router(state: WebState) -> Router {
             "/{project}/rest/notification/polling/{number}",
             get(headwind::poll),
         )
+        .route(
+            "/api/v1/classes/{id}/documents",
+            post(hub_api::upload_document).layer(axum::extract::DefaultBodyLimit::max(50 << 20)),
+        )
+        .route("/documents/{id}/{name}", get(hub_api::document))
         .route("/admin", get(crate::hub::page::admin))
         .route("/admin.js", get(crate::hub::page::admin_script))
         .route("/api/v1/admin/school", get(hub_api::school))

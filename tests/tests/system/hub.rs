@@ -1292,3 +1292,57 @@ async fn in_chromium_the_admin_imports_the_school_and_makes_accounts_and_codes()
     .unwrap();
     assert_eq!(r.status, 415);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teacher_shares_an_uploaded_document_with_a_tablet() {
+    let s = school(1, "").await;
+    let marie = sign_in(&s.app, "marie").await;
+    let cm1 = s.classes["CM1-A"];
+    let both = [
+        ("cookie", marie.cookie.as_str()),
+        ("x-csrf-token", marie.csrf.as_str()),
+    ];
+    let path = format!("/api/v1/classes/{cm1}/documents?name=fiche%20lecture.txt");
+    assert_eq!(
+        request(s.app.http, "POST", &path, &[], Some("x"))
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+    let r = request(
+        s.app.http,
+        "POST",
+        &path,
+        &both,
+        Some("Le petit chaperon rouge"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let url = r.json().unwrap()["url"].as_str().unwrap().to_string();
+    let r = post(
+        &s.app,
+        &format!("/api/v1/classes/{cm1}/commands"),
+        &json!({ "action": { "kind": "share_document", "url": url, "name": "fiche" } }).to_string(),
+        &both,
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    wait_for("the document shared", Duration::from_secs(5), async || {
+        view(&s.agents[0]).done == [format!("share_document fiche {url}")]
+    })
+    .await;
+    let doc = get(&s.app, &url, &[]).await;
+    assert_eq!(
+        (doc.status, doc.body.as_str()),
+        (200, "Le petit chaperon rouge")
+    );
+    for bad in [
+        "/documents/../cartable.db",
+        "/documents/zz/fiche_lecture.txt",
+        "/documents/0123456789abcdef0123456789abcdef/..%2Fcartable.db",
+    ] {
+        assert_eq!(get(&s.app, bad, &[]).await.status, 404, "{bad}");
+    }
+}

@@ -20,7 +20,7 @@ const T = {
     ask_app: "Nom de l'appli (paquet) :", ask_message: "Message :",
     ask_domains: "Sites autorisés (séparés par des espaces) :", no_pupil: "(pas d'élève)",
     confirm_wipe: "Effacer la session des élèves sur ces tablettes ?", lang: "English",
-    cards: "Cartes QR des élèves", group: "Groupe", whole_class: "Toute la classe",
+    share: "Partager un document…", cards: "Cartes QR des élèves", group: "Groupe", whole_class: "Toute la classe",
     screen_time: "Temps d'écran", minutes: "Minutes par jour (0 : sans limite)",
     hours: "Heures permises", save: "Enregistrer", saved_rule: "Règle enregistrée",
   },
@@ -42,7 +42,7 @@ const T = {
     ask_app: "App name (package):", ask_message: "Message:",
     ask_domains: "Allowed sites (separated by spaces):", no_pupil: "(no pupil)",
     confirm_wipe: "Wipe the pupils' session on these tablets?", lang: "Français",
-    cards: "Pupils' QR cards", group: "Group", whole_class: "Whole class",
+    share: "Share a document…", cards: "Pupils' QR cards", group: "Group", whole_class: "Whole class",
     screen_time: "Screen time", minutes: "Minutes a day (0: no limit)",
     hours: "Allowed hours", save: "Save", saved_rule: "Rule saved",
   },
@@ -164,6 +164,21 @@ document.querySelectorAll("#commands button[data-kind]").forEach((btn) => {
     if (r.ok) { sent = (await r.json()).command; render(); }
   };
 });
+
+$("share-file").onchange = async () => {
+  const f = $("share-file").files[0];
+  if (!f) return;
+  const up = await fetch(`/api/v1/classes/${classId}/documents?name=${encodeURIComponent(f.name)}`,
+    { method: "POST", headers: { "x-csrf-token": csrf }, body: f });
+  if (!up.ok) return;
+  const doc = await up.json();
+  const body = { action: { kind: "share_document", url: doc.url, name: doc.name } };
+  if (selected.size) body.devices = [...selected];
+  else if ($("group").value) body.group = Number($("group").value);
+  const r = await api("POST", `/api/v1/classes/${classId}/commands`, body);
+  if (r.ok) { sent = (await r.json()).command; render(); }
+  $("share-file").value = "";
+};
 
 async function loadGroups() {
   const groups = await (await api("GET", `/api/v1/classes/${classId}/groups`)).json();
