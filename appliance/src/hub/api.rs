@@ -56,12 +56,42 @@ fn teacher(hub: &Hub, headers: &HeaderMap, changes: bool) -> Result<Session, Ref
     Ok(session)
 }
 
-fn json_body<T>(
-    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, Box<Response>> {
-    body.map(|Json(b)| b).map_err(|e| {
-        Box::new((StatusCode::BAD_REQUEST, format!("{}\n", e.body_text())).into_response())
-    })
+/// A JSON body; anything else is a 400 that says what is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = (StatusCode, String);
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err((StatusCode::BAD_REQUEST, format!("{}\n", e.body_text()))),
+        }
+    }
+}
+
+/// The hub, for a caller on the box itself (the admin, until admin accounts exist).
+pub struct AdminHub(pub Arc<Hub>);
+
+impl axum::extract::FromRequestParts<WebState> for AdminHub {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &WebState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or((StatusCode::FORBIDDEN, "no peer address\n"))?;
+        local_only(&peer)?;
+        Ok(AdminHub(hub(state)?))
+    }
 }
 
 fn store_error(e: crate::store::StoreError) -> Response {
@@ -85,15 +115,11 @@ pub struct Enrol {
 pub async fn enrol(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Json<Enrol>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<Enrol>,
 ) -> Response {
     let hub = match hub(&state) {
         Ok(h) => h,
         Err(r) => return r.into_response(),
-    };
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
     };
     // Codes are short: guessing them is rate-limited like passwords.
     if !hub.sessions.may_try("enrolment", peer.ip()) {
@@ -130,22 +156,7 @@ pub struct NewCode {
 }
 
 /// `POST /api/v1/admin/enrolment-codes` (local): a one-use code for a tablet.
-pub async fn new_code(
-    State(state): State<WebState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Json<NewCode>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    if let Err(r) = local_only(&peer) {
-        return r.into_response();
-    }
-    let hub = match hub(&state) {
-        Ok(h) => h,
-        Err(r) => return r.into_response(),
-    };
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
+pub async fn new_code(AdminHub(hub): AdminHub, JsonBody(body): JsonBody<NewCode>) -> Response {
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return (StatusCode::BAD_REQUEST, "name: 1 to 100 characters\n").into_response();
     }
@@ -180,18 +191,7 @@ pub async fn new_code(
 }
 
 /// `POST /api/v1/admin/devices/{id}/revoke` (local).
-pub async fn revoke(
-    State(state): State<WebState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = local_only(&peer) {
-        return r.into_response();
-    }
-    let hub = match hub(&state) {
-        Ok(h) => h,
-        Err(r) => return r.into_response(),
-    };
+pub async fn revoke(AdminHub(hub): AdminHub, Path(id): Path<i64>) -> Response {
     match hub.revoke(id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, "no such device\n").into_response(),
@@ -207,22 +207,10 @@ pub struct Password {
 
 /// `POST /api/v1/admin/teachers/{login}/password` (local).
 pub async fn set_password(
-    State(state): State<WebState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    AdminHub(hub): AdminHub,
     Path(login): Path<String>,
-    body: Result<Json<Password>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<Password>,
 ) -> Response {
-    if let Err(r) = local_only(&peer) {
-        return r.into_response();
-    }
-    let hub = match hub(&state) {
-        Ok(h) => h,
-        Err(r) => return r.into_response(),
-    };
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
     if body.password.chars().count() < 8 || body.password.len() > 200 {
         return (
             StatusCode::BAD_REQUEST,
@@ -272,15 +260,11 @@ pub struct Login {
 pub async fn login(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<Login>,
 ) -> Response {
     let hub = match hub(&state) {
         Ok(h) => h,
         Err(r) => return r.into_response(),
-    };
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
     };
     if !hub.sessions.may_try(&body.login, peer.ip()) {
         return (
@@ -356,6 +340,19 @@ pub async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Respon
         .into_response()
 }
 
+/// A signed-in teacher of `class` (with the CSRF token when `changes`).
+fn class_teacher(
+    state: &WebState,
+    headers: &HeaderMap,
+    class: i64,
+    changes: bool,
+) -> Result<(Arc<Hub>, Session), Refusal> {
+    let h = hub(state)?;
+    let s = teacher(&h, headers, changes)?;
+    allowed_class(&s, class)?;
+    Ok((h, s))
+}
+
 fn allowed_class(session: &Session, class: i64) -> Result<(), Refusal> {
     if session.classes.contains(&class) {
         Ok(())
@@ -370,11 +367,7 @@ pub async fn class_devices(
     headers: HeaderMap,
     Path(class): Path<i64>,
 ) -> Response {
-    let checked = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, false)?;
-        allowed_class(&s, class)?;
-        Ok(h)
-    });
+    let checked = class_teacher(&state, &headers, class, false).map(|(h, _)| h);
     match checked {
         Ok(h) => Json(h.tiles(Some(class))).into_response(),
         Err(r) => r.into_response(),
@@ -398,20 +391,12 @@ pub async fn class_command(
     State(state): State<WebState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
-    body: Result<Json<Command>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<Command>,
 ) -> Response {
-    let checked = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, true)?;
-        allowed_class(&s, class)?;
-        Ok((h, s))
-    });
+    let checked = class_teacher(&state, &headers, class, true);
     let (hub, session) = match checked {
         Ok(x) => x,
         Err(r) => return r.into_response(),
-    };
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
     };
     let targets = match (&body.devices, body.group) {
         (Some(_), Some(_)) => {
@@ -495,13 +480,10 @@ pub async fn command_status(
 /// `text/csv` (which no cross-site form can send).
 pub async fn import(
     State(state): State<WebState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    _admin: AdminHub,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(r) = local_only(&peer) {
-        return r.into_response();
-    }
     let csv = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -578,11 +560,7 @@ pub async fn class_events(
     Path(class): Path<i64>,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let checked = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, false)?;
-        allowed_class(&s, class)?;
-        Ok(h)
-    });
+    let checked = class_teacher(&state, &headers, class, false).map(|(h, _)| h);
     let hub = match checked {
         Ok(h) => h,
         Err(r) => return r.into_response(),
@@ -619,10 +597,7 @@ pub async fn class_pupils(
     headers: HeaderMap,
     Path(class): Path<i64>,
 ) -> Response {
-    if let Err(r) = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, false)?;
-        allowed_class(&s, class)
-    }) {
+    if let Err(r) = class_teacher(&state, &headers, class, false).map(|_| ()) {
         return r.into_response();
     }
     let day = today();
@@ -670,19 +645,11 @@ pub async fn save_attendance(
     State(state): State<WebState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
-    body: Result<Json<Attendance>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<Attendance>,
 ) -> Response {
-    let session = match hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, true)?;
-        allowed_class(&s, class)?;
-        Ok(s)
-    }) {
+    let session = match class_teacher(&state, &headers, class, true).map(|(_, s)| s) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
-    };
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
     };
     let day = today();
     let saved = state
@@ -735,22 +702,10 @@ pub struct Assign {
 
 /// `POST /api/v1/admin/devices/{id}/pupil` (local): the tablet's pupil, of its class.
 pub async fn assign(
-    State(state): State<WebState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    AdminHub(hub): AdminHub,
     Path(id): Path<i64>,
-    body: Result<Json<Assign>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<Assign>,
 ) -> Response {
-    if let Err(r) = local_only(&peer) {
-        return r.into_response();
-    }
-    let hub = match hub(&state) {
-        Ok(h) => h,
-        Err(r) => return r.into_response(),
-    };
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
     match hub.assign(id, body.pupil).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => (
@@ -779,11 +734,7 @@ pub async fn class_cards(
     headers: HeaderMap,
     Path(class): Path<i64>,
 ) -> Response {
-    let hub = match hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, false)?;
-        allowed_class(&s, class)?;
-        Ok(h)
-    }) {
+    let hub = match class_teacher(&state, &headers, class, false).map(|(h, _)| h) {
         Ok(h) => h,
         Err(r) => return r.into_response(),
     };
@@ -855,10 +806,7 @@ pub async fn revoke_card(
     headers: HeaderMap,
     Path((class, pupil)): Path<(i64, i64)>,
 ) -> Response {
-    if let Err(r) = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, true)?;
-        allowed_class(&s, class)
-    }) {
+    if let Err(r) = class_teacher(&state, &headers, class, true).map(|_| ()) {
         return r.into_response();
     }
     let done = state
@@ -890,18 +838,11 @@ pub async fn save_group(
     State(state): State<WebState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
-    body: Result<Json<Group>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<Group>,
 ) -> Response {
-    if let Err(r) = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, true)?;
-        allowed_class(&s, class)
-    }) {
+    if let Err(r) = class_teacher(&state, &headers, class, true).map(|_| ()) {
         return r.into_response();
     }
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return (StatusCode::BAD_REQUEST, "name: 1 to 100 characters\n").into_response();
     }
@@ -954,10 +895,7 @@ pub async fn groups(
     headers: HeaderMap,
     Path(class): Path<i64>,
 ) -> Response {
-    if let Err(r) = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, false)?;
-        allowed_class(&s, class)
-    }) {
+    if let Err(r) = class_teacher(&state, &headers, class, false).map(|_| ()) {
         return r.into_response();
     }
     let rows = state
@@ -1007,18 +945,11 @@ pub async fn set_screen_time(
     State(state): State<WebState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
-    body: Result<Json<ScreenTime>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<ScreenTime>,
 ) -> Response {
-    if let Err(r) = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, true)?;
-        allowed_class(&s, class)
-    }) {
+    if let Err(r) = class_teacher(&state, &headers, class, true).map(|_| ()) {
         return r.into_response();
     }
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
     if body.days.is_empty() || body.minutes_per_day > 24 * 60 {
         return (
             StatusCode::BAD_REQUEST,
@@ -1065,13 +996,7 @@ pub async fn set_screen_time(
 }
 
 /// `GET /api/v1/admin/school` (local): classes, teachers, pupils and tablets.
-pub async fn school(
-    State(state): State<WebState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    if let Err(r) = local_only(&peer) {
-        return r.into_response();
-    }
+pub async fn school(State(state): State<WebState>, _admin: AdminHub) -> Response {
     let tiles = state
         .hub
         .as_ref()
@@ -1123,12 +1048,9 @@ pub async fn school(
 /// or a pupil.
 pub async fn delete(
     State(state): State<WebState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    _admin: AdminHub,
     Path((kind, id)): Path<(String, i64)>,
 ) -> Response {
-    if let Err(r) = local_only(&peer) {
-        return r.into_response();
-    }
     let table = match kind.as_str() {
         "classes" => "classes",
         "teachers" => "teachers",
@@ -1185,10 +1107,7 @@ pub async fn upload_document(
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = hub(&state).and_then(|h| {
-        let s = teacher(&h, &headers, true)?;
-        allowed_class(&s, class)
-    }) {
+    if let Err(r) = class_teacher(&state, &headers, class, true).map(|_| ()) {
         return r.into_response();
     }
     let Some(name) = q.get("name").and_then(|n| safe_name(n)) else {
