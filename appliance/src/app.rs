@@ -69,7 +69,10 @@ impl App {
         // If it fails, the box serves with the policies alone (safe search, anti-bypass,
         // allow and deny lists) and the filter service retries with backoff.
         let (filter, loaded) = match FilterService::compile(&spec) {
-            Ok(l) => (l.filter, true),
+            Ok(l) => {
+                cartable_sys::release_free_heap();
+                (l.filter, true)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot compile the filter lists; serving with the policies alone");
                 let index = Arc::new(Index::empty());

@@ -101,6 +101,9 @@ impl FilterService {
         self.engine.swap_filter(loaded.filter);
         self.loaded
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // The build's temporary buffers (and, once its last reader is done, the old
+        // index) go back to the system, not to the allocator's free lists.
+        tokio::task::spawn_blocking(cartable_sys::release_free_heap);
         Ok(())
     }
 }
