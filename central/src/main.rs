@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cartable_protocol::desired::Body;
 use clap::{Parser, Subcommand};
 
 /// The fleet console: fleet key, signed desired state, fleet state and dashboard.
@@ -174,10 +175,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                     broker,
                 },
         } => {
-            let body = cartable_protocol::desired::Body::Policies(
-                cartable_central::publish::read_policies(&file)?,
-            );
-            publish(body, target, broker, &rt)
+            let policies = cartable_central::publish::read_policies(&file)?;
+            publish(Body::Policies(policies), target, broker, &rt)
         }
         Command::Catalogue {
             action:
@@ -187,16 +186,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                     broker,
                 },
         } => {
-            let body = cartable_protocol::desired::Body::Catalogue(
-                cartable_central::publish::read_catalogue(&file)?,
-            );
-            publish(body, target, broker, &rt)
+            let catalogue = cartable_central::publish::read_catalogue(&file)?;
+            publish(Body::Catalogue(catalogue), target, broker, &rt)
         }
     }
 }
 
 fn publish(
-    body: cartable_protocol::desired::Body,
+    body: Body,
     target: Target,
     broker: Broker,
     rt: &tokio::runtime::Runtime,
