@@ -222,6 +222,10 @@ impl App {
         self.reload.clone()
     }
 
+    pub fn hub(&self) -> &Arc<crate::hub::Hub> {
+        &self.hub
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -88,3 +88,68 @@ pub const SCHOOL: &[ClassSeed<'static>] = &[
         ],
     },
 ];
+
+/// The demo teachers' password (printed by `cartable demo`).
+pub const DEMO_PASSWORD: &str = "demo-cartable";
+
+/// Gives the demo teachers a password and the first class a tablet per pupil, each
+/// enrolled and assigned; returns their tokens for the reference agents. Nothing when
+/// the data folder already has tablets (a `--data-dir` reused).
+pub async fn tablets(hub: &crate::hub::Hub) -> anyhow::Result<Vec<String>> {
+    for class in SCHOOL {
+        hub.set_password(class.teacher.0.to_string(), DEMO_PASSWORD.to_string())
+            .await?;
+    }
+    if !hub.tiles(None).is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = SCHOOL[0].name.to_string();
+    let pupils: Vec<(i64, i64)> = hub
+        .store()
+        .read(move |c| {
+            let mut st = c.prepare(
+                "SELECT p.id, c.id FROM pupils p JOIN classes c ON c.id = p.class_id
+                 WHERE c.name = ?1 ORDER BY p.id",
+            )?;
+            let v = st
+                .query_map([first], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v)
+        })
+        .await?;
+    let mut tokens = Vec::new();
+    for (i, (pupil, class)) in pupils.into_iter().enumerate() {
+        let name = format!("{}-tab-{:02}", SCHOOL[0].name.to_lowercase(), i + 1);
+        let code = hub
+            .new_enrolment_code(name, Some(class), std::time::Duration::from_secs(60))
+            .await?;
+        if let Some((id, token)) = hub.enrol(&code, "cartable-agent (demo)").await? {
+            hub.assign(id, Some(pupil)).await?;
+            tokens.push(token);
+        }
+    }
+    Ok(tokens)
+}
+
+/// Runs a reference agent per token against the demo's own hub until `stop`.
+pub fn run_agents(
+    http: std::net::SocketAddr,
+    tokens: Vec<String>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let url = format!("ws://{http}/api/v1/devices/ws");
+    for token in tokens {
+        let (url, stop) = (url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let view = cartable_agent::Shared::default();
+            while !stop.is_cancelled() {
+                let _ =
+                    cartable_agent::run_once(&url, &token, None, view.clone(), stop.clone()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        });
+    }
+}

@@ -255,9 +255,16 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .context("seeding the demo school")?;
             let counts = app.store().read(school::counts).await?;
+            let tokens = demo::tablets(app.hub())
+                .await
+                .context("enrolling the demo tablets")?;
+            let tablets = tokens.len();
             let http_addr = app.http_addr();
             let dns_addr = app.dns_addrs().first().copied().unwrap_or(dns);
-            app.run(shutdown_on_signal()?, move || {
+            let shutdown = shutdown_on_signal()?;
+            // Reference agents stand for the first class's tablets.
+            demo::run_agents(http_addr, tokens, shutdown.clone());
+            app.run(shutdown, move || {
                 println!("Cartable demo is running (box demo-box, site ecole-demo)");
                 println!("  web     http://{http_addr}/  (health /healthz, status /api/v1/status)");
                 println!(
@@ -270,6 +277,12 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
                     "  school  {} classes, {} teachers, {} pupils",
                     counts.classes, counts.teachers, counts.pupils
                 );
+                println!(
+                    "  class   http://{http_addr}/classe  (sign in as {} / {}; {tablets} demo tablets)",
+                    demo::SCHOOL[0].teacher.0,
+                    demo::DEMO_PASSWORD
+                );
+                println!("  admin   http://{http_addr}/admin");
                 println!("Stop with Ctrl-C.");
             })
             .await;

@@ -218,29 +218,7 @@ pub async fn set_password(
         )
             .into_response();
     }
-    let (salt, hash) = tokio::task::spawn_blocking(move || {
-        auth::hash_password(&body.password, auth::PBKDF2_ITERATIONS)
-    })
-    .await
-    .unwrap_or_default();
-    let done = hub
-        .store()
-        .write(move |t| {
-            let Some(id) = t
-                .query_row("SELECT id FROM teachers WHERE login = ?1", [login], |r| r.get::<_, i64>(0))
-                .optional()?
-            else {
-                return Ok(false);
-            };
-            t.execute(
-                "INSERT INTO teacher_passwords(teacher_id, salt, hash, iterations) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(teacher_id) DO UPDATE SET salt = excluded.salt, hash = excluded.hash,
-                   iterations = excluded.iterations",
-                params![id, salt, hash, auth::PBKDF2_ITERATIONS],
-            )?;
-            Ok(true)
-        })
-        .await;
+    let done = hub.set_password(login, body.password).await;
     match done {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, "no such teacher\n").into_response(),

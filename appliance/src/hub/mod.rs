@@ -296,6 +296,35 @@ impl Hub {
             .collect()
     }
 
+    /// Sets a teacher's password (PBKDF2 off the async threads); false for an unknown
+    /// login.
+    pub async fn set_password(&self, login: String, password: String) -> Result<bool, StoreError> {
+        let (salt, hash) = tokio::task::spawn_blocking(move || {
+            auth::hash_password(&password, auth::PBKDF2_ITERATIONS)
+        })
+        .await
+        .map_err(|e| StoreError::Panicked(e.to_string()))?;
+        self.store
+            .write(move |t| {
+                let Some(id) = t
+                    .query_row("SELECT id FROM teachers WHERE login = ?1", [login], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .optional()?
+                else {
+                    return Ok(false);
+                };
+                t.execute(
+                    "INSERT INTO teacher_passwords(teacher_id, salt, hash, iterations) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(teacher_id) DO UPDATE SET salt = excluded.salt, hash = excluded.hash,
+                       iterations = excluded.iterations",
+                    params![id, salt, hash, auth::PBKDF2_ITERATIONS],
+                )?;
+                Ok(true)
+            })
+            .await
+    }
+
     /// A device's name and desired state.
     pub fn desired_of(&self, id: i64) -> Option<(String, DesiredState)> {
         lock(&self.registry)

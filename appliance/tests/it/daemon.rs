@@ -49,6 +49,56 @@ fn demo_serves_reports_and_stops_on_sigterm() {
         );
     }
 
+    // The demo's teacher sees the first class's tablets, driven by reference agents.
+    assert!(
+        banner.iter().any(|l| l.contains("6 demo tablets")),
+        "{banner:?}"
+    );
+    let jar = data.path().join("cookies");
+    let curl_json = |args: &[&str]| -> String {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "5",
+                "-b",
+                jar.to_str().unwrap(),
+                "-c",
+                jar.to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let login = curl_json(&[
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"login":"c.martin","password":"demo-cartable"}"#,
+        &format!("http://{addr}/api/v1/login"),
+    ]);
+    assert!(login.contains("csrf"), "{login}");
+    let classes = curl_json(&[&format!("http://{addr}/api/v1/classes")]);
+    let id = classes
+        .split("\"id\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("a class id")
+        .to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let tiles = curl_json(&[&format!("http://{addr}/api/v1/classes/{id}/devices")]);
+        if tiles.matches("\"connected\":true").count() == 6 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo tablets not connected: {tiles}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     demo.terminate();
     let status = demo.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
