@@ -169,6 +169,10 @@ impl App {
             sync: sync_view,
             hub: Some(hub.clone()),
             headwind: headwind.clone(),
+            objects: Some(Arc::new(
+                crate::cache::objects::Objects::open(data_dir)
+                    .with_context(|| format!("opening the cache in {}", data_dir.display()))?,
+            )),
         };
         let http = HttpService::bind(config.http.listen, web)
             .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;

@@ -33,6 +33,8 @@ pub struct WebState {
     pub hub: Option<Arc<crate::hub::Hub>>,
     /// The Headwind MDM endpoints, when `[hub] headwind_secret` is set.
     pub headwind: Option<Arc<crate::hub::headwind::Headwind>>,
+    /// The cache's objects (absent in some tests).
+    pub objects: Option<Arc<crate::cache::objects::Objects>>,
 }
 
 /// Builds the router; tests drive it directly.
@@ -110,6 +112,7 @@ pub fn router(state: WebState) -> Router {
             post(hub_api::upload_document).layer(axum::extract::DefaultBodyLimit::max(50 << 20)),
         )
         .route("/documents/{id}/{name}", get(hub_api::document))
+        .route("/cache/{sha256}", get(crate::cache::serve::object))
         .route("/admin", get(crate::hub::page::admin))
         .route("/admin.js", get(crate::hub::page::admin_script))
         .route("/api/v1/admin/school", get(hub_api::school))
@@ -219,6 +222,7 @@ mod tests {
             sync: crate::sync::SyncView::standalone(),
             hub: None,
             headwind: None,
+            objects: None,
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));
@@ -278,6 +282,7 @@ mod tests {
             sync: crate::sync::SyncView::standalone(),
             hub: None,
             headwind: None,
+            objects: None,
         });
         let ok = r#"{"action":"switch replaced","detail":"room 3"}"#;
         assert_eq!(
