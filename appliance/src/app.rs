@@ -159,6 +159,15 @@ impl App {
                 config.hub.wipe_dirs.clone(),
             ))
         });
+        let catalogue = crate::cache::catalogue::current(
+            &store,
+            fleet_key,
+            config.cache.catalogue.as_ref().map(|p| p.as_path()),
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the catalogue cannot be read; the cache serves what it holds");
+            Default::default()
+        });
         let web = WebState {
             config: config.clone(),
             store: store.clone(),
@@ -169,6 +178,7 @@ impl App {
             sync: sync_view,
             hub: Some(hub.clone()),
             headwind: headwind.clone(),
+            catalogue: Some(Arc::new(catalogue)),
             objects: Some(Arc::new(
                 crate::cache::objects::Objects::open(data_dir)
                     .with_context(|| format!("opening the cache in {}", data_dir.display()))?,

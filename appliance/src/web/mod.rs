@@ -35,6 +35,8 @@ pub struct WebState {
     pub headwind: Option<Arc<crate::hub::headwind::Headwind>>,
     /// The cache's objects (absent in some tests).
     pub objects: Option<Arc<crate::cache::objects::Objects>>,
+    /// The catalogue read at start.
+    pub catalogue: Option<Arc<cartable_protocol::desired::Catalogue>>,
 }
 
 /// Builds the router; tests drive it directly.
@@ -113,6 +115,7 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/documents/{id}/{name}", get(hub_api::document))
         .route("/cache/{sha256}", get(crate::cache::serve::object))
+        .route("/api/v1/cache", get(crate::cache::serve::items))
         .route("/admin", get(crate::hub::page::admin))
         .route("/admin.js", get(crate::hub::page::admin_script))
         .route("/api/v1/admin/school", get(hub_api::school))
@@ -223,6 +226,7 @@ mod tests {
             hub: None,
             headwind: None,
             objects: None,
+            catalogue: None,
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));
@@ -283,6 +287,7 @@ mod tests {
             hub: None,
             headwind: None,
             objects: None,
+            catalogue: None,
         });
         let ok = r#"{"action":"switch replaced","detail":"room 3"}"#;
         assert_eq!(

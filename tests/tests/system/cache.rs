@@ -77,3 +77,52 @@ fn objects_are_served_whole_by_range_and_with_etags() {
     let missing = format!("http://{}/cache/{}", app.http, "0".repeat(64));
     assert_eq!(curl(&[&missing]).0, 404);
 }
+
+#[test]
+fn the_catalogue_lists_what_the_box_holds_and_what_it_still_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = b"apk bytes".to_vec();
+    let held_sha = cartable_protocol::desired::hex(
+        ring::digest::digest(&ring::digest::SHA256, &held).as_ref(),
+    );
+    let catalogue = dir.path().join("catalogue.json");
+    std::fs::write(
+        &catalogue,
+        format!(
+            r#"{{"items": [
+                {{"id": "lecture", "version": "2.1", "urls": ["http://127.0.0.1:1/l.apk"], "size": 9, "sha256": "{held_sha}", "pinned": true}},
+                {{"id": "maths", "version": "1.0", "urls": ["http://127.0.0.1:1/m.apk"], "size": 5, "sha256": "{}"}}
+            ]}}"#,
+            "cd".repeat(32)
+        ),
+    )
+    .unwrap();
+    let app = Appliance::start(&format!(
+        "[cache]\ncatalogue = \"{}\"\n",
+        catalogue.display()
+    ));
+    Objects::open(&app.dir.path().join("data"))
+        .unwrap()
+        .put(&Sha256::parse(&held_sha).unwrap(), [Ok(held)])
+        .unwrap();
+    let (status, body, _) = curl(&[&format!("http://{}/api/v1/cache", app.http)]);
+    assert_eq!(status, 200);
+    let items: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(items[0]["id"], "lecture");
+    assert_eq!(items[0]["state"], "present");
+    assert_eq!(items[1]["state"], "missing");
+}
+
+#[test]
+fn a_broken_catalogue_is_reported_and_the_box_still_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalogue = dir.path().join("catalogue.json");
+    std::fs::write(&catalogue, "{ not json").unwrap();
+    let app = Appliance::start(&format!(
+        "[cache]\ncatalogue = \"{}\"\n",
+        catalogue.display()
+    ));
+    let (status, body, _) = curl(&[&format!("http://{}/api/v1/cache", app.http)]);
+    assert_eq!((status, body.as_slice()), (200, b"[]".as_slice()));
+    assert!(app.log().contains("is not a catalogue"), "{}", app.log());
+}
