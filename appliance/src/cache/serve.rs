@@ -102,6 +102,26 @@ pub async fn object(
     r
 }
 
+/// `GET /api/v1/cache`: every catalogue item and whether the box holds it.
+pub async fn items(State(state): State<WebState>) -> Response {
+    let (Some(objects), Some(catalogue)) = (state.objects.as_ref(), state.catalogue.as_ref())
+    else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no cache\n").into_response();
+    };
+    let list: Vec<serde_json::Value> = catalogue
+        .items
+        .iter()
+        .map(|i| {
+            let held = Sha256::parse(&i.sha256).is_some_and(|s| objects.contains(&s));
+            serde_json::json!({
+                "id": i.id, "version": i.version, "size": i.size, "sha256": i.sha256,
+                "pinned": i.pinned, "state": if held { "present" } else { "missing" },
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_range;
@@ -124,24 +144,4 @@ mod tests {
         }
         assert_eq!(parse_range("bytes=0-0", 0), None);
     }
-}
-
-/// `GET /api/v1/cache`: every catalogue item and whether the box holds it.
-pub async fn items(State(state): State<WebState>) -> Response {
-    let (Some(objects), Some(catalogue)) = (state.objects.as_ref(), state.catalogue.as_ref())
-    else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no cache\n").into_response();
-    };
-    let list: Vec<serde_json::Value> = catalogue
-        .items
-        .iter()
-        .map(|i| {
-            let held = Sha256::parse(&i.sha256).is_some_and(|s| objects.contains(&s));
-            serde_json::json!({
-                "id": i.id, "version": i.version, "size": i.size, "sha256": i.sha256,
-                "pinned": i.pinned, "state": if held { "present" } else { "missing" },
-            })
-        })
-        .collect();
-    axum::Json(list).into_response()
 }
