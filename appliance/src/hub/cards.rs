@@ -27,42 +27,15 @@ pub struct CardHolder {
 }
 
 impl Cards {
-    /// Loads the box's card secret, making it on first use.
+    /// Loads the box's card secret (made by a migration when the store was created).
     pub fn load(store: &Store) -> Result<Cards, StoreError> {
-        let existing: Option<String> = store.read_blocking(|c| {
+        let secret: String = store.read_blocking(|c| {
             Ok(c.query_row(
                 "SELECT value FROM meta WHERE key = 'card_secret'",
                 [],
                 |r| r.get(0),
-            )
-            .optional()?)
+            )?)
         })?;
-        let secret = match existing {
-            Some(s) => s,
-            None => {
-                let value = super::auth::new_secret();
-                let store = store.clone();
-                // Blocking on the writer is fine here: this runs once, before serving.
-                std::thread::spawn(move || {
-                    tokio::runtime::Builder::new_current_thread()
-                        .build()
-                        .map_err(|e| StoreError::Commit(e.to_string()))?
-                        .block_on(store.write(move |t| {
-                            t.execute(
-                                "INSERT OR IGNORE INTO meta(key, value) VALUES ('card_secret', ?1)",
-                                [&value],
-                            )?;
-                            Ok(t.query_row(
-                                "SELECT value FROM meta WHERE key = 'card_secret'",
-                                [],
-                                |r| r.get::<_, String>(0),
-                            )?)
-                        }))
-                })
-                .join()
-                .map_err(|_| StoreError::Panicked("card secret".into()))??
-            }
-        };
         Ok(Cards {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
         })

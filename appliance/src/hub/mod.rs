@@ -520,7 +520,10 @@ impl Hub {
             d.conn = Some(Conn { tx, ip, session });
             (d.name.clone(), d.desired.clone())
         };
-        self.refresh_dns();
+        // Only a tablet with a rule changes what the DNS server must know.
+        if desired.internet != Internet::On {
+            self.refresh_dns();
+        }
         self.changed(self.class_of(id));
         Some((session, rx, name, desired))
     }
@@ -531,13 +534,15 @@ impl Hub {
             match reg.devices.get_mut(&id) {
                 Some(d) if d.conn.as_ref().is_some_and(|c| c.session == session) => {
                     d.conn = None;
-                    true
+                    Some(d.desired.internet != Internet::On)
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if removed {
-            self.refresh_dns();
+        if let Some(had_rule) = removed {
+            if had_rule {
+                self.refresh_dns();
+            }
             self.changed(self.class_of(id));
         }
     }

@@ -229,6 +229,15 @@ pub const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 9,
+        name: "card_secret",
+        sql: "
+        -- The key of pupils' QR cards, made once per box (SQLite's generator is seeded
+        -- from the system's random source).
+        INSERT OR IGNORE INTO meta(key, value) VALUES ('card_secret', lower(hex(randomblob(32))));
+    ",
+    },
 ];
 
 /// The schema version this binary writes.
