@@ -107,11 +107,25 @@ impl App {
                 tls,
             ),
             EngineConfig {
+                // Redirect mode: the cached origins' names lead to the box.
                 local: config
-                    .dns
-                    .local
+                    .cache
+                    .redirect
                     .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .flat_map(|o| o.hosts.iter())
+                    .map(|h| {
+                        (
+                            h.trim_end_matches('.').to_ascii_lowercase(),
+                            config.dns.box_addresses.clone(),
+                        )
+                    })
+                    .chain(
+                        config
+                            .dns
+                            .local
+                            .iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+                    )
                     .collect(),
                 box_addresses: config.dns.box_addresses.clone(),
                 cache_entries: config.dns.cache_entries,
@@ -159,15 +173,31 @@ impl App {
                 config.hub.wipe_dirs.clone(),
             ))
         });
-        let catalogue = crate::cache::catalogue::current(
-            &store,
-            fleet_key,
-            config.cache.catalogue.as_ref().map(|p| p.as_path()),
-        )
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "the catalogue cannot be read; the cache serves what it holds");
-            Default::default()
-        });
+        let origin_tls = match &config.cache.ca_file {
+            Some(ca) => crate::dns::forward::tls_config(Some(ca.as_path())),
+            None => crate::dns::forward::tls_config(None),
+        }
+        .map_err(|e| tracing::warn!(error = %e, "HTTPS origins are off"))
+        .ok();
+        let cache = crate::cache::Cache::open(
+            data_dir,
+            store.clone(),
+            config.cache.clone(),
+            config.filter.timezone.zone(),
+            crate::cache::origin::Origins::new(
+                origin_tls,
+                Some(engine.clone()),
+                std::time::Duration::from_secs(config.cache.stall_secs.max(1)),
+            ),
+            crate::cache::CatalogueSource {
+                fleet_key: fleet_key.map(|k| k.to_vec()),
+                file: config
+                    .cache
+                    .catalogue
+                    .as_ref()
+                    .map(|p| p.as_path().to_path_buf()),
+            },
+        )?;
         let web = WebState {
             config: config.clone(),
             store: store.clone(),
@@ -178,11 +208,7 @@ impl App {
             sync: sync_view,
             hub: Some(hub.clone()),
             headwind: headwind.clone(),
-            catalogue: Some(Arc::new(catalogue)),
-            objects: Some(Arc::new(
-                crate::cache::objects::Objects::open(data_dir)
-                    .with_context(|| format!("opening the cache in {}", data_dir.display()))?,
-            )),
+            cache: Some(cache.clone()),
         };
         let http = HttpService::bind(config.http.listen, web)
             .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;
@@ -202,6 +228,9 @@ impl App {
             store.clone(),
             config.filter.timezone.zone(),
             std::time::Duration::from_secs(config.hub.screen_time_tick_secs.max(1)),
+        )));
+        supervisor.add(Arc::new(crate::cache::prefetch::PrefetchService::new(
+            cache,
         )));
         supervisor.add(Arc::new(http));
         Ok(App {

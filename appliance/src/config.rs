@@ -157,17 +157,66 @@ pub struct ListConfig {
 pub struct CacheConfig {
     /// Most bytes the cached objects may take under `data_dir`.
     pub quota_bytes: u64,
+    /// Free space the cache always leaves on the disk of `data_dir`, measured before
+    /// each object is stored (the quota alone cannot know what else fills the disk).
+    pub reserve_bytes: u64,
     /// A local catalogue file (JSON), for a box not driven by the central side.
     pub catalogue: Option<ExistingPath>,
+    /// When the prefetcher may use the uplink; none means at any time. A tablet's
+    /// request for a missing object is fetched at once whatever the time.
+    pub windows: Vec<CacheWindow>,
+    /// Most bytes per second the prefetcher takes from the uplink (0: no cap).
+    pub rate_limit: u64,
+    /// Longest wait between two attempts at a failing download, in seconds (the wait
+    /// doubles from 1 s up to this, with jitter).
+    pub retry_max_secs: u64,
+    /// Seconds without a byte from the origin before a download counts as cut.
+    pub stall_secs: u64,
+    /// CA certificates (PEM) for HTTPS origins, instead of the system's.
+    pub ca_file: Option<ExistingPath>,
+    /// DNS redirect mode: origins whose names the DNS server answers with the box's
+    /// address (`[dns] box_addresses`), so that plain-HTTP downloads from them are
+    /// served by the cache.
+    pub redirect: Vec<RedirectOrigin>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             quota_bytes: 32 * 1024 * 1024 * 1024,
+            reserve_bytes: 1024 * 1024 * 1024,
             catalogue: None,
+            windows: Vec::new(),
+            rate_limit: 0,
+            retry_max_secs: 900,
+            stall_secs: 60,
+            ca_file: None,
+            redirect: Vec::new(),
         }
     }
+}
+
+/// A time window for the prefetcher (`[[cache.windows]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheWindow {
+    /// Days, as names or ranges: `["mon-fri"]`, `["wed"]`.
+    pub days: Vec<crate::filter::policy::Days>,
+    /// Start, `HH:MM`.
+    pub from: crate::filter::policy::ClockTime,
+    /// End, `HH:MM`, excluded; before `from`, the window crosses midnight.
+    pub to: crate::filter::policy::ClockTime,
+}
+
+/// An origin served in DNS redirect mode (`[[cache.redirect]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectOrigin {
+    /// Names the objects of these hosts are stored under: hosts that serve the same
+    /// files (a CDN's mirrors) share one name, so each file is stored once.
+    pub name: Name,
+    /// Host names, exact (`dl.example.org`).
+    pub hosts: Vec<String>,
 }
 
 /// The classroom hub.
@@ -547,6 +596,37 @@ impl Config {
     /// Checks that need more than one key: the policies must form a usable set.
     fn cross_checks(&self, text: &str) -> Option<Problem> {
         use crate::filter::{index::Index, policy::Policies};
+        if !self.cache.redirect.is_empty() && self.dns.box_addresses.is_empty() {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("[[cache.redirect]]"))
+                .or_else(|| {
+                    text.lines()
+                        .position(|l| l.trim_start().starts_with("redirect"))
+                })
+                .map_or(0, |i| i + 1);
+            return Some(Problem {
+                line,
+                message: "[cache] redirect needs [dns] box_addresses: the address the DNS \
+                          server answers the origins' names with"
+                    .into(),
+            });
+        }
+        for origin in &self.cache.redirect {
+            if let Some(bad) = origin
+                .hosts
+                .iter()
+                .find(|h| crate::filter::name::normalize(h).is_none())
+            {
+                return Some(Problem {
+                    line: 0,
+                    message: format!(
+                        "[[cache.redirect]] `{}`: `{bad}` is not a host name",
+                        origin.name
+                    ),
+                });
+            }
+        }
         let err =
             Policies::compile(&self.filter.policies, &Index::empty(), self.dns.block_mode).err()?;
         // Point at the policy the problem names, else at the first policy.

@@ -226,8 +226,10 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            // Signals first: one that comes while the lists compile still stops cleanly.
+            let shutdown = shutdown_on_signal()?;
             let app = App::build(config)?;
-            app.run(shutdown_on_signal()?, || {}).await;
+            app.run(shutdown, || {}).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -249,6 +251,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             };
             let config = demo::config(dns, http, data_dir.clone(), upstream)
                 .context("writing the demo's list")?;
+            let shutdown = shutdown_on_signal()?;
             let app = App::build(config)?;
             app.store()
                 .write(|t| school::seed(t, demo::SCHOOL))
@@ -261,7 +264,6 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             let tablets = tokens.len();
             let http_addr = app.http_addr();
             let dns_addr = app.dns_addrs().first().copied().unwrap_or(dns);
-            let shutdown = shutdown_on_signal()?;
             // Reference agents stand for the first class's tablets.
             demo::run_agents(http_addr, tokens, shutdown.clone());
             app.run(shutdown, move || {

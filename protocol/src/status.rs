@@ -18,6 +18,35 @@ pub struct StatusReport {
     /// The link to the central side and what waits to go up it.
     #[serde(default)]
     pub sync: SyncStatus,
+    /// The app and update cache: what it holds and what it is fetching.
+    #[serde(default)]
+    pub cache: CacheStatus,
+}
+
+/// The app and update cache's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CacheStatus {
+    /// Items of the catalogue in force, and how many the box holds.
+    pub items: u32,
+    pub present: u32,
+    pub bytes_used: u64,
+    pub quota_bytes: u64,
+    /// Downloads in progress.
+    pub downloading: Vec<CacheDownload>,
+    /// Items whose last download failed (they are retried with backoff).
+    pub failing: u32,
+    pub last_error: Option<String>,
+    /// False outside the prefetcher's time windows.
+    pub in_window: bool,
+}
+
+/// One download in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheDownload {
+    pub item: String,
+    pub version: String,
+    pub bytes: u64,
+    pub size: u64,
 }
 
 /// The sync link and its backlog.
@@ -143,6 +172,7 @@ mod tests {
                 total_bytes: 2,
             },
             sync: SyncStatus::default(),
+            cache: CacheStatus::default(),
         };
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains(r#""state":"failed""#), "{json}");

@@ -16,3 +16,4 @@ pub mod netns;
 pub mod postgres;
 pub mod tls;
 pub mod unbound;
+pub mod upstream;

@@ -1,8 +1,471 @@
 //! The app and update cache: objects fetched once over the weak link, verified, and
-//! served on the LAN. This first part holds the object store, the catalogue as read
-//! at start, and the serving side; the index and quota, the prefetcher and
-//! pull-through come next (issue #6).
+//! served on the LAN.
+//!
+//! [`Cache`] ties the parts together: the content-addressed files ([`objects`]), their
+//! index and quota ([`index`]), the catalogue in force ([`catalogue`]), downloads
+//! ([`fill`]: one per object however many tablets wait for it), the prefetcher
+//! ([`prefetch`]), the HTTP side ([`serve`]) and DNS redirect mode ([`redirect`]).
 
 pub mod catalogue;
+pub mod fill;
+pub mod index;
 pub mod objects;
+pub mod origin;
+pub mod prefetch;
+pub mod redirect;
 pub mod serve;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use cartable_protocol::desired::{Catalogue, CatalogueItem};
+use cartable_protocol::status::{CacheDownload, CacheStatus};
+use tokio::sync::Notify;
+
+use crate::config::CacheConfig;
+use crate::store::Store;
+use fill::{Fill, FillState};
+use objects::{Objects, Sha256};
+use origin::Origins;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error(
+        "no room for {need} bytes: the cache holds {used} of its {quota}-byte quota, \
+         {free} bytes are free on the disk and {reserve} must stay free, and nothing \
+         more can be evicted (the rest is pinned or being fetched)"
+    )]
+    Full {
+        need: u64,
+        used: u64,
+        quota: u64,
+        free: u64,
+        reserve: u64,
+    },
+    #[error("cannot measure the free space: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the index: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+#[derive(Default)]
+struct Room {
+    /// Bytes of the objects held.
+    used: u64,
+    /// Bytes promised to downloads in progress.
+    reserved: u64,
+}
+
+/// Where the catalogue comes from, so that it can be read again when it changes.
+pub struct CatalogueSource {
+    pub fleet_key: Option<Vec<u8>>,
+    pub file: Option<PathBuf>,
+}
+
+/// Why an item's last download failed, and when it may be tried again.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: String,
+    pub retry_at: std::time::Instant,
+}
+
+pub struct Cache {
+    pub objects: Objects,
+    store: Store,
+    config: CacheConfig,
+    zone: jiff::tz::TimeZone,
+    pub(crate) origins: Origins,
+    source: CatalogueSource,
+    catalogue: ArcSwap<Catalogue>,
+    fills: Mutex<HashMap<String, Arc<Fill>>>,
+    room: Mutex<Room>,
+    /// Objects served since the index last heard: their last access is written in
+    /// batches, off the serving path.
+    touched: Mutex<Vec<String>>,
+    pub(crate) failures: Mutex<HashMap<String, Failure>>,
+    /// Wakes the prefetcher (a new catalogue, a failed fill to retry).
+    pub wake: Notify,
+    /// DNS redirect mode: host -> origin name.
+    pub redirect_hosts: HashMap<String, String>,
+    /// The index's references match the catalogue in force.
+    refs_written: std::sync::atomic::AtomicBool,
+}
+
+impl Cache {
+    /// Opens the objects under `data_dir/cache` and reads the catalogue in force; the
+    /// index is brought in line with the files by [`Cache::reconcile`].
+    pub fn open(
+        data_dir: &std::path::Path,
+        store: Store,
+        config: CacheConfig,
+        zone: jiff::tz::TimeZone,
+        origins: Origins,
+        source: CatalogueSource,
+    ) -> anyhow::Result<Arc<Cache>> {
+        use anyhow::Context;
+        let objects = Objects::open(data_dir)
+            .with_context(|| format!("opening the cache in {}", data_dir.display()))?;
+        let first = catalogue::current(&store, source.fleet_key.as_deref(), source.file.as_deref())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the catalogue cannot be read; the cache serves what it holds");
+                Catalogue::default()
+            });
+        let redirect_hosts = redirect::host_map(&config.redirect);
+        Ok(Arc::new(Cache {
+            redirect_hosts,
+            objects,
+            store,
+            config,
+            zone,
+            origins,
+            source,
+            catalogue: ArcSwap::from_pointee(first),
+            fills: Mutex::new(HashMap::new()),
+            room: Mutex::new(Room::default()),
+            touched: Mutex::new(Vec::new()),
+            failures: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            refs_written: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Makes the index list exactly the files on disk and counts the bytes held.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        let cache = self.clone();
+        let used = self
+            .store
+            .write(move |tx| index::reconcile(tx, &cache.objects, now_ms()))
+            .await?;
+        if let Ok(mut r) = self.room.lock() {
+            r.used = used;
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        self.catalogue.load_full()
+    }
+
+    /// Reads the catalogue in force again; when it changed, rewrites the index's
+    /// references and wakes the prefetcher. A broken catalogue keeps the last good one.
+    pub async fn refresh_catalogue(&self) {
+        let store = self.store.clone();
+        let key = self.source.fleet_key.clone();
+        let file = self.source.file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            catalogue::current(&store, key.as_deref(), file.as_deref())
+        })
+        .await;
+        let fresh = match read {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the catalogue cannot be read; keeping the one in force");
+                return;
+            }
+            Err(_) => return,
+        };
+        let written = self.refs_written.load(std::sync::atomic::Ordering::Relaxed);
+        if written && *self.catalogue.load_full() == fresh {
+            return;
+        }
+        let refs: Vec<(String, String, String, bool)> = fresh
+            .items
+            .iter()
+            .map(|i| {
+                (
+                    i.id.clone(),
+                    i.version.clone(),
+                    i.sha256.to_ascii_lowercase(),
+                    i.pinned,
+                )
+            })
+            .collect();
+        if let Err(e) = self.store.write(move |tx| index::set_refs(tx, &refs)).await {
+            tracing::error!(error = %e, "cannot record the catalogue's references");
+            return;
+        }
+        self.refs_written
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(items = fresh.items.len(), "catalogue in force");
+        self.catalogue.store(Arc::new(fresh));
+        self.wake.notify_one();
+    }
+
+    /// The catalogue item that names `sha`, if any.
+    pub fn item_for(&self, sha: &Sha256) -> Option<CatalogueItem> {
+        self.catalogue
+            .load()
+            .items
+            .iter()
+            .find(|i| i.sha256.eq_ignore_ascii_case(sha.as_str()))
+            .cloned()
+    }
+
+    /// Notes that an object was served (its last access goes to the index later).
+    pub fn touch(&self, sha: &Sha256) {
+        if let Ok(mut t) = self.touched.lock()
+            && t.len() < 100_000
+        {
+            t.push(sha.as_str().to_string());
+        }
+    }
+
+    /// Writes the last accesses noted since the previous call.
+    pub async fn flush_touches(&self) {
+        let batch = match self.touched.lock() {
+            Ok(mut t) if !t.is_empty() => std::mem::take(&mut *t),
+            _ => return,
+        };
+        let at = now_ms();
+        if let Err(e) = self
+            .store
+            .write(move |tx| index::touch(tx, &batch, at))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the cache's last accesses");
+        }
+    }
+
+    /// The download of `item`'s object: the one in progress, or a new one. Every
+    /// caller shares it, so one object is fetched once however many wait.
+    pub fn fill(self: &Arc<Self>, item: &CatalogueItem, paced: bool) -> Arc<Fill> {
+        let sha = match Sha256::parse(&item.sha256) {
+            Some(s) => s,
+            None => return Fill::failed(item, "the catalogue's hash is not a SHA-256"),
+        };
+        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = fills.get(sha.as_str()) {
+            return f.clone();
+        }
+        let fill = Fill::new(item, sha.clone(), self.objects.partial_path(&sha));
+        fills.insert(sha.as_str().to_string(), fill.clone());
+        drop(fills);
+        let (cache, f) = (self.clone(), fill.clone());
+        tokio::spawn(async move {
+            fill::run(&cache, &f, paced).await;
+            cache
+                .fills
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(f.sha.as_str());
+        });
+        fill
+    }
+
+    /// Bytes written so far when `sha` is being fetched.
+    pub fn downloading(&self, sha: &str) -> Option<u64> {
+        let fill = self.fills.lock().ok()?.get(sha).cloned()?;
+        match fill.state() {
+            FillState::Running(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn filling(&self, sha: &str) -> bool {
+        self.fills
+            .lock()
+            .map(|f| f.contains_key(sha))
+            .unwrap_or(false)
+    }
+
+    /// Promises `need` bytes to a download, evicting (when `evict`) least-recently
+    /// used objects that nothing pins until the quota and the disk's reserve both
+    /// allow it. The prefetcher does not evict for unpinned items: two of them
+    /// competing for the last room would evict each other in turn forever.
+    pub async fn make_room(
+        self: &Arc<Self>,
+        need: u64,
+        evict: bool,
+    ) -> Result<Reservation, RoomError> {
+        self.flush_touches().await;
+        let cache = self.clone();
+        let (reservation, evicted) =
+            tokio::task::spawn_blocking(move || cache.make_room_now(need, evict))
+                .await
+                .map_err(|e| RoomError::Io(std::io::Error::other(e.to_string())))??;
+        if !evicted.is_empty() {
+            let list = evicted.clone();
+            let at = now();
+            let _ = self
+                .store
+                .write(move |tx| {
+                    for (sha, size) in &list {
+                        index::remove(tx, sha)?;
+                        crate::sync::outbox::append(
+                            tx,
+                            at,
+                            &cartable_protocol::events::EventBody::UpdateProgress {
+                                item: sha.clone(),
+                                state: "evicted".into(),
+                                bytes: *size,
+                            },
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await;
+        }
+        Ok(reservation)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn make_room_now(
+        self: Arc<Self>,
+        need: u64,
+        evict: bool,
+    ) -> Result<(Reservation, Vec<(String, u64)>), RoomError> {
+        let mut room = self.room.lock().unwrap_or_else(|p| p.into_inner());
+        let mut evicted = Vec::new();
+        let mut candidates: Option<std::vec::IntoIter<index::Row>> = None;
+        loop {
+            let free = self.objects.free_space()?;
+            let quota_ok = room.used + room.reserved + need <= self.config.quota_bytes;
+            let disk_ok = free >= self.config.reserve_bytes.saturating_add(need);
+            if quota_ok && disk_ok {
+                room.reserved += need;
+                return Ok((
+                    Reservation {
+                        cache: Arc::downgrade(&self),
+                        bytes: need,
+                    },
+                    evicted,
+                ));
+            }
+            if candidates.is_none() {
+                let list = if evict {
+                    self.store.read_blocking(index::evictable)?
+                } else {
+                    Vec::new()
+                };
+                candidates = Some(list.into_iter());
+            }
+            let next = candidates
+                .as_mut()
+                .and_then(|c| c.find(|r| !self.filling(&r.sha256) && !self.is_pinned(&r.sha256)));
+            let Some(victim) = next else {
+                return Err(RoomError::Full {
+                    need,
+                    used: room.used,
+                    quota: self.config.quota_bytes,
+                    free,
+                    reserve: self.config.reserve_bytes,
+                });
+            };
+            if let Some(sha) = Sha256::parse(&victim.sha256) {
+                self.objects.remove(&sha)?;
+            }
+            tracing::info!(sha256 = %victim.sha256, size = victim.size, "evicted from the cache");
+            room.used = room.used.saturating_sub(victim.size);
+            evicted.push((victim.sha256, victim.size));
+        }
+    }
+
+    /// Pinned by the catalogue in force (the index's references say the same).
+    pub(crate) fn is_pinned(&self, sha: &str) -> bool {
+        self.catalogue
+            .load()
+            .items
+            .iter()
+            .any(|i| i.pinned && i.sha256.eq_ignore_ascii_case(sha))
+    }
+
+    /// Counts a stored object against the quota.
+    pub(crate) fn stored(&self, size: u64) {
+        if let Ok(mut r) = self.room.lock() {
+            r.used += size;
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.room.lock().map(|r| r.used).unwrap_or(0)
+    }
+
+    pub fn in_window(&self) -> bool {
+        let w = &self.config.windows;
+        if w.is_empty() {
+            return true;
+        }
+        let t = crate::filter::policy::LocalTime::at(jiff::Timestamp::now(), &self.zone);
+        w.iter()
+            .any(|w| crate::filter::policy::in_window(&w.days, w.from, w.to, t))
+    }
+
+    /// What `/api/v1/status` shows of the cache.
+    pub fn status(&self) -> CacheStatus {
+        let catalogue = self.catalogue.load();
+        let present = catalogue
+            .items
+            .iter()
+            .filter(|i| Sha256::parse(&i.sha256).is_some_and(|s| self.objects.contains(&s)))
+            .count();
+        let downloading = self
+            .fills
+            .lock()
+            .map(|f| {
+                f.values()
+                    .map(|f| CacheDownload {
+                        item: f.item.clone(),
+                        version: f.version.clone(),
+                        bytes: match f.state() {
+                            FillState::Running(n) => n,
+                            FillState::Done => f.size,
+                            FillState::Failed(_) => 0,
+                        },
+                        size: f.size,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        CacheStatus {
+            items: catalogue.items.len() as u32,
+            present: present as u32,
+            bytes_used: self.used(),
+            quota_bytes: self.config.quota_bytes,
+            downloading,
+            failing: failures.len() as u32,
+            last_error: failures.values().next().map(|f| f.error.clone()),
+            in_window: self.in_window(),
+        }
+    }
+}
+
+/// Bytes promised to one download; given back when it ends, however it ends.
+pub struct Reservation {
+    cache: std::sync::Weak<Cache>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(c) = self.cache.upgrade()
+            && let Ok(mut r) = c.room.lock()
+        {
+            r.reserved = r.reserved.saturating_sub(self.bytes);
+        }
+    }
+}
+
+/// Seconds, for the outbox's events.
+pub(crate) fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Milliseconds, for the index's last accesses (an LRU needs finer than seconds).
+pub(crate) fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// A pause between prefetch rounds when there is nothing to do.
+pub const IDLE: Duration = Duration::from_secs(30);

@@ -40,6 +40,7 @@ impl Objects {
     pub fn open(data_dir: &Path) -> std::io::Result<Objects> {
         let dir = data_dir.join("cache");
         std::fs::create_dir_all(dir.join("tmp"))?;
+        std::fs::create_dir_all(dir.join("partial"))?;
         // Leftovers of writes cut short (a crash, a full disk) are never objects.
         for e in std::fs::read_dir(dir.join("tmp"))?.flatten() {
             let _ = std::fs::remove_file(e.path());
@@ -93,6 +94,113 @@ impl Objects {
     pub fn contains(&self, sha: &Sha256) -> bool {
         self.path(sha).is_file()
     }
+
+    /// Where a download in progress grows; it survives restarts so that the next
+    /// attempt asks the origin only for the rest.
+    pub fn partial_path(&self, sha: &Sha256) -> PathBuf {
+        self.dir.join("partial").join(&sha.0)
+    }
+
+    /// A fresh temporary file's path (cleared at the next start if left behind).
+    pub fn temp_path(&self, tag: &str) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir
+            .join("tmp")
+            .join(format!("{tag}.{}.{n}", std::process::id()))
+    }
+
+    /// Hashes the finished file at `from` and renames it into place as `expected`;
+    /// on a mismatch the file is deleted and nothing is published.
+    pub fn publish(&self, from: &Path, expected: &Sha256) -> Result<u64, ObjectError> {
+        let (found, size) = hash_file(from)?;
+        if found != expected.0 {
+            let _ = std::fs::remove_file(from);
+            return Err(ObjectError::Mismatch {
+                expected: expected.0.clone(),
+                found,
+            });
+        }
+        self.place(from, expected)?;
+        Ok(size)
+    }
+
+    /// Hashes the finished file at `from` and renames it into place under its own
+    /// hash (for objects no catalogue names).
+    pub fn adopt(&self, from: &Path) -> Result<(Sha256, u64), ObjectError> {
+        let (found, size) = hash_file(from)?;
+        let sha = Sha256(found);
+        self.place(from, &sha)?;
+        Ok((sha, size))
+    }
+
+    fn place(&self, from: &Path, sha: &Sha256) -> std::io::Result<()> {
+        std::fs::File::open(from)?.sync_all()?;
+        let path = self.path(sha);
+        std::fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
+        std::fs::rename(from, &path)?;
+        // The rename itself must survive a power cut before the index says "stored".
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    pub fn remove(&self, sha: &Sha256) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(sha)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every object on disk with its size.
+    pub fn list(&self) -> Vec<(Sha256, u64)> {
+        let mut out = Vec::new();
+        for shard in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = shard.file_name();
+            let name = name.to_string_lossy();
+            if name.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let (Some(sha), Ok(meta)) = (
+                    Sha256::parse(&f.file_name().to_string_lossy()),
+                    f.metadata(),
+                ) && meta.is_file()
+                {
+                    out.push((sha, meta.len()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Bytes left for unprivileged writers on the disk holding the cache.
+    pub fn free_space(&self) -> std::io::Result<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.dir).map_err(std::io::Error::from)?;
+        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((cartable_protocol::desired::hex(ctx.finish().as_ref()), size))
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use std::sync::Arc;
+
+use super::Cache;
+use super::fill::FillState;
 use super::objects::Sha256;
 use crate::web::WebState;
 
@@ -43,10 +47,89 @@ pub async fn object(
         )
             .into_response();
     };
-    let Some(objects) = state.objects.as_ref() else {
+    let Some(cache) = state.cache.as_ref() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no cache\n").into_response();
     };
+    serve(cache, &sha, &headers, &Meta::default()).await
+}
+
+/// `GET /cache/items/{id}` and `/cache/items/{id}/{version}`: a catalogue item by
+/// name, with its file name and type, for people and for MDM links.
+pub async fn item(
+    State(state): State<WebState>,
+    Path(parts): Path<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(cache) = state.cache.as_ref() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no cache\n").into_response();
+    };
+    let get = |k: &str| parts.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let (Some(id), version) = (get("id"), get("version")) else {
+        return (StatusCode::BAD_REQUEST, "which item?\n").into_response();
+    };
+    let catalogue = cache.catalogue();
+    let Some(item) = catalogue
+        .items
+        .iter()
+        .find(|i| i.id == id && version.is_none_or(|v| v == i.version))
+    else {
+        return (StatusCode::NOT_FOUND, "no such item in the catalogue\n").into_response();
+    };
+    let Some(sha) = Sha256::parse(&item.sha256) else {
+        return (StatusCode::NOT_FOUND, "no such item in the catalogue\n").into_response();
+    };
+    let file_name = item
+        .urls
+        .first()
+        .and_then(|u| u.split(['?', '#']).next())
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "._-+".contains(*c))
+                .collect::<String>()
+        })
+        .unwrap_or_else(|| format!("{}-{}", item.id, item.version));
+    let meta = Meta {
+        content_type: Some(content_type_of(&file_name).to_string()),
+        file_name: Some(file_name),
+    };
+    serve(cache, &sha, &headers, &meta).await
+}
+
+/// How an object is presented.
+#[derive(Debug, Default, Clone)]
+pub struct Meta {
+    pub content_type: Option<String>,
+    pub file_name: Option<String>,
+}
+
+/// The type a tablet needs to install or open a file, from its name.
+pub fn content_type_of(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("apk") => "application/vnd.android.package-archive",
+        Some("zip") => "application/zip",
+        Some("pdf") => "application/pdf",
+        Some("json") => "application/json",
+        Some("mp4") => "video/mp4",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("epub") => "application/epub+zip",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Serves the object `sha`: from disk when held, else (when the catalogue names it)
+/// from its download as the bytes arrive.
+pub async fn serve(cache: &Arc<Cache>, sha: &Sha256, headers: &HeaderMap, meta: &Meta) -> Response {
     let etag = format!("\"{}\"", sha.as_str());
+    let held = cache.objects.contains(sha);
+    let item = if held { None } else { cache.item_for(sha) };
+    if !held && item.is_none() {
+        return (StatusCode::NOT_FOUND, "not in the cache\n").into_response();
+    }
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -54,13 +137,17 @@ pub async fn object(
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let mut file = match tokio::fs::File::open(objects.path(&sha)).await {
-        Ok(f) => f,
-        Err(_) => return (StatusCode::NOT_FOUND, "not in the cache\n").into_response(),
-    };
-    let size = match file.metadata().await {
-        Ok(m) => m.len(),
-        Err(_) => return (StatusCode::NOT_FOUND, "not in the cache\n").into_response(),
+    let (size, body): (u64, Option<tokio::fs::File>) = if held {
+        let file = match tokio::fs::File::open(cache.objects.path(sha)).await {
+            Ok(f) => f,
+            Err(_) => return (StatusCode::NOT_FOUND, "not in the cache\n").into_response(),
+        };
+        match file.metadata().await {
+            Ok(m) => (m.len(), Some(file)),
+            Err(_) => return (StatusCode::NOT_FOUND, "not in the cache\n").into_response(),
+        }
+    } else {
+        (item.as_ref().map_or(0, |i| i.size), None)
     };
     let whole = (StatusCode::OK, 0, size.saturating_sub(1));
     let (status, start, end) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -79,14 +166,61 @@ pub async fn object(
         },
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
-    if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n").into_response();
-    }
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let body = match (body, item) {
+        (Some(mut file), _) => {
+            if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n").into_response();
+            }
+            cache.touch(sha);
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                file.take(len),
+                256 * 1024,
+            ))
+        }
+        (None, Some(item)) => {
+            let fill = cache.fill(&item, false);
+            // Answer only once the origin answered: a dead origin is a clear 502,
+            // not a response cut at byte 0.
+            let mut rx = fill.subscribe();
+            loop {
+                match rx.borrow_and_update().clone() {
+                    FillState::Failed(why) if why.starts_with("no room") => {
+                        return (
+                            StatusCode::INSUFFICIENT_STORAGE,
+                            format!("the cache cannot hold the object: {why}\n"),
+                        )
+                            .into_response();
+                    }
+                    FillState::Failed(why) => {
+                        return (
+                            StatusCode::BAD_GATEWAY,
+                            format!("the origin could not provide the object: {why}\n"),
+                        )
+                            .into_response();
+                    }
+                    FillState::Running(0) => {}
+                    _ => break,
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            if size == 0 {
+                Body::empty()
+            } else {
+                Body::from_stream(fill.reader(cache.objects.path(sha), start, end))
+            }
+        }
+        (None, None) => return (StatusCode::NOT_FOUND, "not in the cache\n").into_response(),
+    };
+    let content_type = meta
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
     let mut r = (
         status,
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_TYPE, content_type),
             (header::CONTENT_LENGTH, len.to_string()),
             (header::ETAG, etag),
             (header::ACCEPT_RANGES, "bytes".to_string()),
@@ -99,24 +233,48 @@ pub async fn object(
     {
         r.headers_mut().insert(header::CONTENT_RANGE, v);
     }
+    if let Some(name) = &meta.file_name
+        && let Ok(v) = format!("attachment; filename=\"{name}\"").parse()
+    {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
     r
 }
 
-/// `GET /api/v1/cache`: every catalogue item and whether the box holds it.
+/// `GET /api/v1/cache`: every catalogue item and where it is: `present`,
+/// `downloading` (with `bytes`), `failed` (with `error` and `retry_in_secs`) or
+/// `missing`.
 pub async fn items(State(state): State<WebState>) -> Response {
-    let (Some(objects), Some(catalogue)) = (state.objects.as_ref(), state.catalogue.as_ref())
-    else {
+    let Some(cache) = state.cache.as_ref() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no cache\n").into_response();
     };
-    let list: Vec<serde_json::Value> = catalogue
+    let failures = cache.failures.lock().map(|f| f.clone()).unwrap_or_default();
+    let now = std::time::Instant::now();
+    let list: Vec<serde_json::Value> = cache
+        .catalogue()
         .items
         .iter()
         .map(|i| {
-            let held = Sha256::parse(&i.sha256).is_some_and(|s| objects.contains(&s));
-            serde_json::json!({
+            let sha = Sha256::parse(&i.sha256);
+            let held = sha.as_ref().is_some_and(|s| cache.objects.contains(s));
+            let mut v = serde_json::json!({
                 "id": i.id, "version": i.version, "size": i.size, "sha256": i.sha256,
-                "pinned": i.pinned, "state": if held { "present" } else { "missing" },
-            })
+                "pinned": i.pinned, "priority": i.priority,
+                "path": format!("/cache/items/{}/{}", i.id, i.version),
+                "state": "missing",
+            });
+            let key = i.sha256.to_ascii_lowercase();
+            if held {
+                v["state"] = "present".into();
+            } else if let Some(bytes) = cache.downloading(&key) {
+                v["state"] = "downloading".into();
+                v["bytes"] = bytes.into();
+            } else if let Some(f) = failures.get(&key) {
+                v["state"] = "failed".into();
+                v["error"] = f.error.clone().into();
+                v["retry_in_secs"] = f.retry_at.saturating_duration_since(now).as_secs().into();
+            }
+            v
         })
         .collect();
     axum::Json(list).into_response()

@@ -117,6 +117,28 @@ impl Engine {
         self.uplink_down.store(down, Ordering::Relaxed);
     }
 
+    /// The addresses of `host` as the upstream servers give them, past the filter and
+    /// the local names: the cache's redirect mode answers origins with the box's own
+    /// address, so the cache itself must look them up here.
+    pub async fn addresses_upstream(&self, host: &str) -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        for qtype in [1u16, 28] {
+            if let Ok(bytes) = self.forwarder.resolve(host, qtype, 1).await
+                && let Ok(m) = Message::from_vec(&bytes)
+            {
+                out.extend(m.answers.iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                }));
+            }
+            if !out.is_empty() {
+                break;
+            }
+        }
+        out
+    }
+
     pub fn cache(&self) -> &Cache {
         &self.cache
     }

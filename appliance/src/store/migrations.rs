@@ -238,6 +238,39 @@ pub const MIGRATIONS: &[Migration] = &[
         INSERT OR IGNORE INTO meta(key, value) VALUES ('card_secret', lower(hex(randomblob(32))));
     ",
     },
+    Migration {
+        version: 10,
+        name: "cache_index",
+        sql: "
+        -- The app and update cache's objects (files under data_dir/cache, named by
+        -- their SHA-256): size and last access drive the quota's LRU eviction.
+        CREATE TABLE cache_objects (
+            sha256      TEXT PRIMARY KEY,
+            size        INTEGER NOT NULL,
+            stored_at   INTEGER NOT NULL,
+            last_access INTEGER NOT NULL,
+            -- Where it came from when no catalogue item names it (redirect mode).
+            source      TEXT
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX cache_objects_lru ON cache_objects(last_access);
+        -- Which catalogue items refer to which object, rewritten when the catalogue in
+        -- force changes; a pinned reference protects its object from eviction.
+        CREATE TABLE cache_refs (
+            item     TEXT NOT NULL,
+            version  TEXT NOT NULL,
+            sha256   TEXT NOT NULL,
+            pinned   INTEGER NOT NULL,
+            PRIMARY KEY (item, version)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX cache_refs_sha ON cache_refs(sha256);
+        -- Objects fetched by host and path in DNS redirect mode, keyed by origin group.
+        CREATE TABLE cache_urls (
+            key     TEXT PRIMARY KEY,
+            sha256  TEXT NOT NULL,
+            content_type TEXT
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

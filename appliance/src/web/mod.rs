@@ -33,10 +33,8 @@ pub struct WebState {
     pub hub: Option<Arc<crate::hub::Hub>>,
     /// The Headwind MDM endpoints, when `[hub] headwind_secret` is set.
     pub headwind: Option<Arc<crate::hub::headwind::Headwind>>,
-    /// The cache's objects (absent in some tests).
-    pub objects: Option<Arc<crate::cache::objects::Objects>>,
-    /// The catalogue read at start.
-    pub catalogue: Option<Arc<cartable_protocol::desired::Catalogue>>,
+    /// The app and update cache (absent in some tests).
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// Builds the router; tests drive it directly.
@@ -116,6 +114,11 @@ pub fn router(state: WebState) -> Router {
         .route("/documents/{id}/{name}", get(hub_api::document))
         .route("/cache/{sha256}", get(crate::cache::serve::object))
         .route("/api/v1/cache", get(crate::cache::serve::items))
+        .route("/cache/items/{id}", get(crate::cache::serve::item))
+        .route(
+            "/cache/items/{id}/{version}",
+            get(crate::cache::serve::item),
+        )
         .route("/admin", get(crate::hub::page::admin))
         .route("/admin.js", get(crate::hub::page::admin_script))
         .route("/api/v1/admin/school", get(hub_api::school))
@@ -127,6 +130,11 @@ pub fn router(state: WebState) -> Router {
         .route("/classe.css", get(crate::hub::page::css))
         .route("/classe.js", get(crate::hub::page::script))
         .fallback(blockpage::page)
+        // Redirect mode: requests for a cached origin's host never reach the routes.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cache::redirect::middleware,
+        ))
         .with_state(state)
 }
 
@@ -225,8 +233,7 @@ mod tests {
             sync: crate::sync::SyncView::standalone(),
             hub: None,
             headwind: None,
-            objects: None,
-            catalogue: None,
+            cache: None,
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));
@@ -286,8 +293,7 @@ mod tests {
             sync: crate::sync::SyncView::standalone(),
             hub: None,
             headwind: None,
-            objects: None,
-            catalogue: None,
+            cache: None,
         });
         let ok = r#"{"action":"switch replaced","detail":"room 3"}"#;
         assert_eq!(

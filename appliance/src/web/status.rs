@@ -50,6 +50,7 @@ async fn status(State(s): State<WebState>) -> Json<StatusReport> {
         uplink: s.uplink.borrow().clone(),
         disk,
         sync,
+        cache: s.cache.as_ref().map(|c| c.status()).unwrap_or_default(),
     })
 }
 

@@ -1,0 +1,225 @@
+//! DNS redirect mode, as LanCache does it: the DNS server answers the configured
+//! origins' names with the box's address, and their plain-HTTP requests arrive here,
+//! recognised by their `Host`. A URL the catalogue names is served from its verified
+//! object (fetched once whichever host of the origin it was asked from); any other is
+//! fetched from the origin's real address (looked up past the box's own answers),
+//! streamed to the tablet while it is written, and kept (unpinned, LRU) under the key
+//! `origin name + path`, so the same file is stored once for all the origin's hosts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::io::AsyncWriteExt;
+
+use super::objects::Sha256;
+use super::serve::{Meta, serve};
+use super::{Cache, index, origin};
+use crate::config::RedirectOrigin;
+use crate::web::WebState;
+
+/// Host name (lower case) -> origin name.
+pub fn host_map(origins: &[RedirectOrigin]) -> HashMap<String, String> {
+    origins
+        .iter()
+        .flat_map(|o| {
+            o.hosts.iter().map(|h| {
+                (
+                    h.trim_end_matches('.').to_ascii_lowercase(),
+                    o.name.to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn host_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    let raw = uri
+        .host()
+        .map(str::to_string)
+        .or_else(|| headers.get(header::HOST)?.to_str().ok().map(str::to_string))?;
+    let host = match raw.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => raw.as_str(),
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Runs before every route: requests for a redirected origin are the cache's.
+pub async fn middleware(State(state): State<WebState>, req: Request, next: Next) -> Response {
+    let Some(cache) = state.cache.clone() else {
+        return next.run(req).await;
+    };
+    let Some(origin) = host_of(req.headers(), req.uri())
+        .and_then(|h| cache.redirect_hosts.get(&h).cloned().map(|o| (h, o)))
+    else {
+        return next.run(req).await;
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the box caches downloads only (GET)\n",
+        )
+            .into_response();
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    handle(&cache, &origin.1, &origin.0, &path, req.headers()).await
+}
+
+#[tracing::instrument(skip(cache, headers))]
+async fn handle(
+    cache: &Arc<Cache>,
+    origin: &str,
+    host: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let file_name = path
+        .split('?')
+        .next()
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap_or("")
+        .to_string();
+    // 1. A URL the catalogue names, on any host of this origin.
+    let catalogue = cache.catalogue();
+    let named = catalogue.items.iter().find(|i| {
+        i.urls.iter().any(|u| {
+            u.parse::<Uri>().is_ok_and(|u| {
+                u.scheme_str() == Some("http")
+                    && u.host().is_some_and(|h| {
+                        cache
+                            .redirect_hosts
+                            .get(&h.to_ascii_lowercase())
+                            .map(String::as_str)
+                            == Some(origin)
+                    })
+                    && u.path_and_query().map_or("/", |p| p.as_str()) == path
+            })
+        })
+    });
+    if let Some(item) = named
+        && let Some(sha) = Sha256::parse(&item.sha256)
+    {
+        let meta = Meta {
+            content_type: Some(super::serve::content_type_of(&file_name).into()),
+            file_name: None,
+        };
+        return serve(cache, &sha, headers, &meta).await;
+    }
+    // 2. Fetched before, by this key.
+    let key = format!("{origin}{path}");
+    let k = key.clone();
+    if let Ok(Some((sha, content_type))) = cache.store().read(move |c| index::url(c, &k)).await
+        && let Some(sha) = Sha256::parse(&sha)
+        && cache.objects.contains(&sha)
+    {
+        let meta = Meta {
+            content_type,
+            file_name: None,
+        };
+        return serve(cache, &sha, headers, &meta).await;
+    }
+    // 3. From the origin, kept on the way.
+    pass_through(cache, key, format!("http://{host}{path}")).await
+}
+
+async fn pass_through(cache: &Arc<Cache>, key: String, url: String) -> Response {
+    let response = match cache.origins.get(&url, 0, &[]).await {
+        Ok(r) => r,
+        Err(origin::OriginError::Status { status, .. }) => {
+            return (status, "the origin's answer\n").into_response();
+        }
+        Err(e) => {
+            return (StatusCode::BAD_GATEWAY, format!("{e}\n")).into_response();
+        }
+    };
+    let length = response.content_length;
+    let content_type = response.content_type.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<hyper::body::Bytes>>(16);
+    let cache = cache.clone();
+    let ct = content_type.clone();
+    tokio::spawn(async move {
+        // Room first: without it the download is only passed through.
+        let reservation = match length {
+            Some(n) => cache.make_room(n, true).await.ok(),
+            None => None,
+        };
+        let tmp = cache.objects.temp_path("redirect");
+        let mut file = match reservation {
+            Some(_) => tokio::fs::File::create(&tmp).await.ok(),
+            None => None,
+        };
+        let stall = std::time::Duration::from_secs(cache.config().stall_secs.max(1));
+        let mut body = response.body;
+        let mut got = 0u64;
+        let mut client = Some(tx);
+        let complete = loop {
+            match origin::next_chunk(&mut body, stall).await {
+                Ok(Some(chunk)) => {
+                    got += chunk.len() as u64;
+                    if let Some(f) = file.as_mut()
+                        && f.write_all(&chunk).await.is_err()
+                    {
+                        file = None;
+                    }
+                    // A tablet that went away does not stop the download.
+                    if let Some(c) = &client
+                        && c.send(Ok(chunk)).await.is_err()
+                    {
+                        client = None;
+                    }
+                }
+                Ok(None) => break length.is_none_or(|n| n == got),
+                Err(e) => {
+                    if let Some(c) = &client {
+                        let _ = c.send(Err(std::io::Error::other(e.to_string()))).await;
+                    }
+                    break false;
+                }
+            }
+        };
+        drop(client);
+        let Some(file) = file else { return };
+        drop(file);
+        if !complete {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return;
+        }
+        let c = cache.clone();
+        let adopted = tokio::task::spawn_blocking(move || c.objects.adopt(&tmp)).await;
+        if let Ok(Ok((sha, size))) = adopted {
+            cache.stored(size);
+            drop(reservation);
+            let result = cache
+                .store()
+                .write(move |tx| {
+                    index::insert(tx, &sha, size, super::now_ms(), Some(&key))?;
+                    index::set_url(tx, &key, &sha, ct.as_deref())
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot index a redirected download");
+            }
+        }
+    });
+    let mut r = Response::builder().status(StatusCode::OK);
+    if let Some(n) = length {
+        r = r.header(header::CONTENT_LENGTH, n);
+    }
+    if let Some(ct) = content_type {
+        r = r.header(header::CONTENT_TYPE, ct);
+    }
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    r.body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
