@@ -42,8 +42,9 @@ pub struct Fill {
     state: watch::Sender<FillState>,
 }
 
-/// Bytes read from the disk per chunk sent.
-const CHUNK: usize = 256 * 1024;
+/// Bytes read from the disk per chunk sent to a reader (one buffer per reader: 200
+/// tablets waiting on a cold object hold 200 of them).
+const CHUNK: usize = 64 * 1024;
 /// Bytes gathered from the origin before each write to the partial file.
 const WRITE_BUFFER: usize = 256 * 1024;
 

@@ -13,6 +13,7 @@ pub mod objects;
 pub mod origin;
 pub mod prefetch;
 pub mod redirect;
+pub mod sendfile;
 pub mod serve;
 
 use std::collections::HashMap;

@@ -78,23 +78,27 @@ pub async fn item(
     let Some(sha) = Sha256::parse(&item.sha256) else {
         return (StatusCode::NOT_FOUND, "no such item in the catalogue\n").into_response();
     };
-    let file_name = item
-        .urls
-        .first()
-        .and_then(|u| u.split(['?', '#']).next())
-        .and_then(|u| u.rsplit('/').next())
-        .filter(|n| !n.is_empty())
-        .map(|n| {
-            n.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || "._-+".contains(*c))
-                .collect::<String>()
-        })
-        .unwrap_or_else(|| format!("{}-{}", item.id, item.version));
+    let file_name = file_name(item);
     let meta = Meta {
         content_type: Some(content_type_of(&file_name).to_string()),
         file_name: Some(file_name),
     };
     serve(cache, &sha, &headers, &meta).await
+}
+
+/// The name a tablet saves an item under: the last segment of its first URL.
+pub fn file_name(item: &cartable_protocol::desired::CatalogueItem) -> String {
+    item.urls
+        .first()
+        .and_then(|u| u.split(['?', '#']).next())
+        .and_then(|u| u.rsplit('/').next())
+        .map(|n| {
+            n.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "._-+".contains(*c))
+                .collect::<String>()
+        })
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .unwrap_or_else(|| format!("{}-{}", item.id, item.version))
 }
 
 /// How an object is presented.

@@ -2,6 +2,7 @@
 
 pub mod audit_api;
 pub mod blockpage;
+pub mod conn;
 pub mod filter_api;
 pub mod status;
 
@@ -167,12 +168,13 @@ impl Service for HttpService {
             let listener = tokio::net::TcpListener::from_std(self.listener.try_clone()?)?;
             let app = router(self.state.clone());
             ctx.ready();
-            axum::serve(
+            conn::serve(
                 listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
+                app,
+                self.state.cache.clone(),
+                ctx.shutdown.clone(),
             )
-            .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned())
-            .await?;
+            .await;
             Ok(())
         })
     }

@@ -76,6 +76,55 @@ fn objects_are_served_whole_by_range_and_with_etags() {
     }
     let missing = format!("http://{}/cache/{}", app.http, "0".repeat(64));
     assert_eq!(curl(&[&missing]).0, 404);
+
+    // One kept-alive connection: an object (sent by sendfile), then a page of the
+    // router, then the object again, a HEAD, and a pipelined pair.
+    let status_url = format!("http://{}/api/v1/status", app.http);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "-w",
+            "%{http_code} %{size_download} %{num_connects}\n",
+        ])
+        .args(["-o", "/dev/null", &url, "-o", "/dev/null", &status_url])
+        .args(["-o", "/dev/null", &url])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "200 1000000 1");
+    assert!(
+        lines[1].starts_with("200 ") && lines[1].ends_with(" 0"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2], "200 1000000 0");
+    let head = Command::new("curl")
+        .args(["-s", "-I", &url])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("content-length: 1000000"),
+        "{head}"
+    );
+    let mut conn = std::net::TcpStream::connect(app.http).unwrap();
+    use std::io::{Read, Write};
+    let path = format!("/cache/{}", sha.as_str());
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: box\r\nRange: bytes=0-9\r\n\r\nGET /healthz HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 206"), "{text}");
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+    let body_start = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(&answer[body_start..body_start + 10], &bytes[..10]);
 }
 
 #[test]
