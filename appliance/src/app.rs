@@ -151,7 +151,7 @@ impl App {
         let dns_addrs = dns.local_addrs();
         let filter_service = Arc::new(FilterService::new(engine.clone(), spec, loaded));
         let reload = filter_service.reload.clone();
-        let (sync, sync_view) = SyncService::new(
+        let (mut sync, sync_view) = SyncService::new(
             config.clone(),
             store.clone(),
             Some(filter_service.clone()),
@@ -198,6 +198,10 @@ impl App {
                     .map(|p| p.as_path().to_path_buf()),
             },
         )?;
+        let woken = cache.clone();
+        sync.on_catalogue(Arc::new(move || {
+            woken.wake.notify_one();
+        }));
         let web = WebState {
             config: config.clone(),
             store: store.clone(),

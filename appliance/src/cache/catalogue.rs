@@ -25,7 +25,36 @@ pub fn parse(path: &str, text: &str) -> Result<Catalogue, CatalogueError> {
         path: path.into(),
         message: e.to_string(),
     })?;
+    check(path, &c)?;
+    Ok(c)
+}
+
+/// Every hash 64 hex digits, every URL http(s), every id usable in a path.
+pub fn check(path: &str, c: &Catalogue) -> Result<(), CatalogueError> {
+    let bad = |message: String| CatalogueError::Invalid {
+        path: path.into(),
+        message,
+    };
     for item in &c.items {
+        if item.id.is_empty()
+            || item.id.contains(['/', '?', '#', '%'])
+            || item.version.contains('/')
+        {
+            return Err(bad(format!(
+                "item `{}`: ids and versions cannot contain `/`, `?`, `#` or `%`",
+                item.id
+            )));
+        }
+        if let Some(u) = item
+            .urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(bad(format!(
+                "item `{}`: `{u}` is not an http(s) URL",
+                item.id
+            )));
+        }
         if Sha256::parse(&item.sha256).is_none() {
             return Err(CatalogueError::Invalid {
                 path: path.into(),
@@ -33,7 +62,7 @@ pub fn parse(path: &str, text: &str) -> Result<Catalogue, CatalogueError> {
             });
         }
     }
-    Ok(c)
+    Ok(())
 }
 
 /// The catalogue in force: the central side's if one was applied (verified again
@@ -97,6 +126,20 @@ mod tests {
                 "64 hex",
             ),
             (r#"{"things": []}"#, "unknown field"),
+            (
+                &format!(
+                    r#"{{"items": [{{"id": "x", "version": "1", "urls": ["file:///etc/passwd"], "size": 1, "sha256": "{}"}}]}}"#,
+                    "ab".repeat(32)
+                ),
+                "not an http(s) URL",
+            ),
+            (
+                &format!(
+                    r#"{{"items": [{{"id": "../x", "version": "1", "urls": [], "size": 1, "sha256": "{}"}}]}}"#,
+                    "ab".repeat(32)
+                ),
+                "cannot contain",
+            ),
         ] {
             let e = parse("c.json", bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -188,7 +188,13 @@ async fn apply(
             }
             None
         }
-        // The cache and the updater read theirs from the store when they come.
+        (Body::Catalogue(c), _) => {
+            if let Err(e) = crate::cache::catalogue::check("catalogue", c) {
+                return refuse("invalid", e.to_string());
+            }
+            None
+        }
+        // The updater reads its release from the store when it comes.
         _ => None,
     };
     let (version, scope) = (d.version, d.scope.label());

@@ -78,6 +78,7 @@ pub struct SyncService {
     uplink: watch::Receiver<UplinkStatus>,
     info: watch::Sender<LinkInfo>,
     started: Instant,
+    on_catalogue: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 enum End {
@@ -103,9 +104,15 @@ impl SyncService {
                 uplink,
                 info,
                 started: Instant::now(),
+                on_catalogue: None,
             },
             SyncView { rx, broker },
         )
+    }
+
+    /// Called when a new catalogue is in force (the cache fetches it at once).
+    pub fn on_catalogue(&mut self, hook: Arc<dyn Fn() + Send + Sync>) {
+        self.on_catalogue = Some(hook);
     }
 
     fn set(&self, state: LinkState, error: Option<String>) {
@@ -407,6 +414,7 @@ impl Service for SyncService {
             let handler = {
                 let (store, filter, applied) =
                     (self.store.clone(), self.filter.clone(), applied.clone());
+                let hook = self.on_catalogue.clone();
                 tokio::spawn(async move {
                     while let Some(m) = in_rx.recv().await {
                         let outcome = desired::handle(
@@ -418,6 +426,16 @@ impl Service for SyncService {
                         )
                         .await;
                         tracing::debug!(topic = m.topic, ?outcome, "desired state message");
+                        if let (
+                            desired::Outcome::Applied {
+                                kind: cartable_protocol::topics::DesiredKind::Catalogue,
+                                ..
+                            },
+                            Some(hook),
+                        ) = (&outcome, &hook)
+                        {
+                            hook();
+                        }
                         applied.notify_one();
                     }
                 })

@@ -369,10 +369,14 @@ mod desired {
             || verdict(&app, "from-toml.test") == "block",
         );
 
+        // The catalogue's item, at a local origin: the box fetches it once applied.
+        let origin = cartable_systests::upstream::Upstream::start();
+        origin.put("/lecture.apk", b"abc".to_vec(), Default::default());
         let catalogue = dir.path().join("catalogue.json");
+        let url = origin.url("/lecture.apk");
         let item = |sha: &str| {
             format!(
-                r#"{{"items": [{{"id": "lecture", "version": "2.1", "urls": ["http://127.0.0.1:1/lecture.apk"], "size": 3, "sha256": "{sha}"}}]}}"#
+                r#"{{"items": [{{"id": "lecture", "version": "2.1", "urls": ["{url}"], "size": 3, "sha256": "{sha}", "pinned": true}}]}}"#
             )
         };
         std::fs::write(&catalogue, item("nothex")).unwrap();
@@ -381,7 +385,9 @@ mod desired {
         let out = central(&args);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("sha256"));
-        std::fs::write(&catalogue, item(&"ab".repeat(32))).unwrap();
+        // SHA-256("abc")
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        std::fs::write(&catalogue, item(abc)).unwrap();
         let out = central(&args);
         assert!(
             out.status.success(),
@@ -395,6 +401,12 @@ mod desired {
                 "catalogue",
             ) == 1
         });
+        wait_until(
+            "the catalogue's item fetched",
+            Duration::from_secs(20),
+            || app.get_json("/api/v1/cache")[0]["state"] == "present",
+        );
+        assert_eq!(origin.requests("/lecture.apk").len(), 1);
     }
 
     #[test]
