@@ -769,6 +769,32 @@ mod tests {
     }
 
     #[test]
+    fn cache_windows_and_redirect_origins() {
+        let text = "[cache]\nwindows = [{ days = [\"wed\"], from = \"12:00\", to = \"18:00\" }]\n\
+                    [[cache.redirect]]\nname = \"manuels\"\nhosts = [\"dl.manuels.example\"]\n";
+        let problems = Config::parse(text).unwrap_err();
+        assert_eq!(problems[0].line, 3, "{problems:?}");
+        assert!(
+            problems[0].message.contains("box_addresses"),
+            "{problems:?}"
+        );
+        let c = Config::parse(&format!("[dns]\nbox_addresses = [\"10.0.0.1\"]\n{text}")).unwrap();
+        assert_eq!(c.cache.windows.len(), 1);
+        assert_eq!(c.cache.redirect[0].hosts, ["dl.manuels.example"]);
+        let bad = "[dns]\nbox_addresses = [\"10.0.0.1\"]\n[[cache.redirect]]\nname = \"x\"\nhosts = [\"not a host\"]\n";
+        let problems = Config::parse(bad).unwrap_err();
+        assert!(
+            problems[0].message.contains("not a host name"),
+            "{problems:?}"
+        );
+        let problems = Config::parse(
+            "[cache]\nwindows = [{ days = [\"wed\"], from = \"25:00\", to = \"18:00\" }]\n",
+        )
+        .unwrap_err();
+        assert_eq!(problems[0].line, 2, "{problems:?}");
+    }
+
+    #[test]
     fn syntax_errors_have_lines() {
         let problems = Config::parse("[http]\nlisten = \n").unwrap_err();
         assert_eq!(problems[0].line, 2, "{problems:?}");

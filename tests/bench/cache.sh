@@ -4,7 +4,9 @@
 #     by nginx serving the same file (sendfile on): total throughput, and the box's
 #     peak memory (VmHWM);
 #  2. cold: COLD_CLIENTS concurrent clients ask the box for a COLD_MB object it does
-#     not hold yet; nginx is the origin and its log counts the bytes it sent.
+#     not hold yet; nginx is the origin and its log counts the bytes it sent;
+#  3. one client, cold, from an origin capped at 20 MB/s (a WAN link): straight from
+#     nginx, then through the box (which streams while it fills).
 #
 #   tests/bench/cache.sh [SIZE_MB] [CLIENTS] [COLD_MB] [COLD_CLIENTS]
 #   (default 1024 50 100 200)
@@ -27,6 +29,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 echo "making the objects ($SIZE_MB MB and $COLD_MB MB of random bytes)"
 dd if=/dev/urandom of="$WORK/www/big.apk" bs=1M count="$SIZE_MB" status=none
 dd if=/dev/urandom of="$WORK/www/cold.apk" bs=1M count="$COLD_MB" status=none
+dd if=/dev/urandom of="$WORK/www/wan.apk" bs=1M count="$COLD_MB" status=none
+WAN_SHA=$(sha256sum "$WORK/www/wan.apk" | cut -d' ' -f1)
 BIG_SHA=$(sha256sum "$WORK/www/big.apk" | cut -d' ' -f1)
 COLD_SHA=$(sha256sum "$WORK/www/cold.apk" | cut -d' ' -f1)
 
@@ -47,6 +51,7 @@ http {
     listen 127.0.0.1:$NGINX_PORT;
     root $WORK/www;
     access_log $WORK/nginx/sent.log sent;
+    location /wan/ { alias $WORK/www/; limit_rate 20m; }
   }
 }
 CONF
@@ -59,7 +64,9 @@ cat > "$WORK/catalogue.json" <<JSON
   {"id": "big", "version": "1", "urls": ["http://127.0.0.1:$NGINX_PORT/big.apk"],
    "size": $((SIZE_MB * 1048576)), "sha256": "$BIG_SHA", "pinned": true},
   {"id": "cold", "version": "1", "urls": ["http://127.0.0.1:$NGINX_PORT/cold.apk"],
-   "size": $((COLD_MB * 1048576)), "sha256": "$COLD_SHA"}
+   "size": $((COLD_MB * 1048576)), "sha256": "$COLD_SHA"},
+  {"id": "wan", "version": "1", "urls": ["http://127.0.0.1:$NGINX_PORT/wan/wan.apk"],
+   "size": $((COLD_MB * 1048576)), "sha256": "$WAN_SHA"}
 ]}
 JSON
 cat > "$WORK/box.toml" <<CONF
@@ -131,3 +138,9 @@ print(f"cold      {n} clients in {t1 - t0:.2f} s (short downloads: {bad}); origi
       f"bytes sent by the origin: {sent} = {sent / (mb * 1048576):.3f} x the object")
 PY
 echo "box peak RSS (VmHWM) after all: $(awk '/^VmHWM/ {print $2}' /proc/$BOX/status) KiB"
+
+echo "one client, cold, origin capped at 20 MB/s:"
+curl -s -o /dev/null -w "direct    %{time_total} s, %{size_download} bytes\n" \
+  "http://127.0.0.1:$NGINX_PORT/wan/wan.apk"
+curl -s -o /dev/null -w "via box   %{time_total} s, %{size_download} bytes\n" \
+  "http://$HTTP/cache/$WAN_SHA"

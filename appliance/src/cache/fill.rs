@@ -1,5 +1,7 @@
-//! One object's download: written to `cache/partial/{sha256}` as bytes arrive,
-//! resumed with a Range request after a cut, verified whole, then renamed into place.
+//! One object's download: written to `cache/partial/{sha256}` and hashed as bytes
+//! arrive, resumed with a Range request after a cut (the kept bytes hashed again
+//! first), checked against the catalogue's SHA-256, then made durable and renamed
+//! into place.
 //!
 //! Tablets that ask for the object meanwhile read the partial file as it grows
 //! ([`Fill::reader`]), so a cold download through the box is as fast as a direct one,
@@ -15,6 +17,7 @@ use std::time::Duration;
 use cartable_protocol::desired::CatalogueItem;
 use cartable_protocol::events::EventBody;
 use hyper::body::Bytes;
+use ring::digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -27,6 +30,9 @@ use super::{Cache, index, now};
 pub enum FillState {
     /// Bytes written so far.
     Running(u64),
+    /// Every byte arrived and the hash verified; being made durable and put in place.
+    /// Readers may finish from the partial file they hold open.
+    Verified,
     /// Verified and in place.
     Done,
     Failed(Arc<str>),
@@ -83,7 +89,7 @@ impl Fill {
             match rx.borrow_and_update().clone() {
                 FillState::Done => return Ok(()),
                 FillState::Failed(why) => return Err(why),
-                FillState::Running(_) => {}
+                FillState::Running(_) | FillState::Verified => {}
             }
             if rx.changed().await.is_err() {
                 return Err("the download stopped".into());
@@ -148,6 +154,23 @@ impl Reader {
             let state = self.rx.borrow_and_update().clone();
             let available = match state {
                 FillState::Running(n) => n.min(self.fill.size.saturating_sub(1)),
+                FillState::Verified if self.file.is_some() => self.fill.size,
+                FillState::Verified => {
+                    // Not reading yet: the partial file, unless it was just renamed.
+                    match tokio::fs::File::open(&self.fill.partial).await {
+                        Ok(mut f) => {
+                            f.seek(SeekFrom::Start(self.pos)).await?;
+                            self.file = Some(f);
+                        }
+                        Err(_) => {
+                            if self.rx.changed().await.is_err() {
+                                return Err(std::io::Error::other("the download stopped"));
+                            }
+                            continue;
+                        }
+                    }
+                    self.fill.size
+                }
                 FillState::Done => {
                     if !self.on_object {
                         // The same bytes, now verified and in place.
@@ -338,6 +361,16 @@ async fn attempt(
         file.set_len(0).await?;
         have = 0;
     }
+    // The hash is computed as bytes arrive (the bytes of an earlier attempt first),
+    // so that the end of a download costs no second reading of the file.
+    let mut hash = if have > 0 {
+        let path = fill.partial.clone();
+        tokio::task::spawn_blocking(move || hash_prefix(&path, have))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??
+    } else {
+        digest::Context::new(&digest::SHA256)
+    };
     if have < fill.size {
         let response = cache.origins.get(url, have, &[]).await?;
         if response.start == Start::Whole && have > 0 {
@@ -347,6 +380,7 @@ async fn attempt(
             );
             file.set_len(0).await?;
             have = 0;
+            hash = digest::Context::new(&digest::SHA256);
         } else if have > 0 {
             tracing::info!(from = have, "resuming");
         }
@@ -371,6 +405,7 @@ async fn attempt(
                 let _ = tokio::fs::remove_file(&fill.partial).await;
                 return Err(AttemptError::TooLong(fill.size));
             }
+            hash.update(&chunk);
             buf.extend_from_slice(&chunk);
             if buf.len() >= WRITE_BUFFER {
                 file.write_all(&buf).await?;
@@ -384,23 +419,50 @@ async fn attempt(
         }
         file.write_all(&buf).await?;
         flushed += buf.len() as u64;
-        fill.state.send_replace(FillState::Running(flushed));
-        file.sync_data().await?;
         have = flushed;
         if have < fill.size {
+            fill.state.send_replace(FillState::Running(flushed));
+            file.sync_data().await?;
             return Err(AttemptError::Cut {
                 have,
                 size: fill.size,
             });
         }
     }
+    let found = cartable_protocol::desired::hex(hash.finish().as_ref());
+    if found != fill.sha.as_str() {
+        drop(file);
+        let _ = tokio::fs::remove_file(&fill.partial).await;
+        return Err(ObjectError::Mismatch {
+            expected: fill.sha.as_str().to_string(),
+            found,
+        }
+        .into());
+    }
+    // Readers may take the last bytes now; durability and the rename follow.
+    fill.state.send_replace(FillState::Verified);
+    file.sync_data().await?;
     drop(file);
     let (objects_cache, partial, sha) = (cache.clone(), fill.partial.clone(), fill.sha.clone());
-    let published =
-        tokio::task::spawn_blocking(move || objects_cache.objects.publish(&partial, &sha))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(published?)
+    tokio::task::spawn_blocking(move || objects_cache.objects.place(&partial, &sha))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    Ok(fill.size)
+}
+
+/// The hash context after the first `len` bytes of `path`.
+fn hash_prefix(path: &std::path::Path, len: u64) -> std::io::Result<digest::Context> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?.take(len);
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(ctx);
+        }
+        ctx.update(&buf[..n]);
+    }
 }
 
 impl Cache {

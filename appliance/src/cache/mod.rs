@@ -420,7 +420,7 @@ impl Cache {
                         version: f.version.clone(),
                         bytes: match f.state() {
                             FillState::Running(n) => n,
-                            FillState::Done => f.size,
+                            FillState::Verified | FillState::Done => f.size,
                             FillState::Failed(_) => 0,
                         },
                         size: f.size,

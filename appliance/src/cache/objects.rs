@@ -110,21 +110,6 @@ impl Objects {
             .join(format!("{tag}.{}.{n}", std::process::id()))
     }
 
-    /// Hashes the finished file at `from` and renames it into place as `expected`;
-    /// on a mismatch the file is deleted and nothing is published.
-    pub fn publish(&self, from: &Path, expected: &Sha256) -> Result<u64, ObjectError> {
-        let (found, size) = hash_file(from)?;
-        if found != expected.0 {
-            let _ = std::fs::remove_file(from);
-            return Err(ObjectError::Mismatch {
-                expected: expected.0.clone(),
-                found,
-            });
-        }
-        self.place(from, expected)?;
-        Ok(size)
-    }
-
     /// Hashes the finished file at `from` and renames it into place under its own
     /// hash (for objects no catalogue names).
     pub fn adopt(&self, from: &Path) -> Result<(Sha256, u64), ObjectError> {
@@ -134,7 +119,8 @@ impl Objects {
         Ok((sha, size))
     }
 
-    fn place(&self, from: &Path, sha: &Sha256) -> std::io::Result<()> {
+    /// Renames a file whose hash the caller verified into place, durably.
+    pub fn place(&self, from: &Path, sha: &Sha256) -> std::io::Result<()> {
         std::fs::File::open(from)?.sync_all()?;
         let path = self.path(sha);
         std::fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
