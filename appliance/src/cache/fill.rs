@@ -154,23 +154,9 @@ impl Reader {
             let state = self.rx.borrow_and_update().clone();
             let available = match state {
                 FillState::Running(n) => n.min(self.fill.size.saturating_sub(1)),
-                FillState::Verified if self.file.is_some() => self.fill.size,
-                FillState::Verified => {
-                    // Not reading yet: the partial file, unless it was just renamed.
-                    match tokio::fs::File::open(&self.fill.partial).await {
-                        Ok(mut f) => {
-                            f.seek(SeekFrom::Start(self.pos)).await?;
-                            self.file = Some(f);
-                        }
-                        Err(_) => {
-                            if self.rx.changed().await.is_err() {
-                                return Err(std::io::Error::other("the download stopped"));
-                            }
-                            continue;
-                        }
-                    }
-                    self.fill.size
-                }
+                // Every byte is there and verified; a reader not reading yet opens
+                // the partial file below (or the object, once renamed).
+                FillState::Verified => self.fill.size,
                 FillState::Done => {
                     if !self.on_object {
                         // The same bytes, now verified and in place.

@@ -138,9 +138,13 @@ impl Origins {
         let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|e| OriginError::BadUrl(format!("{url}: {e}")))?;
-        let http_err = |e: hyper::Error| OriginError::Http {
-            host: host.clone(),
-            message: e.to_string(),
+        let timeout = self.timeout;
+        let sent_err = |e: Sent| match e {
+            Sent::Hyper(e) => OriginError::Http {
+                host: host.clone(),
+                message: e.to_string(),
+            },
+            Sent::Timeout => OriginError::Stalled(timeout),
         };
         let response = if https {
             let tls = self
@@ -159,15 +163,9 @@ impl Origins {
                 host: host.clone(),
                 source,
             })?;
-            send(stream, req, self.timeout).await.map_err(|e| match e {
-                Sent::Hyper(e) => http_err(e),
-                Sent::Timeout => OriginError::Stalled(self.timeout),
-            })?
+            send(stream, req, self.timeout).await.map_err(sent_err)?
         } else {
-            send(tcp, req, self.timeout).await.map_err(|e| match e {
-                Sent::Hyper(e) => http_err(e),
-                Sent::Timeout => OriginError::Stalled(self.timeout),
-            })?
+            send(tcp, req, self.timeout).await.map_err(sent_err)?
         };
         let status = response.status();
         let content_type = response
