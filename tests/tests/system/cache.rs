@@ -623,3 +623,43 @@ fn redirect_mode_serves_an_origin_by_host_and_stores_each_file_once() {
     assert_eq!(status, 404);
     assert!(app.get_json("/api/v1/status")["box_id"].is_string());
 }
+
+#[test]
+fn the_prefetcher_keeps_to_its_rate_cap_and_its_windows() {
+    let origin = Upstream::start();
+    let body = payload(1_000_000, 13);
+    origin.put("/slow.apk", body.clone(), Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalogue(
+        dir.path(),
+        &[("slow", origin.url("/slow.apk"), &body, true)],
+    );
+    // 50 kB/s: after its first 256 KiB the download waits more than 5 s.
+    let app = Appliance::start(&format!(
+        "[cache]\ncatalogue = \"{}\"\nreserve_bytes = 0\nrate_limit = 50000\n",
+        cat.display()
+    ));
+    let v = wait_state(&app, "slow", "downloading", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+    let v2 = item_state(&app, "slow");
+    assert_eq!(v2["state"], "downloading", "{v} then {v2}");
+    assert!(v2["bytes"].as_u64().unwrap() < 1_000_000, "{v2}");
+    let status = app.get_json("/api/v1/status");
+    assert_eq!(
+        status["cache"]["downloading"][0]["item"], "slow",
+        "{status}"
+    );
+    assert_eq!(status["cache"]["in_window"], true);
+
+    // Outside its windows the prefetcher does not start at all.
+    let other = Appliance::start(&format!(
+        "[cache]\ncatalogue = \"{}\"\nreserve_bytes = 0\n{NO_PREFETCH}\n",
+        cat.display()
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(item_state(&other, "slow")["state"], "missing");
+    assert_eq!(
+        other.get_json("/api/v1/status")["cache"]["in_window"],
+        false
+    );
+}
