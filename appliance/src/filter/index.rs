@@ -1,24 +1,26 @@
-//! The compiled block lists: every listed name in one immutable finite-state map.
+//! The compiled block lists: every listed name in one immutable hash table.
 //!
-//! Names are keys of an `fst::Map` in byte order; each maps to a *category set* (a
-//! bitmask over at most 128 categories, shared by every name listed in the same
-//! categories). A lookup asks the map for the name and each of its parents, so a
-//! listed domain covers its subdomains. Finite-state maps share prefixes and suffixes,
-//! which keeps millions of names in a few bytes each.
+//! Each name is kept as a 64-bit hash (FNV-1a, then a 64-bit finalizer) in an
+//! open-addressing table kept in hash order (see `Table`), beside the id of its
+//! *category set* (a bitmask over at most 128 categories, shared by every name listed
+//! in the same categories). A lookup hashes the name and each of its parents, so a listed domain
+//! covers its subdomains; a few probes each, most often inside one cache line.
+//! Two different names share a hash with a chance of about n / 2^64 per lookup
+//! (5 million names: one false match in some 3.7 * 10^12 lookups of unlisted names).
 //!
-//! Building streams: UT1 files are sorted, so a k-way merge of the files feeds the map
-//! builder directly and the only memory used beyond the map itself is one line per
-//! file. A file found out of order (hosts lists usually are) is sorted in memory
-//! alone, and the build starts over with it marked.
+//! Building needs no order: the files are cut into chunks at line boundaries, hashed
+//! on every core, sorted and deduplicated per file (a file's count of names is the
+//! count `sort -u` gives), merged across files (a name in several files gets the
+//! union of their categories), and inserted. The names themselves are not kept: the
+//! explanation of a verdict reads the files again ([`Index::find_line`]).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fst::{Map, MapBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::FilterError;
@@ -56,29 +58,115 @@ pub struct ListSource {
 }
 
 /// What the build made of one file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceReport {
     pub category: String,
     pub path: PathBuf,
+    /// Distinct names.
     pub names: u64,
     pub addresses: u64,
     pub skipped: Skipped,
-    /// Whether it was in byte order (streamed) or had to be sorted in memory.
-    pub sorted: bool,
 }
 
-/// One slice of the names: those whose first byte falls in its range. Slices are
-/// built in parallel, one per core; each has its own table of category sets.
-struct Part {
-    map: Map<Vec<u8>>,
+/// The names: hashes in an open-addressing table, and their category sets.
+///
+/// A hash's home slot grows with the hash (`hash * home >> 64`) and the hashes are
+/// inserted in ascending order with linear probing and no wrap-around (a run past the
+/// last home slot spills into slots appended at the end), so **the keys stand in
+/// ascending order along the array**: a lookup stops at the first empty slot or the
+/// first larger key, and a 90 % full table still costs a few probes, present or not.
+struct Table {
+    /// 0 marks an empty slot (a hash is never 0).
+    keys: Vec<u64>,
+    /// Index into `sets` for each slot.
+    set_of: Vec<u16>,
     sets: Vec<CategorySet>,
+    /// Home slots (`keys` may be longer: the spill-over).
+    home: usize,
+    len: u64,
+}
+
+impl Table {
+    fn with_capacity(names: usize) -> Table {
+        let home = (names + names / 9 + 16).max(16);
+        Table {
+            keys: vec![0; home],
+            set_of: vec![0; home],
+            sets: Vec::new(),
+            home,
+            len: 0,
+        }
+    }
+
+    fn slot(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.home as u128) >> 64) as usize
+    }
+
+    /// Inserts a hash larger than every hash inserted before.
+    fn push_ascending(&mut self, hash: u64, set: u16) {
+        let mut i = self.slot(hash);
+        while self.keys.get(i).is_some_and(|&k| k != 0) {
+            i += 1;
+        }
+        if i == self.keys.len() {
+            self.keys.push(0);
+            self.set_of.push(0);
+        }
+        self.keys[i] = hash;
+        self.set_of[i] = set;
+        self.len += 1;
+    }
+
+    fn get(&self, hash: u64) -> Option<CategorySet> {
+        let mut i = self.slot(hash);
+        while let Some(&k) = self.keys.get(i) {
+            if k == hash {
+                return Some(self.sets[usize::from(self.set_of[i])]);
+            }
+            if k == 0 || k > hash {
+                return None;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The layout's promise, for a table read back from disk.
+    fn is_ordered(&self) -> bool {
+        let mut last = 0u64;
+        for (i, &k) in self.keys.iter().enumerate() {
+            if k == 0 {
+                continue;
+            }
+            if k <= last || self.slot(k) > i {
+                return false;
+            }
+            last = k;
+        }
+        true
+    }
+}
+
+/// The hash a name is kept under; never 0.
+pub fn name_hash(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // The finalizer of MurmurHash3: every input bit reaches every output bit, so the
+    // slot (the hash's high bits) is well spread.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h.max(1)
 }
 
 /// The immutable, compiled lists.
 pub struct Index {
-    parts: Vec<Part>,
-    /// First byte of a name -> its part.
-    part_of: [u8; 256],
+    table: Table,
     /// Sorted by address.
     addresses: Vec<(u32, CategorySet)>,
     categories: Vec<Category>,
@@ -147,41 +235,27 @@ impl Index {
             source_ids.push(id);
         }
 
-        let mut in_memory = vec![false; sources.len()];
-        loop {
-            match compile(&sources, &source_ids, &in_memory)? {
-                Compiled::Done(parts, part_of, addresses, reports) => {
-                    for r in &reports {
-                        if let Some(&id) = by_name.get(&r.category) {
-                            cats[id as usize].entries += r.names + r.addresses;
-                        }
-                    }
-                    return Ok(Index {
-                        parts,
-                        part_of: *part_of,
-                        addresses,
-                        categories: cats,
-                        by_name,
-                        sources: reports,
-                    });
-                }
-                Compiled::Unsorted(i) => {
-                    tracing::debug!(path = %sources[i].path.display(), "list not in byte order; sorting it in memory");
-                    in_memory[i] = true;
-                }
+        let (table, addresses, reports) = compile(&sources, &source_ids)?;
+        for r in &reports {
+            if let Some(&id) = by_name.get(&r.category) {
+                cats[id as usize].entries += r.names + r.addresses;
             }
         }
+        Ok(Index {
+            table,
+            addresses,
+            categories: cats,
+            by_name,
+            sources: reports,
+        })
     }
 
     /// Every listed entry covering `name` (itself, then its parents).
     pub fn lookup<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = Hit<'n>> + use<'s, 'n> {
         suffixes(name).filter_map(|entry| {
-            let part =
-                &self.parts[usize::from(self.part_of[usize::from(*entry.as_bytes().first()?)])];
-            part.map.get(entry).map(|set| Hit {
-                entry,
-                categories: part.sets[set as usize],
-            })
+            self.table
+                .get(name_hash(entry.as_bytes()))
+                .map(|categories| Hit { entry, categories })
         })
     }
 
@@ -211,15 +285,12 @@ impl Index {
 
     /// Listed names (each counted once, whatever its number of categories).
     pub fn names(&self) -> u64 {
-        self.parts.iter().map(|p| p.map.len() as u64).sum()
+        self.table.len
     }
 
-    /// Bytes the compiled map takes.
+    /// Bytes the compiled table takes.
     pub fn map_bytes(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|p| p.map.as_fst().as_bytes().len())
-            .sum()
+        self.table.keys.len() * 10 + self.table.sets.len() * 16
     }
 
     /// The file and line where `entry` is listed in one of `categories`: for the
@@ -251,18 +322,19 @@ impl Index {
 }
 
 /// The layout of a saved index file: this magic line, one line of JSON (`Saved`),
-/// then each part's map bytes in order.
-const SAVED_MAGIC: &[u8] = b"cartable-index 1\n";
+/// then the table's keys (little-endian u64) and set ids (little-endian u16).
+const SAVED_MAGIC: &[u8] = b"cartable-index 2\n";
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
     fingerprint: String,
     categories: Vec<Category>,
     sources: Vec<SourceReport>,
-    part_of: Vec<u8>,
     addresses: Vec<(u32, CategorySet)>,
-    /// (category sets, map length in bytes) of each part.
-    parts: Vec<(Vec<CategorySet>, u64)>,
+    sets: Vec<CategorySet>,
+    home: u64,
+    slots: u64,
+    names: u64,
 }
 
 impl Index {
@@ -274,21 +346,22 @@ impl Index {
             fingerprint: fingerprint.to_string(),
             categories: self.categories.clone(),
             sources: self.sources.clone(),
-            part_of: self.part_of.to_vec(),
             addresses: self.addresses.clone(),
-            parts: self
-                .parts
-                .iter()
-                .map(|p| (p.sets.clone(), p.map.as_fst().as_bytes().len() as u64))
-                .collect(),
+            sets: self.table.sets.clone(),
+            home: self.table.home as u64,
+            slots: self.table.keys.len() as u64,
+            names: self.table.len,
         };
         let tmp = path.with_extension("tmp");
-        let mut f = std::io::BufWriter::new(File::create(&tmp)?);
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         f.write_all(SAVED_MAGIC)?;
         serde_json::to_writer(&mut f, &header).map_err(std::io::Error::other)?;
         f.write_all(b"\n")?;
-        for p in &self.parts {
-            f.write_all(p.map.as_fst().as_bytes())?;
+        for k in &self.table.keys {
+            f.write_all(&k.to_le_bytes())?;
+        }
+        for s in &self.table.set_of {
+            f.write_all(&s.to_le_bytes())?;
         }
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -298,7 +371,7 @@ impl Index {
     /// was made from other sources, or it is damaged (then the caller compiles).
     pub fn load(path: &Path, fingerprint: &str) -> Option<Index> {
         use std::io::Read;
-        let mut f = BufReader::new(File::open(path).ok()?);
+        let mut f = BufReader::with_capacity(1 << 20, File::open(path).ok()?);
         let mut magic = vec![0u8; SAVED_MAGIC.len()];
         f.read_exact(&mut magic).ok()?;
         if magic != SAVED_MAGIC {
@@ -307,19 +380,36 @@ impl Index {
         let mut line = Vec::new();
         f.read_until(b'\n', &mut line).ok()?;
         let saved: Saved = serde_json::from_slice(&line).ok()?;
-        if saved.fingerprint != fingerprint || saved.part_of.len() != 256 {
+        if saved.fingerprint != fingerprint || saved.sets.len() > usize::from(u16::MAX) + 1 {
             return None;
         }
-        let mut parts = Vec::with_capacity(saved.parts.len());
-        for (sets, len) in saved.parts {
-            let mut bytes = vec![0u8; usize::try_from(len).ok()?];
-            f.read_exact(&mut bytes).ok()?;
-            let map = Map::new(bytes).ok()?;
-            parts.push(Part { map, sets });
+        let slots = usize::try_from(saved.slots).ok()?;
+        let home = usize::try_from(saved.home).ok()?;
+        if home == 0 || home > slots || saved.names > saved.slots {
+            return None;
         }
-        let mut part_of = [0u8; 256];
-        part_of.copy_from_slice(&saved.part_of);
-        if part_of.iter().any(|&p| usize::from(p) >= parts.len()) {
+        let mut bytes = vec![0u8; slots.checked_mul(10)?];
+        f.read_exact(&mut bytes).ok()?;
+        // Nothing may follow: a longer file is not what was saved.
+        if f.read(&mut [0u8; 1]).ok()? != 0 {
+            return None;
+        }
+        let (key_bytes, set_bytes) = bytes.split_at(slots * 8);
+        let keys: Vec<u64> = key_bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        let set_of: Vec<u16> = set_bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        drop(bytes);
+        let used = keys.iter().filter(|&&k| k != 0).count() as u64;
+        if used != saved.names
+            || set_of
+                .iter()
+                .any(|&s| usize::from(s) >= saved.sets.len().max(1))
+        {
             return None;
         }
         let mut by_name = HashMap::new();
@@ -330,8 +420,19 @@ impl Index {
             }
         }
         Some(Index {
-            parts,
-            part_of,
+            table: {
+                let table = Table {
+                    keys,
+                    set_of,
+                    sets: saved.sets,
+                    home,
+                    len: saved.names,
+                };
+                if !table.is_ordered() {
+                    return None;
+                }
+                table
+            },
             addresses: saved.addresses,
             categories: saved.categories,
             by_name,
@@ -345,169 +446,254 @@ pub fn ids(set: CategorySet) -> impl Iterator<Item = u8> {
     (0..MAX_CATEGORIES as u8).filter(move |&i| set & (1u128 << i) != 0)
 }
 
-enum Compiled {
-    Done(
-        Vec<Part>,
-        Box<[u8; 256]>,
-        Vec<(u32, CategorySet)>,
-        Vec<SourceReport>,
-    ),
-    /// Source `i` is out of byte order.
-    Unsorted(usize),
+/// Bytes of a file one build job reads.
+const CHUNK_BYTES: u64 = 4 << 20;
+
+/// A byte range of one source, cut at line boundaries by the reader: the lines that
+/// start inside `start..end` are the job's.
+struct Job {
+    source: usize,
+    start: u64,
+    end: u64,
 }
 
-/// Yields one source's names in byte order, deduplicated.
-struct SourceReader {
-    lines: Option<BufReader<File>>,
-    /// For a source read whole: its names, sorted, reversed (next at the end).
-    sorted: Vec<String>,
-    buf: Vec<u8>,
-    pending: Vec<String>,
-    line_no: u64,
-    /// The previous name, to drop duplicates and notice disorder (reused buffer).
-    last: String,
-    report: SourceReport,
+/// What one job found.
+#[derive(Default)]
+struct Found {
+    hashes: Vec<u64>,
     addresses: Vec<Ipv4Addr>,
-    /// Only names whose first byte is in `lo..hi` are yielded.
-    lo: u8,
-    hi: u16,
-    /// The first part also counts bad lines and collects addresses.
-    first: bool,
+    /// Bad lines, their line numbers counted from the job's first line.
+    skipped: Skipped,
+    lines: u64,
 }
 
-enum Next {
-    Name(String),
-    End,
-    OutOfOrder,
-}
+/// The table, the listed addresses (sorted) and what each file held.
+type Compiled = (Table, Vec<(u32, CategorySet)>, Vec<SourceReport>);
 
-impl SourceReader {
-    fn open(
-        source: &ListSource,
-        whole: bool,
-        (lo, hi): (u8, u16),
-        first: bool,
-    ) -> Result<SourceReader, FilterError> {
-        let io = |e| FilterError::Io {
-            path: source.path.clone(),
-            source: e,
-        };
-        let file = File::open(&source.path).map_err(io)?;
-        let mut reader = SourceReader {
-            lines: None,
-            sorted: Vec::new(),
-            buf: Vec::with_capacity(256),
-            pending: Vec::new(),
-            line_no: 0,
-            last: String::new(),
-            report: SourceReport {
-                category: source.category.clone(),
-                path: source.path.clone(),
-                names: 0,
-                addresses: 0,
-                skipped: Skipped::default(),
-                sorted: !whole,
-            },
-            addresses: Vec::new(),
-            lo,
-            hi,
-            first,
-        };
-        if whole {
-            let bytes = std::fs::read(&source.path).map_err(io)?;
-            let parsed = list::parse(&bytes);
-            drop(bytes);
-            let mut names = parsed.names;
-            names.retain(|n| reader.in_range(n));
-            names.sort_unstable();
-            names.dedup();
-            names.reverse();
-            if first {
-                reader.report.skipped = parsed.skipped;
-                reader.addresses = parsed.addresses;
-            }
-            reader.sorted = names;
-        } else {
-            reader.lines = Some(BufReader::with_capacity(64 * 1024, file));
-        }
-        Ok(reader)
-    }
-
-    fn in_range(&self, name: &str) -> bool {
-        let b = name.as_bytes().first().copied().unwrap_or(0);
-        b >= self.lo && u16::from(b) < self.hi
-    }
-
-    fn next(&mut self) -> Result<Next, FilterError> {
+fn compile(sources: &[ListSource], source_ids: &[u8]) -> Result<Compiled, FilterError> {
+    let mut jobs = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        let size = std::fs::metadata(&s.path)
+            .map_err(|e| FilterError::Io {
+                path: s.path.clone(),
+                source: e,
+            })?
+            .len();
+        let mut start = 0;
         loop {
-            let name = if let Some(n) = self.pending.pop() {
-                n
-            } else if let Some(lines) = self.lines.as_mut() {
-                self.buf.clear();
-                let read = lines
-                    .read_until(b'\n', &mut self.buf)
-                    .map_err(|e| FilterError::Io {
-                        path: self.report.path.clone(),
-                        source: e,
-                    })?;
-                if read == 0 {
-                    return Ok(Next::End);
-                }
-                self.line_no += 1;
-                let line = trim_newline(&self.buf);
-                if let Some(name) = plain_name(line) {
-                    let b = u16::from(name.as_bytes()[0]);
-                    if b >= self.hi && !self.first {
-                        // Sorted: nothing further can be in range. (The first part
-                        // reads on, to count bad lines and collect addresses.)
-                        self.lines = None;
-                        return Ok(Next::End);
-                    }
-                    if b < u16::from(self.lo) || b >= self.hi {
-                        // Out of range, still checked for order.
-                        if name < self.last.as_str() {
-                            return Ok(Next::OutOfOrder);
-                        }
-                        self.last.clear();
-                        self.last.push_str(name);
-                        continue;
-                    }
-                    name.to_string()
-                } else {
-                    match list::parse_line(line) {
-                        Line::Blank => continue,
-                        Line::Address(a) => {
-                            self.addresses.push(a);
-                            continue;
-                        }
-                        Line::Bad => {
-                            self.report.skipped.add(self.line_no, &self.buf);
-                            continue;
-                        }
-                        Line::Names(mut names) if names.len() == 1 => {
-                            names.pop().unwrap_or_default()
-                        }
-                        // Several names on one line: not a sorted UT1 file.
-                        Line::Names(_) => return Ok(Next::OutOfOrder),
-                    }
-                }
-            } else if let Some(n) = self.sorted.pop() {
-                n
-            } else {
-                return Ok(Next::End);
-            };
-            if !self.last.is_empty() {
-                match name.as_str().cmp(self.last.as_str()) {
-                    std::cmp::Ordering::Equal => continue,
-                    std::cmp::Ordering::Less => return Ok(Next::OutOfOrder),
-                    std::cmp::Ordering::Greater => {}
-                }
+            let end = (start + CHUNK_BYTES).min(size);
+            jobs.push(Job {
+                source: i,
+                start,
+                end,
+            });
+            if end >= size {
+                break;
             }
-            self.last.clear();
-            self.last.push_str(&name);
-            return Ok(Next::Name(name));
+            start = end;
         }
     }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+        .min(jobs.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Found, FilterError>>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { return };
+                    let found = read_job(&sources[job.source].path, job);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(found);
+                    }
+                }
+            });
+        }
+    });
+
+    // Per source, in file order: line numbers made absolute, names sorted and unique.
+    let mut per_source: Vec<(Vec<u64>, SourceReport, Vec<Ipv4Addr>)> = sources
+        .iter()
+        .map(|s| {
+            (
+                Vec::new(),
+                SourceReport {
+                    category: s.category.clone(),
+                    path: s.path.clone(),
+                    names: 0,
+                    addresses: 0,
+                    skipped: Skipped::default(),
+                },
+                Vec::new(),
+            )
+        })
+        .collect();
+    let mut lines_before = vec![0u64; sources.len()];
+    for (job, slot) in jobs.iter().zip(results) {
+        let found = slot
+            .into_inner()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(FilterError::Index("a build thread stopped".into())))?;
+        let (hashes, report, addresses) = &mut per_source[job.source];
+        hashes.extend_from_slice(&found.hashes);
+        addresses.extend_from_slice(&found.addresses);
+        report.skipped.count += found.skipped.count;
+        for (line, text) in found.skipped.examples {
+            if report.skipped.examples.len() < list::EXAMPLES {
+                report
+                    .skipped
+                    .examples
+                    .push((line + lines_before[job.source], text));
+            }
+        }
+        lines_before[job.source] += found.lines;
+    }
+    let mut reports = Vec::with_capacity(sources.len());
+    let mut addresses: Vec<(u32, CategorySet)> = Vec::new();
+    let mut sorted: Vec<Vec<u64>> = Vec::with_capacity(sources.len());
+    for ((mut hashes, mut report, addrs), &id) in per_source.into_iter().zip(source_ids) {
+        hashes.sort_unstable();
+        hashes.dedup();
+        report.names = hashes.len() as u64;
+        report.addresses = addrs.len() as u64;
+        let total = report.names + report.addresses + report.skipped.count;
+        if total > 10 && report.skipped.count as f64 > GARBAGE_SHARE * total as f64 {
+            return Err(FilterError::Garbage {
+                path: report.path.clone(),
+                skipped: report.skipped.count,
+                total,
+            });
+        }
+        addresses.extend(addrs.iter().map(|a| (u32::from(*a), 1u128 << id)));
+        sorted.push(hashes);
+        reports.push(report);
+    }
+    addresses.sort_unstable_by_key(|&(a, _)| a);
+    let mut merged: Vec<(u32, CategorySet)> = Vec::with_capacity(addresses.len());
+    for (addr, set) in addresses {
+        match merged.last_mut() {
+            Some(last) if last.0 == addr => last.1 |= set,
+            _ => merged.push((addr, set)),
+        }
+    }
+    let table = merge_into_table(&sorted, source_ids)?;
+    Ok((table, merged, reports))
+}
+
+/// A k-way merge of the sources' sorted hashes into the table; a hash in several
+/// sources gets the union of their categories.
+fn merge_into_table(sorted: &[Vec<u64>], source_ids: &[u8]) -> Result<Table, FilterError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let total: usize = sorted.iter().map(Vec::len).sum();
+    let mut table = Table::with_capacity(total);
+    let mut set_ids: HashMap<CategorySet, u16> = HashMap::new();
+    let mut at = vec![0usize; sorted.len()];
+    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = sorted
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.first().map(|&h| Reverse((h, i))))
+        .collect();
+    while let Some(Reverse((hash, i))) = heap.pop() {
+        let mut set: CategorySet = 1u128 << source_ids[i];
+        advance(sorted, &mut at, &mut heap, i);
+        while let Some(&Reverse((h, j))) = heap.peek() {
+            if h != hash {
+                break;
+            }
+            heap.pop();
+            set |= 1u128 << source_ids[j];
+            advance(sorted, &mut at, &mut heap, j);
+        }
+        let next_id = table.sets.len();
+        let id = match set_ids.get(&set) {
+            Some(&id) => id,
+            None => {
+                let id = u16::try_from(next_id).map_err(|_| {
+                    FilterError::Index("more than 65,536 combinations of categories".into())
+                })?;
+                set_ids.insert(set, id);
+                table.sets.push(set);
+                id
+            }
+        };
+        table.push_ascending(hash, id);
+    }
+    Ok(table)
+}
+
+fn advance(
+    sorted: &[Vec<u64>],
+    at: &mut [usize],
+    heap: &mut std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
+    i: usize,
+) {
+    at[i] += 1;
+    if let Some(&h) = sorted[i].get(at[i]) {
+        heap.push(std::cmp::Reverse((h, i)));
+    }
+}
+
+/// Reads the lines of `job` and hashes their names.
+fn read_job(path: &Path, job: &Job) -> Result<Found, FilterError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e| FilterError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    // From one byte before the range: if that byte ends a line, the first line is
+    // ours; otherwise the line in progress is the previous job's.
+    let from = job.start.saturating_sub(1);
+    file.seek(SeekFrom::Start(from)).map_err(io)?;
+    let mut bytes = Vec::with_capacity((job.end - from) as usize + 4096);
+    (&mut file)
+        .take(job.end - from)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    // The last line may run past the range: read on to its end.
+    if bytes.last().is_some_and(|&b| b != b'\n') {
+        let mut rest = BufReader::new(file);
+        rest.read_until(b'\n', &mut bytes).map_err(io)?;
+    }
+    let mut text: &[u8] = &bytes;
+    if job.start > 0 {
+        match text.iter().position(|&b| b == b'\n') {
+            Some(i) => text = &text[i + 1..],
+            None => return Ok(Found::default()),
+        }
+    }
+    let mut found = Found {
+        hashes: Vec::with_capacity(text.len() / 20),
+        ..Found::default()
+    };
+    for raw in text.split(|&b| b == b'\n') {
+        found.lines += 1;
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if let Some(name) = plain_name(line) {
+            found.hashes.push(name_hash(name.as_bytes()));
+            continue;
+        }
+        match list::parse_line(line) {
+            Line::Blank => {}
+            Line::Names(names) => found
+                .hashes
+                .extend(names.iter().map(|n| name_hash(n.as_bytes()))),
+            Line::Address(a) => found.addresses.push(a),
+            Line::Bad => found.skipped.add(found.lines, line),
+        }
+    }
+    // The split after a final newline yields one empty piece that is not a line.
+    if text.ends_with(b"\n") {
+        found.lines -= 1;
+    }
+    Ok(found)
 }
 
 /// The line itself when it is already a normalized name (lower case, valid labels, not
@@ -546,212 +732,6 @@ fn plain_name(line: &[u8]) -> Option<&str> {
 fn trim_newline(buf: &[u8]) -> &[u8] {
     let buf = buf.strip_suffix(b"\n").unwrap_or(buf);
     buf.strip_suffix(b"\r").unwrap_or(buf)
-}
-
-/// Fewer names than this are compiled on one thread.
-const PARALLEL_FROM: u64 = 200_000;
-
-fn compile(
-    sources: &[ListSource],
-    source_ids: &[u8],
-    in_memory: &[bool],
-) -> Result<Compiled, FilterError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
-    let ranges = split_by_first_byte(sources, threads)?;
-    let results: Vec<Result<PartResult, FilterError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .enumerate()
-            .map(|(i, &range)| {
-                scope.spawn(move || compile_part(sources, source_ids, in_memory, range, i == 0))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(FilterError::Index("a build thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut parts = Vec::with_capacity(results.len());
-    let mut addresses: Vec<(u32, CategorySet)> = Vec::new();
-    let mut reports: Vec<SourceReport> = Vec::new();
-    for result in results {
-        match result? {
-            PartResult::Unsorted(i) => return Ok(Compiled::Unsorted(i)),
-            PartResult::Done(part, addrs, part_reports) => {
-                parts.push(part);
-                addresses.extend(addrs);
-                if reports.is_empty() {
-                    reports = part_reports;
-                } else {
-                    for (r, p) in reports.iter_mut().zip(part_reports) {
-                        r.names += p.names;
-                    }
-                }
-            }
-        }
-    }
-    let mut part_of = [0u8; 256];
-    for (i, &(lo, hi)) in ranges.iter().enumerate() {
-        for b in u16::from(lo)..hi {
-            part_of[usize::from(b)] = i as u8;
-        }
-    }
-    addresses.sort_unstable_by_key(|&(a, _)| a);
-    let mut merged: Vec<(u32, CategorySet)> = Vec::with_capacity(addresses.len());
-    for (addr, set) in addresses {
-        match merged.last_mut() {
-            Some(last) if last.0 == addr => last.1 |= set,
-            _ => merged.push((addr, set)),
-        }
-    }
-    let reports = reports
-        .into_iter()
-        .map(|r| {
-            let total = r.names + r.addresses + r.skipped.count;
-            if total > 10 && r.skipped.count as f64 > GARBAGE_SHARE * total as f64 {
-                Err(FilterError::Garbage {
-                    path: r.path.clone(),
-                    skipped: r.skipped.count,
-                    total,
-                })
-            } else {
-                Ok(r)
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Compiled::Done(parts, Box::new(part_of), merged, reports))
-}
-
-/// Ranges of first bytes (`lo..hi`) holding about as many names each, from a count of
-/// the first byte of every line (a plain byte scan, much cheaper than parsing).
-fn split_by_first_byte(
-    sources: &[ListSource],
-    parts: usize,
-) -> Result<Vec<(u8, u16)>, FilterError> {
-    let mut counts = [0u64; 256];
-    let mut total = 0u64;
-    for s in sources {
-        let io = |e| FilterError::Io {
-            path: s.path.clone(),
-            source: e,
-        };
-        let mut file = File::open(&s.path).map_err(io)?;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut at_line_start = true;
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            for &b in &buf[..n] {
-                if at_line_start && b != b'\n' {
-                    counts[usize::from(b.to_ascii_lowercase())] += 1;
-                    total += 1;
-                }
-                at_line_start = b == b'\n';
-            }
-        }
-    }
-    if parts <= 1 || total < PARALLEL_FROM {
-        return Ok(vec![(0, 256)]);
-    }
-    let mut ranges = Vec::with_capacity(parts);
-    let mut lo = 0u16;
-    let mut seen = 0u64;
-    for b in 0u16..256 {
-        let before = seen;
-        seen += counts[usize::from(b)];
-        let wanted = total * (ranges.len() as u64 + 1) / parts as u64;
-        if seen >= wanted && ranges.len() + 1 < parts {
-            // Cut before or after this byte's names, whichever is nearer the target.
-            let cut = if wanted - before < seen - wanted && b > lo {
-                b
-            } else {
-                b + 1
-            };
-            if cut < 256 {
-                ranges.push((lo as u8, cut));
-                lo = cut;
-            }
-        }
-    }
-    ranges.push((lo as u8, 256));
-    Ok(ranges)
-}
-
-enum PartResult {
-    Done(Part, Vec<(u32, CategorySet)>, Vec<SourceReport>),
-    Unsorted(usize),
-}
-
-/// Builds the map of the names whose first byte is in `range`, by a k-way merge of
-/// the sources (each sorted, or sorted in memory when marked).
-fn compile_part(
-    sources: &[ListSource],
-    source_ids: &[u8],
-    in_memory: &[bool],
-    range: (u8, u16),
-    first: bool,
-) -> Result<PartResult, FilterError> {
-    let mut readers = Vec::with_capacity(sources.len());
-    for (s, &whole) in sources.iter().zip(in_memory) {
-        readers.push(SourceReader::open(s, whole, range, first)?);
-    }
-    let mut heap: BinaryHeap<Reverse<(String, usize)>> = BinaryHeap::new();
-    for (i, r) in readers.iter_mut().enumerate() {
-        match r.next()? {
-            Next::Name(n) => heap.push(Reverse((n, i))),
-            Next::End => {}
-            Next::OutOfOrder => return Ok(PartResult::Unsorted(i)),
-        }
-    }
-    let mut builder = MapBuilder::memory();
-    let mut sets: Vec<CategorySet> = Vec::new();
-    let mut set_ids: HashMap<CategorySet, u32> = HashMap::new();
-    let mut from = Vec::with_capacity(sources.len());
-    while let Some(Reverse((name, first_source))) = heap.pop() {
-        from.clear();
-        from.push(first_source);
-        while heap.peek().is_some_and(|Reverse((next, _))| *next == name) {
-            if let Some(Reverse((_, i))) = heap.pop() {
-                from.push(i);
-            }
-        }
-        let mut set: CategorySet = 0;
-        for &i in &from {
-            set |= 1u128 << source_ids[i];
-            readers[i].report.names += 1;
-            match readers[i].next()? {
-                Next::Name(n) => heap.push(Reverse((n, i))),
-                Next::End => {}
-                Next::OutOfOrder => return Ok(PartResult::Unsorted(i)),
-            }
-        }
-        let id = *set_ids.entry(set).or_insert_with(|| {
-            sets.push(set);
-            (sets.len() - 1) as u32
-        });
-        builder
-            .insert(name.as_bytes(), u64::from(id))
-            .map_err(|e| FilterError::Index(e.to_string()))?;
-    }
-    let map = builder.into_map();
-    tracing::debug!(range = ?range, names = map.len(), "index part built");
-    let mut addresses = Vec::new();
-    for (r, &id) in readers.iter().zip(source_ids) {
-        addresses.extend(r.addresses.iter().map(|a| (u32::from(*a), 1u128 << id)));
-    }
-    let mut reports = Vec::with_capacity(readers.len());
-    for mut r in readers {
-        r.report.addresses = r.addresses.len() as u64;
-        reports.push(r.report);
-    }
-    Ok(PartResult::Done(Part { map, sets }, addresses, reports))
 }
 
 #[cfg(test)]
@@ -862,7 +842,7 @@ mod tests {
     }
 
     #[test]
-    fn unsorted_and_hosts_files_are_sorted_in_memory() {
+    fn unsorted_and_hosts_files_need_no_order() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::build(
             vec![
@@ -881,7 +861,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(index.names(), 5);
-        assert!(index.sources().iter().all(|s| !s.sorted));
         assert_eq!(hit_names(&index, "x.track.test").len(), 1);
     }
 
@@ -906,6 +885,54 @@ mod tests {
             (path.file_name().unwrap().to_str().unwrap(), line),
             ("a", 3)
         );
+    }
+
+    #[test]
+    fn a_file_cut_into_chunks_counts_every_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // About 2.5 chunks: lines cross the cuts, duplicates and bad lines are spread.
+        let mut text = String::new();
+        let mut bad_lines = Vec::new();
+        let mut line = 0u64;
+        let mut i = 0u64;
+        while (text.len() as u64) < CHUNK_BYTES * 5 / 2 {
+            line += 1;
+            if i % 100_003 == 7 {
+                text.push_str("<bad line>\n");
+                bad_lines.push(line);
+                line += 1;
+            }
+            text.push_str(&format!("host-{}.example\n", i % 400_000));
+            i += 1;
+        }
+        let path = dir.path().join("big");
+        std::fs::write(&path, &text).unwrap();
+        let index = Index::build(
+            vec![category("ads", Kind::Black)],
+            vec![ListSource {
+                category: "ads".into(),
+                path,
+            }],
+        )
+        .unwrap();
+        let report = &index.sources()[0];
+        assert_eq!(report.names, 400_000);
+        assert_eq!(report.skipped.count, bad_lines.len() as u64);
+        let seen: Vec<u64> = report.skipped.examples.iter().map(|e| e.0).collect();
+        assert_eq!(seen, bad_lines[..seen.len()]);
+        for n in [0, 1, 199_999, 399_999] {
+            assert_eq!(hit_names(&index, &format!("www.host-{n}.example")).len(), 1);
+        }
+        assert!(hit_names(&index, "host-400000.example").is_empty());
+        assert!(index.table.is_ordered());
+        assert!(
+            index.table.keys.len() < 400_000 * 12 / 10,
+            "about 90 % full"
+        );
+        let absent = (0..100_000)
+            .filter(|n| !hit_names(&index, &format!("other-{n}.example")).is_empty())
+            .count();
+        assert_eq!(absent, 0);
     }
 
     #[test]

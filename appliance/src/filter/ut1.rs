@@ -2,8 +2,8 @@
 //! links and `usage` files), whether each is a block or an allow list, their names and
 //! descriptions in French and English (`global_usage`), and where their `domains` file is.
 //!
-//! Only the tree's layout is read here; the `domains` files themselves are streamed
-//! into the index by `index::build`.
+//! Only the tree's layout is read here; the `domains` files themselves are read and
+//! hashed into the index by `index::build`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
