@@ -87,6 +87,8 @@ struct Table {
 }
 
 impl Table {
+    /// The reference layout, one insertion at a time (tests check `spread` against it).
+    #[cfg(test)]
     fn with_capacity(names: usize) -> Table {
         let home = (names + names / 9 + 16).max(16);
         Table {
@@ -103,6 +105,7 @@ impl Table {
     }
 
     /// Inserts a hash larger than every hash inserted before.
+    #[cfg(test)]
     fn push_ascending(&mut self, hash: u64, set: u16) {
         let mut i = self.slot(hash);
         while self.keys.get(i).is_some_and(|&k| k != 0) {
@@ -501,13 +504,25 @@ fn compile(sources: &[ListSource], source_ids: &[u8]) -> Result<Compiled, Filter
     let next = AtomicUsize::new(0);
     let results: Vec<std::sync::Mutex<Option<Result<Found, FilterError>>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    // Each job's hashes go straight to its file's vector (order does not matter), so
+    // the build never holds them twice.
+    let collected: Vec<std::sync::Mutex<Vec<u64>>> = sources
+        .iter()
+        .map(|_| std::sync::Mutex::new(Vec::new()))
+        .collect();
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { return };
-                    let found = read_job(&sources[job.source].path, job);
+                    let found = read_job(&sources[job.source].path, job).map(|mut f| {
+                        if let Ok(mut all) = collected[job.source].lock() {
+                            all.extend_from_slice(&f.hashes);
+                        }
+                        f.hashes = Vec::new();
+                        f
+                    });
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(found);
                     }
@@ -519,9 +534,10 @@ fn compile(sources: &[ListSource], source_ids: &[u8]) -> Result<Compiled, Filter
     // Per source, in file order: line numbers made absolute, names sorted and unique.
     let mut per_source: Vec<(Vec<u64>, SourceReport, Vec<Ipv4Addr>)> = sources
         .iter()
-        .map(|s| {
+        .zip(collected)
+        .map(|(s, hashes)| {
             (
-                Vec::new(),
+                hashes.into_inner().unwrap_or_default(),
                 SourceReport {
                     category: s.category.clone(),
                     path: s.path.clone(),
@@ -540,8 +556,7 @@ fn compile(sources: &[ListSource], source_ids: &[u8]) -> Result<Compiled, Filter
             .ok()
             .flatten()
             .unwrap_or_else(|| Err(FilterError::Index("a build thread stopped".into())))?;
-        let (hashes, report, addresses) = &mut per_source[job.source];
-        hashes.extend_from_slice(&found.hashes);
+        let (_, report, addresses) = &mut per_source[job.source];
         addresses.extend_from_slice(&found.addresses);
         report.skipped.count += found.skipped.count;
         for (line, text) in found.skipped.examples {
@@ -582,61 +597,130 @@ fn compile(sources: &[ListSource], source_ids: &[u8]) -> Result<Compiled, Filter
             _ => merged.push((addr, set)),
         }
     }
-    let table = merge_into_table(&sorted, source_ids)?;
+    let table = merge_into_table(sorted, source_ids)?;
     Ok((table, merged, reports))
 }
 
-/// A k-way merge of the sources' sorted hashes into the table; a hash in several
-/// sources gets the union of their categories.
-fn merge_into_table(sorted: &[Vec<u64>], source_ids: &[u8]) -> Result<Table, FilterError> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
+/// Builds the table from the sources' sorted, unique hashes, in the memory of the
+/// largest of them: a name in several sources gets the union of their categories.
+///
+/// Peak memory is the table's own (about 11 bytes a name) plus the smaller sources:
+/// the merge runs backwards into the largest vector grown to the final length, then
+/// the merged hashes are spread, backwards again, to their slots.
+fn merge_into_table(mut sorted: Vec<Vec<u64>>, source_ids: &[u8]) -> Result<Table, FilterError> {
     let total: usize = sorted.iter().map(Vec::len).sum();
-    let mut table = Table::with_capacity(total);
+    let home = (total + total / 9 + 16).max(16);
+    let big = (0..sorted.len()).max_by_key(|&i| sorted[i].len());
+    let mut keys = big
+        .map(|b| std::mem::take(&mut sorted[b]))
+        .unwrap_or_default();
+    let big_len = keys.len();
+    keys.resize(total, 0);
+    let mut set_of = vec![0u16; total];
+    let mut sets: Vec<CategorySet> = Vec::new();
     let mut set_ids: HashMap<CategorySet, u16> = HashMap::new();
-    let mut at = vec![0usize; sorted.len()];
-    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = sorted
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| v.first().map(|&h| Reverse((h, i))))
-        .collect();
-    while let Some(Reverse((hash, i))) = heap.pop() {
-        let mut set: CategorySet = 1u128 << source_ids[i];
-        advance(sorted, &mut at, &mut heap, i);
-        while let Some(&Reverse((h, j))) = heap.peek() {
-            if h != hash {
-                break;
+    // Unread counts: the largest source (in `keys`) and each other one.
+    let mut left_big = big_len;
+    let mut left: Vec<usize> = sorted.iter().map(Vec::len).collect();
+    let mut w = total;
+    loop {
+        let mut top = if left_big > 0 {
+            Some(keys[left_big - 1])
+        } else {
+            None
+        };
+        for (i, v) in sorted.iter().enumerate() {
+            if left[i] > 0 {
+                top = top.max(Some(v[left[i] - 1]));
             }
-            heap.pop();
-            set |= 1u128 << source_ids[j];
-            advance(sorted, &mut at, &mut heap, j);
         }
-        let next_id = table.sets.len();
+        let Some(hash) = top else { break };
+        let mut set: CategorySet = 0;
+        if left_big > 0 && keys[left_big - 1] == hash {
+            set |= 1u128 << big.map_or(0, |b| source_ids[b]);
+            left_big -= 1;
+        }
+        for (i, v) in sorted.iter().enumerate() {
+            if left[i] > 0 && v[left[i] - 1] == hash {
+                set |= 1u128 << source_ids[i];
+                left[i] -= 1;
+            }
+        }
         let id = match set_ids.get(&set) {
             Some(&id) => id,
             None => {
-                let id = u16::try_from(next_id).map_err(|_| {
+                let id = u16::try_from(sets.len()).map_err(|_| {
                     FilterError::Index("more than 65,536 combinations of categories".into())
                 })?;
                 set_ids.insert(set, id);
-                table.sets.push(set);
+                sets.push(set);
                 id
             }
         };
-        table.push_ascending(hash, id);
+        // Never ahead of what is still to be read from `keys`: w > left_big.
+        w -= 1;
+        keys[w] = hash;
+        set_of[w] = id;
     }
+    drop(sorted);
+    let len = total - w;
+    keys.copy_within(w.., 0);
+    set_of.copy_within(w.., 0);
+    keys.truncate(len);
+    set_of.truncate(len);
+    let mut table = Table {
+        keys,
+        set_of,
+        sets,
+        home,
+        len: len as u64,
+    };
+    table.spread();
     Ok(table)
 }
 
-fn advance(
-    sorted: &[Vec<u64>],
-    at: &mut [usize],
-    heap: &mut std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
-    i: usize,
-) {
-    at[i] += 1;
-    if let Some(&h) = sorted[i].get(at[i]) {
-        heap.push(std::cmp::Reverse((h, i)));
+impl Table {
+    /// Moves the sorted, packed hashes `keys[..len]` to their slots. The j-th hash's
+    /// slot is `max(home slot, slot of the (j-1)-th + 1)`, that is `j + M(j)` with
+    /// `M(j)` the running maximum of `home(i) - i`: always at or after `j`, so moving
+    /// the hashes from the last to the first never overwrites one not yet moved.
+    /// `M` is kept at the start of each block and recomputed within it.
+    fn spread(&mut self) {
+        const BLOCK: usize = 4096;
+        let n = self.keys.len();
+        let mut marks = Vec::with_capacity(n / BLOCK + 1);
+        let mut m = 0usize;
+        for j in 0..n {
+            if j % BLOCK == 0 {
+                marks.push(m);
+            }
+            m = m.max(self.slot(self.keys[j]).saturating_sub(j));
+        }
+        let slots = if n == 0 {
+            self.home
+        } else {
+            (n + m).max(self.home)
+        };
+        self.keys.resize(slots, 0);
+        self.set_of.resize(slots, 0);
+        let mut shift = [0usize; BLOCK];
+        for (b, &start_m) in marks.iter().enumerate().rev() {
+            let start = b * BLOCK;
+            let end = (start + BLOCK).min(n);
+            let mut m = start_m;
+            for j in start..end {
+                m = m.max(self.slot(self.keys[j]).saturating_sub(j));
+                shift[j - start] = m;
+            }
+            for j in (start..end).rev() {
+                let to = j + shift[j - start];
+                if to != j {
+                    self.keys[to] = self.keys[j];
+                    self.set_of[to] = self.set_of[j];
+                    self.keys[j] = 0;
+                }
+            }
+        }
     }
 }
 
@@ -933,6 +1017,41 @@ mod tests {
             .filter(|n| !hit_names(&index, &format!("other-{n}.example")).is_empty())
             .count();
         assert_eq!(absent, 0);
+    }
+
+    #[test]
+    fn the_table_built_in_place_is_the_one_built_slot_by_slot() {
+        // Pseudo-random hashes, plus a crowd at the very top that spills past the end.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut hashes: Vec<u64> = (0..50_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.max(1)
+            })
+            .chain((0..300).map(|i| u64::MAX - i))
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut reference = Table::with_capacity(hashes.len());
+        reference.sets.push(1);
+        for &h in &hashes {
+            reference.push_ascending(h, 0);
+        }
+        let built = merge_into_table(vec![hashes.clone()], &[0]).unwrap();
+        assert_eq!(built.home, reference.home);
+        assert_eq!(built.keys, reference.keys);
+        assert!(built.keys.len() > built.home, "the top crowd spilled");
+        assert!(built.is_ordered());
+        assert!(hashes.iter().all(|&h| built.get(h) == Some(1)));
+        // Two sources sharing hashes: the union of their categories.
+        let t = merge_into_table(vec![vec![5, 9, 12], vec![1, 9]], &[0, 3]).unwrap();
+        assert_eq!(
+            [1, 5, 9, 12, 7].map(|h| t.get(h)),
+            [Some(8), Some(1), Some(9), Some(1), None]
+        );
+        assert_eq!(t.len, 4);
     }
 
     #[test]
