@@ -94,6 +94,8 @@ enum FilterCommand {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: large buffers go back to the kernel when freed.
+    cartable_sys::return_large_allocations();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),

@@ -17,10 +17,27 @@ pub fn release_free_heap() {
     }
 }
 
+/// Makes every allocation of 128 KiB or more its own mapping, returned to the kernel
+/// when freed.
+///
+/// glibc raises that threshold by itself after large frees, after which the block
+/// lists' build buffers (megabytes each, on worker threads) land in per-thread arenas
+/// and stay resident after the build: about 12 MiB with 5 million names. Called once
+/// at start, before any thread. A no-op where the C library is not glibc.
+pub fn return_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` takes two integers and only changes glibc's allocator
+    // settings; M_MMAP_THRESHOLD with a value under its maximum always succeeds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn releasing_free_heap_keeps_live_memory_intact() {
+        super::return_large_allocations();
         let kept: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1 << 16]).collect();
         drop((0..64).map(|_| vec![7u8; 1 << 20]).collect::<Vec<_>>());
         super::release_free_heap();

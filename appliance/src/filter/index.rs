@@ -676,6 +676,9 @@ fn merge_into_table(mut sorted: Vec<Vec<u64>>, source_ids: &[u8]) -> Result<Tabl
         len: len as u64,
     };
     table.spread();
+    // The vector grew by doubling while the files were read: give back the rest.
+    table.keys.shrink_to_fit();
+    table.set_of.shrink_to_fit();
     Ok(table)
 }
 
