@@ -756,6 +756,10 @@ fn read_job(path: &Path, job: &Job) -> Result<Found, FilterError> {
             None => return Ok(Found::default()),
         }
     }
+    if text.is_empty() {
+        // The range held only the end of the previous job's last line.
+        return Ok(Found::default());
+    }
     let mut found = Found {
         hashes: Vec::with_capacity(text.len() / 20),
         ..Found::default()
@@ -1020,6 +1024,29 @@ mod tests {
             .filter(|n| !hit_names(&index, &format!("other-{n}.example")).is_empty())
             .count();
         assert_eq!(absent, 0);
+    }
+
+    #[test]
+    fn jobs_take_the_lines_that_start_in_their_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        std::fs::write(&path, "aa.test\nbb.test\n<bad>\ncc.test").unwrap();
+        let cuts = [0, 4, 8, 16, 19, 26];
+        let mut lines = 0;
+        let mut names = 0;
+        let mut bad = Vec::new();
+        for w in cuts.windows(2) {
+            let job = Job {
+                source: 0,
+                start: w[0],
+                end: w[1],
+            };
+            let f = read_job(&path, &job).unwrap();
+            bad.extend(f.skipped.examples.iter().map(|e| e.0 + lines));
+            lines += f.lines;
+            names += f.hashes.len();
+        }
+        assert_eq!((lines, names, bad), (4, 3, vec![3]));
     }
 
     #[test]
