@@ -375,6 +375,8 @@ fn a_corrupt_body_is_not_published_its_clients_are_cut_and_it_is_retried() {
         body.clone(),
         Faults {
             corrupt: 1,
+            // Still arriving when the answer starts, so the client is cut mid-body.
+            trickle: Duration::from_millis(10),
             ..Faults::default()
         },
     );
