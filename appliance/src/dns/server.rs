@@ -60,11 +60,7 @@ impl DnsService {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in listen {
-            let u = UdpSocket::bind(addr)?;
-            u.set_nonblocking(true)?;
-            // With port 0, TCP takes the port UDP got.
-            let t = TcpListener::bind(u.local_addr()?)?;
-            t.set_nonblocking(true)?;
+            let (u, t) = bind_pair(*addr)?;
             udp.push(u);
             tcp.push(t);
         }
@@ -82,6 +78,31 @@ impl DnsService {
             .iter()
             .filter_map(|u| u.local_addr().ok())
             .collect()
+    }
+}
+
+/// A UDP socket and a TCP listener on the same address. With port 0, TCP takes the
+/// port UDP got; that TCP port may be taken already (by any connection's local port),
+/// so another UDP port is tried, a few times.
+fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let u = UdpSocket::bind(addr)?;
+        u.set_nonblocking(true)?;
+        match TcpListener::bind(u.local_addr()?) {
+            Ok(t) => {
+                t.set_nonblocking(true)?;
+                return Ok((u, t));
+            }
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempts < 16 =>
+            {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
