@@ -38,20 +38,26 @@ pub fn host_map(origins: &[RedirectOrigin]) -> HashMap<String, String> {
 }
 
 fn host_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    let raw = uri
-        .host()
-        .map(str::to_string)
-        .or_else(|| headers.get(header::HOST)?.to_str().ok().map(str::to_string))?;
+    let raw = match uri.host() {
+        Some(h) => h,
+        None => headers.get(header::HOST)?.to_str().ok()?,
+    };
+    Some(bare_host(raw))
+}
+
+/// A `Host` value without its port or final dot, in lower case (as the redirect
+/// table's keys are).
+pub fn bare_host(raw: &str) -> String {
     let host = match raw.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
-        _ => raw.as_str(),
+        _ => raw,
     };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Runs before every route: requests for a redirected origin are the cache's.
 pub async fn middleware(State(state): State<WebState>, req: Request, next: Next) -> Response {
-    let Some(cache) = state.cache.clone() else {
+    let Some(cache) = state.cache.clone().filter(|c| !c.redirect_hosts.is_empty()) else {
         return next.run(req).await;
     };
     let Some(origin) = host_of(req.headers(), req.uri())

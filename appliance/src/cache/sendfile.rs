@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::Cache;
 use super::objects::Sha256;
-use super::serve::{Meta, content_type_of, parse_range};
+use super::serve::{Meta, content_type_of, etag_matches, plan_range};
 
 /// What the fast path did with the connection.
 pub enum After {
@@ -127,16 +127,7 @@ impl Head {
         for h in req.headers.iter() {
             let v = std::str::from_utf8(h.value).ok()?.trim();
             match h.name.to_ascii_lowercase().as_str() {
-                "host" => {
-                    let host = v.rsplit_once(':').map_or(v, |(h, p)| {
-                        if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') {
-                            h
-                        } else {
-                            v
-                        }
-                    });
-                    head.host = Some(host.trim_end_matches('.').to_ascii_lowercase());
-                }
+                "host" => head.host = Some(super::redirect::bare_host(v)),
                 "range" => head.range = Some(v.to_string()),
                 "if-none-match" => head.if_none_match = Some(v.to_string()),
                 "connection" => {
@@ -204,23 +195,21 @@ async fn answer(
     if req
         .if_none_match
         .as_deref()
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        .is_some_and(|v| etag_matches(v, &etag))
     {
         let head = format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\n{connection}\r\n");
         return stream.write_all(head.as_bytes()).await;
     }
-    let (status, start, end) = match req.range.as_deref() {
-        None => ("200 OK", 0, size.saturating_sub(1)),
-        Some(r) if r.contains(',') => ("200 OK", 0, size.saturating_sub(1)),
-        Some(r) => match parse_range(r, size) {
-            Some((a, b)) => ("206 Partial Content", a, b),
-            None => {
-                let head = format!(
-                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n{connection}\r\n"
-                );
-                return stream.write_all(head.as_bytes()).await;
-            }
-        },
+    let Some((partial, start, end)) = plan_range(req.range.as_deref(), size) else {
+        let head = format!(
+            "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n{connection}\r\n"
+        );
+        return stream.write_all(head.as_bytes()).await;
+    };
+    let status = if partial {
+        "206 Partial Content"
+    } else {
+        "200 OK"
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
     let mut head = format!(

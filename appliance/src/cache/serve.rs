@@ -35,6 +35,24 @@ pub fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     (range.0 <= range.1 && range.0 < size).then_some(range)
 }
 
+/// What a request's `Range` asks of an object of `size` bytes: `(partial, first,
+/// last)`, the whole object when there is no range or several (RFC 9110 allows it);
+/// `None` when it cannot be satisfied (a 416).
+pub fn plan_range(range: Option<&str>, size: u64) -> Option<(bool, u64, u64)> {
+    match range {
+        None => Some((false, 0, size.saturating_sub(1))),
+        Some(r) if r.contains(',') => Some((false, 0, size.saturating_sub(1))),
+        Some(r) => parse_range(r, size).map(|(a, b)| (true, a, b)),
+    }
+}
+
+/// Whether an `If-None-Match` value names `etag` (or is `*`).
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .any(|t| t.trim() == etag || t.trim() == "*")
+}
+
 pub async fn object(
     State(state): State<WebState>,
     Path(sha): Path<String>,
@@ -137,7 +155,7 @@ pub async fn serve(cache: &Arc<Cache>, sha: &Sha256, headers: &HeaderMap, meta: 
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        .is_some_and(|v| etag_matches(v, &etag))
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
@@ -153,21 +171,18 @@ pub async fn serve(cache: &Arc<Cache>, sha: &Sha256, headers: &HeaderMap, meta: 
     } else {
         (item.as_ref().map_or(0, |i| i.size), None)
     };
-    let whole = (StatusCode::OK, 0, size.saturating_sub(1));
-    let (status, start, end) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => whole,
-        // Several ranges at once: the whole object is a valid answer (RFC 9110).
-        Some(r) if r.contains(',') => whole,
-        Some(r) => match parse_range(r, size) {
-            Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b),
-            None => {
-                return (
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-                )
-                    .into_response();
-            }
-        },
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let Some((partial, start, end)) = plan_range(range, size) else {
+        return (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+        )
+            .into_response();
+    };
+    let status = if partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
     let body = match (body, item) {
