@@ -1,6 +1,7 @@
 //! The filtering DNS server: `wire` reads and writes messages, `cache` keeps upstream
 //! answers (serving them stale when the uplink is down), `forward` asks the upstream,
-//! `engine` decides each answer with `crate::filter`, `server` owns the sockets and
+//! `engine` decides each answer with `crate::filter`, `server` owns the sockets (`udp` its
+//! answering threads) and
 //! `reload` swaps in new lists without dropping a query.
 
 pub mod cache;
@@ -11,4 +12,5 @@ pub mod querylog;
 pub mod reload;
 pub mod server;
 pub mod stats;
+pub mod udp;
 pub mod wire;

@@ -1,4 +1,4 @@
-//! The sockets: UDP receive loops that answer on the spot whatever needs no upstream,
+//! The sockets: UDP threads (`udp`) that answer on the spot whatever needs no upstream,
 //! and TCP connections (length-prefixed, pipelined, idle-limited).
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
 use super::persist::save_cache;
+use super::udp;
 use crate::store::Store;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
@@ -38,12 +39,11 @@ pub async fn persist(engine: &Engine, store: &Store, cache: bool) {
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Most TCP connections served at once.
 const TCP_MAX: usize = 512;
-/// Receive loops per UDP socket: one per core of a small box.
-const UDP_LOOPS: usize = 2;
 
 /// The DNS service; its sockets are bound when it is built.
 pub struct DnsService {
-    udp: Vec<UdpSocket>,
+    /// Per listening address, one socket per UDP thread.
+    udp: Vec<Vec<Arc<UdpSocket>>>,
     tcp: Vec<TcpListener>,
     engine: Arc<Engine>,
     uplink: watch::Receiver<UplinkStatus>,
@@ -76,23 +76,22 @@ impl DnsService {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.udp
             .iter()
-            .filter_map(|u| u.local_addr().ok())
+            .filter_map(|group| group.first()?.local_addr().ok())
             .collect()
     }
 }
 
-/// A UDP socket and a TCP listener on the same address. With port 0, TCP takes the
-/// port UDP got; that TCP port may be taken already (by any connection's local port),
-/// so another UDP port is tried, a few times.
-fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+/// The UDP sockets (one per thread) and a TCP listener on the same address. With
+/// port 0, TCP takes the port UDP got; that TCP port may be taken already (by any
+/// connection's local port), so another UDP port is tried, a few times.
+fn bind_pair(addr: SocketAddr) -> std::io::Result<(Vec<Arc<UdpSocket>>, TcpListener)> {
     let mut attempts = 0;
     loop {
-        let u = UdpSocket::bind(addr)?;
-        u.set_nonblocking(true)?;
-        match TcpListener::bind(u.local_addr()?) {
+        let u = udp::bind(addr, udp::threads())?;
+        match TcpListener::bind(u[0].local_addr()?) {
             Ok(t) => {
                 t.set_nonblocking(true)?;
-                return Ok((u, t));
+                return Ok((u.into_iter().map(Arc::new).collect(), t));
             }
             Err(e)
                 if addr.port() == 0
@@ -113,29 +112,23 @@ impl Service for DnsService {
 
     fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
         Box::pin(async move {
+            // Every loop of this run stops with it, failed or asked to.
+            let stop_all = ctx.shutdown.child_token();
             let mut tasks = JoinSet::new();
-            for u in &self.udp {
-                let socket = Arc::new(tokio::net::UdpSocket::from_std(u.try_clone()?)?);
-                for _ in 0..UDP_LOOPS {
-                    tasks.spawn(udp_loop(
-                        socket.clone(),
-                        self.engine.clone(),
-                        ctx.shutdown.clone(),
-                    ));
-                }
+            for socket in self.udp.iter().flatten() {
+                let (socket, engine, stop) =
+                    (socket.clone(), self.engine.clone(), stop_all.clone());
+                let runtime = tokio::runtime::Handle::current();
+                tasks.spawn_blocking(move || udp::serve(socket, engine, runtime, stop));
             }
             for t in &self.tcp {
                 let listener = tokio::net::TcpListener::from_std(t.try_clone()?)?;
-                tasks.spawn(tcp_accept(
-                    listener,
-                    self.engine.clone(),
-                    ctx.shutdown.clone(),
-                ));
+                tasks.spawn(tcp_accept(listener, self.engine.clone(), stop_all.clone()));
             }
             // Serve stale answers at once while the uplink is down.
             let mut uplink = self.uplink.clone();
             let engine = self.engine.clone();
-            let stop = ctx.shutdown.clone();
+            let stop = stop_all.clone();
             tasks.spawn(async move {
                 loop {
                     let down = uplink.borrow_and_update().state == UplinkState::Down;
@@ -148,11 +141,7 @@ impl Service for DnsService {
             });
             // Counters to the store every minute, the cache every five; the last save
             // is `App::run`'s, once every service has stopped.
-            let (engine, store, stop) = (
-                self.engine.clone(),
-                self.store.clone(),
-                ctx.shutdown.clone(),
-            );
+            let (engine, store, stop) = (self.engine.clone(), self.store.clone(), stop_all.clone());
             tasks.spawn(async move {
                 let mut minute = tokio::time::interval(STATS_EVERY);
                 minute.tick().await;
@@ -172,52 +161,23 @@ impl Service for DnsService {
                 }
             });
             ctx.ready();
-            tokio::select! {
+            let result = tokio::select! {
                 _ = ctx.shutdown.cancelled() => Ok(()),
                 Some(ended) = tasks.join_next() => {
                     // A loop only ends on shutdown or a socket error.
                     match ended {
                         Ok(Err(e)) => Err(e.into()),
-                        Ok(Ok(())) => anyhow::bail!("a DNS socket loop ended"),
+                        Ok(Ok(())) => Err(anyhow::anyhow!("a DNS socket loop ended")),
                         Err(e) => Err(e.into()),
                     }
                 }
-            }
+            };
+            // The UDP threads hold the port: they have all left when `run` returns, so
+            // a service started next on the same port gets every datagram.
+            stop_all.cancel();
+            while tasks.join_next().await.is_some() {}
+            result
         })
-    }
-}
-
-async fn udp_loop(
-    socket: Arc<tokio::net::UdpSocket>,
-    engine: Arc<Engine>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let (n, client) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                // ICMP errors from earlier sends surface here on Linux; not fatal.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => return Err(e),
-            },
-            _ = shutdown.cancelled() => return Ok(()),
-        };
-        match engine.start(&buf[..n], client.ip(), true) {
-            Step::Done(Some(reply)) => {
-                let _ = socket.send_to(&reply, client).await;
-            }
-            Step::Done(None) => {}
-            Step::Upstream(pending) => {
-                let engine = engine.clone();
-                let socket = socket.clone();
-                let query = buf[..n].to_vec();
-                tokio::spawn(async move {
-                    let reply = engine.finish(query, pending).await;
-                    let _ = socket.send_to(&reply, client).await;
-                });
-            }
-        }
     }
 }
 

@@ -286,6 +286,20 @@ fn malformed_packets_get_formerr_or_nothing_and_the_server_goes_on() {
             );
         }
     }
+    // Over 4 KiB: dropped whole, even with a well-formed question at its head.
+    let mut oversized = vec![0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["www", "allowed", "test"] {
+        oversized.push(label.len() as u8);
+        oversized.extend_from_slice(label.as_bytes());
+    }
+    oversized.extend_from_slice(&[0, 0, 1, 0, 1]);
+    oversized.resize(9000, 0);
+    socket.send_to(&oversized, s.box_.dns).unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "an oversized datagram gets no answer"
+    );
     let after = dig(s.box_.dns, "www.allowed.test", "A", &[]);
     assert_eq!(
         after.data("A"),

@@ -1,0 +1,216 @@
+//! UDP serving: one thread per core, each on its own `SO_REUSEPORT` socket, receiving
+//! and answering in batches (`recvmmsg`, `sendmmsg`).
+//!
+//! Why not the async runtime: on a loaded box nearly all of a query's cost is the
+//! kernel's, and a tokio socket adds an `epoll_wait`, a futex wake-up between workers
+//! and a `recvfrom` that finds nothing, per burst, to the two calls a query needs. A
+//! thread blocked in `recvmmsg` takes every datagram already queued in one call and
+//! sends every answer made from them in one more; a client's sends do not wake a
+//! sleeping reader while it is busy with the batch before. The kernel spreads clients
+//! over the sockets by address, so one client's queries stay in order on one thread.
+//!
+//! Only what needs the upstream leaves the thread: it becomes a task on the runtime,
+//! which sends its answer itself.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, MsgFlags, MultiHeaders, SockFlag, SockType, SockaddrStorage, sockopt,
+};
+use nix::sys::time::TimeVal;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, Step};
+use super::stats::Counters;
+
+/// Datagrams taken (and answers sent) per system call.
+const BATCH: usize = 32;
+/// Largest query read; a bigger datagram is dropped (a query is a few dozen bytes).
+const MAX_QUERY: usize = 4096;
+/// How long a receiving thread waits before it looks whether the service is stopping.
+const WAKE_EVERY: Duration = Duration::from_millis(200);
+/// Receive buffer asked for: room for a burst from hundreds of tablets (the kernel
+/// caps it at `net.core.rmem_max`).
+const RECV_BUFFER: usize = 4 << 20;
+
+/// Threads (and sockets) per listening address: one per core, at most four.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// `count` UDP sockets sharing `addr` (`SO_REUSEPORT`); with port 0, all on the port
+/// the first one got.
+pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let first = bind_one(addr)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    while sockets.len() < count {
+        sockets.push(bind_one(addr)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd: OwnedFd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    // Best effort: a smaller buffer only means drops under a burst.
+    let _ = socket::setsockopt(&fd, sockopt::RcvBuf, &RECV_BUFFER);
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    socket::setsockopt(
+        &fd,
+        sockopt::ReceiveTimeout,
+        &TimeVal::new(0, WAKE_EVERY.as_micros() as i64),
+    )?;
+    Ok(UdpSocket::from(fd))
+}
+
+/// Answers on `socket` until `shutdown`; runs on a thread of its own.
+pub fn serve(
+    socket: Arc<UdpSocket>,
+    engine: Arc<Engine>,
+    runtime: Handle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let fd = socket.as_raw_fd();
+    let mut buffers = vec![[0u8; MAX_QUERY]; BATCH];
+    let mut in_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut out_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    // (bytes, sender) of each datagram of the batch; `None` for one to skip.
+    let mut received: Vec<Option<(usize, SockaddrStorage)>> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    let mut to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+    while !shutdown.is_cancelled() {
+        received.clear();
+        {
+            let mut slices: Vec<[IoSliceMut; 1]> = buffers
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            let batch = match socket::recvmmsg(
+                fd,
+                &mut in_headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(batch) => batch,
+                // The receive timeout (time to look at `shutdown`), a signal, or an
+                // ICMP error from an earlier answer: none is the socket's end.
+                Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNREFUSED) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for msg in batch {
+                let whole = !msg.flags.contains(MsgFlags::MSG_TRUNC);
+                received.push(msg.address.filter(|_| whole).map(|a| (msg.bytes, a)));
+            }
+        }
+        replies.clear();
+        to.clear();
+        for (buffer, item) in buffers.iter().zip(&received) {
+            let Some((len, from)) = item else {
+                Counters::add(&engine.stats.local().malformed);
+                continue;
+            };
+            let Some(client) = std_addr(from) else {
+                continue;
+            };
+            let query = &buffer[..*len];
+            match engine.start(query, client.ip(), true) {
+                Step::Done(Some(reply)) => {
+                    replies.push(reply);
+                    to.push(Some(*from));
+                }
+                Step::Done(None) => {}
+                Step::Upstream(pending) => {
+                    let (engine, socket, query) = (engine.clone(), socket.clone(), query.to_vec());
+                    let from = *from;
+                    runtime.spawn(async move {
+                        let reply = engine.finish(query, pending).await;
+                        send_one(&socket, &reply, &from);
+                    });
+                }
+            }
+        }
+        send_all(fd, &mut out_headers, &replies, &to);
+    }
+    Ok(())
+}
+
+/// Sends the batch's answers, as many per call as the kernel takes; one that cannot be
+/// sent (the client's address unreachable, say) is skipped, not retried.
+fn send_all(
+    fd: std::os::fd::RawFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    replies: &[Vec<u8>],
+    to: &[Option<SockaddrStorage>],
+) {
+    let mut done = 0;
+    while done < replies.len() {
+        let slices: Vec<[IoSlice; 1]> = replies[done..].iter().map(|r| [IoSlice::new(r)]).collect();
+        let no_cmsgs: [socket::ControlMessage; 0] = [];
+        match socket::sendmmsg(
+            fd,
+            headers,
+            &slices,
+            &to[done..],
+            no_cmsgs,
+            MsgFlags::empty(),
+        ) {
+            Ok(sent) => done += sent.count().max(1),
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS answer not sent");
+                done += 1;
+            }
+        }
+    }
+}
+
+/// One answer from the runtime, never blocking it: with the socket's buffer full the
+/// answer is dropped, as the network could have dropped it.
+pub fn send_one(socket: &UdpSocket, reply: &[u8], to: &SockaddrStorage) {
+    if let Err(e) = socket::sendto(socket.as_raw_fd(), reply, to, MsgFlags::MSG_DONTWAIT) {
+        tracing::debug!(error = %e, "DNS answer not sent");
+    }
+}
+
+fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        Some(SocketAddr::V4((*v4).into()))
+    } else {
+        a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_share_the_port_the_first_got() {
+        let sockets = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let port = sockets[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        for s in &sockets {
+            assert_eq!(s.local_addr().unwrap().port(), port);
+        }
+    }
+
+    #[test]
+    fn addresses_convert_both_ways() {
+        for a in ["127.0.0.1:53", "[::1]:5353"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(std_addr(&SockaddrStorage::from(a)), Some(a));
+        }
+    }
+}
