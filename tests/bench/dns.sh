@@ -6,6 +6,12 @@
 # to load; for cartable also the time and peak memory of a reload (SIGHUP) under load,
 # and the queries lost meanwhile.
 #
+# Two rounds of throughput: first each server as it comes, pinned to core 1 with
+# dnsperf on core 0 (on a 2-core machine dnsperf's own core is then the limit: its CPU
+# share is printed); then each server held to CAP_PERCENT % of one core by a cgroup
+# while dnsperf stays free, which measures the servers' own capacity: what a
+# Raspberry Pi whose CPU is the limit would see.
+#
 #   tests/bench/dns.sh [TOTAL]        (default 5000000; needs ../shared/data/ut1)
 #
 # Everything listens on 127.0.0.1; the upstream is a local dnsmasq authoritative for
@@ -53,19 +59,50 @@ wait_answer() { # port
   echo "server on $1 never answered" >&2; return 1
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# qps PORT FILE SERVER_PID -> "QPS (server CPU µs/query, dnsperf CPU %)"
+# Core 0 for dnsperf, core 1 for the server under test (once it has loaded: loading
+# uses every core).
+CLIENT_CPU=()
+SERVER_CORE=""
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  CLIENT_CPU=(taskset -c 0)
+  SERVER_CORE=1
+fi
+pin() { [ -z "$SERVER_CORE" ] || taskset -a -cp "$SERVER_CORE" "$1" >/dev/null; }
+unpin() { [ -z "$SERVER_CORE" ] || taskset -a -cp "0-$(($(nproc) - 1))" "$1" >/dev/null; }
+
+# The equal CPU budget: a cgroup (v1 or v2) with a quota of CAP_PERCENT % of one core.
+CAP_PERCENT=${CAP_PERCENT:-50}
+CGROUP=""
+CGROUP_ROOT=""
+if [ -w /sys/fs/cgroup/cpu ] && mkdir -p /sys/fs/cgroup/cpu/cartable-bench 2>/dev/null; then
+  CGROUP_ROOT=/sys/fs/cgroup/cpu
+  CGROUP=$CGROUP_ROOT/cartable-bench
+  echo 10000 > "$CGROUP/cpu.cfs_period_us"
+  echo $((CAP_PERCENT * 100)) > "$CGROUP/cpu.cfs_quota_us"
+elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null \
+  && mkdir -p /sys/fs/cgroup/cartable-bench 2>/dev/null; then
+  echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+  CGROUP_ROOT=/sys/fs/cgroup
+  CGROUP=$CGROUP_ROOT/cartable-bench
+  echo "$((CAP_PERCENT * 100)) 10000" > "$CGROUP/cpu.max" 2>/dev/null || CGROUP=""
+fi
+[ -n "$CGROUP" ] || echo "no writable cgroup with a cpu controller: no equal-budget round" >&2
+
+kernel_ticks() { awk '{print $15}' "/proc/$1/stat"; }
+# qps PORT FILE SERVER_PID -> "QPS (server CPU µs/query, its share in the kernel,
+# dnsperf CPU %)"
 qps() {
-  local out s0 s1 d0 d1 q perf
-  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$SECONDS_PER_RUN" -T 1 -c 1 -q 500 > "$WORK/perf.out" 2>/dev/null &
+  local out s0 s1 k0 k1 d0 d1 q perf
+  "${CLIENT_CPU[@]}" dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$SECONDS_PER_RUN" -T 1 -c 1 -q 500 > "$WORK/perf.out" 2>/dev/null &
   perf=$!
   sleep 1
-  s0=$(cpu_ticks "$3"); d0=$(cpu_ticks "$perf")
+  s0=$(cpu_ticks "$3"); k0=$(kernel_ticks "$3"); d0=$(cpu_ticks "$perf")
   sleep $((SECONDS_PER_RUN - 2))
-  s1=$(cpu_ticks "$3"); d1=$(cpu_ticks "$perf")
+  s1=$(cpu_ticks "$3"); k1=$(kernel_ticks "$3"); d1=$(cpu_ticks "$perf")
   wait "$perf"
   q=$(awk '/Queries per second/ {printf "%d", $4}' "$WORK/perf.out")
   # Ticks are 1/100 s; the window is SECONDS_PER_RUN - 2 seconds.
-  echo "$q ($(awk "BEGIN {printf \"%.1f\", ($s1 - $s0) * 10000 / ($q * ($SECONDS_PER_RUN - 2))}") µs, client $(( (d1 - d0) / (SECONDS_PER_RUN - 2) ))%)"
+  echo "$q ($(awk "BEGIN {printf \"%.1f\", ($s1 - $s0) * 10000 / ($q * ($SECONDS_PER_RUN - 2))}") µs, kernel $(( (k1 - k0) * 100 / (s1 - s0 + 1) ))%, client $(( (d1 - d0) / (SECONDS_PER_RUN - 2) ))%)"
 }
 
 # --- The upstream ------------------------------------------------------------------
@@ -74,17 +111,34 @@ dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind
   --listen-address=127.0.0.1 --port="$UP" --user=root --pid-file= --local=/test/ \
   --address=/allowed.test/10.9.9.9 --local-ttl=3600 --log-facility=- 2>/dev/null &
 UP_PID=$!
-trap 'kill $UP_PID 2>/dev/null; kill $(jobs -p) 2>/dev/null || true' EXIT
+trap 'kill $UP_PID 2>/dev/null; kill $(jobs -p) 2>/dev/null; sleep 0.5; [ -z "$CGROUP" ] || rmdir "$CGROUP" 2>/dev/null || true' EXIT
 sleep 0.5
 
-declare -A RESULT
+declare -A RESULT CAPPED
+mixes() { # port pid -> the three mixes' figures, " | " between
+  echo "$(qps "$1" "$WORK/q-exact.txt" "$2") | $(qps "$1" "$WORK/q-sub.txt" "$2") | $(qps "$1" "$WORK/q-allowed.txt" "$2")"
+}
 measure() { # name port pid started_ns
   local name=$1 port=$2 pid=$3 started=$4
   wait_answer "$port"
   local loaded_ms=$(( ($(date +%s%N) - started) / 1000000 ))
   local rss; rss=$(rss_kb "$pid")
   dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-allowed.txt" -n 2 -T 1 >/dev/null 2>&1 || true
-  RESULT[$name]="$(qps "$port" "$WORK/q-exact.txt" "$pid") | $(qps "$port" "$WORK/q-sub.txt" "$pid") | $(qps "$port" "$WORK/q-allowed.txt" "$pid") | $((rss / 1024)) MiB ($(( rss * 1024 / NAMES )) B/name) | ${loaded_ms} ms"
+  pin "$pid"
+  RESULT[$name]="$(mixes "$port" "$pid") | $((rss / 1024)) MiB ($(( rss * 1024 / NAMES )) B/name) | ${loaded_ms} ms"
+  if [ -n "$CGROUP" ]; then
+    echo "$pid" > "$CGROUP/cgroup.procs"
+    CAPPED[$name]=$(mixes "$port" "$pid")
+    echo "$pid" > "$CGROUP_ROOT/cgroup.procs"
+  fi
+  unpin "$pid"
+}
+# ratio "A | B | C ..." "D | E | F ..." -> "a/d | b/e | c/f" of the leading numbers
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, "|"); split(b, y, "|"); out = ""
+    for (i = 1; i <= 3 && i <= n; i++) { split(x[i], p, " "); split(y[i], q, " ")
+      out = out (i > 1 ? " | " : "") (q[1] > 0 ? sprintf("%.2fx", p[1] / q[1]) : "-") }
+    print out }'
 }
 
 # --- cartable ---------------------------------------------------------------------
@@ -191,10 +245,21 @@ kill "$DPID"; wait "$DPID" 2>/dev/null || true
 # --- Report -----------------------------------------------------------------------
 echo
 echo "Block list: $NAMES names ($(nproc) cores, dnsperf -T 1 -c 1 -q 500, ${SECONDS_PER_RUN} s per mix)"
-echo "Each mix: queries/s (server CPU per query; dnsperf's own CPU: at ~100% the client is the limit)"
+echo "Each mix: queries/s (server CPU per query, the part of it spent in the kernel; dnsperf's"
+echo "own CPU: at ~100% the client is the limit)"
 echo
 echo "| server | exact q/s | subdomain q/s | allowed cached q/s | RSS after load | load |"
 echo "|---|---|---|---|---|---|"
 for s in cartable unbound dnsmasq; do echo "| $s | ${RESULT[$s]} |"; done
+echo "| cartable / unbound | $(ratio "${RESULT[cartable]}" "${RESULT[unbound]}") | | |"
 echo
+if [ -n "$CGROUP" ]; then
+  echo "Each server held to ${CAP_PERCENT} % of one core (cgroup cpu quota, 10 ms period), dnsperf free:"
+  echo
+  echo "| server | exact q/s | subdomain q/s | allowed cached q/s |"
+  echo "|---|---|---|---|"
+  for s in cartable unbound dnsmasq; do echo "| $s | ${CAPPED[$s]} |"; done
+  echo "| cartable / unbound | $(ratio "${CAPPED[cartable]}" "${CAPPED[unbound]}") |"
+  echo
+fi
 echo "cartable reload under load: ${RELOAD_MS} ms; RSS steady $((STEADY / 1024)) MiB, peak $((PEAK / 1024)) MiB ($(awk "BEGIN {printf \"%.2f\", $PEAK / $STEADY}")x); dnsperf sent $SENT, lost $LOST"

@@ -195,6 +195,101 @@ fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::engine::EngineConfig;
+    use crate::dns::forward::Forwarder;
+    use crate::filter::decide::Filter;
+    use crate::filter::index::Index;
+    use crate::filter::policy::{BlockMode, Policies, builtin};
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+
+    /// An engine that knows one local name and has no upstream (a miss: SERVFAIL).
+    fn engine() -> Arc<Engine> {
+        let index = Arc::new(Index::empty());
+        let policies = Policies::compile(&builtin(), &index, BlockMode::Nxdomain).unwrap();
+        let local = HashMap::from([("box.test".to_string(), vec![IpAddr::from([10, 0, 0, 1])])]);
+        Arc::new(Engine::new(
+            Filter { index, policies },
+            Forwarder::new(Vec::new(), Duration::from_millis(200), None),
+            EngineConfig {
+                local,
+                box_addresses: Vec::new(),
+                cache_entries: 100,
+                max_stale: Duration::from_secs(60),
+                timezone: jiff::tz::TimeZone::UTC,
+                query_log: 0,
+            },
+        ))
+    }
+
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    /// Every query of a burst is answered once, with its own ID, on IPv4 and IPv6;
+    /// a miss is answered from the runtime; the threads end on shutdown.
+    #[test]
+    fn answers_bursts_on_both_families_and_stops() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let engine = engine();
+        let stop = CancellationToken::new();
+        let mut threads = Vec::new();
+        let mut addrs = Vec::new();
+        for listen in ["127.0.0.1:0", "[::1]:0"] {
+            let sockets = bind(listen.parse().unwrap(), 2).unwrap();
+            addrs.push(sockets[0].local_addr().unwrap());
+            for s in sockets {
+                let (engine, handle, stop) =
+                    (engine.clone(), runtime.handle().clone(), stop.clone());
+                threads.push(std::thread::spawn(move || {
+                    serve(Arc::new(s), engine, handle, stop)
+                }));
+            }
+        }
+        for server in &addrs {
+            let client = UdpSocket::bind(if server.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            })
+            .unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            for id in 0..200u16 {
+                client.send_to(&query(id, "box.test"), server).unwrap();
+            }
+            client.send_to(&query(999, "unknown.test"), server).unwrap();
+            let mut ids = Vec::new();
+            let mut buf = [0u8; 512];
+            let mut servfail = false;
+            while ids.len() < 200 || !servfail {
+                let (n, from) = client.recv_from(&mut buf).expect("every query is answered");
+                assert_eq!(from, *server);
+                let id = u16::from_be_bytes([buf[0], buf[1]]);
+                if id == 999 {
+                    assert_eq!(buf[3] & 0x0f, 2, "a miss with no upstream is SERVFAIL");
+                    servfail = true;
+                    continue;
+                }
+                assert_eq!(&buf[n - 4..n], &[10, 0, 0, 1], "the local name's address");
+                ids.push(id);
+            }
+            ids.sort_unstable();
+            assert_eq!(ids, (0..200).collect::<Vec<_>>());
+        }
+        stop.cancel();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+    }
 
     #[test]
     fn sockets_share_the_port_the_first_got() {
