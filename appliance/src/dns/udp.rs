@@ -12,9 +12,9 @@
 //! Only what needs the upstream leaves the thread: it becomes a task on the runtime,
 //! which sends its answer itself.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,20 +82,16 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let fd = socket.as_raw_fd();
-    let mut buffers = vec![[0u8; MAX_QUERY]; BATCH];
+    let mut buffers = Box::new([[0u8; MAX_QUERY]; BATCH]);
     let mut in_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut out_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     // (bytes, sender) of each datagram of the batch; `None` for one to skip.
-    let mut received: Vec<Option<(usize, SockaddrStorage)>> = Vec::with_capacity(BATCH);
+    let mut received: Vec<Option<(usize, SocketAddr)>> = Vec::with_capacity(BATCH);
     let mut replies: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
-    let mut to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+    let mut to: Vec<SocketAddr> = Vec::with_capacity(BATCH);
     while !shutdown.is_cancelled() {
         received.clear();
         {
-            let mut slices: Vec<[IoSliceMut; 1]> = buffers
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(&mut b[..])])
-                .collect();
+            let mut slices = buffers.each_mut().map(|b| [IoSliceMut::new(b)]);
             let batch = match socket::recvmmsg(
                 fd,
                 &mut in_headers,
@@ -111,63 +107,46 @@ pub fn serve(
             };
             for msg in batch {
                 let whole = !msg.flags.contains(MsgFlags::MSG_TRUNC);
-                received.push(msg.address.filter(|_| whole).map(|a| (msg.bytes, a)));
+                let from = msg.address.as_ref().and_then(std_addr);
+                received.push(from.filter(|_| whole).map(|a| (msg.bytes, a)));
             }
         }
         replies.clear();
         to.clear();
         for (buffer, item) in buffers.iter().zip(&received) {
-            let Some((len, from)) = item else {
+            let &Some((len, client)) = item else {
                 Counters::add(&engine.stats.local().malformed);
                 continue;
             };
-            let Some(client) = std_addr(from) else {
-                continue;
-            };
-            let query = &buffer[..*len];
+            let query = &buffer[..len];
             match engine.start(query, client.ip(), true) {
                 Step::Done(Some(reply)) => {
                     replies.push(reply);
-                    to.push(Some(*from));
+                    to.push(client);
                 }
                 Step::Done(None) => {}
                 Step::Upstream(pending) => {
                     let (engine, socket, query) = (engine.clone(), socket.clone(), query.to_vec());
-                    let from = *from;
                     runtime.spawn(async move {
                         let reply = engine.finish(query, pending).await;
-                        send_one(&socket, &reply, &from);
+                        send_one(&socket, &reply, client);
                     });
                 }
             }
         }
-        send_all(fd, &mut out_headers, &replies, &to);
+        send_all(&socket, &replies, &to);
     }
     Ok(())
 }
 
 /// Sends the batch's answers, as many per call as the kernel takes; one that cannot be
 /// sent (the client's address unreachable, say) is skipped, not retried.
-fn send_all(
-    fd: std::os::fd::RawFd,
-    headers: &mut MultiHeaders<SockaddrStorage>,
-    replies: &[Vec<u8>],
-    to: &[Option<SockaddrStorage>],
-) {
+fn send_all(socket: &UdpSocket, replies: &[Vec<u8>], to: &[SocketAddr]) {
     let mut done = 0;
     while done < replies.len() {
-        let slices: Vec<[IoSlice; 1]> = replies[done..].iter().map(|r| [IoSlice::new(r)]).collect();
-        let no_cmsgs: [socket::ControlMessage; 0] = [];
-        match socket::sendmmsg(
-            fd,
-            headers,
-            &slices,
-            &to[done..],
-            no_cmsgs,
-            MsgFlags::empty(),
-        ) {
-            Ok(sent) => done += sent.count().max(1),
-            Err(Errno::EINTR) => {}
+        match cartable_sys::send_batch(socket.as_fd(), &replies[done..], &to[done..]) {
+            Ok(sent) => done += sent.max(1),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::debug!(error = %e, "DNS answer not sent");
                 done += 1;
@@ -178,8 +157,9 @@ fn send_all(
 
 /// One answer from the runtime, never blocking it: with the socket's buffer full the
 /// answer is dropped, as the network could have dropped it.
-pub fn send_one(socket: &UdpSocket, reply: &[u8], to: &SockaddrStorage) {
-    if let Err(e) = socket::sendto(socket.as_raw_fd(), reply, to, MsgFlags::MSG_DONTWAIT) {
+fn send_one(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
+    let to = SockaddrStorage::from(to);
+    if let Err(e) = socket::sendto(socket.as_raw_fd(), reply, &to, MsgFlags::MSG_DONTWAIT) {
         tracing::debug!(error = %e, "DNS answer not sent");
     }
 }
