@@ -248,18 +248,19 @@ echo "Block list: $NAMES names ($(nproc) cores, dnsperf -T 1 -c 1 -q 500, ${SECO
 echo "Each mix: queries/s (server CPU per query, the part of it spent in the kernel; dnsperf's"
 echo "own CPU: at ~100% the client is the limit)"
 echo
-echo "| server | exact q/s | subdomain q/s | allowed cached q/s | RSS after load | load |"
-echo "|---|---|---|---|---|---|"
-for s in cartable unbound dnsmasq; do echo "| $s | ${RESULT[$s]} |"; done
-echo "| cartable / unbound | $(ratio "${RESULT[cartable]}" "${RESULT[unbound]}") | | |"
-echo
+# table ARRAY EXTRA_HEADINGS EXTRA_RULES: a row per server, then cartable's ratios to unbound
+table() {
+  local -n rows=$1
+  echo "| server | exact q/s | subdomain q/s | allowed cached q/s |$2"
+  echo "|---|---|---|---|$3"
+  for s in cartable unbound dnsmasq; do echo "| $s | ${rows[$s]} |"; done
+  echo "| cartable / unbound | $(ratio "${rows[cartable]}" "${rows[unbound]}") |"
+  echo
+}
+table RESULT " RSS after load | load |" "---|---|"
 if [ -n "$CGROUP" ]; then
   echo "Each server held to ${CAP_PERCENT} % of one core (cgroup cpu quota, 10 ms period), dnsperf free:"
   echo
-  echo "| server | exact q/s | subdomain q/s | allowed cached q/s |"
-  echo "|---|---|---|---|"
-  for s in cartable unbound dnsmasq; do echo "| $s | ${CAPPED[$s]} |"; done
-  echo "| cartable / unbound | $(ratio "${CAPPED[cartable]}" "${CAPPED[unbound]}") |"
-  echo
+  table CAPPED "" ""
 fi
 echo "cartable reload under load: ${RELOAD_MS} ms; RSS steady $((STEADY / 1024)) MiB, peak $((PEAK / 1024)) MiB ($(awk "BEGIN {printf \"%.2f\", $PEAK / $STEADY}")x); dnsperf sent $SENT, lost $LOST"
