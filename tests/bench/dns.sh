@@ -10,7 +10,9 @@
 # dnsperf on core 0 (on a 2-core machine dnsperf's own core is then the limit: its CPU
 # share is printed); then each server held to CAP_PERCENT % of one core by a cgroup
 # while dnsperf stays free, which measures the servers' own capacity: what a
-# Raspberry Pi whose CPU is the limit would see.
+# Raspberry Pi whose CPU is the limit would see. Both rounds also measure dns-floor, a
+# responder that does no work at all with the same system calls: the most any server
+# could answer on this machine, since the rest of a query's cost is the kernel's.
 #
 #   tests/bench/dns.sh [TOTAL]        (default 5000000; needs ../shared/data/ut1)
 #
@@ -28,8 +30,9 @@ for tool in dnsperf unbound dnsmasq dig python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run tests/run first" >&2; exit 1; }
 done
 
-cargo build --release -p cartable >/dev/null
+cargo build --release -p cartable -p cartable-systests --bin cartable --bin dns-floor >/dev/null
 CARTABLE=$PWD/target/release/cartable
+FLOOR=$PWD/target/release/dns-floor
 
 # --- The list -------------------------------------------------------------------
 if [ ! -s "$WORK/names-$TOTAL.txt" ]; then
@@ -118,20 +121,25 @@ declare -A RESULT CAPPED
 mixes() { # port pid -> the three mixes' figures, " | " between
   echo "$(qps "$1" "$WORK/q-exact.txt" "$2") | $(qps "$1" "$WORK/q-sub.txt" "$2") | $(qps "$1" "$WORK/q-allowed.txt" "$2")"
 }
-measure() { # name port pid started_ns
-  local name=$1 port=$2 pid=$3 started=$4
-  wait_answer "$port"
-  local loaded_ms=$(( ($(date +%s%N) - started) / 1000000 ))
-  local rss; rss=$(rss_kb "$pid")
-  dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-allowed.txt" -n 2 -T 1 >/dev/null 2>&1 || true
+throughput() { # name port pid: both rounds of the three mixes
+  local name=$1 port=$2 pid=$3
   pin "$pid"
-  RESULT[$name]="$(mixes "$port" "$pid") | $((rss / 1024)) MiB ($(( rss * 1024 / NAMES )) B/name) | ${loaded_ms} ms"
+  RESULT[$name]=$(mixes "$port" "$pid")
   if [ -n "$CGROUP" ]; then
     echo "$pid" > "$CGROUP/cgroup.procs"
     CAPPED[$name]=$(mixes "$port" "$pid")
     echo "$pid" > "$CGROUP_ROOT/cgroup.procs"
   fi
   unpin "$pid"
+}
+measure() { # name port pid started_ns
+  local name=$1 port=$2 pid=$3 started=$4
+  wait_answer "$port"
+  local loaded_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+  local rss; rss=$(rss_kb "$pid")
+  dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-allowed.txt" -n 2 -T 1 >/dev/null 2>&1 || true
+  throughput "$name" "$port" "$pid"
+  RESULT[$name]+=" | $((rss / 1024)) MiB ($(( rss * 1024 / NAMES )) B/name) | ${loaded_ms} ms"
 }
 # ratio "A | B | C ..." "D | E | F ..." -> "a/d | b/e | c/f" of the leading numbers
 ratio() {
@@ -242,6 +250,17 @@ DPID=$!
 measure dnsmasq "$PORT" "$DPID" "$STARTED"
 kill "$DPID"; wait "$DPID" 2>/dev/null || true
 
+# --- The floor ----------------------------------------------------------------------
+# dns-floor answers every query with an empty answer and does nothing else, with the
+# calls cartable makes (recvmmsg, sendmmsg): what is left to any server once the kernel
+# has taken its part of a query.
+PORT=$(free_port)
+"$FLOOR" "127.0.0.1:$PORT" &
+FPID=$!
+wait_answer "$PORT"
+throughput floor "$PORT" "$FPID"
+kill "$FPID"; wait "$FPID" 2>/dev/null || true
+
 # --- Report -----------------------------------------------------------------------
 echo
 echo "Block list: $NAMES names ($(nproc) cores, dnsperf -T 1 -c 1 -q 500, ${SECONDS_PER_RUN} s per mix)"
@@ -255,6 +274,8 @@ table() {
   echo "|---|---|---|---|$3"
   for s in cartable unbound dnsmasq; do echo "| $s | ${rows[$s]} |"; done
   echo "| cartable / unbound | $(ratio "${rows[cartable]}" "${rows[unbound]}") |"
+  echo "| floor: no work at all | ${rows[floor]} |"
+  echo "| floor / unbound: the most any server could be | $(ratio "${rows[floor]}" "${rows[unbound]}") |"
   echo
 }
 table RESULT " RSS after load | load |" "---|---|"
