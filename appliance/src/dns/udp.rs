@@ -164,7 +164,8 @@ fn send_one(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
     }
 }
 
-fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+/// The sender of a received datagram, as the standard library writes it.
+pub fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         Some(SocketAddr::V4((*v4).into()))
     } else {

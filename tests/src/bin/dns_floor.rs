@@ -43,11 +43,7 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => return Err(e).context("recvmmsg"),
             };
             for msg in batch {
-                let from = msg.address.and_then(|a| {
-                    a.as_sockaddr_in()
-                        .map(|v4| SocketAddr::V4((*v4).into()))
-                        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
-                });
+                let from = msg.address.as_ref().and_then(cartable::dns::udp::std_addr);
                 if let Some(from) = from.filter(|_| msg.bytes >= 12) {
                     got.push((msg.bytes, from));
                 }
