@@ -137,6 +137,44 @@ async fn handle(
     pass_through(cache, key, format!("http://{host}{path}")).await
 }
 
+/// Sends a chunk to the tablet; one that went away does not stop the download.
+async fn forward(
+    client: &mut Option<tokio::sync::mpsc::Sender<std::io::Result<hyper::body::Bytes>>>,
+    item: std::io::Result<hyper::body::Bytes>,
+) {
+    if let Some(c) = client
+        && c.send(item).await.is_err()
+    {
+        *client = None;
+    }
+}
+
+/// Files a whole passed-through download under its URL key.
+async fn store_download(
+    cache: &Arc<Cache>,
+    tmp: std::path::PathBuf,
+    key: String,
+    content_type: Option<String>,
+    reservation: Option<super::Reservation>,
+) {
+    let c = cache.clone();
+    let adopted = tokio::task::spawn_blocking(move || c.objects.adopt(&tmp)).await;
+    if let Ok(Ok((sha, size))) = adopted {
+        cache.stored(size);
+        drop(reservation);
+        let result = cache
+            .store()
+            .write(move |tx| {
+                index::insert(tx, &sha, size, super::now_ms(), Some(&key))?;
+                index::set_url(tx, &key, &sha, content_type.as_deref())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot index a redirected download");
+        }
+    }
+}
+
 async fn pass_through(cache: &Arc<Cache>, key: String, url: String) -> Response {
     let response = match cache.origins.get(&url, 0, &[]).await {
         Ok(r) => r,
@@ -167,6 +205,10 @@ async fn pass_through(cache: &Arc<Cache>, key: String, url: String) -> Response 
         let mut body = response.body;
         let mut got = 0u64;
         let mut client = Some(tx);
+        // The last chunk read waits for the next, and the final one for the file to be
+        // stored: a tablet that has the whole download finds it in the cache when it asks
+        // again, instead of a second trip to the origin.
+        let mut held: Option<hyper::body::Bytes> = None;
         let complete = loop {
             match origin::next_chunk(&mut body, stall).await {
                 Ok(Some(chunk)) => {
@@ -176,44 +218,30 @@ async fn pass_through(cache: &Arc<Cache>, key: String, url: String) -> Response 
                     {
                         file = None;
                     }
-                    // A tablet that went away does not stop the download.
-                    if let Some(c) = &client
-                        && c.send(Ok(chunk)).await.is_err()
-                    {
-                        client = None;
+                    if let Some(previous) = held.replace(chunk) {
+                        forward(&mut client, Ok(previous)).await;
                     }
                 }
                 Ok(None) => break length.is_none_or(|n| n == got),
                 Err(e) => {
-                    if let Some(c) = &client {
-                        let _ = c.send(Err(std::io::Error::other(e.to_string()))).await;
+                    if let Some(previous) = held.take() {
+                        forward(&mut client, Ok(previous)).await;
                     }
+                    forward(&mut client, Err(std::io::Error::other(e.to_string()))).await;
                     break false;
                 }
             }
         };
-        drop(client);
-        let Some(file) = file else { return };
-        drop(file);
-        if !complete {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return;
-        }
-        let c = cache.clone();
-        let adopted = tokio::task::spawn_blocking(move || c.objects.adopt(&tmp)).await;
-        if let Ok(Ok((sha, size))) = adopted {
-            cache.stored(size);
-            drop(reservation);
-            let result = cache
-                .store()
-                .write(move |tx| {
-                    index::insert(tx, &sha, size, super::now_ms(), Some(&key))?;
-                    index::set_url(tx, &key, &sha, ct.as_deref())
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "cannot index a redirected download");
+        if let Some(file) = file {
+            drop(file);
+            if complete {
+                store_download(&cache, tmp, key, ct, reservation).await;
+            } else {
+                let _ = tokio::fs::remove_file(&tmp).await;
             }
+        }
+        if let Some(last) = held {
+            forward(&mut client, Ok(last)).await;
         }
     });
     let mut r = Response::builder().status(StatusCode::OK);
