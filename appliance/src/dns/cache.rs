@@ -31,6 +31,16 @@ pub struct Key {
     pub qclass: u16,
 }
 
+impl Key {
+    pub fn as_key_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            name: &self.name,
+            qtype: self.qtype,
+            qclass: self.qclass,
+        }
+    }
+}
+
 /// A key borrowed from a query, to look up without allocating.
 #[derive(Debug, Clone, Copy, Hash)]
 pub struct KeyRef<'a> {
@@ -260,12 +270,7 @@ impl Cache {
     }
 
     pub fn insert(&self, key: Key, entry: Arc<Entry>, now: Instant) {
-        let borrowed = KeyRef {
-            name: &key.name,
-            qtype: key.qtype,
-            qclass: key.qclass,
-        };
-        let Ok(mut shard) = self.shard(borrowed).lock() else {
+        let Ok(mut shard) = self.shard(key.as_key_ref()).lock() else {
             return;
         };
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {

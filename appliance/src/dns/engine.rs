@@ -271,9 +271,7 @@ impl Engine {
         };
         let now = Instant::now();
         let cached = self.cache.get(key, now);
-        if let Some(entry) = &cached
-            && rewrite.is_none()
-        {
+        if let Some(entry) = &cached {
             match entry.freshness(now) {
                 Freshness::Fresh { remaining, ttl } => {
                     Counters::add(&self.stats.local().cache_hits);
@@ -281,12 +279,12 @@ impl Engine {
                     if hits >= 1 && (remaining as f32) < PREFETCH_BELOW * ttl as f32 {
                         self.refresh_in_background(&key.to_owned(), entry);
                     }
-                    return done(entry.reply(query, &q, now));
+                    return done(answer(query, &q, rewrite, entry, now));
                 }
                 Freshness::Stale if self.uplink_down.load(Ordering::Relaxed) => {
                     Counters::add(&self.stats.local().stale_served);
                     self.refresh_in_background(&key.to_owned(), entry);
-                    return done(entry.reply(query, &q, now));
+                    return done(answer(query, &q, rewrite, entry, now));
                 }
                 Freshness::Stale => {}
             }
@@ -317,7 +315,7 @@ impl Engine {
 
     /// Waits for the upstream (or a stale answer) and makes the reply.
     pub async fn finish(self: Arc<Self>, query: Vec<u8>, p: Pending) -> Vec<u8> {
-        let fetch = self.fetch(p.key.clone());
+        let fetch = self.fetch(p.key.clone(), p.stale.as_ref());
         let entry = match &p.stale {
             Some(stale) => {
                 tokio::pin!(fetch);
@@ -339,12 +337,7 @@ impl Engine {
             return wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL);
         };
         Counters::add(&self.stats.local().forwarded);
-        let now = Instant::now();
-        let mut reply = match p.rewrite {
-            None => entry.reply(&query, &p.q, now),
-            Some(target) => rewrite_reply(&query, &p.q, target, &entry, now)
-                .unwrap_or_else(|| wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL)),
-        };
+        let mut reply = answer(&query, &p.q, p.rewrite, &entry, Instant::now());
         if let Some(max) = p.max_size
             && reply.len() > max
         {
@@ -354,12 +347,22 @@ impl Engine {
     }
 
     /// Asks the upstream for `key`, once for every concurrent asker; caches the answer.
-    async fn fetch(self: &Arc<Self>, key: Key) -> FetchResult {
+    /// `seen` is the entry the asker found in the cache, if any: a fresh entry other
+    /// than that one was stored by a fetch that ended since, and is the answer (a
+    /// fetch leaves the in-flight map only after the cache has its answer).
+    async fn fetch(self: &Arc<Self>, key: Key, seen: Option<&Arc<Entry>>) -> FetchResult {
         let mut rx = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             match inflight.get(&key) {
                 Some(rx) => rx.clone(),
                 None => {
+                    let now = Instant::now();
+                    if let Some(newer) = self.cache.get(key.as_key_ref(), now)
+                        && !seen.is_some_and(|s| Arc::ptr_eq(s, &newer))
+                        && matches!(newer.freshness(now), Freshness::Fresh { .. })
+                    {
+                        return Some(newer);
+                    }
                     let (tx, rx) = watch::channel(None);
                     inflight.insert(key.clone(), rx.clone());
                     let engine = self.clone();
@@ -410,9 +413,25 @@ impl Engine {
         let key = key.clone();
         let entry = entry.clone();
         tokio::spawn(async move {
-            let _ = engine.fetch(key).await;
+            let _ = engine.fetch(key, Some(&entry)).await;
             entry.refreshing.store(false, Ordering::Relaxed);
         });
+    }
+}
+
+/// The reply to `q` from a cached answer: the answer itself, or for a safe-search
+/// rewrite, a CNAME to the endpoint followed by the endpoint's records.
+fn answer(
+    query: &[u8],
+    q: &Query,
+    rewrite: Option<&'static str>,
+    entry: &Entry,
+    now: Instant,
+) -> Vec<u8> {
+    match rewrite {
+        None => entry.reply(query, q, now),
+        Some(target) => rewrite_reply(query, q, target, entry, now)
+            .unwrap_or_else(|| wire::error_response(query, q, wire::RCODE_SERVFAIL)),
     }
 }
 

@@ -143,6 +143,10 @@ fn safe_search_and_anti_bypass_answers() {
         google.raw
     );
     assert_eq!(google.data("A"), ["216.239.38.120"], "{}", google.raw);
+    // Another engine's name, same endpoint: answered from the cache.
+    let images = dig(dns, "www.google.com", "A", &["-b", "127.0.0.2"]);
+    assert_eq!(images.data("A"), ["216.239.38.120"], "{}", images.raw);
+    assert_eq!(s._upstream.queries_for("forcesafesearch.google.com"), 1);
     let youtube = dig(dns, "www.youtube.com", "A", &["-b", "127.0.0.2"]);
     assert_eq!(
         youtube.data("CNAME"),
