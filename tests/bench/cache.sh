@@ -24,7 +24,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release -p cartable --bins >/dev/null 2>&1
 BIN=$PWD/target/release
 rm -rf "$WORK" && mkdir -p "$WORK/www" "$WORK/nginx"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/bench/lib.sh
 
 echo "making the objects ($SIZE_MB MB and $COLD_MB MB of random bytes)"
 dd if=/dev/urandom of="$WORK/www/big.apk" bs=1M count="$SIZE_MB" status=none
@@ -69,14 +69,7 @@ cat > "$WORK/catalogue.json" <<JSON
    "size": $((COLD_MB * 1048576)), "sha256": "$WAN_SHA"}
 ]}
 JSON
-cat > "$WORK/box.toml" <<CONF
-[appliance]
-data_dir = "$WORK/data"
-[http]
-listen = "$HTTP"
-[dns]
-listen = ["127.0.0.1:$(free_port)"]
-system_resolvers = false
+{ box_base "$WORK/data" "$HTTP" "127.0.0.1:$(free_port)"; cat; } > "$WORK/box.toml" <<CONF
 [cache]
 catalogue = "$WORK/catalogue.json"
 # No prefetch: the objects come by pull-through, as the benchmark asks.

@@ -52,7 +52,7 @@ shuf -n 100000 --random-source=<(yes) "$WORK/names-only.txt" | sed 's/$/ A/' > "
 shuf -n 100000 --random-source=<(yes 1) "$WORK/names-only.txt" | awk '{print "x" NR%97 "." $1 " A"}' > "$WORK/q-sub.txt"
 seq 1 2000 | awk '{print "h" $1 ".allowed.test A"}' > "$WORK/q-allowed.txt"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/bench/lib.sh
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_answer() { # port
   for _ in $(seq 1 6000); do
@@ -152,15 +152,8 @@ ratio() {
 # --- cartable ---------------------------------------------------------------------
 PORT=$(free_port); HTTP=$(free_port)
 rm -rf "$WORK/cartable-data"
-cat > "$WORK/cartable.toml" <<EOF
-[appliance]
-data_dir = "$WORK/cartable-data"
-[http]
-listen = "127.0.0.1:$HTTP"
-[dns]
-listen = ["127.0.0.1:$PORT"]
+{ box_base "$WORK/cartable-data" "127.0.0.1:$HTTP" "127.0.0.1:$PORT"; cat; } > "$WORK/cartable.toml" <<EOF
 upstreams = ["127.0.0.1:$UP"]
-system_resolvers = false
 block_mode = "nxdomain"
 [[filter.list]]
 category = "adult"

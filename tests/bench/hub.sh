@@ -13,17 +13,9 @@ WORK=${WORK:-/tmp/cartable-bench-hub}
 cargo build --release -p cartable -p cartable-systests --bins >/dev/null 2>&1
 BIN=$PWD/target/release
 rm -rf "$WORK" && mkdir -p "$WORK"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/bench/lib.sh
 HTTP=127.0.0.1:$(free_port)
-cat > "$WORK/box.toml" <<CONF
-[appliance]
-data_dir = "$WORK/data"
-[http]
-listen = "$HTTP"
-[dns]
-listen = ["127.0.0.1:$(free_port)"]
-system_resolvers = false
-CONF
+box_base "$WORK/data" "$HTTP" "127.0.0.1:$(free_port)" > "$WORK/box.toml"
 "$BIN/cartable" run --config "$WORK/box.toml" 2>"$WORK/box.log" &
 BOX=$!
 trap 'kill $BOX 2>/dev/null || true' EXIT

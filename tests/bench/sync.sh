@@ -26,7 +26,7 @@ cargo build --release -p cartable -p cartable-central -p cartable-systests --bin
 BIN=$PWD/target/release
 rm -rf "$WORK" && mkdir -p "$WORK"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/bench/lib.sh
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # --- The backlog -------------------------------------------------------------------
@@ -81,14 +81,8 @@ CONF
   sleep 0.5
 }
 box_config() { # data_dir broker_host broker_port http dns
+  box_base "$1" "127.0.0.1:$4" "127.0.0.1:$5"
   cat <<CONF
-[appliance]
-data_dir = "$1"
-[http]
-listen = "127.0.0.1:$4"
-[dns]
-listen = ["127.0.0.1:$5"]
-system_resolvers = false
 [sync]
 broker = "mqtt://$2:$3"
 batch_max_age_secs = 0
