@@ -95,7 +95,10 @@ impl App {
             .any(|u| matches!(u, forward::Upstream::Tls { .. }))
         {
             let ca = config.dns.upstream_ca_file.as_ref().map(|p| p.as_path());
-            Some(forward::tls_config(ca).map_err(|e| anyhow::anyhow!("TLS upstreams: {e}"))?)
+            Some(
+                crate::base::tls::client_config(ca)
+                    .map_err(|e| anyhow::anyhow!("TLS upstreams: {e}"))?,
+            )
         } else {
             None
         };
@@ -174,8 +177,8 @@ impl App {
             ))
         });
         let origin_tls = match &config.cache.ca_file {
-            Some(ca) => crate::dns::forward::tls_config(Some(ca.as_path())),
-            None => crate::dns::forward::tls_config(None),
+            Some(ca) => crate::base::tls::client_config(Some(ca.as_path())),
+            None => crate::base::tls::client_config(None),
         }
         .map_err(|e| tracing::warn!(error = %e, "HTTPS origins are off"))
         .ok();

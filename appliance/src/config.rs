@@ -201,11 +201,11 @@ impl Default for CacheConfig {
 #[serde(deny_unknown_fields)]
 pub struct CacheWindow {
     /// Days, as names or ranges: `["mon-fri"]`, `["wed"]`.
-    pub days: Vec<crate::filter::policy::Days>,
+    pub days: Vec<crate::base::clock::Days>,
     /// Start, `HH:MM`.
-    pub from: crate::filter::policy::ClockTime,
+    pub from: crate::base::clock::ClockTime,
     /// End, `HH:MM`, excluded; before `from`, the window crosses midnight.
-    pub to: crate::filter::policy::ClockTime,
+    pub to: crate::base::clock::ClockTime,
 }
 
 /// An origin served in DNS redirect mode (`[[cache.redirect]]`).
@@ -285,11 +285,11 @@ pub struct SyncConfig {
     /// Bytes per second the sync may use on the uplink (0: no cap) ...
     pub rate_limit: u64,
     /// ... during these days ...
-    pub rate_limit_days: Vec<crate::filter::policy::Days>,
+    pub rate_limit_days: Vec<crate::base::clock::Days>,
     /// ... from this time ...
-    pub rate_limit_from: crate::filter::policy::ClockTime,
+    pub rate_limit_from: crate::base::clock::ClockTime,
     /// ... to this time (local time of `[filter] timezone`).
-    pub rate_limit_to: crate::filter::policy::ClockTime,
+    pub rate_limit_to: crate::base::clock::ClockTime,
     /// Seconds between retained state messages (also sent at each connection).
     pub state_every_secs: u32,
 }
@@ -310,9 +310,9 @@ impl Default for SyncConfig {
             batch_max_bytes: 256 << 10,
             batch_max_age_secs: 5,
             rate_limit: 0,
-            rate_limit_days: vec![crate::filter::policy::Days::WEEKDAYS],
-            rate_limit_from: crate::filter::policy::ClockTime::hm(8, 0),
-            rate_limit_to: crate::filter::policy::ClockTime::hm(17, 0),
+            rate_limit_days: vec![crate::base::clock::Days::WEEKDAYS],
+            rate_limit_from: crate::base::clock::ClockTime::hm(8, 0),
+            rate_limit_to: crate::base::clock::ClockTime::hm(17, 0),
             state_every_secs: 300,
         }
     }

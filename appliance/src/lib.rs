@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod base;
 pub mod cache;
 pub mod config;
 pub mod demo;

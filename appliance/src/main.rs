@@ -149,7 +149,8 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn filter_command(command: FilterCommand) -> anyhow::Result<ExitCode> {
-    use cartable::filter::{load, name, policy::LocalTime};
+    use cartable::base::clock::LocalTime;
+    use cartable::filter::{load, name};
     match command {
         FilterCommand::Test {
             domain,

@@ -94,8 +94,8 @@ impl Health {
 }
 
 /// Backoff before the n-th restart in a row: 200 ms doubling, at most 30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(200u64.saturating_mul(1 << attempt.min(8))).min(Duration::from_secs(30))
+fn backoff(attempt: u32) -> Duration {
+    crate::base::backoff::doubling(Duration::from_millis(200), Duration::from_secs(30), attempt)
 }
 
 /// A service that ran this long before failing starts its backoff over.
@@ -366,12 +366,5 @@ mod tests {
                 .contains("run 0 exploded"),
             "{status:?}"
         );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(0), Duration::from_millis(200));
-        assert_eq!(backoff(1), Duration::from_millis(400));
-        assert_eq!(backoff(20), Duration::from_secs(30));
     }
 }

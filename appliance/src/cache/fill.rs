@@ -260,7 +260,7 @@ pub async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool) {
                     .write(move |tx| {
                         let at = now();
                         index::insert(tx, &sha, size, super::now_ms(), None)?;
-                        crate::sync::outbox::append(
+                        crate::store::outbox::append(
                             tx,
                             at,
                             &EventBody::UpdateProgress {
@@ -313,7 +313,7 @@ async fn fail(cache: &Cache, fill: &Fill, why: String) {
     let _ = cache
         .store
         .write(move |tx| {
-            crate::sync::outbox::append(
+            crate::store::outbox::append(
                 tx,
                 now(),
                 &EventBody::UpdateProgress {

@@ -303,7 +303,7 @@ impl Cache {
                 .write(move |tx| {
                     for (sha, size) in &list {
                         index::remove(tx, sha)?;
-                        crate::sync::outbox::append(
+                        crate::store::outbox::append(
                             tx,
                             at,
                             &cartable_protocol::events::EventBody::UpdateProgress {
@@ -397,9 +397,9 @@ impl Cache {
         if w.is_empty() {
             return true;
         }
-        let t = crate::filter::policy::LocalTime::at(jiff::Timestamp::now(), &self.zone);
+        let t = crate::base::clock::LocalTime::at(jiff::Timestamp::now(), &self.zone);
         w.iter()
-            .any(|w| crate::filter::policy::in_window(&w.days, w.from, w.to, t))
+            .any(|w| crate::base::clock::in_window(&w.days, w.from, w.to, t))
     }
 
     /// What `/api/v1/status` shows of the cache.

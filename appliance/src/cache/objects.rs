@@ -167,8 +167,7 @@ impl Objects {
 
     /// Bytes left for unprivileged writers on the disk holding the cache.
     pub fn free_space(&self) -> std::io::Result<u64> {
-        let st = nix::sys::statvfs::statvfs(&self.dir).map_err(std::io::Error::from)?;
-        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+        crate::base::disk::space(&self.dir).map(|(free, _)| free)
     }
 }
 

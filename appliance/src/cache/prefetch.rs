@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::objects::Sha256;
 use super::{Cache, Failure, IDLE};
+use crate::base::backoff::Backoff;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
-use crate::sync::link::Backoff;
 
 pub struct PrefetchService {
     cache: Arc<Cache>,
@@ -61,6 +61,7 @@ impl Service for PrefetchService {
                                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
                                 let b = backoffs.entry(key.clone()).or_insert_with(|| {
                                     Backoff::new(
+                                        Duration::from_secs(1),
                                         Duration::from_secs(cache.config().retry_max_secs),
                                         seed,
                                     )

@@ -23,8 +23,9 @@ use super::forward::Forwarder;
 use super::querylog::{LogEntry, Outcome, QueryLog};
 use super::stats::{Counters, Stats};
 use super::wire::{self, Query};
+use crate::base::clock::LocalTime;
 use crate::filter::decide::{Action, DeviceRule, Filter, Reason};
-use crate::filter::policy::{BlockMode, LocalTime};
+use crate::filter::policy::BlockMode;
 
 /// TTL of the answers the box makes itself (blocked, local names, rewrites).
 const OWN_TTL: u32 = 60;

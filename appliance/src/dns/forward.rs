@@ -87,40 +87,6 @@ impl From<Upstream> for String {
     }
 }
 
-/// A TLS client configuration trusting the CAs in `ca_file`, or the system's bundle.
-pub fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
-    let roots = root_store(ca_file)?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(std::sync::Arc::new(config))
-}
-
-/// The certificates of `ca_file` (PEM), or the system's when none is given.
-pub fn root_store(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let path = ca_file.unwrap_or(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"));
-    let mut roots = rustls::RootCertStore::empty();
-    let certs =
-        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no certificate", path.display()));
-    }
-    Ok(roots)
-}
-
 /// The upstream resolvers, tried in order of recent success.
 pub struct Forwarder {
     upstreams: Vec<Upstream>,

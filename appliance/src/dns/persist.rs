@@ -3,7 +3,7 @@
 //! writer thread; the answer path only hands it snapshots.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::params;
 
@@ -12,9 +12,7 @@ use super::engine::Engine;
 use crate::store::{Store, StoreError};
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::base::clock::unix_now().max(0) as u64
 }
 
 /// Replaces the saved cache with the engine's current one.
@@ -170,7 +168,7 @@ pub fn close_hours(t: &rusqlite::Transaction<'_>, current: i64) -> Result<(), St
             .query_map([hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         for (client, q, b) in rows {
-            crate::sync::outbox::append(
+            crate::store::outbox::append(
                 t,
                 start + 3599,
                 &EventBody::DnsHourly {
@@ -198,7 +196,7 @@ pub fn close_hours(t: &rusqlite::Transaction<'_>, current: i64) -> Result<(), St
                 None => {}
             }
         }
-        crate::sync::outbox::append(
+        crate::store::outbox::append(
             t,
             start + 3599,
             &EventBody::DnsHourly {
@@ -237,7 +235,7 @@ mod tests {
             .await
             .unwrap();
         let (events, _) = store
-            .read(|c| crate::sync::outbox::read_after(c, 0, 100, usize::MAX))
+            .read(|c| crate::store::outbox::read_after(c, 0, 100, usize::MAX))
             .await
             .unwrap();
         assert_eq!(events.len(), 3);

@@ -8,8 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::index::{CategorySet, Index, ids};
-use super::policy::{BlockMode, LocalTime, Policies, SuffixSet};
+use super::policy::{BlockMode, Policies, SuffixSet};
 use super::safesearch::{self, Engine};
+use crate::base::clock::LocalTime;
 
 /// Names that, answered NXDOMAIN, keep devices on the box's DNS: Firefox's DoH canary
 /// and iCloud Private Relay.

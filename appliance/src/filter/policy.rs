@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::clock::{self, ClockTime, Days, LocalTime};
+
 use super::index::{CategorySet, Index};
 use super::name::normalize;
 use super::safesearch::YoutubeMode;
@@ -87,154 +89,9 @@ pub struct ScheduleRule {
     pub policy: String,
 }
 
-/// The local time a decision is made at; the caller reads the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalTime {
-    /// 0 = Monday ... 6 = Sunday.
-    pub weekday: u8,
-    /// Minutes since midnight.
-    pub minute: u16,
-}
-
-impl LocalTime {
-    /// The wall-clock time in `zone` at `instant`.
-    pub fn at(instant: jiff::Timestamp, zone: &jiff::tz::TimeZone) -> Self {
-        let dt = instant.to_zoned(zone.clone()).datetime();
-        LocalTime::new(
-            dt.weekday().to_monday_zero_offset() as u8,
-            dt.hour() as u8,
-            dt.minute() as u8,
-        )
-    }
-
-    pub fn new(weekday: u8, hour: u8, minute: u8) -> Self {
-        LocalTime {
-            weekday: weekday % 7,
-            minute: u16::from(hour) * 60 + u16::from(minute),
-        }
-    }
-}
-
-/// A set of weekdays (bit 0 = Monday).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Days(u8);
-
-impl Days {
-    pub const WEEKDAYS: Days = Days(0b0001_1111);
-}
-
-/// True when `now` falls on one of `days` between `from` (included) and `to`
-/// (excluded); a window whose end is before its start crosses midnight.
-pub fn in_window(days: &[Days], from: ClockTime, to: ClockTime, now: LocalTime) -> bool {
-    ScheduleRule {
-        days: days.to_vec(),
-        from: Some(from),
-        to: Some(to),
-        policy: String::new(),
-    }
-    .covers(now)
-}
-
-const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
-impl TryFrom<String> for Days {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let day = |d: &str| {
-            let d = d.trim().to_ascii_lowercase();
-            DAY_NAMES
-                .iter()
-                .position(|n| d.starts_with(n) || french_day(&d) == Some(*n))
-                .ok_or_else(|| {
-                    format!("`{s}` is not a day or range of days (mon, tue, ..., mon-fri)")
-                })
-        };
-        match s.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (day(a)?, day(b)?);
-                let mut bits = 0u8;
-                let mut d = a;
-                loop {
-                    bits |= 1 << d;
-                    if d == b {
-                        break;
-                    }
-                    d = (d + 1) % 7;
-                }
-                Ok(Days(bits))
-            }
-            None => Ok(Days(1 << day(&s)?)),
-        }
-    }
-}
-
-fn french_day(d: &str) -> Option<&'static str> {
-    Some(match d {
-        "lun" | "lundi" => "mon",
-        "mar" | "mardi" => "tue",
-        "mer" | "mercredi" => "wed",
-        "jeu" | "jeudi" => "thu",
-        "ven" | "vendredi" => "fri",
-        "sam" | "samedi" => "sat",
-        "dim" | "dimanche" => "sun",
-        _ => return None,
-    })
-}
-
-impl From<Days> for String {
-    fn from(d: Days) -> String {
-        let names: Vec<&str> = (0..7)
-            .filter(|i| d.0 & (1 << i) != 0)
-            .map(|i| DAY_NAMES[i])
-            .collect();
-        names.join(",")
-    }
-}
-
-/// A time of day, `HH:MM`; `24:00` is the end of the day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ClockTime(u16);
-
-impl TryFrom<String> for ClockTime {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a time of day (HH:MM)");
-        let (h, m) = s.split_once(':').ok_or_else(bad)?;
-        let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-        if m > 59 || h > 24 || (h == 24 && m > 0) {
-            return Err(bad());
-        }
-        Ok(ClockTime(h * 60 + m))
-    }
-}
-
-impl ClockTime {
-    pub const fn hm(hour: u16, minute: u16) -> ClockTime {
-        ClockTime(hour * 60 + minute)
-    }
-}
-
-impl From<ClockTime> for String {
-    fn from(t: ClockTime) -> String {
-        format!("{:02}:{:02}", t.0 / 60, t.0 % 60)
-    }
-}
-
 impl ScheduleRule {
     fn covers(&self, now: LocalTime) -> bool {
-        let days = self.days.iter().fold(0u8, |acc, d| acc | d.0);
-        let on = |weekday: u8| days & (1 << weekday) != 0;
-        let from = self.from.map_or(0, |t| t.0);
-        let to = self.to.map_or(24 * 60, |t| t.0);
-        if from <= to {
-            on(now.weekday) && now.minute >= from && now.minute < to
-        } else {
-            // Crosses midnight: the evening of a listed day, or the morning after.
-            (on(now.weekday) && now.minute >= from)
-                || (on((now.weekday + 6) % 7) && now.minute < to)
-        }
+        clock::covers(&self.days, self.from, self.to, now)
     }
 }
 

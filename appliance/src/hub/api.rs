@@ -643,7 +643,7 @@ pub async fn save_attendance(
                 )?
                 .query_map([class], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            let now = crate::sync::outbox::unix_now();
+            let now = crate::base::clock::unix_now();
             for (id, name) in &pupils {
                 let present = body.present.contains(id);
                 t.execute(
@@ -653,7 +653,7 @@ pub async fn save_attendance(
                        teacher = excluded.teacher, saved_at = excluded.saved_at",
                     params![class, day, id, present, session.login, now],
                 )?;
-                crate::sync::outbox::append(
+                crate::store::outbox::append(
                     t,
                     now,
                     &cartable_protocol::events::EventBody::Attendance {
@@ -912,9 +912,9 @@ pub struct ScreenTime {
     group: Option<i64>,
     /// 0: no daily limit.
     minutes_per_day: u32,
-    days: Vec<crate::filter::policy::Days>,
-    from: crate::filter::policy::ClockTime,
-    to: crate::filter::policy::ClockTime,
+    days: Vec<crate::base::clock::Days>,
+    from: crate::base::clock::ClockTime,
+    to: crate::base::clock::ClockTime,
 }
 
 /// `POST /api/v1/classes/{id}/screen-time`: the rule of the class or of one of its

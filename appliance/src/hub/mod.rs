@@ -26,11 +26,11 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::base::clock::unix_now;
 use crate::dns::engine::Engine;
 use crate::filter::decide::DeviceRule;
 use crate::filter::policy::SuffixSet;
 use crate::store::{Store, StoreError};
-use crate::sync::outbox::unix_now;
 
 /// Frames waiting for a slow device before it is treated as offline for one-shots.
 const DEVICE_QUEUE: usize = 64;

@@ -16,7 +16,7 @@ use cartable_protocol::device::{Action, Internet};
 use rusqlite::params;
 
 use super::Hub;
-use crate::filter::policy::{ClockTime, Days, LocalTime, in_window};
+use crate::base::clock::{ClockTime, Days, LocalTime, in_window};
 use crate::store::Store;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
@@ -142,7 +142,7 @@ impl Service for ScreenTimeService {
             let mut limited: HashSet<i64> = HashSet::new();
             // Foreground seconds per (tablet, app) in the current hour.
             let mut apps: HashMap<(String, String), u32> = HashMap::new();
-            let hour_now = || crate::sync::outbox::unix_now() / 3600 * 3600;
+            let hour_now = || crate::base::clock::unix_now() / 3600 * 3600;
             let mut hour = hour_now();
             let mut ticker = tokio::time::interval(self.tick);
             ticker.tick().await;
@@ -168,7 +168,7 @@ impl Service for ScreenTimeService {
                         self.store
                             .write(move |t| {
                                 for ((device, app), seconds) in &closed {
-                                    crate::sync::outbox::append(
+                                    crate::store::outbox::append(
                                         t,
                                         start + 3599,
                                         &cartable_protocol::events::EventBody::AppUsage {

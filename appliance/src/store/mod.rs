@@ -9,6 +9,7 @@
 
 pub mod import;
 pub mod migrations;
+pub mod outbox;
 pub mod school;
 pub mod service;
 
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// File name of the database inside `data_dir`.
 pub const DB_FILE: &str = "cartable.db";
@@ -80,6 +81,8 @@ struct Inner {
     jobs: mpsc::UnboundedSender<Msg>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Woken once a transaction that appended to the outbox is committed.
+    appended: Arc<Notify>,
 }
 
 impl Store {
@@ -93,9 +96,11 @@ impl Store {
         let mut conn = open_conn(&path, false)?;
         migrations::apply(&mut conn)?;
         let (jobs, rx) = mpsc::unbounded_channel();
+        let appended = Arc::new(Notify::new());
+        let woken = appended.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &woken))
             .map_err(|e| StoreError::Panicked(format!("cannot start the writer: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -103,6 +108,7 @@ impl Store {
                 jobs,
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
+                appended,
             }),
         })
     }
@@ -168,6 +174,13 @@ impl Store {
         result
     }
 
+    /// Resolves once a write that appended to the outbox has been committed since the
+    /// last call (a wake-up is kept if nobody was waiting): the sync drains on it
+    /// instead of polling.
+    pub async fn outbox_appended(&self) {
+        self.inner.appended.notified().await
+    }
+
     /// True while the writer thread is alive.
     pub fn writer_alive(&self) -> bool {
         self.inner
@@ -212,7 +225,7 @@ fn run_in_savepoint<T>(
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Msg>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Msg>, appended: &Notify) {
     let mut stop = false;
     while !stop {
         let Some(first) = rx.blocking_recv() else {
@@ -232,8 +245,8 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Msg>) {
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            commit_batch(&mut conn, batch);
+        if !batch.is_empty() && commit_batch(&mut conn, batch) && outbox::take_appended() {
+            appended.notify_one();
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -241,8 +254,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Msg>) {
     }
 }
 
-/// Runs a batch of jobs in one transaction and tells each the commit's outcome.
-fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
+/// Runs a batch of jobs in one transaction and tells each the commit's outcome; true
+/// when it was committed.
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>) -> bool {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -250,7 +264,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             tracing::error!(error = %why, "store cannot begin a transaction");
             // Dropping the jobs unblocks their callers with `WriterGone`.
             drop(batch);
-            return;
+            return false;
         }
     };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&tx)).collect();
@@ -258,9 +272,13 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
     if let Err(why) = &committed {
         tracing::error!(error = %why, jobs = finishers.len(), "store commit failed");
     }
+    if committed.is_err() {
+        outbox::take_appended();
+    }
     for finish in finishers {
         finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
     }
+    committed.is_ok()
 }
 
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {

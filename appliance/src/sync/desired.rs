@@ -12,9 +12,10 @@ use cartable_protocol::events::{AppliedDesired, EventBody};
 use cartable_protocol::topics::{self, DesiredKind, Topic};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::outbox::{self, unix_now};
+use crate::base::clock::unix_now;
 use crate::dns::reload::FilterService;
 use crate::filter::policy::PolicyConfig;
+use crate::store::outbox;
 use crate::store::{Store, StoreError};
 
 /// What became of one message.

@@ -4,7 +4,7 @@
 //! rumqttc's own reconnection is not used: each connection is a fresh client and event
 //! loop, so a lost connection fails every pending publish at once and the drainer
 //! starts again from the first unacknowledged outbox row. The reconnection wait,
-//! capped exponential with full jitter, is [`Backoff`]'s.
+//! capped exponential with full jitter, is `base::backoff`'s.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -118,28 +118,14 @@ pub fn options(
 }
 
 fn tls_config(config: &SyncConfig) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let ca = config.ca_file.as_ref().map(|p| p.as_path());
-    let roots =
-        crate::dns::forward::root_store(ca).map_err(|e| anyhow::anyhow!("broker CA: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let cfg = match (&config.client_cert_file, &config.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert.as_path())
-                .and_then(|i| i.collect())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cert.as_path().display()))?;
-            let key = PrivateKeyDer::from_pem_file(key.as_path())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", key.as_path().display()))?;
-            builder.with_client_auth_cert(certs, key)?
-        }
-        (None, None) => builder.with_no_client_auth(),
+    let identity = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (None, None) => None,
         _ => anyhow::bail!("[sync] client_cert_file and client_key_file go together"),
     };
-    Ok(Arc::new(cfg))
+    crate::base::tls::client_config_with_identity(ca, identity)
+        .map_err(|e| anyhow::anyhow!("broker TLS: {e}"))
 }
 
 /// Connects: returns once the broker accepted the session (CONNACK), with the link and
@@ -216,64 +202,5 @@ async fn drive(
                 return e;
             }
         }
-    }
-}
-
-/// Reconnection waits: doubling from 1 s to a cap, each drawn uniformly below the
-/// current ceiling ("full jitter"), so a fleet spreads out after a broker restart.
-pub struct Backoff {
-    ceiling: Duration,
-    cap: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    pub fn new(cap: Duration, seed: u64) -> Backoff {
-        Backoff {
-            ceiling: Duration::from_secs(1),
-            cap: cap.max(Duration::from_secs(1)),
-            rng: seed | 1,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.ceiling = Duration::from_secs(1);
-    }
-
-    pub fn next_wait(&mut self) -> Duration {
-        // xorshift64: jitter needs spread, not secrecy.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let ms = self.ceiling.as_millis() as u64;
-        let wait = Duration::from_millis(200 + self.rng % ms.max(1));
-        self.ceiling = (self.ceiling * 2).min(self.cap);
-        wait
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_and_spreads_boxes_apart() {
-        let mut a = Backoff::new(Duration::from_secs(60), 1);
-        let waits: Vec<Duration> = (0..12).map(|_| a.next_wait()).collect();
-        assert!(waits.iter().all(|w| *w <= Duration::from_millis(60_200)));
-        assert!(waits[8..].iter().any(|w| *w > Duration::from_secs(10)));
-        // 100 boxes after a broker restart: their first waits at the cap are spread.
-        let firsts: std::collections::BTreeSet<u128> = (0..100u64)
-            .map(|seed| {
-                let mut b = Backoff::new(Duration::from_secs(60), seed * 7919 + 3);
-                for _ in 0..7 {
-                    b.next_wait();
-                }
-                b.next_wait().as_secs() as u128
-            })
-            .collect();
-        assert!(firsts.len() > 20, "{firsts:?}");
-        a.reset();
-        assert!(a.next_wait() <= Duration::from_millis(1200));
     }
 }

@@ -9,7 +9,6 @@
 
 pub mod desired;
 pub mod link;
-pub mod outbox;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,18 +20,20 @@ use cartable_protocol::topics;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::base::backoff::Backoff;
+use crate::base::clock::{LocalTime, in_window};
 use crate::config::Config;
 use crate::dns::reload::FilterService;
-use crate::filter::policy::{LocalTime, in_window};
-use crate::store::Store;
+use crate::store::{Store, outbox};
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 /// Batches in flight before waiting for the oldest one's ack.
 const WINDOW: usize = 4;
 /// Most events in one batch.
 const BATCH_ROWS: usize = 5_000;
-/// How often an idle drainer looks for new rows.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+/// An idle drainer with nothing unsent waits for an append this long at most (a
+/// safety net: appends wake it).
+const IDLE_WAIT: Duration = Duration::from_secs(60);
 /// A PUBACK slower than this means the connection is gone.
 const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,7 +141,7 @@ impl SyncService {
     /// The retained state message.
     async fn reported(&self) -> ReportedState {
         let data_dir = self.config.appliance.data_dir.clone();
-        let disk = tokio::task::spawn_blocking(move || crate::web::status::disk_status(&data_dir))
+        let disk = tokio::task::spawn_blocking(move || crate::base::disk::status(&data_dir))
             .await
             .map(|d| d.free_bytes)
             .unwrap_or(0);
@@ -291,6 +292,8 @@ impl SyncService {
         let mut sent_through = 0u64;
         let mut in_flight: VecDeque<(u64, link::Ack)> = VecDeque::new();
         loop {
+            // The oldest unsent row, when it is too young to make a batch on its own.
+            let mut young: Option<i64> = None;
             while in_flight.len() < WINDOW {
                 let (after, max_bytes) = (sent_through, cfg.batch_max_bytes.max(1));
                 let (events, bytes) = self
@@ -301,7 +304,8 @@ impl SyncService {
                 let Some(last) = events.last() else { break };
                 let full = events.len() >= BATCH_ROWS || bytes >= max_bytes;
                 let oldest = events[0].at;
-                if !full && oldest > outbox::unix_now() - max_age {
+                if !full && oldest > crate::base::clock::unix_now() - max_age {
+                    young = Some(oldest);
                     break;
                 }
                 let last_seq = last.seq;
@@ -340,7 +344,17 @@ impl SyncService {
                         .await
                         .map_err(|e| e.to_string())?;
                 }
-                None => tokio::time::sleep(IDLE_POLL).await,
+                None => {
+                    // Nothing in flight: a new row, or the oldest one coming of age.
+                    let wait = young.map_or(IDLE_WAIT, |at| {
+                        let left = at + max_age - crate::base::clock::unix_now();
+                        Duration::from_secs(left.clamp(1, max_age.max(1)) as u64)
+                    });
+                    tokio::select! {
+                        _ = self.store.outbox_appended() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
             }
         }
     }
@@ -440,17 +454,10 @@ impl Service for SyncService {
                     }
                 })
             };
-            let seed = {
-                use std::hash::BuildHasher;
-                std::collections::hash_map::RandomState::new().hash_one((
-                    &site,
-                    &box_id,
-                    std::process::id(),
-                ))
-            };
-            let mut backoff = link::Backoff::new(
+            let mut backoff = Backoff::new(
+                Duration::from_secs(1),
                 Duration::from_secs(u64::from(self.config.sync.reconnect_max_secs)),
-                seed,
+                Backoff::seed((&site, &box_id)),
             );
             let mut uplink = self.uplink.clone();
             let client_id = format!("cartable-{site}-{box_id}");

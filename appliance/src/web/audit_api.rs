@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::WebState;
 use super::filter_api::local_only;
-use crate::sync::outbox;
+use crate::store::outbox;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,7 +60,7 @@ pub async fn record(
     };
     match state
         .store
-        .write(move |t| outbox::append(t, outbox::unix_now(), &body))
+        .write(move |t| outbox::append(t, crate::base::clock::unix_now(), &body))
         .await
     {
         Ok(seq) => (StatusCode::CREATED, Json(serde_json::json!({ "seq": seq }))).into_response(),

@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::WebState;
+use crate::base::clock::LocalTime;
 use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
-use crate::filter::policy::LocalTime;
 
 /// Answers any request for a host that is not the box itself.
 pub async fn page(

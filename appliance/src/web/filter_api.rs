@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::WebState;
+use crate::base::clock::LocalTime;
 use crate::dns::engine::Engine;
 use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
-use crate::filter::policy::LocalTime;
 
 #[derive(Deserialize)]
 pub struct TestParams {

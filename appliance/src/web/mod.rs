@@ -314,7 +314,7 @@ mod tests {
         let (code, body) = post_audit(&app, [127, 0, 0, 1], ok).await;
         assert_eq!(code, StatusCode::CREATED, "{body}");
         let (events, _) = store
-            .read(|c| crate::sync::outbox::read_after(c, 0, 10, usize::MAX))
+            .read(|c| crate::store::outbox::read_after(c, 0, 10, usize::MAX))
             .await
             .unwrap();
         assert_eq!(events.len(), 1);

@@ -33,7 +33,7 @@ async fn healthz(State(s): State<WebState>) -> Response {
 
 async fn status(State(s): State<WebState>) -> Json<StatusReport> {
     let data_dir = s.config.appliance.data_dir.clone();
-    let disk = tokio::task::spawn_blocking(move || disk_status(&data_dir))
+    let disk = tokio::task::spawn_blocking(move || crate::base::disk::status(&data_dir))
         .await
         .unwrap_or_else(|_| DiskStatus {
             path: String::new(),
@@ -52,24 +52,4 @@ async fn status(State(s): State<WebState>) -> Json<StatusReport> {
         sync,
         cache: s.cache.as_ref().map(|c| c.status()).unwrap_or_default(),
     })
-}
-
-// The statvfs counts are u32 on 32-bit targets.
-#[allow(clippy::unnecessary_cast)]
-pub fn disk_status(path: &std::path::Path) -> DiskStatus {
-    let (free_bytes, total_bytes) = match nix::sys::statvfs::statvfs(path) {
-        Ok(v) => {
-            let frag = v.fragment_size() as u64;
-            (v.blocks_available() as u64 * frag, v.blocks() as u64 * frag)
-        }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "statvfs failed");
-            (0, 0)
-        }
-    };
-    DiskStatus {
-        path: path.display().to_string(),
-        free_bytes,
-        total_bytes,
-    }
 }

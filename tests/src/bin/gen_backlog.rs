@@ -4,7 +4,7 @@
 //!   gen-backlog DATA_DIR [DAYS] [TABLETS]
 
 use cartable::store::Store;
-use cartable::sync::outbox;
+use cartable::store::outbox;
 use cartable_protocol::events::EventBody;
 
 const APPS: [&str; 8] = [
@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let days: i64 = args.get(2).map_or(Ok(7), |s| s.parse())?;
     let tablets: u32 = args.get(3).map_or(Ok(400), |s| s.parse())?;
     let store = Store::open(std::path::Path::new(dir))?;
-    let start = outbox::unix_now() / 86_400 * 86_400 - days * 86_400;
+    let start = cartable::base::clock::unix_now() / 86_400 * 86_400 - days * 86_400;
     let mut total = 0u64;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {

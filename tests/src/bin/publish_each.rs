@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use cartable::store::Store;
-use cartable::sync::outbox;
+use cartable::store::outbox;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
 #[tokio::main]

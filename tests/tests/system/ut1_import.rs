@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 
+use cartable::base::clock::LocalTime;
 use cartable::filter::decide::{Action, Reason};
 use cartable::filter::load::{Sources, load};
-use cartable::filter::policy::{BlockMode, LocalTime, builtin};
+use cartable::filter::policy::{BlockMode, builtin};
 use cartable::filter::ut1::Kind;
 use cartable_systests::bins::workspace_root;
 

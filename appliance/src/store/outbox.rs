@@ -9,6 +9,7 @@
 use cartable_protocol::events::{Backlog, Event, EventBody, Priority};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use crate::base::clock::unix_now;
 use crate::store::StoreError;
 
 /// Counter names in `sync_counters`.
@@ -18,13 +19,6 @@ const DROPPED: &str = "outbox_dropped_rows";
 const LAST_SYNC: &str = "last_sync_at";
 /// Trimming goes this far under the bound, so it does not run on every append.
 const TRIM_TO_PERCENT: i64 = 90;
-
-/// Unix seconds now.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 fn counter(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT value FROM sync_counters WHERE name = ?1")?
@@ -59,8 +53,20 @@ pub fn set_bound(tx: &Transaction<'_>, bytes: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+thread_local! {
+    /// Set by [`append`] on the writer thread, taken after the commit to wake the sync.
+    static APPENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True if [`append`] ran on this thread since the last call.
+pub(super) fn take_appended() -> bool {
+    APPENDED.with(|a| a.replace(false))
+}
+
 /// Records `body` as happening at `at` (unix seconds); returns its sequence number.
+/// Once the transaction commits, [`super::Store::outbox_appended`] wakes the drainer.
 pub fn append(tx: &Transaction<'_>, at: i64, body: &EventBody) -> Result<u64, StoreError> {
+    APPENDED.with(|a| a.set(true));
     let json = serde_json::to_string(body)
         .map_err(|e| StoreError::Commit(format!("event does not serialize: {e}")))?;
     tx.prepare_cached("INSERT INTO outbox(at, priority, body) VALUES (?1, ?2, ?3)")?
