@@ -32,7 +32,7 @@ pub fn config(
     c.dns.listen = vec![dns];
     c.dns.upstreams = upstreams
         .into_iter()
-        .map(crate::dns::forward::Upstream::Plain)
+        .map(crate::config::Upstream::Plain)
         .collect();
     // The demo sends nothing off the machine unless told where.
     c.dns.system_resolvers = false;

@@ -24,6 +24,12 @@ pub type ServiceFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>
 pub trait Service: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture;
+    /// How long `run` may take to return once its token is cancelled before it is
+    /// aborted. The daemon must exit within 5 s in all, so only a service with a last
+    /// write to make (the DNS cache) asks for more than the default.
+    fn stop_grace(&self) -> Duration {
+        STOP_GRACE
+    }
 }
 
 /// What the supervisor hands a running service.
@@ -134,10 +140,10 @@ impl Supervisor {
                 health: self.health.clone(),
                 index,
             };
-            let name = service.name();
+            let (name, grace) = (service.name(), service.stop_grace());
             let span = info_span!("service", name);
             let handle = tokio::spawn(keep(service, ctx).instrument(span));
-            keepers.push((name, token, handle));
+            keepers.push((name, grace, token, handle));
         }
 
         let mut changed = self.health.changed.subscribe();
@@ -177,9 +183,9 @@ impl Supervisor {
         }
 
         notify(&[sd_notify::NotifyState::Stopping]);
-        for (name, token, handle) in keepers.into_iter().rev() {
+        for (name, grace, token, handle) in keepers.into_iter().rev() {
             token.cancel();
-            if tokio::time::timeout(STOP_GRACE + Duration::from_millis(100), handle)
+            if tokio::time::timeout(grace + Duration::from_millis(100), handle)
                 .await
                 .is_err()
             {
@@ -216,7 +222,7 @@ async fn keep(service: Arc<dyn Service>, ctx: ServiceCtx) {
         let mut task = tokio::spawn(service.clone().run(ctx.clone()).in_current_span());
         let outcome = tokio::select! {
             r = &mut task => r,
-            _ = token.cancelled() => match tokio::time::timeout(STOP_GRACE, &mut task).await {
+            _ = token.cancelled() => match tokio::time::timeout(service.stop_grace(), &mut task).await {
                 Ok(r) => r,
                 Err(_) => {
                     task.abort();

@@ -16,6 +16,19 @@ pub mod redirect;
 pub mod sendfile;
 pub mod serve;
 
+/// The cache's routes: objects by hash, catalogue items by name, and the item list.
+/// (Redirect mode and the `sendfile` path are mounted by `app`: [`redirect::wrap`]
+/// and [`sendfile::Sendfile`].)
+pub fn routes(cache: std::sync::Arc<Cache>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/cache/{sha256}", get(serve::object))
+        .route("/api/v1/cache", get(serve::items))
+        .route("/cache/items/{id}", get(serve::item))
+        .route("/cache/items/{id}/{version}", get(serve::item))
+        .with_state(cache)
+}
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -61,6 +74,50 @@ struct Room {
 }
 
 /// Where the catalogue comes from, so that it can be read again when it changes.
+/// What the cache is built with, besides its own `[cache]` section.
+pub struct CacheDeps {
+    pub data_dir: PathBuf,
+    pub store: Store,
+    /// School-local time, for the prefetcher's windows.
+    pub zone: jiff::tz::TimeZone,
+    /// Looks origins up past the box's own DNS answers.
+    pub resolver: Option<origin::Resolver>,
+    /// The pinned fleet key: a catalogue from the central side is verified again.
+    pub fleet_key: Option<Vec<u8>>,
+}
+
+impl Cache {
+    /// Whether a catalogue from the central side can be stored (ids, URLs, hashes).
+    pub fn check_catalogue(&self, c: &Catalogue) -> Result<(), String> {
+        catalogue::check("catalogue", c).map_err(|e| e.to_string())
+    }
+}
+
+impl CacheConfig {
+    pub fn build(&self, deps: CacheDeps) -> anyhow::Result<Arc<Cache>> {
+        let tls = crate::base::tls::client_config(self.ca_file.as_ref().map(|p| p.as_path()))
+            .map_err(|e| tracing::warn!(error = %e, "HTTPS origins are off"))
+            .ok();
+        let origins = Origins::new(
+            tls,
+            deps.resolver,
+            std::time::Duration::from_secs(self.stall_secs.max(1)),
+        );
+        let source = CatalogueSource {
+            fleet_key: deps.fleet_key,
+            file: self.catalogue.as_ref().map(|p| p.as_path().to_path_buf()),
+        };
+        Cache::open(
+            &deps.data_dir,
+            deps.store,
+            self.clone(),
+            deps.zone,
+            origins,
+            source,
+        )
+    }
+}
+
 pub struct CatalogueSource {
     pub fleet_key: Option<Vec<u8>>,
     pub file: Option<PathBuf>,

@@ -12,8 +12,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 
-use crate::dns::engine::Engine;
-
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
     #[error("`{0}` is not an http:// or https:// URL")]
@@ -56,17 +54,23 @@ pub struct Response {
     pub content_length: Option<u64>,
 }
 
+/// Looks a name up through the box's upstream resolvers, never its own answers (the
+/// DNS server's `addresses_upstream`, wired by `app`): in redirect mode the box
+/// answers the origins' names with itself.
+pub type Resolver =
+    Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, Vec<IpAddr>> + Send + Sync>;
+
 /// Opens connections to origins.
 pub struct Origins {
     tls: Option<Arc<rustls::ClientConfig>>,
-    dns: Option<Arc<Engine>>,
+    dns: Option<Resolver>,
     timeout: Duration,
 }
 
 impl Origins {
     pub fn new(
         tls: Option<Arc<rustls::ClientConfig>>,
-        dns: Option<Arc<Engine>>,
+        dns: Option<Resolver>,
         timeout: Duration,
     ) -> Origins {
         Origins { tls, dns, timeout }
@@ -78,8 +82,7 @@ impl Origins {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let found: Vec<SocketAddr> = match &self.dns {
-            Some(engine) => engine
-                .addresses_upstream(host)
+            Some(resolve) => resolve(host.to_string())
                 .await
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, port))

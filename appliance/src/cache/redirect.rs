@@ -20,7 +20,6 @@ use super::objects::Sha256;
 use super::serve::{Meta, serve};
 use super::{Cache, index, origin};
 use crate::config::RedirectOrigin;
-use crate::web::WebState;
 
 /// Host name (lower case) -> origin name.
 pub fn host_map(origins: &[RedirectOrigin]) -> HashMap<String, String> {
@@ -55,11 +54,17 @@ pub fn bare_host(raw: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Puts [`middleware`] in front of every route of `router` (the whole box's): a
+/// request for a redirected origin never reaches another service.
+pub fn wrap(router: axum::Router, cache: Arc<Cache>) -> axum::Router {
+    router.layer(axum::middleware::from_fn_with_state(cache, middleware))
+}
+
 /// Runs before every route: requests for a redirected origin are the cache's.
-pub async fn middleware(State(state): State<WebState>, req: Request, next: Next) -> Response {
-    let Some(cache) = state.cache.clone().filter(|c| !c.redirect_hosts.is_empty()) else {
+pub async fn middleware(State(cache): State<Arc<Cache>>, req: Request, next: Next) -> Response {
+    if cache.redirect_hosts.is_empty() {
         return next.run(req).await;
-    };
+    }
     let Some(origin) = host_of(req.headers(), req.uri())
         .and_then(|h| cache.redirect_hosts.get(&h).cloned().map(|o| (h, o)))
     else {

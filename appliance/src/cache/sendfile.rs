@@ -18,13 +18,19 @@ use tokio::net::TcpStream;
 use super::Cache;
 use super::objects::Sha256;
 use super::serve::{Meta, content_type_of, etag_matches, plan_range};
+use crate::base::http::{After, FastPath};
 
-/// What the fast path did with the connection.
-pub enum After {
-    /// The connection is finished.
-    Closed,
-    /// The request at the start of the buffer is for the router.
-    PassOn,
+/// The fast path as the web server takes it.
+pub struct Sendfile(pub Arc<Cache>);
+
+impl FastPath for Sendfile {
+    fn serve<'a>(
+        &'a self,
+        stream: &'a mut TcpStream,
+        buf: &'a mut Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = After> + Send + 'a>> {
+        Box::pin(serve(stream, buf, &self.0))
+    }
 }
 
 const MAX_HEAD: usize = 16 * 1024;

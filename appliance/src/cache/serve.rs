@@ -14,7 +14,6 @@ use std::sync::Arc;
 use super::Cache;
 use super::fill::FillState;
 use super::objects::Sha256;
-use crate::web::WebState;
 
 /// The byte range asked for, inclusive; `None` when it is malformed or outside the
 /// object (a 416). Several ranges are the caller's to answer whole.
@@ -54,7 +53,7 @@ pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 }
 
 pub async fn object(
-    State(state): State<WebState>,
+    State(cache): State<Arc<Cache>>,
     Path(sha): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -65,22 +64,16 @@ pub async fn object(
         )
             .into_response();
     };
-    let Some(cache) = state.cache.as_ref() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no cache\n").into_response();
-    };
-    serve(cache, &sha, &headers, &Meta::default()).await
+    serve(&cache, &sha, &headers, &Meta::default()).await
 }
 
 /// `GET /cache/items/{id}` and `/cache/items/{id}/{version}`: a catalogue item by
 /// name, with its file name and type, for people and for MDM links.
 pub async fn item(
-    State(state): State<WebState>,
+    State(cache): State<Arc<Cache>>,
     Path(parts): Path<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(cache) = state.cache.as_ref() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no cache\n").into_response();
-    };
     let get = |k: &str| parts.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let (Some(id), version) = (get("id"), get("version")) else {
         return (StatusCode::BAD_REQUEST, "which item?\n").into_response();
@@ -101,7 +94,7 @@ pub async fn item(
         content_type: Some(content_type_of(&file_name).to_string()),
         file_name: Some(file_name),
     };
-    serve(cache, &sha, &headers, &meta).await
+    serve(&cache, &sha, &headers, &meta).await
 }
 
 /// The name a tablet saves an item under: the last segment of its first URL.
@@ -263,10 +256,7 @@ pub async fn serve(cache: &Arc<Cache>, sha: &Sha256, headers: &HeaderMap, meta: 
 /// `GET /api/v1/cache`: every catalogue item and where it is: `present`,
 /// `downloading` (with `bytes`), `failed` (with `error` and `retry_in_secs`) or
 /// `missing`.
-pub async fn items(State(state): State<WebState>) -> Response {
-    let Some(cache) = state.cache.as_ref() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no cache\n").into_response();
-    };
+pub async fn items(State(cache): State<Arc<Cache>>) -> Response {
     let failures = cache.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let now = std::time::Instant::now();
     let list: Vec<serde_json::Value> = cache

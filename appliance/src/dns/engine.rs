@@ -23,7 +23,7 @@ use super::forward::Forwarder;
 use super::querylog::{LogEntry, Outcome, QueryLog};
 use super::stats::{Counters, Stats};
 use super::wire::{self, Query};
-use crate::base::clock::LocalTime;
+use crate::base::clock::{Clock, LocalTime};
 use crate::filter::decide::{Action, DeviceRule, Filter, Reason};
 use crate::filter::policy::BlockMode;
 
@@ -43,7 +43,8 @@ pub struct EngineConfig {
     pub box_addresses: Vec<IpAddr>,
     pub cache_entries: usize,
     pub max_stale: Duration,
-    pub timezone: jiff::tz::TimeZone,
+    /// Every time the engine reads: TTLs, stale ages, schedules (tests move it).
+    pub clock: Clock,
     /// Lines kept in the in-memory query log (0: none).
     pub query_log: usize,
 }
@@ -58,11 +59,10 @@ pub struct Engine {
     forwarder: Forwarder,
     inflight: Mutex<HashMap<Key, watch::Receiver<Option<FetchResult>>>>,
     uplink_down: AtomicBool,
-    clock: AtomicU64,
+    /// The last local time worked out; see [`Engine::local_time`].
+    local_minute: AtomicU64,
     pub stats: Stats,
     pub log: QueryLog,
-    /// What of `stats` is already in the store.
-    pub flushed: super::persist::Flusher,
 }
 
 /// What `start` could not finish without the upstream.
@@ -91,9 +91,8 @@ impl Engine {
             forwarder,
             inflight: Mutex::new(HashMap::new()),
             uplink_down: AtomicBool::new(false),
-            clock: AtomicU64::new(0),
+            local_minute: AtomicU64::new(0),
             log: QueryLog::new(config.query_log),
-            flushed: Default::default(),
             config,
             stats,
         }
@@ -144,6 +143,11 @@ impl Engine {
         &self.cache
     }
 
+    /// The clock every answer is decided with.
+    pub fn clock(&self) -> &Clock {
+        &self.config.clock
+    }
+
     fn record(
         &self,
         client: IpAddr,
@@ -153,9 +157,7 @@ impl Engine {
         category: Option<u8>,
     ) {
         if self.log.enabled() {
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let at = self.config.clock.unix().max(0) as u64;
             self.log.push(LogEntry {
                 at,
                 client,
@@ -170,18 +172,18 @@ impl Engine {
     /// The local time, worked out (time zone rules) once a minute; between, one atomic
     /// read: (minutes since the epoch << 24) | (weekday << 16) | minute of the day.
     fn local_time(&self) -> LocalTime {
-        let now = jiff::Timestamp::now();
+        let now = self.config.clock.now();
         let minute = now.as_second().max(0) as u64 / 60;
-        let packed = self.clock.load(Ordering::Relaxed);
+        let packed = self.local_minute.load(Ordering::Relaxed);
         if packed >> 24 == minute {
             return LocalTime {
                 weekday: ((packed >> 16) & 0xff) as u8,
                 minute: (packed & 0xffff) as u16,
             };
         }
-        let local = LocalTime::at(now, &self.config.timezone);
+        let local = LocalTime::at(now, self.config.clock.zone());
         let packed = (minute << 24) | (u64::from(local.weekday) << 16) | u64::from(local.minute);
-        self.clock.store(packed, Ordering::Relaxed);
+        self.local_minute.store(packed, Ordering::Relaxed);
         local
     }
 
@@ -270,7 +272,7 @@ impl Engine {
             },
             None => KeyRef::of(&q),
         };
-        let now = Instant::now();
+        let now = self.config.clock.instant();
         let cached = self.cache.get(key, now);
         if let Some(entry) = &cached {
             match entry.freshness(now) {
@@ -338,7 +340,7 @@ impl Engine {
             return wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL);
         };
         Counters::add(&self.stats.local().forwarded);
-        let mut reply = answer(&query, &p.q, p.rewrite, &entry, Instant::now());
+        let mut reply = answer(&query, &p.q, p.rewrite, &entry, self.config.clock.instant());
         if let Some(max) = p.max_size
             && reply.len() > max
         {
@@ -357,7 +359,7 @@ impl Engine {
             match inflight.get(&key) {
                 Some(rx) => rx.clone(),
                 None => {
-                    let now = Instant::now();
+                    let now = self.config.clock.instant();
                     if let Some(newer) = self.cache.get(key.as_key_ref(), now)
                         && !seen.is_some_and(|s| Arc::ptr_eq(s, &newer))
                         && matches!(newer.freshness(now), Freshness::Fresh { .. })
@@ -394,7 +396,7 @@ impl Engine {
             .await
         {
             Ok(bytes) => {
-                let now = Instant::now();
+                let now = self.config.clock.instant();
                 let entry = Arc::new(Entry::from_response(&bytes, now)?);
                 self.cache.insert(key.clone(), entry.clone(), now);
                 Some(entry)

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::wire::{self, EDNS_PAYLOAD};
+use crate::config::Upstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -24,67 +25,6 @@ pub enum ForwardError {
     Io(SocketAddr, std::io::Error),
     #[error("cannot build the query: {0}")]
     Build(String),
-}
-
-/// One upstream resolver: plain DNS, or DNS over TLS (RFC 7858) to a named server.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Upstream {
-    /// `IP` or `IP:port` (53 by default): UDP, TCP when truncated.
-    Plain(SocketAddr),
-    /// `tls://IP[:port]#name` (853 by default): the certificate must be valid for `name`.
-    Tls { addr: SocketAddr, name: String },
-}
-
-impl Upstream {
-    pub fn addr(&self) -> SocketAddr {
-        match self {
-            Upstream::Plain(a) | Upstream::Tls { addr: a, .. } => *a,
-        }
-    }
-}
-
-fn parse_addr(text: &str, default_port: u16) -> Option<SocketAddr> {
-    text.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| {
-            text.parse::<std::net::IpAddr>()
-                .ok()
-                .map(|ip| SocketAddr::new(ip, default_port))
-        })
-        .or_else(|| {
-            let ip = text.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?;
-            Some(SocketAddr::new(ip, default_port))
-        })
-}
-
-impl TryFrom<String> for Upstream {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let bad =
-            || format!("`{s}` is not an upstream: use IP, IP:port, or tls://IP[:port]#server-name");
-        if let Some(rest) = s.strip_prefix("tls://") {
-            let (addr, name) = rest.split_once('#').ok_or_else(bad)?;
-            let addr = parse_addr(addr, 853).ok_or_else(bad)?;
-            if crate::filter::name::normalize(name).is_none() {
-                return Err(bad());
-            }
-            return Ok(Upstream::Tls {
-                addr,
-                name: name.to_string(),
-            });
-        }
-        parse_addr(&s, 53).map(Upstream::Plain).ok_or_else(bad)
-    }
-}
-
-impl From<Upstream> for String {
-    fn from(u: Upstream) -> String {
-        match u {
-            Upstream::Plain(a) => a.to_string(),
-            Upstream::Tls { addr, name } => format!("tls://{addr}#{name}"),
-        }
-    }
 }
 
 /// The upstream resolvers, tried in order of recent success.

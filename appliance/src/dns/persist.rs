@@ -3,7 +3,7 @@
 //! writer thread; the answer path only hands it snapshots.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::params;
 
@@ -11,14 +11,14 @@ use super::cache::Key;
 use super::engine::Engine;
 use crate::store::{Store, StoreError};
 
-fn unix_now() -> u64 {
-    crate::base::clock::unix_now().max(0) as u64
+fn unix_now(engine: &Engine) -> u64 {
+    engine.clock().unix().max(0) as u64
 }
 
 /// Replaces the saved cache with the engine's current one.
 pub async fn save_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
-    let now = Instant::now();
-    let unix = unix_now();
+    let now = engine.clock().instant();
+    let unix = unix_now(engine);
     let rows: Vec<(Key, Vec<u8>, u64)> = engine
         .cache()
         .entries()
@@ -46,8 +46,8 @@ pub async fn save_cache(engine: &Engine, store: &Store) -> Result<usize, StoreEr
 
 /// Puts the saved cache back; entries expired past `max_stale` are skipped.
 pub fn restore_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
-    let unix = unix_now();
-    let now = Instant::now();
+    let unix = unix_now(engine);
+    let now = engine.clock().instant();
     store.read_blocking(|c| {
         let mut st = c.prepare("SELECT name, qtype, qclass, response, stored_at FROM dns_cache")?;
         let mut rows = st.query([])?;
@@ -124,7 +124,7 @@ impl Flusher {
                 })
                 .collect()
         };
-        let hour = (unix_now() / 3600) as i64;
+        let hour = (unix_now(engine) / 3600) as i64;
         store
             .write(move |t| {
                 let mut up = t.prepare_cached(

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
-use super::persist::save_cache;
+use super::persist::{Flusher, save_cache};
 use super::udp;
 use crate::store::Store;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
@@ -23,8 +23,8 @@ const STATS_EVERY: Duration = Duration::from_secs(60);
 const CACHE_SAVE_EVERY_TICKS: u64 = 5;
 
 /// Stores the counters' gains, and the cache too if `cache`.
-pub async fn persist(engine: &Engine, store: &Store, cache: bool) {
-    if let Err(e) = engine.flushed.flush(engine, store).await {
+async fn persist(engine: &Engine, flushed: &Flusher, store: &Store, cache: bool) {
+    if let Err(e) = flushed.flush(engine, store).await {
         tracing::warn!(error = %e, "cannot store the DNS counters");
     }
     if cache {
@@ -48,6 +48,8 @@ pub struct DnsService {
     engine: Arc<Engine>,
     uplink: watch::Receiver<UplinkStatus>,
     store: Store,
+    /// What of the engine's counters is already in the store.
+    flushed: Arc<Flusher>,
 }
 
 impl DnsService {
@@ -70,6 +72,7 @@ impl DnsService {
             engine,
             uplink,
             store,
+            flushed: Arc::default(),
         })
     }
 
@@ -110,6 +113,11 @@ impl Service for DnsService {
         "dns"
     }
 
+    /// Its last save of the cache and counters may take up to 3 s.
+    fn stop_grace(&self) -> Duration {
+        Duration::from_millis(3500)
+    }
+
     fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
         Box::pin(async move {
             // Every loop of this run stops with it, failed or asked to.
@@ -139,9 +147,11 @@ impl Service for DnsService {
                     }
                 }
             });
-            // Counters to the store every minute, the cache every five; the last save
-            // is `App::run`'s, once every service has stopped.
+            // Counters to the store every minute, the cache every five, and both once
+            // more when the service stops (the services that could change them, the
+            // hub and the web, stop before this one).
             let (engine, store, stop) = (self.engine.clone(), self.store.clone(), stop_all.clone());
+            let flushed = self.flushed.clone();
             tasks.spawn(async move {
                 let mut minute = tokio::time::interval(STATS_EVERY);
                 minute.tick().await;
@@ -154,6 +164,7 @@ impl Service for DnsService {
                     ticks += 1;
                     persist(
                         &engine,
+                        &flushed,
                         &store,
                         ticks.is_multiple_of(CACHE_SAVE_EVERY_TICKS),
                     )
@@ -176,6 +187,15 @@ impl Service for DnsService {
             // a service started next on the same port gets every datagram.
             stop_all.cancel();
             while tasks.join_next().await.is_some() {}
+            if ctx.shutdown.is_cancelled() {
+                let last_save = persist(&self.engine, &self.flushed, &self.store, true);
+                if tokio::time::timeout(Duration::from_secs(3), last_save)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("the last save of the DNS cache did not finish in 3 s");
+                }
+            }
             result
         })
     }

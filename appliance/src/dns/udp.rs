@@ -197,7 +197,7 @@ mod tests {
                 box_addresses: Vec::new(),
                 cache_entries: 100,
                 max_stale: Duration::from_secs(60),
-                timezone: jiff::tz::TimeZone::UTC,
+                clock: crate::base::clock::Clock::system(jiff::tz::TimeZone::UTC),
                 query_log: 0,
             },
         ))

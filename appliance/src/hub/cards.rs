@@ -93,6 +93,30 @@ impl Cards {
     }
 }
 
+/// The printable page of a class's cards: one card per pupil, name and QR code.
+pub fn page(cards: &Cards, class_name: &str, pupils: &[crate::store::school::CardRow]) -> String {
+    let esc = crate::base::http::escape;
+    let mut html = format!(
+        "<!doctype html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Cartes — {0}</title>\
+         <style>body{{font-family:system-ui,sans-serif}}.cards{{display:grid;grid-template-columns:repeat(3,1fr);gap:12px}}\
+         .card{{border:1px dashed #888;padding:10px;text-align:center;break-inside:avoid}}.card svg{{width:160px;height:160px}}\
+         .name{{font-size:1.3rem;font-weight:bold}}</style></head><body><h1>{0}</h1><div class=\"cards\">",
+        esc(class_name)
+    );
+    for (id, first, last, generation) in pupils {
+        let token = cards.token(*id, *generation);
+        html.push_str(&format!(
+            "<div class=\"card\" data-pupil=\"{id}\" data-card=\"{}\"><div class=\"name\">{} {}</div>{}</div>",
+            esc(&token),
+            esc(first),
+            esc(last),
+            qr_svg(&token)
+        ));
+    }
+    html.push_str("</div></body></html>");
+    html
+}
+
 /// One card as SVG: the QR code of `token`, black on white.
 pub fn qr_svg(token: &str) -> String {
     match qrcode::QrCode::new(token.as_bytes()) {

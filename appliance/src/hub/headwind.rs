@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::Hub;
-use crate::web::WebState;
+use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 const POLL: Duration = Duration::from_secs(45);
 const GONE_AFTER: Duration = Duration::from_secs(70);
@@ -197,13 +197,66 @@ struct Ctx {
 }
 
 /// The hub and the Headwind side, if they serve this project (else a plain 404).
-fn ctx(state: &WebState, project: &str) -> Result<Ctx, (StatusCode, &'static str)> {
-    match (&state.hub, &state.headwind) {
-        (Some(hub), Some(hw)) if hw.project == project.trim_matches('/') => Ok(Ctx {
-            hub: hub.clone(),
-            hw: hw.clone(),
-        }),
-        _ => Err((StatusCode::NOT_FOUND, "not found\n")),
+fn ctx(state: &State_, project: &str) -> Result<Ctx, (StatusCode, &'static str)> {
+    if state.hw.project == project.trim_matches('/') {
+        Ok(Ctx {
+            hub: state.hub.clone(),
+            hw: state.hw.clone(),
+        })
+    } else {
+        Err((StatusCode::NOT_FOUND, "not found\n"))
+    }
+}
+
+/// What Headwind's handlers share.
+#[derive(Clone)]
+pub struct State_ {
+    hub: Arc<Hub>,
+    hw: Arc<Headwind>,
+}
+
+/// The agent's endpoints, with and without a server project in the path.
+pub fn routes(hub: Arc<Hub>, hw: Arc<Headwind>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route(
+            "/rest/public/sync/configuration/{number}",
+            get(config_get_root).post(config_post_root),
+        )
+        .route(
+            "/{project}/rest/public/sync/configuration/{number}",
+            get(config_get).post(config_post),
+        )
+        .route("/rest/public/sync/info", post(info_root))
+        .route("/{project}/rest/public/sync/info", post(info))
+        .route("/rest/notification/polling/{number}", get(poll_root))
+        .route("/{project}/rest/notification/polling/{number}", get(poll))
+        .with_state(State_ { hub, hw })
+}
+
+/// Headwind tablets poll instead of keeping a connection: one that stopped polling
+/// is marked offline by this service, every 10 s.
+pub struct Reaper {
+    pub hub: Arc<Hub>,
+    pub hw: Arc<Headwind>,
+}
+
+impl Service for Reaper {
+    fn name(&self) -> &'static str {
+        "headwind"
+    }
+
+    fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            ctx.ready();
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => self.hw.reap(&self.hub),
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                }
+            }
+        })
     }
 }
 
@@ -212,7 +265,7 @@ fn error(message: &str) -> Response {
 }
 
 pub async fn config_get(
-    State(state): State<WebState>,
+    State(state): State<State_>,
     headers: HeaderMap,
     Path((project, number)): Path<(String, String)>,
 ) -> Response {
@@ -220,7 +273,7 @@ pub async fn config_get(
 }
 
 pub async fn config_get_root(
-    State(state): State<WebState>,
+    State(state): State<State_>,
     headers: HeaderMap,
     Path(number): Path<String>,
 ) -> Response {
@@ -228,7 +281,7 @@ pub async fn config_get_root(
 }
 
 pub async fn config_post(
-    State(state): State<WebState>,
+    State(state): State<State_>,
     headers: HeaderMap,
     Path((project, number)): Path<(String, String)>,
 ) -> Response {
@@ -236,7 +289,7 @@ pub async fn config_post(
 }
 
 pub async fn config_post_root(
-    State(state): State<WebState>,
+    State(state): State<State_>,
     headers: HeaderMap,
     Path(number): Path<String>,
 ) -> Response {
@@ -244,7 +297,7 @@ pub async fn config_post_root(
 }
 
 async fn configuration(
-    state: WebState,
+    state: State_,
     headers: HeaderMap,
     project: String,
     number: String,
@@ -279,7 +332,7 @@ async fn configuration(
 }
 
 pub async fn info(
-    State(state): State<WebState>,
+    State(state): State<State_>,
     Path(project): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -287,14 +340,14 @@ pub async fn info(
 }
 
 pub async fn info_root(
-    State(state): State<WebState>,
+    State(state): State<State_>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     device_info(state, String::new(), body).await
 }
 
 async fn device_info(
-    state: WebState,
+    state: State_,
     project: String,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -328,7 +381,7 @@ async fn device_info(
 }
 
 pub async fn poll(
-    State(state): State<WebState>,
+    State(state): State<State_>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((project, number)): Path<(String, String)>,
@@ -337,7 +390,7 @@ pub async fn poll(
 }
 
 pub async fn poll_root(
-    State(state): State<WebState>,
+    State(state): State<State_>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(number): Path<String>,
@@ -346,7 +399,7 @@ pub async fn poll_root(
 }
 
 async fn long_poll(
-    state: WebState,
+    state: State_,
     ip: IpAddr,
     headers: HeaderMap,
     project: String,

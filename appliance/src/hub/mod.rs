@@ -8,8 +8,11 @@
 //! map from each connected device's address to its rule.
 
 pub mod api;
+mod build;
+pub use build::{HubDeps, HubParts};
 pub mod auth;
 pub mod cards;
+mod enrolment;
 pub mod headwind;
 pub mod page;
 pub mod screen_time;
@@ -27,7 +30,6 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::base::clock::unix_now;
-use crate::dns::engine::Engine;
 use crate::filter::decide::DeviceRule;
 use crate::filter::policy::SuffixSet;
 use crate::store::{Store, StoreError};
@@ -133,9 +135,13 @@ type DeviceRow = (
     Option<String>,
 );
 
+/// Where the hub sends the per-address rules of connected tablets (the DNS server's
+/// `set_devices`, wired by `app`).
+pub type RulesSink = Arc<dyn Fn(HashMap<IpAddr, DeviceRule>) + Send + Sync>;
+
 pub struct Hub {
     store: Store,
-    engine: Option<Arc<Engine>>,
+    rules: Option<RulesSink>,
     registry: Mutex<Registry>,
     commands: Mutex<HashMap<u64, CommandStatus>>,
     next_command: AtomicU64,
@@ -156,7 +162,7 @@ impl Hub {
     /// Loads the enrolled devices from the store.
     pub fn load(
         store: Store,
-        engine: Option<Arc<Engine>>,
+        rules: Option<RulesSink>,
         one_shot_ttl: Duration,
     ) -> Result<Hub, StoreError> {
         let rows: Vec<DeviceRow> = store.read_blocking(|c| {
@@ -206,7 +212,7 @@ impl Hub {
         let store_for_cards = store.clone();
         let hub = Hub {
             store,
-            engine,
+            rules,
             registry: Mutex::new(reg),
             commands: Mutex::new(HashMap::new()),
             next_command: AtomicU64::new(seed),
@@ -296,35 +302,6 @@ impl Hub {
             .collect()
     }
 
-    /// Sets a teacher's password (PBKDF2 off the async threads); false for an unknown
-    /// login.
-    pub async fn set_password(&self, login: String, password: String) -> Result<bool, StoreError> {
-        let (salt, hash) = tokio::task::spawn_blocking(move || {
-            auth::hash_password(&password, auth::PBKDF2_ITERATIONS)
-        })
-        .await
-        .map_err(|e| StoreError::Panicked(e.to_string()))?;
-        self.store
-            .write(move |t| {
-                let Some(id) = t
-                    .query_row("SELECT id FROM teachers WHERE login = ?1", [login], |r| {
-                        r.get::<_, i64>(0)
-                    })
-                    .optional()?
-                else {
-                    return Ok(false);
-                };
-                t.execute(
-                    "INSERT INTO teacher_passwords(teacher_id, salt, hash, iterations) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(teacher_id) DO UPDATE SET salt = excluded.salt, hash = excluded.hash,
-                       iterations = excluded.iterations",
-                    params![id, salt, hash, auth::PBKDF2_ITERATIONS],
-                )?;
-                Ok(true)
-            })
-            .await
-    }
-
     /// A device's name and desired state.
     pub fn desired_of(&self, id: i64) -> Option<(String, DesiredState)> {
         lock(&self.registry)
@@ -387,122 +364,6 @@ impl Hub {
         }
         self.changed(self.class_of(id));
         Ok(true)
-    }
-
-    /// The device a token belongs to.
-    pub fn authenticate(&self, token: &str) -> Option<i64> {
-        lock(&self.registry)
-            .by_token
-            .get(&auth::token_hash(token))
-            .copied()
-    }
-
-    /// Enrols a device with a one-use code; returns (device id, token).
-    pub async fn enrol(
-        &self,
-        code: &str,
-        model: &str,
-    ) -> Result<Option<(i64, String)>, StoreError> {
-        self.enrol_with_token(code, model, auth::new_secret()).await
-    }
-
-    /// Enrols with `token` as the device's credential (Headwind agents present their
-    /// device number, which is the enrolment code).
-    pub async fn enrol_with_token(
-        &self,
-        code: &str,
-        model: &str,
-        token: String,
-    ) -> Result<Option<(i64, String)>, StoreError> {
-        let code_hash = auth::token_hash(&code.trim().to_ascii_uppercase());
-        let token_hash = auth::token_hash(&token);
-        let model = model.chars().take(200).collect::<String>();
-        let done = self
-            .store
-            .write(move |t| {
-                let found: Option<(Option<i64>, String)> = t
-                    .query_row(
-                        "DELETE FROM enrolment_codes WHERE code_hash = ?1 AND expires_at > ?2
-                         RETURNING class_id, name",
-                        params![code_hash.as_slice(), unix_now()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?;
-                let Some((class_id, name)) = found else {
-                    return Ok(None);
-                };
-                t.execute(
-                    "INSERT INTO devices(name, token_hash, class_id, enrolled_at, model)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![name, token_hash.as_slice(), class_id, unix_now(), model],
-                )?;
-                Ok(Some((t.last_insert_rowid(), name, class_id)))
-            })
-            .await?;
-        let Some((id, name, class_id)) = done else {
-            return Ok(None);
-        };
-        let mut reg = lock(&self.registry);
-        reg.by_token.insert(token_hash, id);
-        reg.devices.insert(
-            id,
-            Device {
-                name,
-                class_id,
-                pupil: None,
-                desired: DesiredState::default(),
-                reported: Reported::default(),
-                acked: None,
-                conn: None,
-                session: None,
-                wipe_command: None,
-            },
-        );
-        Ok(Some((id, token)))
-    }
-
-    /// A code for one device named `name` (unique), valid for `ttl`.
-    pub async fn new_enrolment_code(
-        &self,
-        name: String,
-        class_id: Option<i64>,
-        ttl: Duration,
-    ) -> Result<String, StoreError> {
-        let code = auth::new_code();
-        let hash = auth::token_hash(&code);
-        let expires = unix_now() + ttl.as_secs() as i64;
-        self.store
-            .write(move |t| {
-                t.execute(
-                    "INSERT INTO enrolment_codes(code_hash, class_id, name, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![hash.as_slice(), class_id, name, expires],
-                )?;
-                Ok(())
-            })
-            .await?;
-        Ok(code)
-    }
-
-    /// Revokes a device's token; its connection gets `revoked` and is closed.
-    pub async fn revoke(&self, id: i64) -> Result<bool, StoreError> {
-        let changed = self
-            .store
-            .write(move |t| Ok(t.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [id])?))
-            .await?;
-        let conn = {
-            let mut reg = lock(&self.registry);
-            reg.by_token.retain(|_, d| *d != id);
-            reg.devices.remove(&id).and_then(|d| d.conn)
-        };
-        if let Some(c) = conn {
-            let _ = c.tx.try_send(ToDevice::Revoked);
-        }
-        self.refresh_dns();
-        Ok(changed > 0)
     }
 
     /// Registers a new connection of device `id` (replacing an older one); returns the
@@ -797,7 +658,7 @@ impl Hub {
 
     /// Gives the DNS server the rules of every connected device that is not on.
     fn refresh_dns(&self) {
-        let Some(engine) = &self.engine else { return };
+        let Some(sink) = &self.rules else { return };
         let mut rules = HashMap::new();
         let mut seen: HashSet<IpAddr> = HashSet::new();
         for d in lock(&self.registry).devices.values() {
@@ -818,6 +679,6 @@ impl Hub {
                 }
             }
         }
-        engine.set_devices(rules);
+        sink(rules);
     }
 }

@@ -41,7 +41,7 @@ pub async fn script() -> Response {
 pub async fn admin(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
 ) -> Response {
-    if let Err(r) = crate::web::filter_api::local_only(&peer) {
+    if let Err(r) = crate::base::http::local_only(&peer) {
         return r.into_response();
     }
     asset("text/html; charset=utf-8", ADMIN_HTML)

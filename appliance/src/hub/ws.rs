@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use cartable_protocol::device::{self, Action, FromDevice, ToDevice};
 
 use super::Hub;
-use crate::web::WebState;
+use super::api::HubState;
 
 /// Silence after which a device counts as gone (it sends a heartbeat every 20 s).
 const SILENCE: Duration = Duration::from_secs(60);
@@ -28,14 +28,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 pub async fn upgrade(
-    State(state): State<WebState>,
+    State(state): State<HubState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(hub) = state.hub.clone() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no hub\n").into_response();
-    };
+    let hub = state.hub.clone();
     let Some(id) = bearer(&headers).and_then(|t| hub.authenticate(t)) else {
         return (
             StatusCode::UNAUTHORIZED,

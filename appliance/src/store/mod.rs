@@ -61,6 +61,13 @@ pub enum StoreError {
     Import(#[from] import::ImportError),
 }
 
+/// A handler that meets a store error answers 503 (and the error is logged).
+impl From<StoreError> for crate::base::http::HttpError {
+    fn from(e: StoreError) -> Self {
+        crate::base::http::HttpError::unavailable("store error", &e)
+    }
+}
+
 /// Called once the transaction a job ran in is committed (or failed to commit).
 type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
 type Job = Box<dyn FnOnce(&Transaction<'_>) -> Finish + Send>;

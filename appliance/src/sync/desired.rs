@@ -5,15 +5,13 @@
 //! force, malformed, or not applicable) is logged, counted and recorded as an audit
 //! event, and the box keeps the state it had.
 
-use std::sync::Arc;
-
 use cartable_protocol::desired::{self, Body, Desired, EnvelopeError};
 use cartable_protocol::events::{AppliedDesired, EventBody};
 use cartable_protocol::topics::{self, DesiredKind, Topic};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::Sinks;
 use crate::base::clock::unix_now;
-use crate::dns::reload::FilterService;
 use crate::filter::policy::PolicyConfig;
 use crate::store::outbox;
 use crate::store::{Store, StoreError};
@@ -36,6 +34,7 @@ pub enum Outcome {
 }
 
 /// Who this box is and what it trusts.
+#[derive(Debug, Clone)]
 pub struct Identity {
     pub site: String,
     pub box_id: String,
@@ -46,12 +45,12 @@ pub struct Identity {
 pub async fn handle(
     identity: &Identity,
     store: &Store,
-    filter: Option<&Arc<FilterService>>,
+    sinks: &Sinks,
     topic: &str,
     payload: &[u8],
 ) -> Outcome {
     let outcome = match check(identity, store, topic, payload).await {
-        Ok(Checked::Apply(d, envelope)) => apply(store, filter, d, envelope).await,
+        Ok(Checked::Apply(d, envelope)) => apply(store, sinks, d, envelope).await,
         Ok(Checked::Done(o)) => o,
         Err(o) => o,
     };
@@ -167,22 +166,16 @@ async fn check(
     }
 }
 
-async fn apply(
-    store: &Store,
-    filter: Option<&Arc<FilterService>>,
-    d: Desired,
-    envelope: String,
-) -> Outcome {
+async fn apply(store: &Store, sinks: &Sinks, d: Desired, envelope: String) -> Outcome {
     let kind = d.kind();
     // Check that it can be put in force before storing it.
-    let prepared = match (&d.body, filter) {
-        (Body::Policies(set), Some(f)) => match policy_configs(set) {
-            Ok(configs) => match f.prepare_policies(&configs) {
-                Ok(filter) => Some((filter, configs)),
+    let prepared = match (&d.body, sinks.policies.as_ref()) {
+        (Body::Policies(set), Some(sink)) => {
+            match policy_configs(set).and_then(|c| sink.as_ref()(c)) {
+                Ok(put_in_force) => Some(put_in_force),
                 Err(e) => return refuse("invalid", e),
-            },
-            Err(e) => return refuse("invalid", e),
-        },
+            }
+        }
         (Body::Policies(set), None) => {
             if let Err(e) = policy_configs(set) {
                 return refuse("invalid", e);
@@ -190,8 +183,10 @@ async fn apply(
             None
         }
         (Body::Catalogue(c), _) => {
-            if let Err(e) = crate::cache::catalogue::check("catalogue", c) {
-                return refuse("invalid", e.to_string());
+            if let Some(check) = &sinks.check_catalogue
+                && let Err(e) = check(c)
+            {
+                return refuse("invalid", e);
             }
             None
         }
@@ -231,8 +226,8 @@ async fn apply(
     if let Err(e) = stored {
         return refuse("store", e.to_string());
     }
-    if let (Some((filter, configs)), Some(f)) = (prepared, filter) {
-        f.put_in_force(filter, configs);
+    if let Some(put_in_force) = prepared {
+        put_in_force();
     }
     tracing::info!(kind = kind.as_str(), version, "desired state applied");
     Outcome::Applied { kind, version }

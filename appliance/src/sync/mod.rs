@@ -11,9 +11,11 @@ pub mod desired;
 pub mod link;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cartable_protocol::desired::Catalogue;
 use cartable_protocol::events::{Batch, Presence, ReportedState};
 use cartable_protocol::status::{LinkState, SyncStatus, UplinkState, UplinkStatus};
 use cartable_protocol::topics;
@@ -21,9 +23,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::base::backoff::Backoff;
-use crate::base::clock::{LocalTime, in_window};
-use crate::config::Config;
-use crate::dns::reload::FilterService;
+use crate::base::clock::{Clock, in_window};
+use crate::config::SyncConfig;
+use crate::filter::policy::PolicyConfig;
 use crate::store::{Store, outbox};
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
@@ -73,13 +75,69 @@ pub async fn status(view: &SyncView, store: &Store) -> SyncStatus {
 }
 
 pub struct SyncService {
-    config: Arc<Config>,
+    config: SyncConfig,
+    identity: desired::Identity,
+    data_dir: PathBuf,
+    clock: Clock,
     store: Store,
-    filter: Option<Arc<FilterService>>,
+    sinks: Sinks,
     uplink: watch::Receiver<UplinkStatus>,
     info: watch::Sender<LinkInfo>,
     started: Instant,
-    on_catalogue: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// Where verified desired state goes, handed in by `app`: the sync knows no other
+/// service.
+#[derive(Clone, Default)]
+pub struct Sinks {
+    /// Compiles policies against the lists in service; the closure it returns puts
+    /// them in force (called once they are stored). `None`: policies are only stored.
+    pub policies: Option<PolicySink>,
+    /// Checks a catalogue before it is stored.
+    pub check_catalogue: Option<CatalogueCheck>,
+    /// Told when a new catalogue is in force (the cache fetches it at once).
+    pub catalogue_applied: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// See [`Sinks::check_catalogue`].
+pub type CatalogueCheck = Arc<dyn Fn(&Catalogue) -> Result<(), String> + Send + Sync>;
+
+/// See [`Sinks::policies`].
+pub type PolicySink =
+    Arc<dyn Fn(Vec<PolicyConfig>) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync>;
+
+/// What the sync service is built with, besides its own `[sync]` section.
+pub struct SyncDeps {
+    pub store: Store,
+    /// The box's site and id (`[appliance]`), and the pinned fleet key.
+    pub identity: desired::Identity,
+    /// The disk whose free space is reported.
+    pub data_dir: PathBuf,
+    /// School-local time, for the rate limit's hours.
+    pub clock: Clock,
+    pub uplink: watch::Receiver<UplinkStatus>,
+    pub sinks: Sinks,
+}
+
+impl SyncConfig {
+    pub fn build(&self, deps: SyncDeps) -> (SyncService, SyncView) {
+        let (info, rx) = watch::channel(LinkInfo::default());
+        let broker = self.broker.clone().map(String::from);
+        (
+            SyncService {
+                config: self.clone(),
+                identity: deps.identity,
+                data_dir: deps.data_dir,
+                clock: deps.clock,
+                store: deps.store,
+                sinks: deps.sinks,
+                uplink: deps.uplink,
+                info,
+                started: Instant::now(),
+            },
+            SyncView { rx, broker },
+        )
+    }
 }
 
 enum End {
@@ -89,33 +147,6 @@ enum End {
 }
 
 impl SyncService {
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        filter: Option<Arc<FilterService>>,
-        uplink: watch::Receiver<UplinkStatus>,
-    ) -> (SyncService, SyncView) {
-        let (info, rx) = watch::channel(LinkInfo::default());
-        let broker = config.sync.broker.clone().map(String::from);
-        (
-            SyncService {
-                config,
-                store,
-                filter,
-                uplink,
-                info,
-                started: Instant::now(),
-                on_catalogue: None,
-            },
-            SyncView { rx, broker },
-        )
-    }
-
-    /// Called when a new catalogue is in force (the cache fetches it at once).
-    pub fn on_catalogue(&mut self, hook: Arc<dyn Fn() + Send + Sync>) {
-        self.on_catalogue = Some(hook);
-    }
-
     fn set(&self, state: LinkState, error: Option<String>) {
         self.info.send_modify(|i| {
             i.state = state;
@@ -125,22 +156,9 @@ impl SyncService {
         });
     }
 
-    fn identity(&self) -> desired::Identity {
-        desired::Identity {
-            site: self.config.appliance.site.to_string(),
-            box_id: self.config.appliance.id.to_string(),
-            fleet_key: self
-                .config
-                .sync
-                .fleet_public_key
-                .as_ref()
-                .map(|k| k.0.clone()),
-        }
-    }
-
     /// The retained state message.
     async fn reported(&self) -> ReportedState {
-        let data_dir = self.config.appliance.data_dir.clone();
+        let data_dir = self.data_dir.clone();
         let disk = tokio::task::spawn_blocking(move || crate::base::disk::status(&data_dir))
             .await
             .map(|d| d.free_bytes)
@@ -194,10 +212,7 @@ impl SyncService {
         stop: &CancellationToken,
         applied: &tokio::sync::Notify,
     ) -> End {
-        let (site, box_id) = (
-            self.config.appliance.site.as_str(),
-            self.config.appliance.id.as_str(),
-        );
+        let (site, box_id) = (self.identity.site.as_str(), self.identity.box_id.as_str());
         let mut driver = driver;
         let work = async {
             for f in topics::desired_filters(site, box_id) {
@@ -258,11 +273,8 @@ impl SyncService {
         link: &link::Link,
         applied: &tokio::sync::Notify,
     ) -> Result<(), String> {
-        let topic = topics::state(
-            self.config.appliance.site.as_str(),
-            self.config.appliance.id.as_str(),
-        );
-        let every = Duration::from_secs(u64::from(self.config.sync.state_every_secs.max(1)));
+        let topic = topics::state(self.identity.site.as_str(), self.identity.box_id.as_str());
+        let every = Duration::from_secs(u64::from(self.config.state_every_secs.max(1)));
         loop {
             let state = self.reported().await;
             let _ack = link
@@ -283,11 +295,8 @@ impl SyncService {
     /// Publishes the outbox in order, a window of batches in flight, and deletes rows
     /// as the broker acknowledges them. Returns only on a lost connection.
     async fn drain(&self, link: &link::Link) -> Result<(), String> {
-        let cfg = &self.config.sync;
-        let topic = topics::events(
-            self.config.appliance.site.as_str(),
-            self.config.appliance.id.as_str(),
-        );
+        let cfg = &self.config;
+        let topic = topics::events(self.identity.site.as_str(), self.identity.box_id.as_str());
         let max_age = i64::from(cfg.batch_max_age_secs);
         let mut sent_through = 0u64;
         let mut in_flight: VecDeque<(u64, link::Ack)> = VecDeque::new();
@@ -311,8 +320,8 @@ impl SyncService {
                 let last_seq = last.seq;
                 let (n, first_seq) = (events.len(), events[0].seq);
                 let payload = Batch {
-                    site: self.config.appliance.site.to_string(),
-                    r#box: self.config.appliance.id.to_string(),
+                    site: self.identity.site.clone(),
+                    r#box: self.identity.box_id.clone(),
                     events,
                 }
                 .encode();
@@ -361,11 +370,11 @@ impl SyncService {
 
     /// Waits as long as `bytes` take at the configured rate, in school hours.
     async fn pace(&self, bytes: usize) {
-        let cfg = &self.config.sync;
+        let cfg = &self.config;
         if cfg.rate_limit == 0 {
             return;
         }
-        let now = LocalTime::at(jiff::Timestamp::now(), &self.config.filter.timezone.zone());
+        let now = self.clock.local();
         if in_window(
             &cfg.rate_limit_days,
             cfg.rate_limit_from,
@@ -409,36 +418,29 @@ impl Service for SyncService {
 
     fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
         Box::pin(async move {
-            let bound = self.config.sync.outbox_max_bytes;
+            let bound = self.config.outbox_max_bytes;
             self.store
                 .write(move |t| outbox::set_bound(t, bound))
                 .await?;
-            let Some(broker) = self.config.sync.broker.clone() else {
+            let Some(broker) = self.config.broker.clone() else {
                 self.set(LinkState::Standalone, None);
                 ctx.ready();
                 ctx.shutdown.cancelled().await;
                 return Ok(());
             };
             ctx.ready();
-            let identity = self.identity();
+            let identity = self.identity.clone();
             let (site, box_id) = (identity.site.clone(), identity.box_id.clone());
             let applied = Arc::new(tokio::sync::Notify::new());
             // Desired state is handled one message at a time, in arrival order.
             let (in_tx, mut in_rx) = mpsc::channel::<link::Incoming_>(64);
             let handler = {
-                let (store, filter, applied) =
-                    (self.store.clone(), self.filter.clone(), applied.clone());
-                let hook = self.on_catalogue.clone();
+                let (store, sinks, applied) =
+                    (self.store.clone(), self.sinks.clone(), applied.clone());
                 tokio::spawn(async move {
                     while let Some(m) = in_rx.recv().await {
-                        let outcome = desired::handle(
-                            &identity,
-                            &store,
-                            filter.as_ref(),
-                            &m.topic,
-                            &m.payload,
-                        )
-                        .await;
+                        let outcome =
+                            desired::handle(&identity, &store, &sinks, &m.topic, &m.payload).await;
                         tracing::debug!(topic = m.topic, ?outcome, "desired state message");
                         if let (
                             desired::Outcome::Applied {
@@ -446,7 +448,7 @@ impl Service for SyncService {
                                 ..
                             },
                             Some(hook),
-                        ) = (&outcome, &hook)
+                        ) = (&outcome, &sinks.catalogue_applied)
                         {
                             hook();
                         }
@@ -456,7 +458,7 @@ impl Service for SyncService {
             };
             let mut backoff = Backoff::new(
                 Duration::from_secs(1),
-                Duration::from_secs(u64::from(self.config.sync.reconnect_max_secs)),
+                Duration::from_secs(u64::from(self.config.reconnect_max_secs)),
                 Backoff::seed((&site, &box_id)),
             );
             let mut uplink = self.uplink.clone();
@@ -476,7 +478,7 @@ impl Service for SyncService {
                 }
                 self.set(LinkState::Connecting, None);
                 let options = link::options(
-                    &self.config.sync,
+                    &self.config,
                     &broker,
                     &client_id,
                     Some((topics::presence(&site, &box_id), will.clone())),

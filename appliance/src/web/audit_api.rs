@@ -12,9 +12,8 @@ use axum::response::{IntoResponse, Response};
 use cartable_protocol::events::EventBody;
 use serde::Deserialize;
 
-use super::WebState;
-use super::filter_api::local_only;
-use crate::store::outbox;
+use crate::base::http::local_only;
+use crate::store::{Store, outbox};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,8 +27,15 @@ pub struct AuditEntry {
 
 const MAX_FIELD: usize = 4096;
 
+/// `POST /api/v1/audit`.
+pub fn routes(store: Store) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v1/audit", axum::routing::post(record))
+        .with_state(store)
+}
+
 pub async fn record(
-    State(state): State<WebState>,
+    State(store): State<Store>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<AuditEntry>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -58,8 +64,7 @@ pub async fn record(
         action: entry.action,
         detail: entry.detail,
     };
-    match state
-        .store
+    match store
         .write(move |t| outbox::append(t, crate::base::clock::unix_now(), &body))
         .await
     {

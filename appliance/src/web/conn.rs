@@ -1,6 +1,7 @@
-//! The HTTP accept loop: each connection first goes to the cache's `sendfile` fast
-//! path, which answers requests for held objects itself; whatever it does not take
-//! is served by hyper and the router, starting with the bytes already read.
+//! The HTTP accept loop: each connection first goes to the fast path when there is
+//! one (the cache's `sendfile`, which answers requests for held objects itself);
+//! whatever it does not take is served by hyper and the router, starting with the
+//! bytes already read.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,14 +16,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::Cache;
-use crate::cache::sendfile::{self, After};
+use crate::base::http::{After, FastPath};
 
 /// Accepts until `shutdown`; connections then finish their request in flight.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    cache: Option<Arc<Cache>>,
+    fast: Option<Arc<dyn FastPath>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -39,8 +39,8 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let (router, cache, shutdown) = (router.clone(), cache.clone(), shutdown.clone());
-        tokio::spawn(connection(stream, peer, router, cache, shutdown));
+        let (router, fast, shutdown) = (router.clone(), fast.clone(), shutdown.clone());
+        tokio::spawn(connection(stream, peer, router, fast, shutdown));
     }
 }
 
@@ -48,12 +48,12 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     router: Router,
-    cache: Option<Arc<Cache>>,
+    fast: Option<Arc<dyn FastPath>>,
     shutdown: CancellationToken,
 ) {
     let mut buf = Vec::new();
-    if let Some(cache) = &cache
-        && let After::Closed = sendfile::serve(&mut stream, &mut buf, cache).await
+    if let Some(fast) = &fast
+        && let After::Closed = fast.serve(&mut stream, &mut buf).await
     {
         return;
     }

@@ -1,156 +1,43 @@
-//! The box's one HTTP server: it mounts every service's routes on one router.
+//! The box's one HTTP server. It owns the listening socket and the accept loop
+//! (`conn`), the status routes (`status`) and the admin's audit note (`audit_api`);
+//! every other route belongs to the service that answers it (`dns::routes`,
+//! `hub::routes`, `cache::routes`), and `app` merges them into the router this
+//! service runs. What must not live here: another service's handlers or state.
 
 pub mod audit_api;
-pub mod blockpage;
 pub mod conn;
-pub mod filter_api;
 pub mod status;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use cartable_protocol::status::UplinkStatus;
-use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::store::Store;
-use crate::supervisor::{Health, Service, ServiceCtx, ServiceFuture};
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct WebState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub health: Health,
-    pub uplink: watch::Receiver<UplinkStatus>,
-    pub started: Instant,
-    /// The DNS engine, for the block page and the filter API (absent in some tests).
-    pub engine: Option<Arc<crate::dns::engine::Engine>>,
-    /// The sync link's state, for `/api/v1/status`.
-    pub sync: crate::sync::SyncView,
-    /// The classroom hub (absent in some tests).
-    pub hub: Option<Arc<crate::hub::Hub>>,
-    /// The Headwind MDM endpoints, when `[hub] headwind_secret` is set.
-    pub headwind: Option<Arc<crate::hub::headwind::Headwind>>,
-    /// The app and update cache (absent in some tests).
-    pub cache: Option<Arc<crate::cache::Cache>>,
-}
-
-/// Builds the router; tests drive it directly.
-pub fn router(state: WebState) -> Router {
-    use crate::hub::api as hub_api;
-    use crate::hub::headwind;
-    use axum::routing::{get, post};
-    status::routes()
-        .route("/api/v1/filter/test", axum::routing::get(filter_api::test))
-        .route(
-            "/api/v1/filter/stats",
-            axum::routing::get(filter_api::stats),
-        )
-        .route("/api/v1/filter/log", axum::routing::get(filter_api::log))
-        .route("/api/v1/audit", axum::routing::post(audit_api::record))
-        .route("/api/v1/devices/ws", get(crate::hub::ws::upgrade))
-        .route("/api/v1/devices/enrol", post(hub_api::enrol))
-        .route("/api/v1/admin/enrolment-codes", post(hub_api::new_code))
-        .route("/api/v1/admin/devices/{id}/revoke", post(hub_api::revoke))
-        .route(
-            "/api/v1/admin/teachers/{login}/password",
-            post(hub_api::set_password),
-        )
-        .route("/api/v1/admin/import", post(hub_api::import))
-        .route("/api/v1/classes", get(hub_api::classes))
-        .route("/api/v1/login", post(hub_api::login))
-        .route("/api/v1/logout", post(hub_api::logout))
-        .route("/api/v1/classes/{id}/devices", get(hub_api::class_devices))
-        .route(
-            "/api/v1/classes/{id}/commands",
-            post(hub_api::class_command),
-        )
-        .route("/api/v1/commands/{id}", get(hub_api::command_status))
-        .route("/api/v1/classes/{id}/events", get(hub_api::class_events))
-        .route("/api/v1/classes/{id}/pupils", get(hub_api::class_pupils))
-        .route(
-            "/api/v1/classes/{id}/attendance",
-            post(hub_api::save_attendance),
-        )
-        .route("/api/v1/admin/devices/{id}/pupil", post(hub_api::assign))
-        .route("/api/v1/classes/{id}/cards", get(hub_api::class_cards))
-        .route(
-            "/api/v1/classes/{id}/screen-time",
-            post(hub_api::set_screen_time),
-        )
-        .route(
-            "/api/v1/classes/{id}/groups",
-            get(hub_api::groups).post(hub_api::save_group),
-        )
-        .route(
-            "/api/v1/classes/{class}/pupils/{pupil}/revoke-card",
-            post(hub_api::revoke_card),
-        )
-        .route("/api/v1/session", get(hub_api::session))
-        .route(
-            "/rest/public/sync/configuration/{number}",
-            get(headwind::config_get_root).post(headwind::config_post_root),
-        )
-        .route(
-            "/{project}/rest/public/sync/configuration/{number}",
-            get(headwind::config_get).post(headwind::config_post),
-        )
-        .route("/rest/public/sync/info", post(headwind::info_root))
-        .route("/{project}/rest/public/sync/info", post(headwind::info))
-        .route(
-            "/rest/notification/polling/{number}",
-            get(headwind::poll_root),
-        )
-        .route(
-            "/{project}/rest/notification/polling/{number}",
-            get(headwind::poll),
-        )
-        .route(
-            "/api/v1/classes/{id}/documents",
-            post(hub_api::upload_document).layer(axum::extract::DefaultBodyLimit::max(50 << 20)),
-        )
-        .route("/documents/{id}/{name}", get(hub_api::document))
-        .route("/cache/{sha256}", get(crate::cache::serve::object))
-        .route("/api/v1/cache", get(crate::cache::serve::items))
-        .route("/cache/items/{id}", get(crate::cache::serve::item))
-        .route(
-            "/cache/items/{id}/{version}",
-            get(crate::cache::serve::item),
-        )
-        .route("/admin", get(crate::hub::page::admin))
-        .route("/admin.js", get(crate::hub::page::admin_script))
-        .route("/api/v1/admin/school", get(hub_api::school))
-        .route(
-            "/api/v1/admin/{kind}/{id}",
-            axum::routing::delete(hub_api::delete),
-        )
-        .route("/classe", get(crate::hub::page::page))
-        .route("/classe.css", get(crate::hub::page::css))
-        .route("/classe.js", get(crate::hub::page::script))
-        .fallback(blockpage::page)
-        // Redirect mode: requests for a cached origin's host never reach the routes.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::cache::redirect::middleware,
-        ))
-        .with_state(state)
-}
+use crate::base::http::FastPath;
+use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 /// The HTTP service. Its socket is bound when it is built, so a restart reuses it and
 /// a bad address fails the start, not a later restart loop.
 pub struct HttpService {
     listener: TcpListener,
-    state: WebState,
+    router: Router,
+    fast: Option<Arc<dyn FastPath>>,
 }
 
 impl HttpService {
-    pub fn bind(addr: SocketAddr, state: WebState) -> std::io::Result<Self> {
+    /// Serves `router`; each connection goes to `fast` first when one is given.
+    pub fn bind(
+        addr: SocketAddr,
+        router: Router,
+        fast: Option<Arc<dyn FastPath>>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
-        Ok(HttpService { listener, state })
+        Ok(HttpService {
+            listener,
+            router,
+            fast,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -166,12 +53,11 @@ impl Service for HttpService {
     fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
         Box::pin(async move {
             let listener = tokio::net::TcpListener::from_std(self.listener.try_clone()?)?;
-            let app = router(self.state.clone());
             ctx.ready();
             conn::serve(
                 listener,
-                app,
-                self.state.cache.clone(),
+                self.router.clone(),
+                self.fast.clone(),
                 ctx.shutdown.clone(),
             )
             .await;
@@ -183,11 +69,15 @@ impl Service for HttpService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::Supervisor;
+    use crate::store::Store;
+    use crate::supervisor::{Health, Supervisor};
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use cartable_protocol::status::UplinkState;
+    use cartable_protocol::status::{CacheStatus, SyncStatus, UplinkStatus};
     use http_body_util::BodyExt;
+    use std::time::Instant;
+    use tokio::sync::watch;
     use tokio_util::sync::CancellationToken;
     use tower::ServiceExt;
 
@@ -223,19 +113,15 @@ mod tests {
             state: UplinkState::Unknown,
             interface: None,
         });
-        let mut config = Config::default();
-        config.appliance.data_dir = dir.path().to_path_buf();
-        let app = router(WebState {
-            config: Arc::new(config),
-            store: store.clone(),
+        let app = status::routes(status::StatusState {
+            box_id: "cartable".into(),
+            site: "default".into(),
+            data_dir: dir.path().to_path_buf(),
             health: health.clone(),
             uplink,
             started: Instant::now(),
-            engine: None,
-            sync: crate::sync::SyncView::standalone(),
-            hub: None,
-            headwind: None,
-            cache: None,
+            sync: Arc::new(|| Box::pin(async { SyncStatus::default() })),
+            cache: Arc::new(CacheStatus::default),
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));
@@ -281,22 +167,7 @@ mod tests {
     async fn audit_entries_are_local_only_checked_and_land_in_the_outbox() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (_tx, uplink) = watch::channel(UplinkStatus {
-            state: UplinkState::Unknown,
-            interface: None,
-        });
-        let app = router(WebState {
-            config: Arc::new(Config::default()),
-            store: store.clone(),
-            health: Health::default(),
-            uplink,
-            started: Instant::now(),
-            engine: None,
-            sync: crate::sync::SyncView::standalone(),
-            hub: None,
-            headwind: None,
-            cache: None,
-        });
+        let app = audit_api::routes(store.clone());
         let ok = r#"{"action":"switch replaced","detail":"room 3"}"#;
         assert_eq!(
             post_audit(&app, [10, 0, 0, 7], ok).await.0,

@@ -1,21 +1,53 @@
 //! `GET /healthz` for probes and `GET /api/v1/status` for people and the CLI.
+//!
+//! The status speaks of every service, yet imports none: `app` hands it a reporter
+//! for each part it shows (the sync link, the cache), as closures over the service's
+//! own handle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cartable_protocol::status::{DiskStatus, ServiceState, StatusReport};
+use cartable_protocol::status::{
+    CacheStatus, DiskStatus, ServiceState, StatusReport, SyncStatus, UplinkStatus,
+};
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
 
-use super::WebState;
+use crate::supervisor::Health;
 
-pub fn routes() -> Router<WebState> {
+/// Reads the sync link's state and backlog.
+pub type SyncReporter = Arc<dyn Fn() -> BoxFuture<'static, SyncStatus> + Send + Sync>;
+/// Reads the cache's state.
+pub type CacheReporter = Arc<dyn Fn() -> CacheStatus + Send + Sync>;
+
+/// What the status handlers read.
+#[derive(Clone)]
+pub struct StatusState {
+    pub box_id: String,
+    pub site: String,
+    /// The disk whose free space is shown.
+    pub data_dir: PathBuf,
+    pub health: Health,
+    pub uplink: watch::Receiver<UplinkStatus>,
+    pub started: Instant,
+    pub sync: SyncReporter,
+    pub cache: CacheReporter,
+}
+
+pub fn routes(state: StatusState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/status", get(status))
+        .with_state(state)
 }
 
-async fn healthz(State(s): State<WebState>) -> Response {
+async fn healthz(State(s): State<StatusState>) -> Response {
     let failing: Vec<String> = s
         .health
         .snapshot()
@@ -31,8 +63,8 @@ async fn healthz(State(s): State<WebState>) -> Response {
     }
 }
 
-async fn status(State(s): State<WebState>) -> Json<StatusReport> {
-    let data_dir = s.config.appliance.data_dir.clone();
+async fn status(State(s): State<StatusState>) -> Json<StatusReport> {
+    let data_dir = s.data_dir.clone();
     let disk = tokio::task::spawn_blocking(move || crate::base::disk::status(&data_dir))
         .await
         .unwrap_or_else(|_| DiskStatus {
@@ -40,16 +72,16 @@ async fn status(State(s): State<WebState>) -> Json<StatusReport> {
             free_bytes: 0,
             total_bytes: 0,
         });
-    let sync = crate::sync::status(&s.sync, &s.store).await;
+    let sync = (s.sync)().await;
     Json(StatusReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        box_id: s.config.appliance.id.to_string(),
-        site: s.config.appliance.site.to_string(),
+        box_id: s.box_id.clone(),
+        site: s.site.clone(),
         uptime_secs: s.started.elapsed().as_secs(),
         services: s.health.snapshot(),
         uplink: s.uplink.borrow().clone(),
         disk,
         sync,
-        cache: s.cache.as_ref().map(|c| c.status()).unwrap_or_default(),
+        cache: (s.cache)(),
     })
 }

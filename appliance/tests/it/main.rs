@@ -4,3 +4,4 @@ mod check_config;
 mod daemon;
 mod filter_cli;
 mod support;
+mod tidy;

@@ -1,11 +1,10 @@
-//! The filter's admin API: explain a verdict, read the counters.
+//! The filter's admin API: explain a verdict, read the counters and the query log.
 //!
-//! Admin accounts come with the hub; until then these answer only to 127.0.0.1 and
-//! ::1 (an admin on the box, or `ssh -L`), never to the school network.
+//! Admin accounts come with the hardening work; until then these answer only to
+//! 127.0.0.1 and ::1 (an admin on the box, or `ssh -L`), never to the school network.
+//! What must not live here: anything that changes the filter (that is `reload`'s).
 
 use std::net::{IpAddr, SocketAddr};
-
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Query, State};
@@ -13,9 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::WebState;
-use crate::base::clock::LocalTime;
-use crate::dns::engine::Engine;
+use super::HttpState;
+use crate::base::http::local_only;
 use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
 
@@ -35,47 +33,16 @@ struct TestAnswer {
     explanation: String,
 }
 
-/// The engine, for a caller allowed to use the admin API: 127.0.0.1 and ::1 only (a
-/// process on the box, or an admin's SSH tunnel).
-fn admin_engine(
-    state: &WebState,
-    peer: &SocketAddr,
-) -> Result<Arc<Engine>, (StatusCode, &'static str)> {
-    local_only(peer)?;
-    state
-        .engine
-        .clone()
-        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no DNS engine\n"))
-}
-
-/// Refuses every caller but 127.0.0.1 and ::1.
-pub fn local_only(peer: &SocketAddr) -> Result<(), (StatusCode, &'static str)> {
-    let local = match peer.ip() {
-        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
-        IpAddr::V6(v6) => {
-            v6 == std::net::Ipv6Addr::LOCALHOST
-                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
-        }
-    };
-    if !local {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "the admin API answers on 127.0.0.1 and ::1 only\n",
-        ));
-    }
-    Ok(())
-}
-
 /// `GET /api/v1/filter/test?name=NAME[&client=IP]`
 pub async fn test(
-    State(state): State<WebState>,
+    State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(p): Query<TestParams>,
 ) -> Response {
-    let engine = match admin_engine(&state, &peer) {
-        Ok(e) => e,
-        Err(denied) => return denied.into_response(),
-    };
+    if let Err(denied) = local_only(&peer) {
+        return denied.into_response();
+    }
+    let engine = &state.engine;
     let Some(name) = normalize(&p.name) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -85,7 +52,7 @@ pub async fn test(
     };
     let filter = engine.filter();
     let client = p.client.unwrap_or(peer.ip());
-    let now = LocalTime::at(jiff::Timestamp::now(), &state.config.filter.timezone.zone());
+    let now = state.clock.local();
     // One decision; its explanation reads list files, so off the async threads.
     let answer = tokio::task::spawn_blocking(move || {
         let v = filter.decide(&name, client, now, None);
@@ -155,13 +122,13 @@ struct ClientStats {
 
 /// `GET /api/v1/filter/stats`
 pub async fn stats(
-    State(state): State<WebState>,
+    State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    let engine = match admin_engine(&state, &peer) {
-        Ok(e) => e,
-        Err(denied) => return denied.into_response(),
-    };
+    if let Err(denied) = local_only(&peer) {
+        return denied.into_response();
+    }
+    let engine = &state.engine;
     let s = &engine.stats;
     let filter = engine.filter();
     let blocked_by_category = filter
@@ -218,14 +185,14 @@ struct LogLine {
 
 /// `GET /api/v1/filter/log[?limit=N][&client=IP]`: the last queries, newest first.
 pub async fn log(
-    State(state): State<WebState>,
+    State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(p): Query<LogParams>,
 ) -> Response {
-    let engine = match admin_engine(&state, &peer) {
-        Ok(e) => e,
-        Err(denied) => return denied.into_response(),
-    };
+    if let Err(denied) = local_only(&peer) {
+        return denied.into_response();
+    }
+    let engine = &state.engine;
     let filter = engine.filter();
     let categories = filter.index.categories();
     let lines: Vec<LogLine> = engine

@@ -10,14 +10,14 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::WebState;
-use crate::base::clock::LocalTime;
+use super::HttpState;
+use crate::base::http::escape;
 use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
 
 /// Answers any request for a host that is not the box itself.
 pub async fn page(
-    State(state): State<WebState>,
+    State(state): State<HttpState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
@@ -34,14 +34,12 @@ pub async fn page(
             })
         })
         .unwrap_or("");
-    let Some(engine) = &state.engine else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
+    let engine = &state.engine;
     let Some(name) = normalize(host) else {
         return (StatusCode::NOT_FOUND, "Cartable\n").into_response();
     };
     let filter = engine.filter();
-    let now = LocalTime::at(jiff::Timestamp::now(), &state.config.filter.timezone.zone());
+    let now = state.clock.local();
     let verdict = filter.decide(&name, client.ip(), now, None);
     if !matches!(verdict.action, Action::Block(_) | Action::Refuse) {
         return (StatusCode::NOT_FOUND, "Cartable\n").into_response();
@@ -111,33 +109,4 @@ small {{ color: #666; }}
         body,
     )
         .into_response()
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape(r#"<script>"a"&'b'</script>"#),
-            "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;&lt;/script&gt;"
-        );
-    }
 }

@@ -1,0 +1,179 @@
+//! The school admin's calls: enrolment codes, tablets, teachers' passwords, the CSV
+//! import, the school overview and deletions. Callers on the box itself only (the
+//! [`Admin`] extractor) until admin accounts exist.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Admin, HubState};
+use crate::base::http::{HttpError, HttpResult, JsonBody};
+use crate::store::{StoreError, school};
+
+/// How long an enrolment code stays valid.
+const CODE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Largest CSV file imported at once.
+const MAX_IMPORT: usize = 4 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCode {
+    name: String,
+    #[serde(default)]
+    class: Option<String>,
+}
+
+/// `POST /api/v1/admin/enrolment-codes`: a one-use code for a tablet.
+pub async fn new_code(
+    State(state): State<HubState>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<NewCode>,
+) -> HttpResult {
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return Err(HttpError::bad_request("name: 1 to 100 characters"));
+    }
+    let hub = &state.hub;
+    let class_id = match body.class {
+        None => None,
+        Some(class) => Some(
+            hub.store()
+                .read(move |c| school::class_id(c, &class))
+                .await?
+                .ok_or(HttpError::bad_request("no such class"))?,
+        ),
+    };
+    match hub.new_enrolment_code(body.name, class_id, CODE_TTL).await {
+        Ok(code) => Ok((StatusCode::CREATED, Json(json!({ "code": code }))).into_response()),
+        Err(StoreError::Sqlite(e)) => Err(HttpError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /api/v1/admin/devices/{id}/revoke`.
+pub async fn revoke(
+    State(state): State<HubState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+) -> HttpResult {
+    if !state.hub.revoke(id).await? {
+        return Err(HttpError::not_found("no such device"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Password {
+    password: String,
+}
+
+/// `POST /api/v1/admin/teachers/{login}/password`.
+pub async fn set_password(
+    State(state): State<HubState>,
+    _admin: Admin,
+    Path(login): Path<String>,
+    JsonBody(body): JsonBody<Password>,
+) -> HttpResult {
+    if body.password.chars().count() < 8 || body.password.len() > 200 {
+        return Err(HttpError::bad_request("a password has 8 to 200 characters"));
+    }
+    if !state.hub.set_password(login, body.password).await? {
+        return Err(HttpError::not_found("no such teacher"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    pupil: Option<i64>,
+}
+
+/// `POST /api/v1/admin/devices/{id}/pupil`: the tablet's pupil, of its class.
+pub async fn assign(
+    State(state): State<HubState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+    JsonBody(body): JsonBody<Assign>,
+) -> HttpResult {
+    if !state.hub.assign(id, body.pupil).await? {
+        return Err(HttpError::bad_request(
+            "no such pupil in this tablet's class",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/admin/import`: a CSV of classes, teachers or pupils, as `text/csv`
+/// (which no cross-site form can send).
+pub async fn import(
+    State(state): State<HubState>,
+    _admin: Admin,
+    headers: HeaderMap,
+    body: String,
+) -> HttpResult {
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/csv"));
+    if !csv {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the file as text/csv",
+        ));
+    }
+    if body.len() > MAX_IMPORT {
+        return Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "at most 4 MiB per file",
+        ));
+    }
+    match crate::store::import::import_csv(state.hub.store(), body).await {
+        Ok((kind, rows)) => Ok((
+            StatusCode::OK,
+            Json(json!({ "kind": format!("{kind:?}").to_lowercase(), "rows": rows })),
+        )
+            .into_response()),
+        Err(crate::store::import::ImportError::Store(e)) => {
+            Err(HttpError::unavailable("import failed in the store", &e))
+        }
+        Err(e) => Err(HttpError::bad_request(format!("{e}\nnothing was imported"))),
+    }
+}
+
+/// `GET /api/v1/admin/school`: classes, teachers, pupils and tablets.
+pub async fn school(State(state): State<HubState>, _admin: Admin) -> HttpResult {
+    let tiles = state.hub.tiles(None);
+    let [classes, teachers, pupils] = state.hub.store().read(school::overview).await?;
+    Ok(Json(
+        json!({ "classes": classes, "teachers": teachers, "pupils": pupils, "devices": tiles }),
+    )
+    .into_response())
+}
+
+/// `DELETE /api/v1/admin/{kind}/{id}`: a class (with its pupils), a teacher or a
+/// pupil.
+pub async fn delete(
+    State(state): State<HubState>,
+    _admin: Admin,
+    Path((kind, id)): Path<(String, i64)>,
+) -> HttpResult {
+    let kind =
+        school::Kind::parse(&kind).ok_or(HttpError::not_found("classes, teachers or pupils"))?;
+    let done = state
+        .hub
+        .store()
+        .write(move |t| school::delete(t, kind, id))
+        .await?;
+    if !done {
+        return Err(HttpError::not_found("not found"));
+    }
+    // The store cascaded; the hub's memory follows.
+    state.hub.forget(kind.table(), id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

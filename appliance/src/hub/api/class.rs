@@ -1,0 +1,329 @@
+//! A teacher's class: its tiles and their live changes, commands to its tablets,
+//! roll call, QR cards, level groups and screen-time rules. Every handler first
+//! checks that the signed-in teacher teaches the class (and the CSRF token for
+//! changes).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cartable_protocol::device::Action;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{HubState, allowed_class, class_teacher, teacher};
+use crate::base::clock::{ClockTime, Days};
+use crate::base::http::{HttpError, HttpResult, JsonBody};
+use crate::store::school;
+
+/// `GET /api/v1/classes/{id}/devices`: the tiles of one of the teacher's classes.
+pub async fn devices(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> HttpResult {
+    class_teacher(&state.hub, &headers, class, false)?;
+    Ok(Json(state.hub.tiles(Some(class))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    action: Action,
+    /// Some of the class's tablets; all of them when absent.
+    #[serde(default)]
+    devices: Option<Vec<i64>>,
+    /// Or the tablets of one of the class's level groups.
+    #[serde(default)]
+    group: Option<i64>,
+}
+
+/// `POST /api/v1/classes/{id}/commands`: fan out now, answer once it is stored.
+pub async fn command(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    JsonBody(body): JsonBody<Command>,
+) -> HttpResult {
+    let hub = &state.hub;
+    let session = class_teacher(hub, &headers, class, true)?;
+    let targets = match (&body.devices, body.group) {
+        (Some(_), Some(_)) => {
+            return Err(HttpError::bad_request("either devices or group, not both"));
+        }
+        (None, Some(group)) => {
+            let members = hub
+                .store()
+                .read(move |c| school::group_members(c, group, class))
+                .await?;
+            hub.used_by(class, &members)
+        }
+        (None, None) => hub.tiles(Some(class)).iter().map(|t| t.id).collect(),
+        (Some(ids), None) => {
+            let mine = hub.in_class(class, ids);
+            if mine.len() != ids.len() {
+                return Err(HttpError::forbidden(
+                    "some of these tablets are not in this class",
+                ));
+            }
+            mine
+        }
+    };
+    let (id, persist) = hub.command(&targets, body.action.clone());
+    hub.tag_command(id, class);
+    tracing::info!(teacher = session.login, class, command = id, devices = targets.len(), action = ?body.action, "class command");
+    persist.await?;
+    let status = hub.command_status(id).unwrap_or_default();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "command": id, "status": status })),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/commands/{id}`: who acknowledged (for a teacher of its class).
+pub async fn command_status(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> HttpResult {
+    let session = teacher(&state.hub, &headers, false)?;
+    let status = state
+        .hub
+        .command_status(id)
+        .ok_or(HttpError::not_found("no such command"))?;
+    match status.class {
+        Some(class) => allowed_class(&session, class)?,
+        None => return Err(HttpError::forbidden("not one of your commands")),
+    }
+    Ok(Json(status).into_response())
+}
+
+/// `GET /api/v1/classes/{id}/events`: server-sent events, one `tiles` event with every
+/// tile of the class whenever one changes (connection, state, ack), at most every
+/// 100 ms.
+pub async fn events(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> HttpResult {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    class_teacher(&state.hub, &headers, class, false)?;
+    let hub = state.hub;
+    let rx = hub.subscribe();
+    let stream =
+        futures_util::stream::unfold((hub, rx, true), move |(hub, mut rx, first)| async move {
+            if !first {
+                loop {
+                    match rx.recv().await {
+                        Ok(c) if c == class => break,
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+                // Coalesce a burst (30 acks arrive within milliseconds).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while rx.try_recv().is_ok() {}
+            }
+            let tiles = serde_json::to_string(&hub.tiles(Some(class))).unwrap_or_default();
+            let event: Result<Event, std::convert::Infallible> =
+                Ok(Event::default().event("tiles").data(tiles));
+            Some((event, (hub, rx, false)))
+        });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `GET /api/v1/classes/{id}/pupils`: the class's pupils, with today's attendance.
+pub async fn pupils(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> HttpResult {
+    class_teacher(&state.hub, &headers, class, false)?;
+    let day = state.clock.today();
+    let rows = state
+        .hub
+        .store()
+        .read(move |c| school::pupils_with_attendance(c, class, &day))
+        .await?;
+    Ok(Json(rows).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attendance {
+    /// The pupils present; every other pupil of the class is absent.
+    present: Vec<i64>,
+}
+
+/// `POST /api/v1/classes/{id}/attendance`: saved, and an outbox event per pupil in
+/// the same transaction.
+pub async fn save_attendance(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    JsonBody(body): JsonBody<Attendance>,
+) -> HttpResult {
+    let session = class_teacher(&state.hub, &headers, class, true)?;
+    let (day, now) = (state.clock.today(), state.clock.unix());
+    let saved = state
+        .hub
+        .store()
+        .write(move |t| school::save_attendance(t, class, &day, &body.present, &session.login, now))
+        .await?;
+    Ok(Json(json!({ "saved": saved })).into_response())
+}
+
+/// `GET /api/v1/classes/{id}/cards`: a printable page of the class's QR cards.
+pub async fn cards(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> HttpResult {
+    class_teacher(&state.hub, &headers, class, false)?;
+    let (class_name, pupils) = state
+        .hub
+        .store()
+        .read(move |c| school::cards(c, class))
+        .await?;
+    let html = super::super::cards::page(&state.hub.cards, &class_name, &pupils);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/classes/{id}/pupils/{pupil}/revoke-card`: every printed copy of
+/// the pupil's card stops working; the next page of cards has a new one.
+pub async fn revoke_card(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path((class, pupil)): Path<(i64, i64)>,
+) -> HttpResult {
+    class_teacher(&state.hub, &headers, class, true)?;
+    let done = state
+        .hub
+        .store()
+        .write(move |t| school::revoke_card(t, class, pupil))
+        .await?;
+    if !done {
+        return Err(HttpError::not_found("no such pupil in this class"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    name: String,
+    pupils: Vec<i64>,
+}
+
+/// `POST /api/v1/classes/{id}/groups`: a level group (created or replaced by name)
+/// from pupils of the class.
+pub async fn save_group(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    JsonBody(body): JsonBody<Group>,
+) -> HttpResult {
+    class_teacher(&state.hub, &headers, class, true)?;
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return Err(HttpError::bad_request("name: 1 to 100 characters"));
+    }
+    let saved = state
+        .hub
+        .store()
+        .write(move |t| school::save_group(t, class, &body.name, &body.pupils))
+        .await?;
+    match saved {
+        Some(id) => Ok((StatusCode::CREATED, Json(json!({ "group": id }))).into_response()),
+        None => Err(HttpError::bad_request("every pupil must be of this class")),
+    }
+}
+
+/// `GET /api/v1/classes/{id}/groups`: the class's groups and their pupils.
+pub async fn groups(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+) -> HttpResult {
+    class_teacher(&state.hub, &headers, class, false)?;
+    let rows = state
+        .hub
+        .store()
+        .read(move |c| school::groups(c, class))
+        .await?;
+    Ok(Json(rows).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenTime {
+    /// A level group of the class; the whole class when absent.
+    #[serde(default)]
+    group: Option<i64>,
+    /// 0: no daily limit.
+    minutes_per_day: u32,
+    days: Vec<Days>,
+    from: ClockTime,
+    to: ClockTime,
+}
+
+/// `POST /api/v1/classes/{id}/screen-time`: the rule of the class or of one of its
+/// groups (replaces the previous one).
+pub async fn set_screen_time(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    JsonBody(body): JsonBody<ScreenTime>,
+) -> Result<Response, HttpError> {
+    class_teacher(&state.hub, &headers, class, true)?;
+    if body.days.is_empty() || body.minutes_per_day > 24 * 60 {
+        return Err(HttpError::bad_request(
+            "days must list some days; minutes_per_day at most 1440",
+        ));
+    }
+    let days = body
+        .days
+        .iter()
+        .map(|d| String::from(*d))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (from, to) = (String::from(body.from), String::from(body.to));
+    let (group, minutes_per_day) = (body.group.unwrap_or(0), body.minutes_per_day);
+    let saved = state
+        .hub
+        .store()
+        .write(move |t| {
+            school::set_screen_time(
+                t,
+                &school::ScreenTimeRow {
+                    class,
+                    group,
+                    minutes_per_day,
+                    days: &days,
+                    from: &from,
+                    to: &to,
+                },
+            )
+        })
+        .await?;
+    if !saved {
+        return Err(HttpError::bad_request("no such group in this class"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,163 @@
+//! The hub's HTTP API, by who calls it: tablets (`devices`), teachers signing in
+//! (`teacher`), a teacher's class (`class`), shared documents (`documents`) and the
+//! school's admin (`admin`, local only until admin accounts exist).
+//!
+//! Every permission is checked here, on the server: a teacher sees and commands only
+//! the tablets of their classes. Handlers stay thin: the school's SQL is in
+//! `store::school`, the registry's logic in [`super::Hub`], HTML in `cards` and `page`.
+
+mod admin;
+mod class;
+mod devices;
+mod documents;
+mod teacher;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{delete, get, post};
+
+use super::Hub;
+use super::auth::Session;
+use super::headwind::Headwind;
+use crate::base::clock::Clock;
+use crate::base::http::{HttpError, local_only};
+
+const COOKIE: &str = "cartable_session";
+
+/// What the hub's handlers share.
+#[derive(Clone)]
+pub struct HubState {
+    pub hub: Arc<Hub>,
+    /// Where shared documents are kept (`data_dir/documents`).
+    pub documents: PathBuf,
+    /// "Today" for attendance is the school's day, in `[filter] timezone`.
+    pub clock: Clock,
+}
+
+/// Every route of the hub: the tablets' WebSocket and enrolment, the teacher's API and
+/// page, the admin's API and page, shared documents, and Headwind MDM's endpoints when
+/// `headwind` is set.
+pub fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router {
+    let documents = post(documents::upload).layer(axum::extract::DefaultBodyLimit::max(
+        documents::MAX_DOCUMENT,
+    ));
+    let router = Router::new()
+        .route("/api/v1/devices/ws", get(super::ws::upgrade))
+        .route("/api/v1/devices/enrol", post(devices::enrol))
+        .route("/api/v1/login", post(teacher::login))
+        .route("/api/v1/logout", post(teacher::logout))
+        .route("/api/v1/session", get(teacher::session))
+        .route("/api/v1/classes", get(teacher::classes))
+        .route("/api/v1/classes/{id}/devices", get(class::devices))
+        .route("/api/v1/classes/{id}/commands", post(class::command))
+        .route("/api/v1/commands/{id}", get(class::command_status))
+        .route("/api/v1/classes/{id}/events", get(class::events))
+        .route("/api/v1/classes/{id}/pupils", get(class::pupils))
+        .route(
+            "/api/v1/classes/{id}/attendance",
+            post(class::save_attendance),
+        )
+        .route("/api/v1/classes/{id}/cards", get(class::cards))
+        .route(
+            "/api/v1/classes/{id}/screen-time",
+            post(class::set_screen_time),
+        )
+        .route(
+            "/api/v1/classes/{id}/groups",
+            get(class::groups).post(class::save_group),
+        )
+        .route(
+            "/api/v1/classes/{class}/pupils/{pupil}/revoke-card",
+            post(class::revoke_card),
+        )
+        .route("/api/v1/classes/{id}/documents", documents)
+        .route("/documents/{id}/{name}", get(documents::download))
+        .route("/api/v1/admin/enrolment-codes", post(admin::new_code))
+        .route("/api/v1/admin/devices/{id}/revoke", post(admin::revoke))
+        .route("/api/v1/admin/devices/{id}/pupil", post(admin::assign))
+        .route(
+            "/api/v1/admin/teachers/{login}/password",
+            post(admin::set_password),
+        )
+        .route("/api/v1/admin/import", post(admin::import))
+        .route("/api/v1/admin/school", get(admin::school))
+        .route("/api/v1/admin/{kind}/{id}", delete(admin::delete))
+        .route("/classe", get(super::page::page))
+        .route("/classe.css", get(super::page::css))
+        .route("/classe.js", get(super::page::script))
+        .route("/admin", get(super::page::admin))
+        .route("/admin.js", get(super::page::admin_script))
+        .with_state(state.clone());
+    match headwind {
+        Some(hw) => router.merge(super::headwind::routes(state.hub, hw)),
+        None => router,
+    }
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| kv.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// The signed-in teacher; for requests that change something, the CSRF token too.
+fn teacher(hub: &Hub, headers: &HeaderMap, changes: bool) -> Result<Session, HttpError> {
+    let session = cookie(headers)
+        .and_then(|c| hub.sessions.get(c))
+        .ok_or(HttpError::new(StatusCode::UNAUTHORIZED, "sign in first"))?;
+    if changes {
+        let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if sent != Some(session.csrf.as_str()) {
+            return Err(HttpError::forbidden("missing or wrong X-CSRF-Token"));
+        }
+    }
+    Ok(session)
+}
+
+/// A signed-in teacher of `class` (with the CSRF token when `changes`).
+fn class_teacher(
+    hub: &Hub,
+    headers: &HeaderMap,
+    class: i64,
+    changes: bool,
+) -> Result<Session, HttpError> {
+    let s = teacher(hub, headers, changes)?;
+    allowed_class(&s, class)?;
+    Ok(s)
+}
+
+fn allowed_class(session: &Session, class: i64) -> Result<(), HttpError> {
+    if session.classes.contains(&class) {
+        Ok(())
+    } else {
+        Err(HttpError::forbidden("not one of your classes"))
+    }
+}
+
+/// A caller on the box itself: the school's admin, until admin accounts exist.
+pub struct Admin;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or(HttpError::forbidden("no peer address"))?;
+        local_only(&peer)?;
+        Ok(Admin)
+    }
+}

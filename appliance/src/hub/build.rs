@@ -1,0 +1,66 @@
+//! Building the hub from its `[hub]` section: the registry loaded from the store,
+//! Headwind when its secret is set, the routes, and the supervised services.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Hub, RulesSink, api, headwind, screen_time};
+use crate::base::clock::Clock;
+use crate::config::HubConfig;
+use crate::store::{Store, StoreError};
+
+/// What the hub is built with, besides its own `[hub]` section.
+pub struct HubDeps {
+    pub store: Store,
+    /// School-local time: "today" for attendance, screen-time days.
+    pub clock: Clock,
+    /// Shared documents go under `data_dir/documents`.
+    pub data_dir: std::path::PathBuf,
+    pub rules: Option<RulesSink>,
+}
+
+/// The hub, its routes, and its supervised services (screen time, and the Headwind
+/// reaper when Headwind is on).
+pub struct HubParts {
+    pub hub: Arc<Hub>,
+    pub routes: axum::Router,
+    pub services: Vec<Arc<dyn crate::supervisor::Service>>,
+}
+
+impl HubConfig {
+    pub fn build(&self, deps: HubDeps) -> Result<HubParts, StoreError> {
+        let ttl = Duration::from_secs(self.one_shot_ttl_secs);
+        let hub = Arc::new(Hub::load(deps.store.clone(), deps.rules, ttl)?);
+        let headwind = self.headwind_secret.clone().map(|secret| {
+            Arc::new(headwind::Headwind::new(
+                secret,
+                self.headwind_project.clone(),
+                self.wipe_packages.clone(),
+                self.wipe_dirs.clone(),
+            ))
+        });
+        let state = api::HubState {
+            hub: hub.clone(),
+            documents: deps.data_dir.join("documents"),
+            clock: deps.clock.clone(),
+        };
+        let mut services: Vec<Arc<dyn crate::supervisor::Service>> =
+            vec![Arc::new(screen_time::ScreenTimeService::new(
+                hub.clone(),
+                deps.store,
+                deps.clock.zone().clone(),
+                Duration::from_secs(self.screen_time_tick_secs.max(1)),
+            ))];
+        if let Some(hw) = &headwind {
+            services.push(Arc::new(headwind::Reaper {
+                hub: hub.clone(),
+                hw: hw.clone(),
+            }));
+        }
+        Ok(HubParts {
+            routes: api::routes(state, headwind),
+            hub,
+            services,
+        })
+    }
+}
