@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 /// What a service's `run` returns.
-pub type ServiceFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+pub(crate) type ServiceFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// A long-lived part of the daemon (DNS, HTTP, sync, ...).
 ///
@@ -111,26 +111,26 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_millis(1200);
 
 /// The services of one daemon, in start order.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     services: Vec<Arc<dyn Service>>,
     health: Health,
 }
 
 impl Supervisor {
-    pub fn new(health: Health) -> Self {
+    pub(crate) fn new(health: Health) -> Self {
         Supervisor {
             services: Vec::new(),
             health,
         }
     }
 
-    pub fn add(&mut self, service: Arc<dyn Service>) {
+    pub(crate) fn add(&mut self, service: Arc<dyn Service>) {
         self.services.push(service);
     }
 
     /// Runs every service until `shutdown`, then stops them in reverse order.
     /// `on_ready` is called once, when every service has said it is ready.
-    pub async fn run(self, shutdown: CancellationToken, on_ready: impl FnOnce()) {
+    pub(crate) async fn run(self, shutdown: CancellationToken, on_ready: impl FnOnce()) {
         let mut keepers = Vec::new();
         for service in self.services {
             let index = self.health.register(service.name());

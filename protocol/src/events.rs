@@ -39,16 +39,6 @@ pub enum Priority {
     Statistics = 2,
 }
 
-impl Priority {
-    pub fn from_i64(v: i64) -> Priority {
-        match v {
-            0 => Priority::Audit,
-            1 => Priority::Record,
-            _ => Priority::Statistics,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EventBody {

@@ -67,15 +67,6 @@ impl Scope {
         }
     }
 
-    /// More specific scopes win over broader ones for the same kind.
-    pub fn rank(&self) -> u8 {
-        match self {
-            Scope::Fleet => 0,
-            Scope::Site { .. } => 1,
-            Scope::Box { .. } => 2,
-        }
-    }
-
     pub fn label(&self) -> String {
         match self {
             Scope::Fleet => FLEET.to_string(),

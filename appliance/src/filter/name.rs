@@ -44,12 +44,6 @@ pub fn suffixes(name: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The bytes of `name` in reverse, so that parents sort before their subdomains and a
-/// suffix match becomes a prefix match: `www.example.com` -> `moc.elpmaxe.www`.
-pub fn reversed(name: &str) -> Vec<u8> {
-    name.bytes().rev().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,3 +1,3 @@
 //! The box's view of its network: for now, whether the uplink is there.
 
-pub mod uplink;
+pub(crate) mod uplink;

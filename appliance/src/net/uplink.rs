@@ -18,12 +18,12 @@ use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 /// How often the routing table is read.
 const POLL: Duration = Duration::from_secs(2);
 
-pub struct UplinkWatch {
+pub(crate) struct UplinkWatch {
     tx: watch::Sender<UplinkStatus>,
 }
 
 impl UplinkWatch {
-    pub fn new() -> (Self, watch::Receiver<UplinkStatus>) {
+    pub(crate) fn new() -> (Self, watch::Receiver<UplinkStatus>) {
         let (tx, rx) = watch::channel(UplinkStatus {
             state: UplinkState::Unknown,
             interface: None,
@@ -32,7 +32,7 @@ impl UplinkWatch {
     }
 
     /// Another receiver of the uplink state.
-    pub fn subscribe(&self) -> watch::Receiver<UplinkStatus> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<UplinkStatus> {
         self.tx.subscribe()
     }
 }
@@ -130,7 +130,7 @@ fn drain(changes: &mut Changes) {
 }
 
 /// Finds a default route in the text of `/proc/net/route` and `/proc/net/ipv6_route`.
-pub fn status_from_tables(v4: Option<&str>, v6: Option<&str>) -> UplinkStatus {
+pub(crate) fn status_from_tables(v4: Option<&str>, v6: Option<&str>) -> UplinkStatus {
     if v4.is_none() && v6.is_none() {
         return UplinkStatus {
             state: UplinkState::Unknown,

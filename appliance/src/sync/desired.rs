@@ -18,7 +18,7 @@ use crate::store::{Store, StoreError};
 
 /// What became of one message.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Applied {
         kind: DesiredKind,
         version: u64,
@@ -42,7 +42,7 @@ pub struct Identity {
 }
 
 /// Handles one message from a desired-state topic.
-pub async fn handle(
+pub(crate) async fn handle(
     identity: &Identity,
     store: &Store,
     sinks: &Sinks,
@@ -234,7 +234,7 @@ async fn apply(store: &Store, sinks: &Sinks, d: Desired, envelope: String) -> Ou
 }
 
 /// The protocol's policies as the filter's, checked the way the config file's are.
-pub fn policy_configs(set: &desired::PolicySet) -> Result<Vec<PolicyConfig>, String> {
+pub(crate) fn policy_configs(set: &desired::PolicySet) -> Result<Vec<PolicyConfig>, String> {
     set.policies
         .iter()
         .map(|p| {
@@ -246,7 +246,10 @@ pub fn policy_configs(set: &desired::PolicySet) -> Result<Vec<PolicyConfig>, Str
 }
 
 /// The desired state in force for `kind`, if any.
-pub fn in_force(c: &Connection, kind: DesiredKind) -> Result<Option<AppliedDesired>, StoreError> {
+pub(crate) fn in_force(
+    c: &Connection,
+    kind: DesiredKind,
+) -> Result<Option<AppliedDesired>, StoreError> {
     Ok(
         c.prepare_cached("SELECT version, scope, applied_at FROM desired WHERE kind = ?1")?
             .query_row([kind.as_str()], |r| {
@@ -262,7 +265,10 @@ pub fn in_force(c: &Connection, kind: DesiredKind) -> Result<Option<AppliedDesir
 
 /// The central side's policies stored at the last apply, for the start of the daemon
 /// (verified again: the store is not a trusted channel).
-pub fn stored_policies(store: &Store, fleet_key: Option<&[u8]>) -> Option<Vec<PolicyConfig>> {
+pub(crate) fn stored_policies(
+    store: &Store,
+    fleet_key: Option<&[u8]>,
+) -> Option<Vec<PolicyConfig>> {
     let key = fleet_key?;
     let envelope: Option<String> = store
         .read_blocking(|c| {

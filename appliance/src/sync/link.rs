@@ -19,10 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{BrokerUrl, SyncConfig};
 
 /// Largest packet either way: an outbox batch, a catalogue envelope.
-pub const MAX_PACKET: usize = 8 << 20;
+pub(crate) const MAX_PACKET: usize = 8 << 20;
 
 /// A publish the broker has not acknowledged yet.
-pub type Ack = oneshot::Receiver<()>;
+pub(crate) type Ack = oneshot::Receiver<()>;
 
 #[derive(Default)]
 struct Waiters {
@@ -33,7 +33,7 @@ struct Waiters {
 
 /// The connected side: publish and subscribe.
 #[derive(Clone)]
-pub struct Link {
+pub(crate) struct Link {
     client: AsyncClient,
     waiters: Arc<Mutex<Waiters>>,
     /// Keeps "queue the waiter, then the publish" in the same order for every caller.
@@ -41,7 +41,7 @@ pub struct Link {
 }
 
 /// A message that came in on a subscription.
-pub struct Incoming_ {
+pub(crate) struct Incoming_ {
     pub topic: String,
     pub payload: Vec<u8>,
 }
@@ -49,7 +49,7 @@ pub struct Incoming_ {
 impl Link {
     /// Publishes with QoS 1; the returned [`Ack`] resolves at the broker's PUBACK and
     /// errs if the connection is lost first.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         topic: String,
         retain: bool,
@@ -69,11 +69,11 @@ impl Link {
         Ok(rx)
     }
 
-    pub async fn subscribe(&self, filter: String) -> Result<(), rumqttc::ClientError> {
+    pub(crate) async fn subscribe(&self, filter: String) -> Result<(), rumqttc::ClientError> {
         self.client.subscribe(filter, QoS::AtLeastOnce).await
     }
 
-    pub async fn disconnect(&self) {
+    pub(crate) async fn disconnect(&self) {
         let _ = self.client.disconnect().await;
     }
 }
@@ -83,7 +83,7 @@ fn lock(w: &Mutex<Waiters>) -> std::sync::MutexGuard<'_, Waiters> {
 }
 
 /// The client options for one connection attempt.
-pub fn options(
+pub(crate) fn options(
     config: &SyncConfig,
     broker: &BrokerUrl,
     client_id: &str,
@@ -131,7 +131,7 @@ fn tls_config(config: &SyncConfig) -> anyhow::Result<Arc<rustls::ClientConfig>> 
 /// Connects: returns once the broker accepted the session (CONNACK), with the link and
 /// the task that drives the connection until it fails. Messages on subscriptions go to
 /// `incoming`.
-pub async fn connect(
+pub(crate) async fn connect(
     options: MqttOptions,
     incoming: mpsc::Sender<Incoming_>,
     timeout: Duration,

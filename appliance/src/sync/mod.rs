@@ -7,8 +7,8 @@
 //! ([`desired`]). A link-down from the uplink watcher drops the connection at once;
 //! link-up reconnects at once.
 
-pub mod desired;
-pub mod link;
+pub(crate) mod desired;
+pub(crate) mod link;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -64,7 +64,7 @@ impl SyncView {
 }
 
 /// The link's state and the backlog, for `/api/v1/status`.
-pub async fn status(view: &SyncView, store: &Store) -> SyncStatus {
+pub(crate) async fn status(view: &SyncView, store: &Store) -> SyncStatus {
     let info = view.rx.borrow().clone();
     SyncStatus {
         link: info.state,
@@ -100,10 +100,10 @@ pub struct Sinks {
 }
 
 /// See [`Sinks::check_catalogue`].
-pub type CatalogueCheck = Arc<dyn Fn(&Catalogue) -> Result<(), String> + Send + Sync>;
+pub(crate) type CatalogueCheck = Arc<dyn Fn(&Catalogue) -> Result<(), String> + Send + Sync>;
 
 /// See [`Sinks::policies`].
-pub type PolicySink =
+pub(crate) type PolicySink =
     Arc<dyn Fn(Vec<PolicyConfig>) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync>;
 
 /// What the sync service is built with, besides its own `[sync]` section.

@@ -17,7 +17,7 @@ use crate::store::{Store, outbox};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     action: String,
     #[serde(default)]
     detail: String,
@@ -28,13 +28,13 @@ pub struct AuditEntry {
 const MAX_FIELD: usize = 4096;
 
 /// `POST /api/v1/audit`.
-pub fn routes(store: Store) -> axum::Router {
+pub(crate) fn routes(store: Store) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/audit", axum::routing::post(record))
         .with_state(store)
 }
 
-pub async fn record(
+pub(crate) async fn record(
     State(store): State<Store>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<AuditEntry>, axum::extract::rejection::JsonRejection>,

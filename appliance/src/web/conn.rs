@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::base::http::{After, FastPath};
 
 /// Accepts until `shutdown`; connections then finish their request in flight.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     fast: Option<Arc<dyn FastPath>>,

@@ -4,9 +4,9 @@
 //! `hub::routes`, `cache::routes`), and `app` merges them into the router this
 //! service runs. What must not live here: another service's handlers or state.
 
-pub mod audit_api;
-pub mod conn;
-pub mod status;
+pub(crate) mod audit_api;
+pub(crate) mod conn;
+pub(crate) mod status;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 /// The HTTP service. Its socket is bound when it is built, so a restart reuses it and
 /// a bad address fails the start, not a later restart loop.
-pub struct HttpService {
+pub(crate) struct HttpService {
     listener: TcpListener,
     router: Router,
     fast: Option<Arc<dyn FastPath>>,
@@ -26,7 +26,7 @@ pub struct HttpService {
 
 impl HttpService {
     /// Serves `router`; each connection goes to `fast` first when one is given.
-    pub fn bind(
+    pub(crate) fn bind(
         addr: SocketAddr,
         router: Router,
         fast: Option<Arc<dyn FastPath>>,
@@ -40,7 +40,7 @@ impl HttpService {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 }

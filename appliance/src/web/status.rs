@@ -22,13 +22,13 @@ use tokio::sync::watch;
 use crate::supervisor::Health;
 
 /// Reads the sync link's state and backlog.
-pub type SyncReporter = Arc<dyn Fn() -> BoxFuture<'static, SyncStatus> + Send + Sync>;
+pub(crate) type SyncReporter = Arc<dyn Fn() -> BoxFuture<'static, SyncStatus> + Send + Sync>;
 /// Reads the cache's state.
-pub type CacheReporter = Arc<dyn Fn() -> CacheStatus + Send + Sync>;
+pub(crate) type CacheReporter = Arc<dyn Fn() -> CacheStatus + Send + Sync>;
 
 /// What the status handlers read.
 #[derive(Clone)]
-pub struct StatusState {
+pub(crate) struct StatusState {
     pub box_id: String,
     pub site: String,
     /// The disk whose free space is shown.
@@ -40,7 +40,7 @@ pub struct StatusState {
     pub cache: CacheReporter,
 }
 
-pub fn routes(state: StatusState) -> Router {
+pub(crate) fn routes(state: StatusState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/status", get(status))

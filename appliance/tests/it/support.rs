@@ -6,24 +6,24 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub fn cartable() -> Command {
+pub(crate) fn cartable() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cartable"));
     c.env("RUST_LOG", "info");
     c
 }
 
-pub fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     cartable().args(args).output().expect("cartable runs")
 }
 
 /// A daemon child: killed on drop so a failing test leaves nothing behind.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub child: Child,
     pub stdout: mpsc::Receiver<String>,
 }
 
 impl Daemon {
-    pub fn spawn(args: &[&str]) -> Daemon {
+    pub(crate) fn spawn(args: &[&str]) -> Daemon {
         let mut child = cartable()
             .args(args)
             .stdout(Stdio::piped())
@@ -43,7 +43,7 @@ impl Daemon {
     }
 
     /// Reads stdout until a line contains `needle`; returns the lines read.
-    pub fn wait_for_line(&self, needle: &str, within: Duration) -> Vec<String> {
+    pub(crate) fn wait_for_line(&self, needle: &str, within: Duration) -> Vec<String> {
         let deadline = Instant::now() + within;
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -61,13 +61,13 @@ impl Daemon {
         panic!("no line with {needle:?} within {within:?}; got {seen:?}");
     }
 
-    pub fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal sent");
     }
 
     /// Waits for the exit; panics if it takes longer than `within`.
-    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait works") {
@@ -87,7 +87,7 @@ impl Drop for Daemon {
 }
 
 /// `curl` as a real HTTP client: (status code, body).
-pub fn curl(url: &str) -> (u16, String) {
+pub(crate) fn curl(url: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
         .output()
@@ -97,7 +97,7 @@ pub fn curl(url: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-pub fn write(dir: &Path, name: &str, text: &str) -> String {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write config");
     p.display().to_string()

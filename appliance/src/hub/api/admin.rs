@@ -22,14 +22,14 @@ const MAX_IMPORT: usize = 4 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewCode {
+pub(super) struct NewCode {
     name: String,
     #[serde(default)]
     class: Option<String>,
 }
 
 /// `POST /api/v1/admin/enrolment-codes`: a one-use code for a tablet.
-pub async fn new_code(
+pub(super) async fn new_code(
     State(state): State<HubState>,
     _admin: Admin,
     JsonBody(body): JsonBody<NewCode>,
@@ -55,7 +55,7 @@ pub async fn new_code(
 }
 
 /// `POST /api/v1/admin/devices/{id}/revoke`.
-pub async fn revoke(
+pub(super) async fn revoke(
     State(state): State<HubState>,
     _admin: Admin,
     Path(id): Path<i64>,
@@ -68,12 +68,12 @@ pub async fn revoke(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Password {
+pub(super) struct Password {
     password: String,
 }
 
 /// `POST /api/v1/admin/teachers/{login}/password`.
-pub async fn set_password(
+pub(super) async fn set_password(
     State(state): State<HubState>,
     _admin: Admin,
     Path(login): Path<String>,
@@ -90,12 +90,12 @@ pub async fn set_password(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Assign {
+pub(super) struct Assign {
     pupil: Option<i64>,
 }
 
 /// `POST /api/v1/admin/devices/{id}/pupil`: the tablet's pupil, of its class.
-pub async fn assign(
+pub(super) async fn assign(
     State(state): State<HubState>,
     _admin: Admin,
     Path(id): Path<i64>,
@@ -111,7 +111,7 @@ pub async fn assign(
 
 /// `POST /api/v1/admin/import`: a CSV of classes, teachers or pupils, as `text/csv`
 /// (which no cross-site form can send).
-pub async fn import(
+pub(super) async fn import(
     State(state): State<HubState>,
     _admin: Admin,
     headers: HeaderMap,
@@ -147,7 +147,7 @@ pub async fn import(
 }
 
 /// `GET /api/v1/admin/school`: classes, teachers, pupils and tablets.
-pub async fn school(State(state): State<HubState>, _admin: Admin) -> HttpResult {
+pub(super) async fn school(State(state): State<HubState>, _admin: Admin) -> HttpResult {
     let tiles = state.hub.tiles(None);
     let [classes, teachers, pupils] = state.hub.store().read(school::overview).await?;
     Ok(Json(
@@ -158,7 +158,7 @@ pub async fn school(State(state): State<HubState>, _admin: Admin) -> HttpResult 
 
 /// `DELETE /api/v1/admin/{kind}/{id}`: a class (with its pupils), a teacher or a
 /// pupil.
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<HubState>,
     _admin: Admin,
     Path((kind, id)): Path<(String, i64)>,

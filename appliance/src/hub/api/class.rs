@@ -19,7 +19,7 @@ use crate::base::http::{HttpError, HttpResult, JsonBody};
 use crate::store::school;
 
 /// `GET /api/v1/classes/{id}/devices`: the tiles of one of the teacher's classes.
-pub async fn devices(
+pub(super) async fn devices(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -30,7 +30,7 @@ pub async fn devices(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Command {
+pub(super) struct Command {
     action: Action,
     /// Some of the class's tablets; all of them when absent.
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct Command {
 }
 
 /// `POST /api/v1/classes/{id}/commands`: fan out now, answer once it is stored.
-pub async fn command(
+pub(super) async fn command(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -84,7 +84,7 @@ pub async fn command(
 }
 
 /// `GET /api/v1/commands/{id}`: who acknowledged (for a teacher of its class).
-pub async fn command_status(
+pub(super) async fn command_status(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(id): Path<u64>,
@@ -104,7 +104,7 @@ pub async fn command_status(
 /// `GET /api/v1/classes/{id}/events`: server-sent events, one `tiles` event with every
 /// tile of the class whenever one changes (connection, state, ack), at most every
 /// 100 ms.
-pub async fn events(
+pub(super) async fn events(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -139,7 +139,7 @@ pub async fn events(
 }
 
 /// `GET /api/v1/classes/{id}/pupils`: the class's pupils, with today's attendance.
-pub async fn pupils(
+pub(super) async fn pupils(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -156,14 +156,14 @@ pub async fn pupils(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Attendance {
+pub(super) struct Attendance {
     /// The pupils present; every other pupil of the class is absent.
     present: Vec<i64>,
 }
 
 /// `POST /api/v1/classes/{id}/attendance`: saved, and an outbox event per pupil in
 /// the same transaction.
-pub async fn save_attendance(
+pub(super) async fn save_attendance(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -180,7 +180,7 @@ pub async fn save_attendance(
 }
 
 /// `GET /api/v1/classes/{id}/cards`: a printable page of the class's QR cards.
-pub async fn cards(
+pub(super) async fn cards(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -208,7 +208,7 @@ pub async fn cards(
 
 /// `POST /api/v1/classes/{id}/pupils/{pupil}/revoke-card`: every printed copy of
 /// the pupil's card stops working; the next page of cards has a new one.
-pub async fn revoke_card(
+pub(super) async fn revoke_card(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path((class, pupil)): Path<(i64, i64)>,
@@ -227,14 +227,14 @@ pub async fn revoke_card(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Group {
+pub(super) struct Group {
     name: String,
     pupils: Vec<i64>,
 }
 
 /// `POST /api/v1/classes/{id}/groups`: a level group (created or replaced by name)
 /// from pupils of the class.
-pub async fn save_group(
+pub(super) async fn save_group(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -256,7 +256,7 @@ pub async fn save_group(
 }
 
 /// `GET /api/v1/classes/{id}/groups`: the class's groups and their pupils.
-pub async fn groups(
+pub(super) async fn groups(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -272,7 +272,7 @@ pub async fn groups(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScreenTime {
+pub(super) struct ScreenTime {
     /// A level group of the class; the whole class when absent.
     #[serde(default)]
     group: Option<i64>,
@@ -285,7 +285,7 @@ pub struct ScreenTime {
 
 /// `POST /api/v1/classes/{id}/screen-time`: the rule of the class or of one of its
 /// groups (replaces the previous one).
-pub async fn set_screen_time(
+pub(super) async fn set_screen_time(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,

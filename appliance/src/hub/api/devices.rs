@@ -14,14 +14,14 @@ use crate::base::http::{HttpError, HttpResult, JsonBody};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Enrol {
+pub(super) struct Enrol {
     code: String,
     #[serde(default)]
     model: String,
 }
 
 /// `POST /api/v1/devices/enrol`: a code shown to the admin, once, for one device.
-pub async fn enrol(
+pub(super) async fn enrol(
     State(state): State<HubState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<Enrol>,

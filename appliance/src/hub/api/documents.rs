@@ -15,7 +15,7 @@ use crate::base::http::{HttpError, HttpResult};
 use crate::hub::auth;
 
 /// Largest document a teacher can share.
-pub const MAX_DOCUMENT: usize = 50 << 20;
+pub(super) const MAX_DOCUMENT: usize = 50 << 20;
 
 /// A file name safe in a path and a header: letters, digits, `.`, `-`, `_`.
 fn safe_name(name: &str) -> Option<String> {
@@ -44,7 +44,7 @@ fn store_file(dir: PathBuf, name: &str, body: &[u8]) -> std::io::Result<()> {
 
 /// `POST /api/v1/classes/{id}/documents?name=fiche.pdf`: the body is the file;
 /// answers the link to share.
-pub async fn upload(
+pub(super) async fn upload(
     State(state): State<HubState>,
     headers: HeaderMap,
     Path(class): Path<i64>,
@@ -83,7 +83,7 @@ pub async fn upload(
 }
 
 /// `GET /documents/{id}/{name}`: a shared document.
-pub async fn download(
+pub(super) async fn download(
     State(state): State<HubState>,
     Path((id, name)): Path<(String, String)>,
 ) -> Response {

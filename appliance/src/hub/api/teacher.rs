@@ -16,14 +16,14 @@ use crate::store::school;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Login {
+pub(super) struct Login {
     login: String,
     password: String,
 }
 
 /// `POST /api/v1/login`: a session cookie (HttpOnly, SameSite=Strict) and the CSRF
 /// token to send back with every change.
-pub async fn login(
+pub(super) async fn login(
     State(state): State<HubState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<Login>,
@@ -73,7 +73,7 @@ pub async fn login(
 }
 
 /// `POST /api/v1/logout`.
-pub async fn logout(State(state): State<HubState>, headers: HeaderMap) -> Response {
+pub(super) async fn logout(State(state): State<HubState>, headers: HeaderMap) -> Response {
     if let Some(c) = cookie(&headers) {
         state.hub.sessions.close(c);
     }
@@ -89,13 +89,13 @@ pub async fn logout(State(state): State<HubState>, headers: HeaderMap) -> Respon
 
 /// `GET /api/v1/session`: the signed-in teacher and the CSRF token, for a page that
 /// was reloaded (the token is readable only by the box's own pages).
-pub async fn session(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
+pub(super) async fn session(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
     let s = teacher(&state.hub, &headers, false)?;
     Ok(Json(json!({ "login": s.login, "csrf": s.csrf, "classes": s.classes })).into_response())
 }
 
 /// `GET /api/v1/classes`: the signed-in teacher's classes.
-pub async fn classes(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
+pub(super) async fn classes(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
     let session = teacher(&state.hub, &headers, false)?;
     let ids = session.classes;
     let rows = state
