@@ -493,8 +493,20 @@ async fn a_lock_survives_a_reconnection_and_one_shots_wait_for_an_offline_tablet
         view(&third).state.locked
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(view(&third).done.is_empty(), "{:?}", view(&third).done);
+    // A new message after the reconnection: the queue is delivered in order, so once
+    // it is shown, the old one would have been shown before it.
+    command(
+        &s,
+        &marie,
+        "CM1-A",
+        json!({ "kind": "show_message", "text": "Rangez" }),
+    )
+    .await;
+    wait_for("the new message", Duration::from_secs(5), async || {
+        !view(&third).done.is_empty()
+    })
+    .await;
+    assert_eq!(view(&third).done, ["show_message Rangez"], "shown once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -796,10 +808,9 @@ mod headwind {
         let app = &s.app;
         let waiting = poll(app, &number);
         let marie = sign_in(&s.app, "marie").await;
-        let teacher = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            command(&s, &marie, "CM1-A", json!({ "kind": "lock" })).await
-        };
+        // Whichever comes first, the answer is the same: a command queued before the
+        // poll is delivered by it, a poll waiting when the command comes is woken.
+        let teacher = command(&s, &marie, "CM1-A", json!({ "kind": "lock" }));
         let (messages, r) = tokio::join!(waiting, teacher);
         assert_eq!(r.status, 202);
         assert_eq!(types(&messages), ["configUpdated"]);
