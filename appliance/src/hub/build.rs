@@ -48,7 +48,7 @@ impl HubConfig {
             vec![Arc::new(screen_time::ScreenTimeService::new(
                 hub.clone(),
                 deps.store,
-                deps.clock.zone().clone(),
+                deps.clock.clone(),
                 Duration::from_secs(self.screen_time_tick_secs.max(1)),
             ))];
         if let Some(hw) = &headwind {

@@ -682,3 +682,86 @@ impl Hub {
         sink(rules);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// A hub on a fresh store with `n` enrolled tablets, and what it sends the DNS
+    /// server.
+    async fn hub(
+        n: usize,
+    ) -> (
+        tempfile::TempDir,
+        Hub,
+        Vec<i64>,
+        Arc<StdMutex<Vec<HashMap<IpAddr, DeviceRule>>>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let sink = seen.clone();
+        let rules: RulesSink = Arc::new(move |r| sink.lock().unwrap().push(r));
+        let hub = Hub::load(store, Some(rules), Duration::from_secs(600)).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let code = hub
+                .new_enrolment_code(format!("tab-{i}"), None, Duration::from_secs(60))
+                .await
+                .unwrap();
+            ids.push(hub.enrol(&code, "test").await.unwrap().unwrap().0);
+        }
+        (dir, hub, ids, seen)
+    }
+
+    /// A command reaches the connected tablet at once and waits for the offline one;
+    /// acks move each tablet from pending to ok or failed; the DNS server learns the
+    /// rule of every connected tablet whose internet is off.
+    #[tokio::test]
+    async fn fan_out_acks_and_dns_rules() {
+        let (_dir, hub, ids, seen) = hub(3).await;
+        let (a, b, c) = (ids[0], ids[1], ids[2]);
+        let ip_a = IpAddr::from([10, 0, 0, 1]);
+        let (_, mut rx_a, _, _) = hub.connect(a, ip_a).unwrap();
+        let (_, mut rx_c, _, _) = hub.connect(c, [10, 0, 0, 3].into()).unwrap();
+
+        let (lock_id, persist) = hub.command(&[a, b, c], Action::Lock);
+        persist.await.unwrap();
+        for rx in [&mut rx_a, &mut rx_c] {
+            match rx.try_recv().unwrap() {
+                ToDevice::Command { id, action } => {
+                    assert_eq!((id, action), (lock_id, Action::Lock))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let st = hub.command_status(lock_id).unwrap();
+        assert_eq!(
+            (st.pending.clone(), st.offline.clone()),
+            (vec![a, c], vec![b])
+        );
+        hub.ack(a, lock_id, true, String::new());
+        hub.ack(c, lock_id, false, "kiosk mode off".into());
+        let st = hub.command_status(lock_id).unwrap();
+        assert!(st.pending.is_empty());
+        assert_eq!(st.ok, [a]);
+        assert_eq!(
+            st.failed.get(&c).map(String::as_str),
+            Some("kiosk mode off")
+        );
+        // The lock is lasting: the offline tablet gets it in its desired state.
+        assert!(hub.desired_of(b).unwrap().1.locked);
+
+        // Internet off for a: the DNS server is told a's address, and only it.
+        let before = seen.lock().unwrap().len();
+        let (_, persist) = hub.command(&[a], Action::InternetOff);
+        persist.await.unwrap();
+        let rules = seen.lock().unwrap()[before..].last().cloned().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert!(matches!(rules.get(&ip_a), Some(DeviceRule::InternetOff)));
+        // Gone offline, its rule goes too.
+        hub.disconnect(a, hub.connect(a, ip_a).unwrap().0);
+        assert!(seen.lock().unwrap().last().unwrap().is_empty());
+    }
+}

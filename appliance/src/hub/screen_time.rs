@@ -15,8 +15,8 @@ use std::time::Duration;
 use cartable_protocol::device::{Action, Internet};
 use rusqlite::params;
 
-use super::Hub;
-use crate::base::clock::{ClockTime, Days, LocalTime, in_window};
+use super::{DeviceView, Hub};
+use crate::base::clock::{Clock, ClockTime, Days, LocalTime, in_window};
 use crate::store::Store;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
@@ -43,23 +43,24 @@ impl Rule {
 pub struct ScreenTimeService {
     hub: Arc<Hub>,
     store: Store,
-    zone: jiff::tz::TimeZone,
+    /// School-local time: the day, the hours of the rules.
+    clock: Clock,
     tick: Duration,
 }
 
 impl ScreenTimeService {
-    pub fn new(hub: Arc<Hub>, store: Store, zone: jiff::tz::TimeZone, tick: Duration) -> Self {
+    pub fn new(hub: Arc<Hub>, store: Store, clock: Clock, tick: Duration) -> Self {
         ScreenTimeService {
             hub,
             store,
-            zone,
+            clock,
             tick,
         }
     }
 }
 
 /// (class, members or None for the whole class, rule).
-type Rules = Vec<(i64, Option<HashSet<i64>>, Rule)>;
+pub type Rules = Vec<(i64, Option<HashSet<i64>>, Rule)>;
 
 fn load_rules(c: &rusqlite::Connection) -> Result<Rules, crate::store::StoreError> {
     let mut st = c.prepare(
@@ -110,6 +111,176 @@ fn load_rules(c: &rusqlite::Connection) -> Result<Rules, crate::store::StoreErro
     Ok(out)
 }
 
+/// What one tick decides.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Past their limits: locked and cut off the internet.
+    pub lock: Vec<i64>,
+    /// Within their limits again (or no longer ruled), and still as this service
+    /// left them: unlocked and given the internet back.
+    pub free: Vec<i64>,
+}
+
+/// The screen-time decision of one tick, from what the hub shows, the rules, the
+/// seconds each tablet was used today, and the tablets this service locked.
+pub fn decide(
+    devices: &[DeviceView],
+    rules: &Rules,
+    used: &HashMap<i64, u64>,
+    limited: &HashSet<i64>,
+    now: LocalTime,
+) -> Decision {
+    let mut out = Decision::default();
+    for d in devices {
+        let u = used.get(&d.id).copied().unwrap_or(0);
+        let applies = rules.iter().filter(|(class, who, _)| {
+            Some(*class) == d.class_id
+                && who
+                    .as_ref()
+                    .is_none_or(|w| d.pupil.is_some_and(|p| w.contains(&p)))
+        });
+        let mut any = false;
+        let mut allowed = true;
+        for (_, _, rule) in applies {
+            any = true;
+            allowed &= rule.allows(u, now);
+        }
+        if any && !allowed && !limited.contains(&d.id) {
+            out.lock.push(d.id);
+        } else if (allowed || !any)
+            && limited.contains(&d.id)
+            // Freed only if still as this service left them: a teacher's lock stays.
+            && d.desired.locked
+            && d.desired.internet == Internet::Off
+        {
+            out.free.push(d.id);
+        }
+    }
+    out
+}
+
+/// What the service counts between ticks.
+struct Tally {
+    /// The school-local day `used` counts.
+    day: String,
+    /// Seconds each tablet was used today (connected and unlocked).
+    used: HashMap<i64, u64>,
+    /// Tablets this service locked (so it only frees what it locked).
+    limited: HashSet<i64>,
+    /// Foreground seconds per (tablet, app) in the current hour.
+    apps: HashMap<(String, String), u32>,
+    /// The hour in progress (unix seconds).
+    hour: i64,
+}
+
+impl ScreenTimeService {
+    async fn used_on(&self, day: String) -> Result<HashMap<i64, u64>, crate::store::StoreError> {
+        self.store
+            .read(move |c| {
+                let mut st =
+                    c.prepare("SELECT device_id, seconds FROM device_usage WHERE day = ?1")?;
+                let v = st
+                    .query_map([day], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+                    })?
+                    .collect::<Result<HashMap<_, _>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    /// Sends the apps' time of a closed hour to the outbox.
+    async fn close_hour(&self, t: &mut Tally) -> anyhow::Result<()> {
+        let hour_now = self.clock.unix() / 3600 * 3600;
+        if hour_now == t.hour {
+            return Ok(());
+        }
+        let closed = std::mem::take(&mut t.apps);
+        let start = std::mem::replace(&mut t.hour, hour_now);
+        if closed.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .write(move |tx| {
+                for ((device, app), seconds) in &closed {
+                    crate::store::outbox::append(
+                        tx,
+                        start + 3599,
+                        &cartable_protocol::events::EventBody::AppUsage {
+                            hour: start,
+                            device: device.clone(),
+                            app: app.clone(),
+                            seconds: *seconds,
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// One tick: count use, lock what is past its limits, free what is back within.
+    async fn tick(&self, t: &mut Tally) -> anyhow::Result<()> {
+        let today = self.clock.today();
+        if today != t.day {
+            t.day = today;
+            t.used.clear();
+        }
+        let rules = self.store.read(load_rules).await?;
+        let devices = self.hub.screen_time_view();
+        self.close_hour(t).await?;
+        let secs = self.tick.as_secs();
+        let mut counted = Vec::new();
+        for d in devices.iter().filter(|d| d.connected) {
+            if let Some(app) = &d.app {
+                *t.apps.entry((d.name.clone(), app.clone())).or_default() += secs as u32;
+            }
+            if !d.desired.locked {
+                let u = t.used.entry(d.id).or_default();
+                *u += secs;
+                counted.push((d.id, *u));
+            }
+        }
+        let Decision { lock, free } =
+            decide(&devices, &rules, &t.used, &t.limited, self.clock.local());
+        if !lock.is_empty() {
+            tracing::info!(devices = ?lock, "screen time over: tablets locked and cut off");
+            for action in [Action::Lock, Action::InternetOff] {
+                let (_, persist) = self.hub.command(&lock, action);
+                persist.await?;
+            }
+            t.limited.extend(lock.iter().copied());
+        }
+        if !free.is_empty() {
+            for id in &free {
+                t.limited.remove(id);
+            }
+            tracing::info!(devices = ?free, "screen time open again: tablets freed");
+            for action in [Action::Unlock, Action::InternetOn] {
+                let (_, persist) = self.hub.command(&free, action);
+                persist.await?;
+            }
+        }
+        if !counted.is_empty() {
+            let day = t.day.clone();
+            self.store
+                .write(move |tx| {
+                    let mut up = tx.prepare_cached(
+                        "INSERT INTO device_usage(device_id, day, seconds) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(device_id, day) DO UPDATE SET seconds = excluded.seconds",
+                    )?;
+                    for (id, secs) in &counted {
+                        up.execute(params![id, day, *secs as i64])?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 impl Service for ScreenTimeService {
     fn name(&self) -> &'static str {
         "screen-time"
@@ -117,33 +288,14 @@ impl Service for ScreenTimeService {
 
     fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
         Box::pin(async move {
-            let today = || {
-                jiff::Timestamp::now()
-                    .to_zoned(self.zone.clone())
-                    .date()
-                    .to_string()
+            let day = self.clock.today();
+            let mut tally = Tally {
+                used: self.used_on(day.clone()).await?,
+                day,
+                limited: HashSet::new(),
+                apps: HashMap::new(),
+                hour: self.clock.unix() / 3600 * 3600,
             };
-            let mut day = today();
-            let d = day.clone();
-            let mut used: HashMap<i64, u64> = self
-                .store
-                .read(move |c| {
-                    let mut st =
-                        c.prepare("SELECT device_id, seconds FROM device_usage WHERE day = ?1")?;
-                    let v = st
-                        .query_map([d], |r| {
-                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-                        })?
-                        .collect::<Result<HashMap<_, _>, _>>()?;
-                    Ok(v)
-                })
-                .await?;
-            // Tablets this service locked (so it only frees what it locked).
-            let mut limited: HashSet<i64> = HashSet::new();
-            // Foreground seconds per (tablet, app) in the current hour.
-            let mut apps: HashMap<(String, String), u32> = HashMap::new();
-            let hour_now = || crate::base::clock::unix_now() / 3600 * 3600;
-            let mut hour = hour_now();
             let mut ticker = tokio::time::interval(self.tick);
             ticker.tick().await;
             ctx.ready();
@@ -152,113 +304,7 @@ impl Service for ScreenTimeService {
                     _ = ticker.tick() => {}
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                 }
-                let now_day = today();
-                if now_day != day {
-                    day = now_day;
-                    used.clear();
-                }
-                let now = LocalTime::at(jiff::Timestamp::now(), &self.zone);
-                let rules = self.store.read(load_rules).await?;
-                let devices = self.hub.screen_time_view();
-                if hour_now() != hour {
-                    let closed = std::mem::take(&mut apps);
-                    let start = hour;
-                    hour = hour_now();
-                    if !closed.is_empty() {
-                        self.store
-                            .write(move |t| {
-                                for ((device, app), seconds) in &closed {
-                                    crate::store::outbox::append(
-                                        t,
-                                        start + 3599,
-                                        &cartable_protocol::events::EventBody::AppUsage {
-                                            hour: start,
-                                            device: device.clone(),
-                                            app: app.clone(),
-                                            seconds: *seconds,
-                                        },
-                                    )?;
-                                }
-                                Ok(())
-                            })
-                            .await?;
-                    }
-                }
-                for d in devices.iter().filter(|d| d.connected) {
-                    if let Some(app) = &d.app {
-                        *apps.entry((d.name.clone(), app.clone())).or_default() +=
-                            self.tick.as_secs() as u32;
-                    }
-                }
-                let mut counted = Vec::new();
-                let (mut lock, mut free) = (Vec::new(), Vec::new());
-                for d in &devices {
-                    if d.connected && !d.desired.locked {
-                        let u = used.entry(d.id).or_default();
-                        *u += self.tick.as_secs();
-                        counted.push((d.id, *u));
-                    }
-                    let u = used.get(&d.id).copied().unwrap_or(0);
-                    let applies = rules.iter().filter(|(class, who, _)| {
-                        Some(*class) == d.class_id
-                            && who
-                                .as_ref()
-                                .is_none_or(|w| d.pupil.is_some_and(|p| w.contains(&p)))
-                    });
-                    let mut any = false;
-                    let mut allowed = true;
-                    for (_, _, rule) in applies {
-                        any = true;
-                        allowed &= rule.allows(u, now);
-                    }
-                    if any && !allowed && !limited.contains(&d.id) {
-                        lock.push(d.id);
-                    } else if (allowed || !any) && limited.contains(&d.id) {
-                        free.push(d.id);
-                    }
-                }
-                if !lock.is_empty() {
-                    tracing::info!(devices = ?lock, "screen time over: tablets locked and cut off");
-                    for action in [Action::Lock, Action::InternetOff] {
-                        let (_, persist) = self.hub.command(&lock, action);
-                        persist.await?;
-                    }
-                    limited.extend(lock.iter().copied());
-                }
-                // Freed only if still as this service left them.
-                let free: Vec<i64> = free
-                    .into_iter()
-                    .filter(|id| {
-                        devices.iter().find(|d| d.id == *id).is_some_and(|d| {
-                            d.desired.locked && d.desired.internet == Internet::Off
-                        })
-                    })
-                    .collect();
-                for id in &free {
-                    limited.remove(id);
-                }
-                if !free.is_empty() {
-                    tracing::info!(devices = ?free, "screen time open again: tablets freed");
-                    for action in [Action::Unlock, Action::InternetOn] {
-                        let (_, persist) = self.hub.command(&free, action);
-                        persist.await?;
-                    }
-                }
-                if !counted.is_empty() {
-                    let day = day.clone();
-                    self.store
-                        .write(move |t| {
-                            let mut up = t.prepare_cached(
-                                "INSERT INTO device_usage(device_id, day, seconds) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT(device_id, day) DO UPDATE SET seconds = excluded.seconds",
-                            )?;
-                            for (id, secs) in &counted {
-                                up.execute(params![id, day, *secs as i64])?;
-                            }
-                            Ok(())
-                        })
-                        .await?;
-                }
+                self.tick(&mut tally).await?;
             }
         })
     }
@@ -289,6 +335,62 @@ mod tests {
         assert!(
             rule(0, (0, 0), (24, 0)).allows(1_000_000, tuesday_10h),
             "no daily limit"
+        );
+    }
+
+    fn tablet(
+        id: i64,
+        class: i64,
+        pupil: Option<i64>,
+        locked: bool,
+        internet: Internet,
+    ) -> DeviceView {
+        DeviceView {
+            id,
+            class_id: Some(class),
+            pupil,
+            connected: true,
+            desired: cartable_protocol::device::DesiredState {
+                locked,
+                internet,
+                ..Default::default()
+            },
+            name: format!("tab-{id}"),
+            app: None,
+        }
+    }
+
+    #[test]
+    fn the_decision_locks_what_is_over_and_frees_only_what_it_locked() {
+        let tuesday_10h = LocalTime::new(1, 10, 0);
+        // Class 1: 45 minutes a day for everyone; class 2: group {7} only until 9:00.
+        let rules: Rules = vec![
+            (1, None, rule(45, (8, 0), (17, 0))),
+            (2, Some(HashSet::from([7])), rule(0, (8, 0), (9, 0))),
+        ];
+        let devices = vec![
+            tablet(1, 1, None, false, Internet::On), // over its minutes
+            tablet(2, 1, None, false, Internet::On), // within
+            tablet(3, 2, Some(7), false, Internet::On), // its group is past 9:00
+            tablet(4, 2, Some(8), false, Internet::On), // not in the group
+            tablet(5, 1, None, true, Internet::Off), // locked by us, within again
+            tablet(6, 1, None, true, Internet::On),  // a teacher changed it since
+        ];
+        let used = HashMap::from([(1, 45 * 60), (2, 60), (5, 0), (6, 0)]);
+        let limited = HashSet::from([5, 6]);
+        let d = decide(&devices, &rules, &used, &limited, tuesday_10h);
+        assert_eq!(d.lock, [1, 3]);
+        assert_eq!(
+            d.free,
+            [5],
+            "tablet 6's internet was given back by a teacher"
+        );
+        // Already locked by us: not locked again; outside every rule: freed.
+        let d = decide(&devices, &rules, &used, &HashSet::from([1]), tuesday_10h);
+        assert_eq!(d.lock, [3]);
+        assert!(
+            d.free.is_empty(),
+            "tablet 1 is not as we left it (not locked)"
         );
     }
 }

@@ -252,8 +252,8 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Msg>, appen
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() && commit_batch(&mut conn, batch) && outbox::take_appended() {
-            appended.notify_one();
+        if !batch.is_empty() {
+            commit_batch(&mut conn, batch, appended);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -261,9 +261,10 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Msg>, appen
     }
 }
 
-/// Runs a batch of jobs in one transaction and tells each the commit's outcome; true
-/// when it was committed.
-fn commit_batch(conn: &mut Connection, batch: Vec<Job>) -> bool {
+/// Runs a batch of jobs in one transaction and tells each the commit's outcome. The
+/// drainer is woken before any caller hears of the commit, so a caller whose write
+/// appended an event knows the drainer will see it.
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>, appended: &Notify) {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -271,7 +272,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) -> bool {
             tracing::error!(error = %why, "store cannot begin a transaction");
             // Dropping the jobs unblocks their callers with `WriterGone`.
             drop(batch);
-            return false;
+            return;
         }
     };
     let finishers: Vec<Finish> = batch.into_iter().map(|job| job(&tx)).collect();
@@ -279,13 +280,12 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) -> bool {
     if let Err(why) = &committed {
         tracing::error!(error = %why, jobs = finishers.len(), "store commit failed");
     }
-    if committed.is_err() {
-        outbox::take_appended();
+    if outbox::take_appended() && committed.is_ok() {
+        appended.notify_one();
     }
     for finish in finishers {
         finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
     }
-    committed.is_ok()
 }
 
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {

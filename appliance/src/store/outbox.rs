@@ -223,6 +223,31 @@ mod tests {
         }
     }
 
+    /// The drainer waits on `outbox_appended` instead of polling: a committed append
+    /// wakes it, a write that appends nothing does not.
+    #[tokio::test]
+    async fn a_committed_append_wakes_the_drainer_and_other_writes_do_not() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|t| {
+                t.execute("INSERT INTO meta(key, value) VALUES ('k', 'v')", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // The wake-up is given before the write returns: none is pending now.
+        assert!(store.outbox_appended().now_or_never().is_none());
+        store.write(|t| append(t, 1, &audit(1))).await.unwrap();
+        assert!(store.outbox_appended().now_or_never().is_some());
+        assert!(
+            store.outbox_appended().now_or_never().is_none(),
+            "one wake-up per commit"
+        );
+        store.close();
+    }
+
     #[tokio::test]
     async fn rows_drain_in_order_and_acknowledged_rows_go() {
         let dir = tempfile::tempdir().unwrap();

@@ -140,6 +140,32 @@ impl SyncConfig {
     }
 }
 
+/// What [`SyncService::publish_next`] did.
+enum Next {
+    /// A batch through this sequence number is on its way.
+    Sent(u64, link::Ack),
+    /// The rows are too few and too young: wait this long, or for more rows.
+    Wait(Duration),
+    Empty,
+}
+
+/// Whether `rows` unsent rows of `bytes` bytes (before compression), the oldest `age`
+/// seconds old, make a batch now: when full, or when the oldest has waited
+/// `max_age` seconds. Else how long until it has.
+fn batch_due(
+    rows: usize,
+    bytes: usize,
+    age: u32,
+    max_bytes: usize,
+    max_age: u32,
+) -> Result<(), Duration> {
+    if rows >= BATCH_ROWS || bytes >= max_bytes || age >= max_age {
+        Ok(())
+    } else {
+        Err(Duration::from_secs(u64::from(max_age - age)))
+    }
+}
+
 enum End {
     Shutdown,
     UplinkDown,
@@ -295,51 +321,24 @@ impl SyncService {
     /// Publishes the outbox in order, a window of batches in flight, and deletes rows
     /// as the broker acknowledges them. Returns only on a lost connection.
     async fn drain(&self, link: &link::Link) -> Result<(), String> {
-        let cfg = &self.config;
-        let topic = topics::events(self.identity.site.as_str(), self.identity.box_id.as_str());
-        let max_age = i64::from(cfg.batch_max_age_secs);
         let mut sent_through = 0u64;
         let mut in_flight: VecDeque<(u64, link::Ack)> = VecDeque::new();
         loop {
-            // The oldest unsent row, when it is too young to make a batch on its own.
-            let mut young: Option<i64> = None;
+            // How long until the oldest unsent row makes a batch on its own, if it is
+            // too young to now.
+            let mut young: Option<Duration> = None;
             while in_flight.len() < WINDOW {
-                let (after, max_bytes) = (sent_through, cfg.batch_max_bytes.max(1));
-                let (events, bytes) = self
-                    .store
-                    .read(move |c| outbox::read_after(c, after, BATCH_ROWS, max_bytes))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let Some(last) = events.last() else { break };
-                let full = events.len() >= BATCH_ROWS || bytes >= max_bytes;
-                let oldest = events[0].at;
-                if !full && oldest > crate::base::clock::unix_now() - max_age {
-                    young = Some(oldest);
-                    break;
+                match self.publish_next(link, sent_through).await? {
+                    Next::Sent(last_seq, ack) => {
+                        sent_through = last_seq;
+                        in_flight.push_back((last_seq, ack));
+                    }
+                    Next::Wait(wait) => {
+                        young = Some(wait);
+                        break;
+                    }
+                    Next::Empty => break,
                 }
-                let last_seq = last.seq;
-                let (n, first_seq) = (events.len(), events[0].seq);
-                let payload = Batch {
-                    site: self.identity.site.clone(),
-                    r#box: self.identity.box_id.clone(),
-                    events,
-                }
-                .encode();
-                let size = payload.len();
-                let ack = link
-                    .publish(topic.clone(), false, payload)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::debug!(
-                    first_seq,
-                    last_seq,
-                    events = n,
-                    bytes = size,
-                    "batch published"
-                );
-                sent_through = last_seq;
-                in_flight.push_back((last_seq, ack));
-                self.pace(size).await;
             }
             match in_flight.pop_front() {
                 Some((last_seq, ack)) => {
@@ -353,19 +352,59 @@ impl SyncService {
                         .await
                         .map_err(|e| e.to_string())?;
                 }
-                None => {
-                    // Nothing in flight: a new row, or the oldest one coming of age.
-                    let wait = young.map_or(IDLE_WAIT, |at| {
-                        let left = at + max_age - crate::base::clock::unix_now();
-                        Duration::from_secs(left.clamp(1, max_age.max(1)) as u64)
-                    });
-                    tokio::select! {
-                        _ = self.store.outbox_appended() => {}
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
+                // Nothing in flight: a new row, or the oldest one coming of age.
+                None => tokio::select! {
+                    _ = self.store.outbox_appended() => {}
+                    _ = tokio::time::sleep(young.unwrap_or(IDLE_WAIT)) => {}
+                },
             }
         }
+    }
+
+    /// Publishes the rows after `after` as one batch if they make one now.
+    async fn publish_next(&self, link: &link::Link, after: u64) -> Result<Next, String> {
+        let max_bytes = self.config.batch_max_bytes.max(1);
+        let (events, bytes) = self
+            .store
+            .read(move |c| outbox::read_after(c, after, BATCH_ROWS, max_bytes))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(Next::Empty);
+        };
+        // A row from the future (a clock set back) counts as new.
+        let age = (self.clock.unix() - first.at).clamp(0, i64::from(u32::MAX)) as u32;
+        if let Err(wait) = batch_due(
+            events.len(),
+            bytes,
+            age,
+            max_bytes,
+            self.config.batch_max_age_secs,
+        ) {
+            return Ok(Next::Wait(wait));
+        }
+        let (n, first_seq, last_seq) = (events.len(), first.seq, last.seq);
+        let payload = Batch {
+            site: self.identity.site.clone(),
+            r#box: self.identity.box_id.clone(),
+            events,
+        }
+        .encode();
+        let size = payload.len();
+        let topic = topics::events(self.identity.site.as_str(), self.identity.box_id.as_str());
+        let ack = link
+            .publish(topic, false, payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::debug!(
+            first_seq,
+            last_seq,
+            events = n,
+            bytes = size,
+            "batch published"
+        );
+        self.pace(size).await;
+        Ok(Next::Sent(last_seq, ack))
     }
 
     /// Waits as long as `bytes` take at the configured rate, in school hours.
@@ -537,5 +576,26 @@ async fn uplink_came_back(uplink: &mut watch::Receiver<UplinkStatus>) {
             return;
         }
         was_down = down;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_goes_when_full_or_when_its_oldest_row_is_old_enough() {
+        let kib = 1024;
+        // Full by rows or by bytes: at once, however young.
+        assert_eq!(batch_due(BATCH_ROWS, 10, 0, 256 * kib, 5), Ok(()));
+        assert_eq!(batch_due(3, 256 * kib, 0, 256 * kib, 5), Ok(()));
+        // Small and young: wait until the oldest is five seconds old.
+        assert_eq!(
+            batch_due(3, kib, 2, 256 * kib, 5),
+            Err(Duration::from_secs(3))
+        );
+        assert_eq!(batch_due(3, kib, 5, 256 * kib, 5), Ok(()));
+        // `batch_max_age_secs = 0`: every row goes at once.
+        assert_eq!(batch_due(1, 10, 0, 256 * kib, 0), Ok(()));
     }
 }
