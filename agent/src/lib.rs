@@ -93,6 +93,8 @@ pub async fn run_once(
 
 /// Like [`run_once`], also sending what comes on `outgoing` (a pupil's card, a
 /// logout: what a tablet's user does).
+// Long: one select loop over the socket, the heartbeat and the user's actions, as a
+// tablet's agent is; its arms are short and read in order.
 pub async fn run_with(
     ws_url: &str,
     token: &str,

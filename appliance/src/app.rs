@@ -25,7 +25,7 @@ use crate::hub::{Hub, HubDeps};
 use crate::net::uplink::UplinkWatch;
 use crate::store::Store;
 use crate::store::service::StoreService;
-use crate::supervisor::{Health, Supervisor};
+use crate::supervisor::{Health, Service, Supervisor};
 use crate::sync::desired::Identity;
 use crate::sync::{Sinks, SyncDeps};
 use crate::web::HttpService;
@@ -60,12 +60,7 @@ impl App {
             clock: clock.clone(),
             uplink: uplink.subscribe(),
             filter: filter_spec(&config, &store, fleet_key.as_deref()),
-            box_names: config
-                .cache
-                .redirect
-                .iter()
-                .flat_map(|o| o.hosts.iter().cloned())
-                .collect(),
+            box_names: config.cache.redirect_hosts(),
         })?;
         let dns_addrs = dns.local_addrs();
 
@@ -105,53 +100,37 @@ impl App {
             sinks: sinks(&filter, &cache),
         });
 
-        let status = StatusState {
-            box_id: config.appliance.id.to_string(),
-            site: config.appliance.site.to_string(),
-            data_dir,
-            health: health.clone(),
-            uplink: uplink_rx,
-            started: Instant::now(),
-            sync: {
-                let (view, store) = (sync_view, store.clone());
-                Arc::new(move || {
-                    let (view, store) = (view.clone(), store.clone());
-                    Box::pin(async move { crate::sync::status(&view, &store).await })
-                })
+        let http = http_service(
+            &config,
+            Parts {
+                store: &store,
+                health: &health,
+                uplink: uplink_rx,
+                sync: sync_view,
+                cache: &cache,
+                engine: &engine,
+                clock,
             },
-            cache: {
-                let cache = cache.clone();
-                Arc::new(move || cache.status())
-            },
-        };
-        let router = crate::web::status::routes(status)
-            .merge(crate::web::audit_api::routes(store.clone()))
-            .merge(crate::cache::routes(cache.clone()))
-            .merge(hub.routes)
-            .merge(crate::dns::routes(engine.clone(), clock));
-        // Redirect mode: requests for a cached origin's host never reach the routes.
-        let router = crate::cache::redirect::wrap(router, cache.clone());
-        let fast = Arc::new(crate::cache::sendfile::Sendfile(cache.clone()));
-        let http = HttpService::bind(config.http.listen, router, Some(fast))
-            .with_context(|| format!("binding [http] listen = {}", config.http.listen))?;
+            hub.routes,
+        )?;
         let http_addr = http.local_addr()?;
 
         // Start order; the supervisor stops them in reverse, the store last.
         let mut supervisor = Supervisor::new(health.clone());
-        supervisor.add(Arc::new(StoreService {
-            store: store.clone(),
-        }));
-        supervisor.add(Arc::new(uplink));
-        supervisor.add(filter);
-        supervisor.add(Arc::new(dns));
-        supervisor.add(Arc::new(sync));
-        for service in hub.services {
+        let first: [Arc<dyn Service>; 5] = [
+            Arc::new(StoreService {
+                store: store.clone(),
+            }),
+            Arc::new(uplink),
+            filter,
+            Arc::new(dns),
+            Arc::new(sync),
+        ];
+        let prefetch = Arc::new(crate::cache::prefetch::PrefetchService::new(cache));
+        let last: [Arc<dyn Service>; 2] = [prefetch, Arc::new(http)];
+        for service in first.into_iter().chain(hub.services).chain(last) {
             supervisor.add(service);
         }
-        supervisor.add(Arc::new(crate::cache::prefetch::PrefetchService::new(
-            cache,
-        )));
-        supervisor.add(Arc::new(http));
         Ok(App {
             hub: hub.hub,
             store,
@@ -196,6 +175,55 @@ impl App {
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
+}
+
+/// What the HTTP side is made of, besides the hub's routes.
+struct Parts<'a> {
+    store: &'a Store,
+    health: &'a Health,
+    uplink: tokio::sync::watch::Receiver<cartable_protocol::status::UplinkStatus>,
+    sync: crate::sync::SyncView,
+    cache: &'a Arc<crate::cache::Cache>,
+    engine: &'a Arc<Engine>,
+    clock: Clock,
+}
+
+/// Every service's routes on one router, behind the cache's redirect mode, served
+/// with the cache's `sendfile` fast path.
+fn http_service(
+    config: &Config,
+    p: Parts<'_>,
+    hub_routes: axum::Router,
+) -> anyhow::Result<HttpService> {
+    let status = StatusState {
+        box_id: config.appliance.id.to_string(),
+        site: config.appliance.site.to_string(),
+        data_dir: config.appliance.data_dir.clone(),
+        health: p.health.clone(),
+        uplink: p.uplink,
+        started: Instant::now(),
+        sync: {
+            let (view, store) = (p.sync, p.store.clone());
+            Arc::new(move || {
+                let (view, store) = (view.clone(), store.clone());
+                Box::pin(async move { crate::sync::status(&view, &store).await })
+            })
+        },
+        cache: {
+            let cache = p.cache.clone();
+            Arc::new(move || cache.status())
+        },
+    };
+    let router = crate::web::status::routes(status)
+        .merge(crate::web::audit_api::routes(p.store.clone()))
+        .merge(crate::cache::routes(p.cache.clone()))
+        .merge(hub_routes)
+        .merge(crate::dns::routes(p.engine.clone(), p.clock));
+    // Redirect mode: requests for a cached origin's host never reach the routes.
+    let router = crate::cache::redirect::wrap(router, p.cache.clone());
+    let fast = Arc::new(crate::cache::sendfile::Sendfile(p.cache.clone()));
+    HttpService::bind(config.http.listen, router, Some(fast))
+        .with_context(|| format!("binding [http] listen = {}", config.http.listen))
 }
 
 /// The lists of the config, with the policies in force: the central side's (verified

@@ -196,6 +196,17 @@ impl Default for CacheConfig {
     }
 }
 
+impl CacheConfig {
+    /// Every host name of `[[cache.redirect]]`: the DNS server answers them with the
+    /// box.
+    pub fn redirect_hosts(&self) -> Vec<String> {
+        self.redirect
+            .iter()
+            .flat_map(|o| o.hosts.iter().cloned())
+            .collect()
+    }
+}
+
 /// A time window for the prefetcher (`[[cache.windows]]`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -153,3 +153,54 @@ pub fn run_agents(
         });
     }
 }
+
+/// Runs the demo until `shutdown`: the daemon from [`config`], the school seeded,
+/// six tablets enrolled and played by reference agents, and what it serves printed
+/// once every service is ready.
+pub async fn run(
+    dns: SocketAddr,
+    http: SocketAddr,
+    data_dir: PathBuf,
+    upstreams: Vec<SocketAddr>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config =
+        config(dns, http, data_dir.clone(), upstreams).context("writing the demo's list")?;
+    let app = crate::app::App::build(config)?;
+    app.store()
+        .write(|t| crate::store::school::seed(t, SCHOOL))
+        .await
+        .context("seeding the demo school")?;
+    let counts = app.store().read(crate::store::school::counts).await?;
+    let tokens = tablets(app.hub())
+        .await
+        .context("enrolling the demo tablets")?;
+    let tablets = tokens.len();
+    let http_addr = app.http_addr();
+    let dns_addr = app.dns_addrs().first().copied().unwrap_or(dns);
+    // Reference agents stand for the first class's tablets.
+    run_agents(http_addr, tokens, shutdown.clone());
+    app.run(shutdown, move || {
+        println!("Cartable demo is running (box demo-box, site ecole-demo)");
+        println!("  web     http://{http_addr}/  (health /healthz, status /api/v1/status)");
+        println!(
+            "  dns     {dns_addr} UDP and TCP  (try: dig @{} -p {} casino-demo.example)",
+            dns_addr.ip(),
+            dns_addr.port()
+        );
+        println!("  data    {}", data_dir.display());
+        println!(
+            "  school  {} classes, {} teachers, {} pupils",
+            counts.classes, counts.teachers, counts.pupils
+        );
+        println!(
+            "  class   http://{http_addr}/classe  (sign in as {} / {DEMO_PASSWORD}; {tablets} demo tablets)",
+            SCHOOL[0].teacher.0,
+        );
+        println!("  admin   http://{http_addr}/admin");
+        println!("Stop with Ctrl-C.");
+    })
+    .await;
+    Ok(())
+}

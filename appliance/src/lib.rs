@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod dns;
 pub mod filter;
+pub mod filter_cli;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;

@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cartable::app::App;
 use cartable::config::Config;
-use cartable::store::school;
-use cartable::{demo, logging, status_client};
+use cartable::{demo, filter_cli, logging, status_client};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -149,8 +148,6 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn filter_command(command: FilterCommand) -> anyhow::Result<ExitCode> {
-    use cartable::base::clock::LocalTime;
-    use cartable::filter::{load, name};
     match command {
         FilterCommand::Test {
             domain,
@@ -159,63 +156,21 @@ fn filter_command(command: FilterCommand) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let config = load_config(config.as_deref())?;
-            let Some(name) = name::normalize(&domain) else {
-                anyhow::bail!("`{domain}` is not a domain name");
-            };
-            let zone = config.filter.timezone.zone();
-            let instant = match at {
-                Some(text) => {
-                    let dt: jiff::civil::DateTime = text
-                        .replace(' ', "T")
-                        .parse()
-                        .with_context(|| format!("`{text}` is not YYYY-MM-DD HH:MM"))?;
-                    dt.to_zoned(zone.clone())?.timestamp()
-                }
-                None => jiff::Timestamp::now(),
-            };
-            let loaded = load::load(
-                &config.filter_sources(),
-                &config.filter.policies,
-                config.dns.block_mode,
-            )?;
-            let filter = &loaded.filter;
-            let verdict = filter.decide(&name, client, LocalTime::at(instant, &zone), None);
-            print!("{}", filter.explain(&name, &verdict));
-            Ok(ExitCode::SUCCESS)
+            print!(
+                "{}",
+                filter_cli::test(&config, &domain, client, at.as_deref())?
+            );
         }
         FilterCommand::Lists { config } => {
             let config = load_config(config.as_deref())?;
-            let loaded = load::load(
-                &config.filter_sources(),
-                &config.filter.policies,
-                config.dns.block_mode,
-            )?;
-            let index = &loaded.filter.index;
-            for c in index.categories() {
-                let title = c.titles.get("fr").map(String::as_str).unwrap_or("");
-                let aliases = if c.aliases.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (also {})", c.aliases.join(", "))
-                };
-                println!(
-                    "{:<22} {:>9}  {:?}  {title}{aliases}",
-                    c.name, c.entries, c.kind
-                );
-            }
-            println!(
-                "{} names in {} categories, index {} bytes, compiled in {} ms",
-                index.names(),
-                index.categories().len(),
-                index.map_bytes(),
-                loaded.took.as_millis()
-            );
-            for w in &loaded.warnings {
+            let (table, warnings) = filter_cli::lists(&config)?;
+            print!("{table}");
+            for w in warnings {
                 eprintln!("warning: {w}");
             }
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
@@ -252,45 +207,8 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
                     (t.path().to_path_buf(), Some(t))
                 }
             };
-            let config = demo::config(dns, http, data_dir.clone(), upstream)
-                .context("writing the demo's list")?;
             let shutdown = shutdown_on_signal()?;
-            let app = App::build(config)?;
-            app.store()
-                .write(|t| school::seed(t, demo::SCHOOL))
-                .await
-                .context("seeding the demo school")?;
-            let counts = app.store().read(school::counts).await?;
-            let tokens = demo::tablets(app.hub())
-                .await
-                .context("enrolling the demo tablets")?;
-            let tablets = tokens.len();
-            let http_addr = app.http_addr();
-            let dns_addr = app.dns_addrs().first().copied().unwrap_or(dns);
-            // Reference agents stand for the first class's tablets.
-            demo::run_agents(http_addr, tokens, shutdown.clone());
-            app.run(shutdown, move || {
-                println!("Cartable demo is running (box demo-box, site ecole-demo)");
-                println!("  web     http://{http_addr}/  (health /healthz, status /api/v1/status)");
-                println!(
-                    "  dns     {dns_addr} UDP and TCP  (try: dig @{} -p {} casino-demo.example)",
-                    dns_addr.ip(),
-                    dns_addr.port()
-                );
-                println!("  data    {}", data_dir.display());
-                println!(
-                    "  school  {} classes, {} teachers, {} pupils",
-                    counts.classes, counts.teachers, counts.pupils
-                );
-                println!(
-                    "  class   http://{http_addr}/classe  (sign in as {} / {}; {tablets} demo tablets)",
-                    demo::SCHOOL[0].teacher.0,
-                    demo::DEMO_PASSWORD
-                );
-                println!("  admin   http://{http_addr}/admin");
-                println!("Stop with Ctrl-C.");
-            })
-            .await;
+            demo::run(dns, http, data_dir, upstream, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { http, config, json } => {

@@ -328,6 +328,8 @@ async fn fail(cache: &Cache, fill: &Fill, why: String) {
     fill.state.send_replace(FillState::Failed(why.into()));
 }
 
+// Long: one download attempt from resume point to verified rename, in order; the
+// steps share the partial file, the hash context and the progress channel.
 async fn attempt(
     cache: &Arc<Cache>,
     fill: &Arc<Fill>,

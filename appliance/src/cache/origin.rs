@@ -99,6 +99,8 @@ impl Origins {
     }
 
     /// GETs `url` from byte `from` on; extra headers are sent as given.
+    // Long: one HTTP exchange with its checks in order (connect, TLS, status, Range,
+    // length), each failure named for the admin.
     pub async fn get(
         &self,
         url: &str,

@@ -138,6 +138,8 @@ pub fn content_type_of(name: &str) -> &'static str {
 
 /// Serves the object `sha`: from disk when held, else (when the catalogue names it)
 /// from its download as the bytes arrive.
+// Long: the two ways an object is served (held, or streamed from its download) share
+// one range plan, ETag and header set, built here once.
 pub async fn serve(cache: &Arc<Cache>, sha: &Sha256, headers: &HeaderMap, meta: &Meta) -> Response {
     let etag = format!("\"{}\"", sha.as_str());
     let held = cache.objects.contains(sha);

@@ -188,6 +188,8 @@ impl Engine {
     }
 
     /// Answers what can be answered now. `max_size` is the UDP limit, `None` for TCP.
+    // Long: the answer path, in the order a query meets it (parse, local names, the
+    // filter, the cache); kept in one piece so the hot path is read, and profiled, as one.
     pub fn start(self: &Arc<Self>, query: &[u8], client: IpAddr, max_udp: bool) -> Step {
         Counters::add(&self.stats.local().queries);
         let q = match wire::parse_query(query) {

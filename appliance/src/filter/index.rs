@@ -474,6 +474,8 @@ struct Found {
 /// The table, the listed addresses (sorted) and what each file held.
 type Compiled = (Table, Vec<(u32, CategorySet)>, Vec<SourceReport>);
 
+// Long: the compile's phases (hash in chunks on every core, sort, merge, spread into
+// the table in place) share their buffers to keep a reload's peak memory down.
 fn compile(sources: &[ListSource], source_ids: &[u8]) -> Result<Compiled, FilterError> {
     let mut jobs = Vec::new();
     for (i, s) in sources.iter().enumerate() {

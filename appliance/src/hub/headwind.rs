@@ -398,6 +398,8 @@ pub async fn poll_root(
     long_poll(state, peer.ip(), headers, String::new(), number).await
 }
 
+// Long: the Headwind long poll in the order the agent expects it (signature, slot,
+// first-poll catch-up, wait, translation, acknowledgement).
 async fn long_poll(
     state: State_,
     ip: IpAddr,

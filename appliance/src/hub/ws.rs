@@ -58,6 +58,8 @@ async fn send(socket: &mut WebSocket, m: &ToDevice) -> bool {
 }
 
 #[tracing::instrument(name = "device", skip(hub, socket), fields(device = id, %peer))]
+// Long: one select loop per tablet (frames in, commands out, silence); its arms are
+// the device protocol's messages, each a few lines.
 async fn session(hub: Arc<Hub>, id: i64, peer: SocketAddr, mut socket: WebSocket) {
     let Some((session, mut rx, name, desired)) = hub.connect(id, peer.ip()) else {
         return;

@@ -455,6 +455,8 @@ impl Service for SyncService {
         "sync"
     }
 
+    // Long: the connection loop (uplink watch, connect, session, backoff) reads best as
+    // one state machine; the session and the drain are functions of their own.
     fn run(self: Arc<Self>, ctx: ServiceCtx) -> ServiceFuture {
         Box::pin(async move {
             let bound = self.config.outbox_max_bytes;

@@ -9,7 +9,8 @@
 //! - No cycle between the top-level modules of the daemon.
 //! - `filter/` and `protocol/` are pure: no tokio, no socket, no system clock.
 //! - Every Rust file starts with its module doc (`//!`).
-//! - No production file over 700 lines of code.
+//! - No production file over 700 lines of code, no function over 100 lines unless a
+//!   `// Long:` comment right above it says why.
 //!
 //! `cargo test -p cartable --test it tidy -- --nocapture` prints the import graph.
 
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 const SERVICES: [&str; 6] = ["dns", "cache", "hub", "sync", "net", "web"];
 const MAX_CODE_LINES: usize = 700;
+const MAX_FN_LINES: usize = 100;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -259,6 +261,68 @@ fn tidy_no_production_file_is_too_long() {
     assert!(
         long.is_empty(),
         "over {MAX_CODE_LINES} lines of code:\n{}",
+        long.join("\n")
+    );
+}
+
+/// `fn` lines (any visibility, async or not) and where their body ends: the first
+/// later line that is the same indentation and a lone `}` (rustfmt's layout).
+fn long_functions(code: &str) -> Vec<(usize, usize, String)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        let rest = t
+            .strip_prefix("pub(crate) ")
+            .or_else(|| t.strip_prefix("pub(super) "))
+            .or_else(|| t.strip_prefix("pub "))
+            .unwrap_or(t);
+        let rest = rest.strip_prefix("async ").unwrap_or(rest);
+        if !rest.starts_with("fn ") {
+            continue;
+        }
+        let indent = &line[..line.len() - t.len()];
+        let close = format!("{indent}}}");
+        if let Some(end) = lines[i + 1..].iter().position(|l| *l == close) {
+            let n = end + 2;
+            if n > MAX_FN_LINES {
+                let reasoned = lines[..i]
+                    .iter()
+                    .rev()
+                    .take_while(|l| {
+                        l.trim_start().starts_with("//") || l.trim_start().starts_with("#[")
+                    })
+                    .any(|l| l.trim_start().starts_with("// Long:"));
+                if !reasoned {
+                    out.push((i + 1, n, t.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn tidy_long_functions_say_why() {
+    let mut long = Vec::new();
+    for dir in [
+        "appliance/src",
+        "protocol/src",
+        "central/src",
+        "agent/src",
+        "sys/src",
+    ] {
+        for file in rust_files(&root().join(dir)) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (line, n, head) in long_functions(code) {
+                long.push(format!("{}:{line}: {n} lines: {head}", file.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "over {MAX_FN_LINES} lines with no `// Long:` reason above:\n{}",
         long.join("\n")
     );
 }
