@@ -30,7 +30,12 @@ pub struct HubParts {
 impl HubConfig {
     pub fn build(&self, deps: HubDeps) -> Result<HubParts, StoreError> {
         let ttl = Duration::from_secs(self.one_shot_ttl_secs);
-        let hub = Arc::new(Hub::load(deps.store.clone(), deps.rules, ttl)?);
+        let hub = Arc::new(Hub::load(
+            deps.store.clone(),
+            deps.clock.clone(),
+            deps.rules,
+            ttl,
+        )?);
         let headwind = self.headwind_secret.clone().map(|secret| {
             Arc::new(headwind::Headwind::new(
                 secret,

@@ -8,7 +8,6 @@ use rusqlite::{OptionalExtension, params};
 use cartable_protocol::device::{DesiredState, ToDevice};
 
 use super::{Device, Hub, Reported, auth, lock};
-use crate::base::clock::unix_now;
 use crate::store::StoreError;
 
 impl Hub {
@@ -69,6 +68,7 @@ impl Hub {
         let code_hash = auth::token_hash(&code.trim().to_ascii_uppercase());
         let token_hash = auth::token_hash(&token);
         let model = model.chars().take(200).collect::<String>();
+        let now = self.clock.unix();
         let done = self
             .store
             .write(move |t| {
@@ -76,7 +76,7 @@ impl Hub {
                     .query_row(
                         "DELETE FROM enrolment_codes WHERE code_hash = ?1 AND expires_at > ?2
                          RETURNING class_id, name",
-                        params![code_hash.as_slice(), unix_now()],
+                        params![code_hash.as_slice(), now],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .map(Some)
@@ -90,7 +90,7 @@ impl Hub {
                 t.execute(
                     "INSERT INTO devices(name, token_hash, class_id, enrolled_at, model)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![name, token_hash.as_slice(), class_id, unix_now(), model],
+                    params![name, token_hash.as_slice(), class_id, now, model],
                 )?;
                 Ok(Some((t.last_insert_rowid(), name, class_id)))
             })
@@ -126,7 +126,7 @@ impl Hub {
     ) -> Result<String, StoreError> {
         let code = auth::new_code();
         let hash = auth::token_hash(&code);
-        let expires = unix_now() + ttl.as_secs() as i64;
+        let expires = self.clock.unix() + ttl.as_secs() as i64;
         self.store
             .write(move |t| {
                 t.execute(

@@ -29,7 +29,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::base::clock::unix_now;
+use crate::base::clock::Clock;
 use crate::filter::decide::DeviceRule;
 use crate::filter::policy::SuffixSet;
 use crate::store::{Store, StoreError};
@@ -141,6 +141,8 @@ pub type RulesSink = Arc<dyn Fn(HashMap<IpAddr, DeviceRule>) + Send + Sync>;
 
 pub struct Hub {
     store: Store,
+    /// Unix time for the store's rows and the one-shots' expiry (tests move it).
+    clock: Clock,
     rules: Option<RulesSink>,
     registry: Mutex<Registry>,
     commands: Mutex<HashMap<u64, CommandStatus>>,
@@ -162,6 +164,7 @@ impl Hub {
     /// Loads the enrolled devices from the store.
     pub fn load(
         store: Store,
+        clock: Clock,
         rules: Option<RulesSink>,
         one_shot_ttl: Duration,
     ) -> Result<Hub, StoreError> {
@@ -208,11 +211,12 @@ impl Hub {
             );
         }
         // Command ids must not repeat across restarts (queued ones are matched by id).
-        let seed = (unix_now().max(0) as u64) << 20;
+        let seed = (clock.unix().max(0) as u64) << 20;
         let store_for_cards = store.clone();
         let hub = Hub {
             store,
             rules,
+            clock,
             registry: Mutex::new(reg),
             commands: Mutex::new(HashMap::new()),
             next_command: AtomicU64::new(seed),
@@ -237,17 +241,17 @@ impl Hub {
                 message: "unknown or revoked card".into(),
             });
         };
-        let pupil = holder.pupil_id;
+        let (pupil, now) = (holder.pupil_id, self.clock.unix());
         let session = self
             .store
             .write(move |t| {
                 t.execute(
                     "UPDATE pupil_sessions SET ended_at = ?2 WHERE device_id = ?1 AND ended_at IS NULL",
-                    params![device, unix_now()],
+                    params![device, now],
                 )?;
                 t.execute(
                     "INSERT INTO pupil_sessions(pupil_id, device_id, started_at) VALUES (?1, ?2, ?3)",
-                    params![pupil, device, unix_now()],
+                    params![pupil, device, now],
                 )?;
                 Ok(t.last_insert_rowid())
             })
@@ -429,13 +433,13 @@ impl Hub {
         });
         if let Some(session) = ended {
             // The tablet confirmed the wipe: the pupil's session is over.
-            let store = self.store.clone();
+            let (store, now) = (self.store.clone(), self.clock.unix());
             tokio::spawn(async move {
                 let done = store
                     .write(move |t| {
                         t.execute(
                             "UPDATE pupil_sessions SET ended_at = ?2, wiped = 1 WHERE id = ?1",
-                            params![session, unix_now()],
+                            params![session, now],
                         )?;
                         Ok(())
                     })
@@ -532,7 +536,7 @@ impl Hub {
         }
         let store = self.store.clone();
         let action_json = serde_json::to_string(&action).unwrap_or_default();
-        let expires = unix_now() + self.one_shot_ttl.as_secs() as i64;
+        let expires = self.clock.unix() + self.one_shot_ttl.as_secs() as i64;
         let persist = async move {
             if lasting.is_empty() && queued.is_empty() {
                 return Ok(());
@@ -560,7 +564,7 @@ impl Hub {
 
     /// One-shot actions still valid for `device`, oldest first.
     pub async fn queued(&self, device: i64) -> Result<Vec<(u64, Action)>, StoreError> {
-        let now = unix_now();
+        let now = self.clock.unix();
         self.store
             .write(move |t| {
                 t.execute(
@@ -697,13 +701,15 @@ mod tests {
         Hub,
         Vec<i64>,
         Arc<StdMutex<Vec<HashMap<IpAddr, DeviceRule>>>>,
+        Clock,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let seen = Arc::new(StdMutex::new(Vec::new()));
         let sink = seen.clone();
         let rules: RulesSink = Arc::new(move |r| sink.lock().unwrap().push(r));
-        let hub = Hub::load(store, Some(rules), Duration::from_secs(600)).unwrap();
+        let clock = Clock::manual(jiff::tz::TimeZone::UTC, jiff::Timestamp::UNIX_EPOCH);
+        let hub = Hub::load(store, clock.clone(), Some(rules), Duration::from_secs(600)).unwrap();
         let mut ids = Vec::new();
         for i in 0..n {
             let code = hub
@@ -712,7 +718,7 @@ mod tests {
                 .unwrap();
             ids.push(hub.enrol(&code, "test").await.unwrap().unwrap().0);
         }
-        (dir, hub, ids, seen)
+        (dir, hub, ids, seen, clock)
     }
 
     /// A command reaches the connected tablet at once and waits for the offline one;
@@ -720,7 +726,7 @@ mod tests {
     /// rule of every connected tablet whose internet is off.
     #[tokio::test]
     async fn fan_out_acks_and_dns_rules() {
-        let (_dir, hub, ids, seen) = hub(3).await;
+        let (_dir, hub, ids, seen, _) = hub(3).await;
         let (a, b, c) = (ids[0], ids[1], ids[2]);
         let ip_a = IpAddr::from([10, 0, 0, 1]);
         let (_, mut rx_a, _, _) = hub.connect(a, ip_a).unwrap();
@@ -763,5 +769,21 @@ mod tests {
         // Gone offline, its rule goes too.
         hub.disconnect(a, hub.connect(a, ip_a).unwrap().0);
         assert!(seen.lock().unwrap().last().unwrap().is_empty());
+    }
+
+    /// A one-shot for an offline tablet waits in its queue for `one_shot_ttl` on the
+    /// hub's clock, then is dropped.
+    #[tokio::test]
+    async fn one_shots_wait_for_an_offline_tablet_until_they_expire() {
+        let (_dir, hub, ids, _, clock) = hub(1).await;
+        let message = Action::ShowMessage {
+            text: "Au tableau !".into(),
+        };
+        let (id, persist) = hub.command(&ids, message.clone());
+        persist.await.unwrap();
+        clock.advance(Duration::from_secs(599));
+        assert_eq!(hub.queued(ids[0]).await.unwrap(), [(id, message)]);
+        clock.advance(Duration::from_secs(1));
+        assert!(hub.queued(ids[0]).await.unwrap().is_empty());
     }
 }
