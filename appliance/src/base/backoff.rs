@@ -7,13 +7,13 @@ use std::time::Duration;
 
 /// `first` doubled `attempt` times, at most `cap`: the ceiling of the n-th wait, and
 /// the supervisor's restart delay (a local service needs no jitter).
-pub fn doubling(first: Duration, cap: Duration, attempt: u32) -> Duration {
+pub(crate) fn doubling(first: Duration, cap: Duration, attempt: u32) -> Duration {
     first.saturating_mul(1 << attempt.min(16)).min(cap)
 }
 
 /// One sequence of waits; [`Backoff::reset`] after a success.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     ceiling: Duration,
     cap: Duration,
@@ -23,7 +23,7 @@ pub struct Backoff {
 impl Backoff {
     /// Waits from about `first` up to `cap`; `seed` decorrelates the jitter of
     /// processes started together (hash the box's id and the pid into it).
-    pub fn new(first: Duration, cap: Duration, seed: u64) -> Backoff {
+    pub(crate) fn new(first: Duration, cap: Duration, seed: u64) -> Backoff {
         let first = first.max(Duration::from_millis(1));
         Backoff {
             first,
@@ -34,17 +34,17 @@ impl Backoff {
     }
 
     /// A seed that differs between processes and between the keys given.
-    pub fn seed(key: impl std::hash::Hash) -> u64 {
+    pub(crate) fn seed(key: impl std::hash::Hash) -> u64 {
         use std::hash::BuildHasher;
         std::collections::hash_map::RandomState::new().hash_one((key, std::process::id()))
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.ceiling = self.first;
     }
 
     /// The next wait: a fifth of the first wait, plus a random part below the ceiling.
-    pub fn next_wait(&mut self) -> Duration {
+    pub(crate) fn next_wait(&mut self) -> Duration {
         // xorshift64: jitter needs spread, not secrecy.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;

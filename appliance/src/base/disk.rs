@@ -7,14 +7,14 @@ use cartable_protocol::status::DiskStatus;
 /// `path`.
 // The statvfs counts are u32 on 32-bit targets.
 #[allow(clippy::unnecessary_cast)]
-pub fn space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+pub(crate) fn space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
     let v = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
     let frag = v.fragment_size() as u64;
     Ok((v.blocks_available() as u64 * frag, v.blocks() as u64 * frag))
 }
 
 /// [`space`] as the status reports it; zeros (and a warning) when it cannot be read.
-pub fn status(path: &std::path::Path) -> DiskStatus {
+pub(crate) fn status(path: &std::path::Path) -> DiskStatus {
     let (free_bytes, total_bytes) = space(path).unwrap_or_else(|e| {
         tracing::warn!(path = %path.display(), error = %e, "statvfs failed");
         (0, 0)

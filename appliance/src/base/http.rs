@@ -15,34 +15,34 @@ use tokio::net::TcpStream;
 
 /// A refusal or failure, answered as its status and a one-line plain-text reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpError {
+pub(crate) struct HttpError {
     pub status: StatusCode,
     pub message: Cow<'static, str>,
 }
 
 impl HttpError {
-    pub fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> HttpError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> HttpError {
         HttpError {
             status,
             message: message.into(),
         }
     }
 
-    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> HttpError {
+    pub(crate) fn bad_request(message: impl Into<Cow<'static, str>>) -> HttpError {
         HttpError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> HttpError {
+    pub(crate) fn forbidden(message: impl Into<Cow<'static, str>>) -> HttpError {
         HttpError::new(StatusCode::FORBIDDEN, message)
     }
 
-    pub fn not_found(message: impl Into<Cow<'static, str>>) -> HttpError {
+    pub(crate) fn not_found(message: impl Into<Cow<'static, str>>) -> HttpError {
         HttpError::new(StatusCode::NOT_FOUND, message)
     }
 
     /// A failure of the box itself (its store, a task): logged, and a 503 that says
     /// only that it cannot be done now.
-    pub fn unavailable(what: &str, error: &dyn std::fmt::Display) -> HttpError {
+    pub(crate) fn unavailable(what: &str, error: &dyn std::fmt::Display) -> HttpError {
         tracing::error!(error = %error, "{what}");
         HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -66,10 +66,10 @@ impl IntoResponse for HttpError {
 }
 
 /// What a handler returns: a response, or an [`HttpError`] through `?`.
-pub type HttpResult = Result<Response, HttpError>;
+pub(crate) type HttpResult = Result<Response, HttpError>;
 
 /// A JSON body; anything else is a 400 that says what is wrong.
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
 where
@@ -87,7 +87,7 @@ where
 }
 
 /// True for 127.0.0.1 and ::1 (and ::ffff:127.0.0.1).
-pub fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4 == Ipv4Addr::LOCALHOST,
         IpAddr::V6(v6) => {
@@ -98,7 +98,7 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 
 /// Refuses every caller but 127.0.0.1 and ::1: the admin API answers a process on the
 /// box, or an admin's SSH tunnel, never the school network.
-pub fn local_only(peer: &SocketAddr) -> Result<(), HttpError> {
+pub(crate) fn local_only(peer: &SocketAddr) -> Result<(), HttpError> {
     if is_loopback(peer.ip()) {
         Ok(())
     } else {
@@ -109,7 +109,7 @@ pub fn local_only(peer: &SocketAddr) -> Result<(), HttpError> {
 }
 
 /// Escapes text for HTML element content and quoted attributes.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -125,7 +125,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// What a [`FastPath`] did with a connection.
-pub enum After {
+pub(crate) enum After {
     /// The connection is finished.
     Closed,
     /// The request at the start of the buffer is for the router.
@@ -134,7 +134,7 @@ pub enum After {
 
 /// Answers some requests on the raw connection before hyper sees it; what it does not
 /// take (and the bytes it read, left in `buf`) goes on to the router.
-pub trait FastPath: Send + Sync + 'static {
+pub(crate) trait FastPath: Send + Sync + 'static {
     fn serve<'a>(
         &'a self,
         stream: &'a mut TcpStream,

@@ -6,8 +6,8 @@
 //! tree. A module here imports only the standard library, crates and other modules of
 //! this floor (the tidy test says so), so any service may use it without a cycle.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod clock;
-pub mod disk;
-pub mod http;
-pub mod tls;
+pub(crate) mod disk;
+pub(crate) mod http;
+pub(crate) mod tls;

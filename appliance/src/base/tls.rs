@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The certificates of `ca_file` (PEM), or the system's when none is given.
-pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     let path = ca_file.unwrap_or(Path::new(SYSTEM_BUNDLE));
     let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let mut roots = rustls::RootCertStore::empty();
@@ -26,18 +26,18 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, Strin
 }
 
 /// The crypto provider every TLS configuration of the box uses.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A client configuration trusting the CAs in `ca_file`, or the system's bundle.
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     client_config_with_identity(ca_file, None)
 }
 
 /// [`client_config`] that also shows a client certificate (`cert`, `key`: PEM files),
 /// for servers that authenticate the box by certificate.
-pub fn client_config_with_identity(
+pub(crate) fn client_config_with_identity(
     ca_file: Option<&Path>,
     identity: Option<(&Path, &Path)>,
 ) -> Result<Arc<rustls::ClientConfig>, String> {

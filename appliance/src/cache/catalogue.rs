@@ -9,7 +9,7 @@ use super::objects::Sha256;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogueError {
+pub(crate) enum CatalogueError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -20,7 +20,7 @@ pub enum CatalogueError {
 }
 
 /// Parses and checks a catalogue file's text (every hash 64 hex digits).
-pub fn parse(path: &str, text: &str) -> Result<Catalogue, CatalogueError> {
+pub(crate) fn parse(path: &str, text: &str) -> Result<Catalogue, CatalogueError> {
     let c: Catalogue = serde_json::from_str(text).map_err(|e| CatalogueError::Invalid {
         path: path.into(),
         message: e.to_string(),
@@ -30,7 +30,7 @@ pub fn parse(path: &str, text: &str) -> Result<Catalogue, CatalogueError> {
 }
 
 /// Every hash 64 hex digits, every URL http(s), every id usable in a path.
-pub fn check(path: &str, c: &Catalogue) -> Result<(), CatalogueError> {
+pub(crate) fn check(path: &str, c: &Catalogue) -> Result<(), CatalogueError> {
     let bad = |message: String| CatalogueError::Invalid {
         path: path.into(),
         message,
@@ -67,7 +67,7 @@ pub fn check(path: &str, c: &Catalogue) -> Result<(), CatalogueError> {
 
 /// The catalogue in force: the central side's if one was applied (verified again
 /// with the pinned key), else the local file's, else an empty one.
-pub fn current(
+pub(crate) fn current(
     store: &Store,
     fleet_key: Option<&[u8]>,
     file: Option<&std::path::Path>,

@@ -229,7 +229,7 @@ enum AttemptError {
 
 /// Runs one download to its end and records the outcome.
 #[tracing::instrument(skip_all, fields(item = %fill.item, version = %fill.version, sha256 = %fill.sha.as_str(), size = fill.size))]
-pub async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool) {
+pub(crate) async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool) {
     if cache.objects.contains(&fill.sha) {
         fill.state.send_replace(FillState::Done);
         return;

@@ -9,7 +9,7 @@ use crate::store::StoreError;
 
 /// An object the index knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub(crate) struct Row {
     pub sha256: String,
     pub size: u64,
     pub last_access: i64,
@@ -18,7 +18,11 @@ pub struct Row {
 /// Makes the index list exactly the objects on disk: rows without a file go, files
 /// without a row come in (a crash between the rename and the insert); returns the
 /// bytes held.
-pub fn reconcile(tx: &Transaction<'_>, objects: &Objects, now: i64) -> Result<u64, StoreError> {
+pub(crate) fn reconcile(
+    tx: &Transaction<'_>,
+    objects: &Objects,
+    now: i64,
+) -> Result<u64, StoreError> {
     let on_disk = objects.list();
     let known: Vec<String> = tx
         .prepare("SELECT sha256 FROM cache_objects")?
@@ -41,7 +45,7 @@ pub fn reconcile(tx: &Transaction<'_>, objects: &Objects, now: i64) -> Result<u6
     Ok(total)
 }
 
-pub fn insert(
+pub(crate) fn insert(
     tx: &Transaction<'_>,
     sha: &Sha256,
     size: u64,
@@ -57,7 +61,7 @@ pub fn insert(
     Ok(())
 }
 
-pub fn touch(tx: &Transaction<'_>, shas: &[String], now: i64) -> Result<(), StoreError> {
+pub(crate) fn touch(tx: &Transaction<'_>, shas: &[String], now: i64) -> Result<(), StoreError> {
     let mut stmt =
         tx.prepare_cached("UPDATE cache_objects SET last_access = ?2 WHERE sha256 = ?1")?;
     for sha in shas {
@@ -66,14 +70,14 @@ pub fn touch(tx: &Transaction<'_>, shas: &[String], now: i64) -> Result<(), Stor
     Ok(())
 }
 
-pub fn remove(tx: &Transaction<'_>, sha: &str) -> Result<(), StoreError> {
+pub(crate) fn remove(tx: &Transaction<'_>, sha: &str) -> Result<(), StoreError> {
     tx.execute("DELETE FROM cache_objects WHERE sha256 = ?1", [sha])?;
     tx.execute("DELETE FROM cache_urls WHERE sha256 = ?1", [sha])?;
     Ok(())
 }
 
 /// Rewrites the catalogue's references (item, version, object, pinned).
-pub fn set_refs(
+pub(crate) fn set_refs(
     tx: &Transaction<'_>,
     refs: &[(String, String, String, bool)],
 ) -> Result<(), StoreError> {
@@ -88,7 +92,7 @@ pub fn set_refs(
 }
 
 /// Objects no pinned reference protects, least recently used first.
-pub fn evictable(conn: &Connection) -> Result<Vec<Row>, StoreError> {
+pub(crate) fn evictable(conn: &Connection) -> Result<Vec<Row>, StoreError> {
     let rows = conn
         .prepare(
             "SELECT o.sha256, o.size, o.last_access FROM cache_objects o
@@ -106,30 +110,11 @@ pub fn evictable(conn: &Connection) -> Result<Vec<Row>, StoreError> {
     Ok(rows)
 }
 
-/// Every object, with its size, last access and whether it is pinned.
-pub fn all(conn: &Connection) -> Result<Vec<(Row, bool)>, StoreError> {
-    let rows = conn
-        .prepare(
-            "SELECT o.sha256, o.size, o.last_access,
-                    EXISTS (SELECT 1 FROM cache_refs r WHERE r.sha256 = o.sha256 AND r.pinned = 1)
-             FROM cache_objects o ORDER BY o.sha256",
-        )?
-        .query_map([], |r| {
-            Ok((
-                Row {
-                    sha256: r.get(0)?,
-                    size: r.get::<_, i64>(1)? as u64,
-                    last_access: r.get(2)?,
-                },
-                r.get(3)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
-}
-
 /// The object stored for a redirect-mode URL key, and its content type.
-pub fn url(conn: &Connection, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+pub(crate) fn url(
+    conn: &Connection,
+    key: &str,
+) -> Result<Option<(String, Option<String>)>, StoreError> {
     Ok(conn
         .query_row(
             "SELECT sha256, content_type FROM cache_urls WHERE key = ?1",
@@ -139,7 +124,7 @@ pub fn url(conn: &Connection, key: &str) -> Result<Option<(String, Option<String
         .optional()?)
 }
 
-pub fn set_url(
+pub(crate) fn set_url(
     tx: &Transaction<'_>,
     key: &str,
     sha: &Sha256,

@@ -6,15 +6,15 @@
 //! ([`fill`]: one per object however many tablets wait for it), the prefetcher
 //! ([`prefetch`]), the HTTP side ([`serve`]) and DNS redirect mode ([`redirect`]).
 
-pub mod catalogue;
-pub mod fill;
-pub mod index;
+pub(crate) mod catalogue;
+pub(crate) mod fill;
+pub(crate) mod index;
 pub mod objects;
-pub mod origin;
-pub mod prefetch;
-pub mod redirect;
-pub mod sendfile;
-pub mod serve;
+pub(crate) mod origin;
+pub(crate) mod prefetch;
+pub(crate) mod redirect;
+pub(crate) mod sendfile;
+pub(crate) mod serve;
 
 /// The cache's routes: objects by hash, catalogue items by name, and the item list.
 /// (Redirect mode and the `sendfile` path are mounted by `app`: [`redirect::wrap`]

@@ -57,7 +57,7 @@ pub struct Response {
 /// Looks a name up through the box's upstream resolvers, never its own answers (the
 /// DNS server's `addresses_upstream`, wired by `app`): in redirect mode the box
 /// answers the origins' names with itself.
-pub type Resolver =
+pub(crate) type Resolver =
     Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, Vec<IpAddr>> + Send + Sync>;
 
 /// Opens connections to origins.
@@ -251,7 +251,7 @@ async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<tokio::net::TcpStr
 }
 
 /// The next chunk of a body, or an error when the origin is silent for `stall`.
-pub async fn next_chunk(
+pub(crate) async fn next_chunk(
     body: &mut Incoming,
     stall: Duration,
 ) -> Result<Option<Bytes>, OriginError> {

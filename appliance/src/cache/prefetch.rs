@@ -12,12 +12,12 @@ use super::{Cache, Failure, IDLE};
 use crate::base::backoff::Backoff;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
-pub struct PrefetchService {
+pub(crate) struct PrefetchService {
     cache: Arc<Cache>,
 }
 
 impl PrefetchService {
-    pub fn new(cache: Arc<Cache>) -> PrefetchService {
+    pub(crate) fn new(cache: Arc<Cache>) -> PrefetchService {
         PrefetchService { cache }
     }
 }

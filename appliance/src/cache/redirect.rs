@@ -22,7 +22,7 @@ use super::{Cache, index, origin};
 use crate::config::RedirectOrigin;
 
 /// Host name (lower case) -> origin name.
-pub fn host_map(origins: &[RedirectOrigin]) -> HashMap<String, String> {
+pub(crate) fn host_map(origins: &[RedirectOrigin]) -> HashMap<String, String> {
     origins
         .iter()
         .flat_map(|o| {
@@ -46,7 +46,7 @@ fn host_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 
 /// A `Host` value without its port or final dot, in lower case (as the redirect
 /// table's keys are).
-pub fn bare_host(raw: &str) -> String {
+pub(crate) fn bare_host(raw: &str) -> String {
     let host = match raw.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
         _ => raw,
@@ -56,12 +56,16 @@ pub fn bare_host(raw: &str) -> String {
 
 /// Puts [`middleware`] in front of every route of `router` (the whole box's): a
 /// request for a redirected origin never reaches another service.
-pub fn wrap(router: axum::Router, cache: Arc<Cache>) -> axum::Router {
+pub(crate) fn wrap(router: axum::Router, cache: Arc<Cache>) -> axum::Router {
     router.layer(axum::middleware::from_fn_with_state(cache, middleware))
 }
 
 /// Runs before every route: requests for a redirected origin are the cache's.
-pub async fn middleware(State(cache): State<Arc<Cache>>, req: Request, next: Next) -> Response {
+pub(crate) async fn middleware(
+    State(cache): State<Arc<Cache>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if cache.redirect_hosts.is_empty() {
         return next.run(req).await;
     }

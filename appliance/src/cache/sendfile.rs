@@ -21,7 +21,7 @@ use super::serve::{Meta, content_type_of, etag_matches, plan_range};
 use crate::base::http::{After, FastPath};
 
 /// The fast path as the web server takes it.
-pub struct Sendfile(pub Arc<Cache>);
+pub(crate) struct Sendfile(pub Arc<Cache>);
 
 impl FastPath for Sendfile {
     fn serve<'a>(
@@ -39,7 +39,7 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// Serves consecutive requests for held objects on `stream`; returns when the
 /// connection ends or a request is not one (left whole at the start of `buf`).
-pub async fn serve(stream: &mut TcpStream, buf: &mut Vec<u8>, cache: &Arc<Cache>) -> After {
+pub(crate) async fn serve(stream: &mut TcpStream, buf: &mut Vec<u8>, cache: &Arc<Cache>) -> After {
     loop {
         let head_end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {

@@ -17,7 +17,7 @@ use super::objects::Sha256;
 
 /// The byte range asked for, inclusive; `None` when it is malformed or outside the
 /// object (a 416). Several ranges are the caller's to answer whole.
-pub fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+pub(crate) fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     let spec = value.trim().strip_prefix("bytes=")?;
     let (a, b) = spec.split_once('-')?;
     let (a, b) = (a.trim(), b.trim());
@@ -37,7 +37,7 @@ pub fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
 /// What a request's `Range` asks of an object of `size` bytes: `(partial, first,
 /// last)`, the whole object when there is no range or several (RFC 9110 allows it);
 /// `None` when it cannot be satisfied (a 416).
-pub fn plan_range(range: Option<&str>, size: u64) -> Option<(bool, u64, u64)> {
+pub(crate) fn plan_range(range: Option<&str>, size: u64) -> Option<(bool, u64, u64)> {
     match range {
         None => Some((false, 0, size.saturating_sub(1))),
         Some(r) if r.contains(',') => Some((false, 0, size.saturating_sub(1))),
@@ -46,13 +46,13 @@ pub fn plan_range(range: Option<&str>, size: u64) -> Option<(bool, u64, u64)> {
 }
 
 /// Whether an `If-None-Match` value names `etag` (or is `*`).
-pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+pub(crate) fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     if_none_match
         .split(',')
         .any(|t| t.trim() == etag || t.trim() == "*")
 }
 
-pub async fn object(
+pub(crate) async fn object(
     State(cache): State<Arc<Cache>>,
     Path(sha): Path<String>,
     headers: HeaderMap,
@@ -69,7 +69,7 @@ pub async fn object(
 
 /// `GET /cache/items/{id}` and `/cache/items/{id}/{version}`: a catalogue item by
 /// name, with its file name and type, for people and for MDM links.
-pub async fn item(
+pub(crate) async fn item(
     State(cache): State<Arc<Cache>>,
     Path(parts): Path<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -98,7 +98,7 @@ pub async fn item(
 }
 
 /// The name a tablet saves an item under: the last segment of its first URL.
-pub fn file_name(item: &cartable_protocol::desired::CatalogueItem) -> String {
+pub(crate) fn file_name(item: &cartable_protocol::desired::CatalogueItem) -> String {
     item.urls
         .first()
         .and_then(|u| u.split(['?', '#']).next())
@@ -114,13 +114,13 @@ pub fn file_name(item: &cartable_protocol::desired::CatalogueItem) -> String {
 
 /// How an object is presented.
 #[derive(Debug, Default, Clone)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub content_type: Option<String>,
     pub file_name: Option<String>,
 }
 
 /// The type a tablet needs to install or open a file, from its name.
-pub fn content_type_of(name: &str) -> &'static str {
+pub(crate) fn content_type_of(name: &str) -> &'static str {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
     match ext.as_deref() {
         Some("apk") => "application/vnd.android.package-archive",
@@ -140,7 +140,12 @@ pub fn content_type_of(name: &str) -> &'static str {
 /// from its download as the bytes arrive.
 // Long: the two ways an object is served (held, or streamed from its download) share
 // one range plan, ETag and header set, built here once.
-pub async fn serve(cache: &Arc<Cache>, sha: &Sha256, headers: &HeaderMap, meta: &Meta) -> Response {
+pub(crate) async fn serve(
+    cache: &Arc<Cache>,
+    sha: &Sha256,
+    headers: &HeaderMap,
+    meta: &Meta,
+) -> Response {
     let etag = format!("\"{}\"", sha.as_str());
     let held = cache.objects.contains(sha);
     let item = if held { None } else { cache.item_for(sha) };
@@ -258,7 +263,7 @@ pub async fn serve(cache: &Arc<Cache>, sha: &Sha256, headers: &HeaderMap, meta: 
 /// `GET /api/v1/cache`: every catalogue item and where it is: `present`,
 /// `downloading` (with `bytes`), `failed` (with `error` and `retry_in_secs`) or
 /// `missing`.
-pub async fn items(State(cache): State<Arc<Cache>>) -> Response {
+pub(crate) async fn items(State(cache): State<Arc<Cache>>) -> Response {
     let failures = cache.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let now = std::time::Instant::now();
     let list: Vec<serde_json::Value> = cache

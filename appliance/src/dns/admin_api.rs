@@ -18,7 +18,7 @@ use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
 
 #[derive(Deserialize)]
-pub struct TestParams {
+pub(crate) struct TestParams {
     name: String,
     client: Option<IpAddr>,
 }
@@ -34,7 +34,7 @@ struct TestAnswer {
 }
 
 /// `GET /api/v1/filter/test?name=NAME[&client=IP]`
-pub async fn test(
+pub(crate) async fn test(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(p): Query<TestParams>,
@@ -121,7 +121,7 @@ struct ClientStats {
 }
 
 /// `GET /api/v1/filter/stats`
-pub async fn stats(
+pub(crate) async fn stats(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
@@ -168,7 +168,7 @@ pub async fn stats(
 }
 
 #[derive(Deserialize)]
-pub struct LogParams {
+pub(crate) struct LogParams {
     limit: Option<usize>,
     client: Option<IpAddr>,
 }
@@ -184,7 +184,7 @@ struct LogLine {
 }
 
 /// `GET /api/v1/filter/log[?limit=N][&client=IP]`: the last queries, newest first.
-pub async fn log(
+pub(crate) async fn log(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(p): Query<LogParams>,

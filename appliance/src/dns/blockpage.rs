@@ -16,7 +16,7 @@ use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
 
 /// Answers any request for a host that is not the box itself.
-pub async fn page(
+pub(crate) async fn page(
     State(state): State<HttpState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

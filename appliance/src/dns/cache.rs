@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::wire::{self, Query, RCODE_NOERROR, RCODE_NXDOMAIN, TYPE_OPT, TYPE_SOA};
 
 /// TTL given to a stale answer (RFC 8767 suggests 30 s).
-pub const STALE_TTL: u32 = 30;
+pub(crate) const STALE_TTL: u32 = 30;
 /// Longest time an answer is trusted, whatever its TTL says.
 const MAX_TTL: u32 = 86_400;
 /// Negative answers without an SOA are kept this long.

@@ -251,7 +251,7 @@ where
 
 /// The `nameserver` lines of a resolv.conf, minus the addresses the box itself serves
 /// on (asking ourselves would loop).
-pub fn from_resolv_conf(text: &str, own: &[SocketAddr]) -> Vec<SocketAddr> {
+pub(crate) fn from_resolv_conf(text: &str, own: &[SocketAddr]) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();

@@ -10,18 +10,18 @@
 //! to [`engine::Engine::set_devices`] through `app`'s wiring, the cache resolves
 //! origins through [`engine::Engine::addresses_upstream`] the same way.
 
-pub mod admin_api;
-pub mod blockpage;
-pub mod cache;
-pub mod engine;
-pub mod forward;
-pub mod persist;
-pub mod querylog;
-pub mod reload;
-pub mod server;
-pub mod stats;
+pub(crate) mod admin_api;
+pub(crate) mod blockpage;
+pub(crate) mod cache;
+pub(crate) mod engine;
+pub(crate) mod forward;
+pub(crate) mod persist;
+pub(crate) mod querylog;
+pub(crate) mod reload;
+pub(crate) mod server;
+pub(crate) mod stats;
 pub mod udp;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,7 +16,7 @@ fn unix_now(engine: &Engine) -> u64 {
 }
 
 /// Replaces the saved cache with the engine's current one.
-pub async fn save_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
+pub(crate) async fn save_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
     let now = engine.clock().instant();
     let unix = unix_now(engine);
     let rows: Vec<(Key, Vec<u8>, u64)> = engine
@@ -45,7 +45,7 @@ pub async fn save_cache(engine: &Engine, store: &Store) -> Result<usize, StoreEr
 }
 
 /// Puts the saved cache back; entries expired past `max_stale` are skipped.
-pub fn restore_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
+pub(crate) fn restore_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
     let unix = unix_now(engine);
     let now = engine.clock().instant();
     store.read_blocking(|c| {
@@ -71,14 +71,14 @@ pub fn restore_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError
 
 /// Remembers the counters at the last flush, to store only what changed since.
 #[derive(Default)]
-pub struct Flusher {
+pub(crate) struct Flusher {
     last: std::sync::Mutex<HashMap<String, u64>>,
     last_clients: std::sync::Mutex<HashMap<std::net::IpAddr, (u64, u64)>>,
 }
 
 impl Flusher {
     /// Adds what the counters gained since the last call to the current hour's rows.
-    pub async fn flush(&self, engine: &Engine, store: &Store) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self, engine: &Engine, store: &Store) -> Result<(), StoreError> {
         let s = &engine.stats;
         let mut now: Vec<(String, u64)> = vec![
             ("queries".into(), s.total(|c| &c.queries)),
@@ -151,7 +151,7 @@ impl Flusher {
 /// Turns the per-client counters of every hour before `current` into outbox events
 /// (one per client, plus one for the whole box with the blocked categories), in the
 /// same transaction that deletes them: an hour is reported exactly once.
-pub fn close_hours(t: &rusqlite::Transaction<'_>, current: i64) -> Result<(), StoreError> {
+pub(crate) fn close_hours(t: &rusqlite::Transaction<'_>, current: i64) -> Result<(), StoreError> {
     use cartable_protocol::events::EventBody;
     let hours: Vec<i64> = t
         .prepare_cached(

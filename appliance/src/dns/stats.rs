@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::filter::index::MAX_CATEGORIES;
 
-pub const STRIPES: usize = 8;
+pub(crate) const STRIPES: usize = 8;
 /// Clients remembered per stripe; a stripe that fills up starts over.
 const CLIENTS_PER_STRIPE: usize = 8192;
 
@@ -20,7 +20,7 @@ thread_local! {
 }
 
 /// This thread's stripe number.
-pub fn stripe() -> usize {
+pub(crate) fn stripe() -> usize {
     STRIPE.with(|s| *s)
 }
 

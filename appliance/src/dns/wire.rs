@@ -8,26 +8,26 @@
 
 use std::net::IpAddr;
 
-pub const HEADER: usize = 12;
-pub const TYPE_A: u16 = 1;
-pub const TYPE_SOA: u16 = 6;
-pub const TYPE_AAAA: u16 = 28;
-pub const TYPE_OPT: u16 = 41;
-pub const CLASS_IN: u16 = 1;
+pub(crate) const HEADER: usize = 12;
+pub(crate) const TYPE_A: u16 = 1;
+pub(crate) const TYPE_SOA: u16 = 6;
+pub(crate) const TYPE_AAAA: u16 = 28;
+pub(crate) const TYPE_OPT: u16 = 41;
+pub(crate) const CLASS_IN: u16 = 1;
 
-pub const RCODE_NOERROR: u8 = 0;
-pub const RCODE_FORMERR: u8 = 1;
-pub const RCODE_SERVFAIL: u8 = 2;
-pub const RCODE_NXDOMAIN: u8 = 3;
-pub const RCODE_NOTIMP: u8 = 4;
-pub const RCODE_REFUSED: u8 = 5;
+pub(crate) const RCODE_NOERROR: u8 = 0;
+pub(crate) const RCODE_FORMERR: u8 = 1;
+pub(crate) const RCODE_SERVFAIL: u8 = 2;
+pub(crate) const RCODE_NXDOMAIN: u8 = 3;
+pub(crate) const RCODE_NOTIMP: u8 = 4;
+pub(crate) const RCODE_REFUSED: u8 = 5;
 
 /// The UDP payload we offer and accept (the DNS flag day 2020 value).
-pub const EDNS_PAYLOAD: u16 = 1232;
+pub(crate) const EDNS_PAYLOAD: u16 = 1232;
 
 /// Why bytes are not a usable message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
+pub(crate) enum WireError {
     #[error("message shorter than its header")]
     Short,
     #[error("malformed name")]
@@ -80,12 +80,12 @@ fn u16_at(b: &[u8], at: usize) -> Result<u16, WireError> {
 }
 
 /// Reads only a query's ID, for answering FORMERR to something unparseable.
-pub fn id_of(b: &[u8]) -> Option<u16> {
+pub(crate) fn id_of(b: &[u8]) -> Option<u16> {
     (b.len() >= HEADER).then(|| u16::from_be_bytes([b[0], b[1]]))
 }
 
 /// Parses a query: header, the one question, and an OPT record if there is one.
-pub fn parse_query(b: &[u8]) -> Result<Query, WireError> {
+pub(crate) fn parse_query(b: &[u8]) -> Result<Query, WireError> {
     if b.len() < HEADER {
         return Err(WireError::Short);
     }
@@ -191,7 +191,7 @@ fn skip_name(b: &[u8], mut at: usize) -> Result<usize, WireError> {
 
 /// A record's place in a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordAt {
+pub(crate) struct RecordAt {
     pub rtype: u16,
     pub class: u16,
     /// Offset of its 4-byte TTL.
@@ -221,7 +221,7 @@ fn skip_record(b: &[u8], at: usize) -> Result<RecordAt, WireError> {
 }
 
 /// Every record of a response after its question, in order.
-pub fn records(b: &[u8]) -> Result<Vec<RecordAt>, WireError> {
+pub(crate) fn records(b: &[u8]) -> Result<Vec<RecordAt>, WireError> {
     if b.len() < HEADER {
         return Err(WireError::Short);
     }
@@ -243,7 +243,7 @@ pub fn records(b: &[u8]) -> Result<Vec<RecordAt>, WireError> {
 
 /// Starts a response to `q`: its header (ID, opcode, RD kept; QR, RA set) and its
 /// question echoed byte for byte.
-pub fn response_head(query: &[u8], q: &Query, rcode: u8, authoritative: bool) -> Vec<u8> {
+pub(crate) fn response_head(query: &[u8], q: &Query, rcode: u8, authoritative: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(q.question_end + 64);
     out.extend_from_slice(&q.id.to_be_bytes());
     let aa = if authoritative { 0x04 } else { 0 };
@@ -255,21 +255,21 @@ pub fn response_head(query: &[u8], q: &Query, rcode: u8, authoritative: bool) ->
 }
 
 /// An error answer (FORMERR, SERVFAIL, REFUSED, NOTIMP, NXDOMAIN) with the question.
-pub fn error_response(query: &[u8], q: &Query, rcode: u8) -> Vec<u8> {
+pub(crate) fn error_response(query: &[u8], q: &Query, rcode: u8) -> Vec<u8> {
     let mut out = response_head(query, q, rcode, false);
     add_opt(&mut out, q);
     out
 }
 
 /// FORMERR for a query too broken to parse: header only, same ID.
-pub fn formerr(id: u16) -> Vec<u8> {
+pub(crate) fn formerr(id: u16) -> Vec<u8> {
     let mut out = id.to_be_bytes().to_vec();
     out.extend_from_slice(&[0x80, 0x80 | RCODE_FORMERR, 0, 0, 0, 0, 0, 0, 0, 0]);
     out
 }
 
 /// An answer made of address records for the question's name (pointer to offset 12).
-pub fn address_response(
+pub(crate) fn address_response(
     query: &[u8],
     q: &Query,
     addrs: &[IpAddr],
@@ -298,7 +298,7 @@ pub fn address_response(
 }
 
 /// Appends an OPT record offering `EDNS_PAYLOAD` when the client sent one.
-pub fn add_opt(out: &mut Vec<u8>, q: &Query) {
+pub(crate) fn add_opt(out: &mut Vec<u8>, q: &Query) {
     if q.edns.is_none() || out.len() < HEADER {
         return;
     }
@@ -312,7 +312,7 @@ pub fn add_opt(out: &mut Vec<u8>, q: &Query) {
 
 /// Cuts `response` to header and question with TC set, for a UDP client whose size
 /// it exceeds: the client retries over TCP.
-pub fn truncate(response: &mut Vec<u8>, q: &Query) {
+pub(crate) fn truncate(response: &mut Vec<u8>, q: &Query) {
     response.truncate(q.question_end.min(response.len()));
     if response.len() >= HEADER {
         response[2] |= 0x02;

@@ -13,15 +13,15 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, pbkdf2};
 
 /// PBKDF2 rounds: about 100 ms on a Raspberry Pi 4, per login attempt.
-pub const PBKDF2_ITERATIONS: u32 = 100_000;
+pub(crate) const PBKDF2_ITERATIONS: u32 = 100_000;
 /// Failed logins allowed per login name and per address in [`LOCKOUT`].
 const MAX_FAILURES: usize = 5;
 const LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// A teacher's session lasts a school day.
-pub const SESSION_TTL: Duration = Duration::from_secs(10 * 3600);
+pub(crate) const SESSION_TTL: Duration = Duration::from_secs(10 * 3600);
 
 /// 32 random bytes, hex.
-pub fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     let mut b = [0u8; 32];
     SystemRandom::new()
         .fill(&mut b)
@@ -30,7 +30,7 @@ pub fn new_secret() -> String {
 }
 
 /// A short code an admin can type on a tablet: 8 characters, no look-alikes.
-pub fn new_code() -> String {
+pub(crate) fn new_code() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut b = [0u8; 8];
     SystemRandom::new()
@@ -41,7 +41,7 @@ pub fn new_code() -> String {
         .collect()
 }
 
-pub fn token_hash(token: &str) -> [u8; 32] {
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, token.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -49,7 +49,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 }
 
 /// (salt, hash) for a new password.
-pub fn hash_password(password: &str, iterations: u32) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn hash_password(password: &str, iterations: u32) -> (Vec<u8>, Vec<u8>) {
     let mut salt = vec![0u8; 16];
     SystemRandom::new()
         .fill(&mut salt)
@@ -66,7 +66,7 @@ pub fn hash_password(password: &str, iterations: u32) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Constant-time check (ring's).
-pub fn verify_password(password: &str, salt: &[u8], hash: &[u8], iterations: u32) -> bool {
+pub(crate) fn verify_password(password: &str, salt: &[u8], hash: &[u8], iterations: u32) -> bool {
     pbkdf2::verify(
         pbkdf2::PBKDF2_HMAC_SHA256,
         NonZeroU32::new(iterations.max(1)).expect("non-zero"),

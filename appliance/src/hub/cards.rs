@@ -94,7 +94,11 @@ impl Cards {
 }
 
 /// The printable page of a class's cards: one card per pupil, name and QR code.
-pub fn page(cards: &Cards, class_name: &str, pupils: &[crate::store::school::CardRow]) -> String {
+pub(crate) fn page(
+    cards: &Cards,
+    class_name: &str,
+    pupils: &[crate::store::school::CardRow],
+) -> String {
     let esc = crate::base::http::escape;
     let mut html = format!(
         "<!doctype html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Cartes — {0}</title>\
@@ -118,7 +122,7 @@ pub fn page(cards: &Cards, class_name: &str, pupils: &[crate::store::school::Car
 }
 
 /// One card as SVG: the QR code of `token`, black on white.
-pub fn qr_svg(token: &str) -> String {
+pub(crate) fn qr_svg(token: &str) -> String {
     match qrcode::QrCode::new(token.as_bytes()) {
         Ok(code) => code
             .render::<qrcode::render::svg::Color<'_>>()

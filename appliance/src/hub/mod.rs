@@ -7,16 +7,16 @@
 //! Internet off and allow-list are also enforced by the DNS server: the hub hands it a
 //! map from each connected device's address to its rule.
 
-pub mod api;
+pub(crate) mod api;
 mod build;
 pub use build::{HubDeps, HubParts};
-pub mod auth;
-pub mod cards;
+pub(crate) mod auth;
+pub(crate) mod cards;
 mod enrolment;
 pub mod headwind;
-pub mod page;
-pub mod screen_time;
-pub mod ws;
+pub(crate) mod page;
+pub(crate) mod screen_time;
+pub(crate) mod ws;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;

@@ -25,20 +25,20 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-pub async fn page() -> Response {
+pub(crate) async fn page() -> Response {
     asset("text/html; charset=utf-8", HTML)
 }
 
-pub async fn css() -> Response {
+pub(crate) async fn css() -> Response {
     asset("text/css; charset=utf-8", CSS)
 }
 
-pub async fn script() -> Response {
+pub(crate) async fn script() -> Response {
     asset("text/javascript; charset=utf-8", JS)
 }
 
 /// The school admin's page: to the box itself only, like the admin API.
-pub async fn admin(
+pub(crate) async fn admin(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
 ) -> Response {
     if let Err(r) = crate::base::http::local_only(&peer) {
@@ -47,6 +47,6 @@ pub async fn admin(
     asset("text/html; charset=utf-8", ADMIN_HTML)
 }
 
-pub async fn admin_script() -> Response {
+pub(crate) async fn admin_script() -> Response {
     asset("text/javascript; charset=utf-8", ADMIN_JS)
 }

@@ -22,7 +22,7 @@ use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 /// One rule, as a teacher set it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// 0: no daily limit.
     pub minutes_per_day: u32,
     pub days: Vec<Days>,
@@ -32,7 +32,7 @@ pub struct Rule {
 
 impl Rule {
     /// True when a tablet that was used `used_secs` today may be used at `now`.
-    pub fn allows(&self, used_secs: u64, now: LocalTime) -> bool {
+    pub(crate) fn allows(&self, used_secs: u64, now: LocalTime) -> bool {
         let in_hours = in_window(&self.days, self.from, self.to, now);
         let in_budget =
             self.minutes_per_day == 0 || used_secs < u64::from(self.minutes_per_day) * 60;
@@ -40,7 +40,7 @@ impl Rule {
     }
 }
 
-pub struct ScreenTimeService {
+pub(crate) struct ScreenTimeService {
     hub: Arc<Hub>,
     store: Store,
     /// School-local time: the day, the hours of the rules.
@@ -49,7 +49,7 @@ pub struct ScreenTimeService {
 }
 
 impl ScreenTimeService {
-    pub fn new(hub: Arc<Hub>, store: Store, clock: Clock, tick: Duration) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, store: Store, clock: Clock, tick: Duration) -> Self {
         ScreenTimeService {
             hub,
             store,
@@ -60,7 +60,7 @@ impl ScreenTimeService {
 }
 
 /// (class, members or None for the whole class, rule).
-pub type Rules = Vec<(i64, Option<HashSet<i64>>, Rule)>;
+pub(crate) type Rules = Vec<(i64, Option<HashSet<i64>>, Rule)>;
 
 fn load_rules(c: &rusqlite::Connection) -> Result<Rules, crate::store::StoreError> {
     let mut st = c.prepare(
@@ -113,7 +113,7 @@ fn load_rules(c: &rusqlite::Connection) -> Result<Rules, crate::store::StoreErro
 
 /// What one tick decides.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Past their limits: locked and cut off the internet.
     pub lock: Vec<i64>,
     /// Within their limits again (or no longer ruled), and still as this service
@@ -123,7 +123,7 @@ pub struct Decision {
 
 /// The screen-time decision of one tick, from what the hub shows, the rules, the
 /// seconds each tablet was used today, and the tablets this service locked.
-pub fn decide(
+pub(crate) fn decide(
     devices: &[DeviceView],
     rules: &Rules,
     used: &HashMap<i64, u64>,

@@ -18,7 +18,7 @@ const SILENCE: Duration = Duration::from_secs(60);
 /// Unreadable frames tolerated on one connection before it is closed.
 const MAX_BAD_FRAMES: u32 = 20;
 
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -27,7 +27,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<HubState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

@@ -6,7 +6,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `class,level`
     Classes,
     /// `login,name,classes` (classes separated by `|`)
@@ -58,7 +58,7 @@ fn valid_login(s: &str) -> bool {
 /// Imports `text`; returns what it was and how many rows were added or updated.
 // Long: one pass over the rows of three kinds of file, all or nothing; split by kind, the
 // header checks and the error's line numbers would be repeated three times.
-pub fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), ImportError> {
+pub(crate) fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), ImportError> {
     let text = text.trim_start_matches('\u{feff}');
     let mut lines = text
         .lines()
@@ -199,7 +199,7 @@ pub fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), ImportE
 }
 
 /// Imports a whole file in one store write: all of it, or nothing.
-pub async fn import_csv(
+pub(crate) async fn import_csv(
     store: &crate::store::Store,
     text: String,
 ) -> Result<(Kind, usize), ImportError> {

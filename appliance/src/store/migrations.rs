@@ -9,14 +9,14 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// One schema change.
-pub struct Migration {
+pub(crate) struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub sql: &'static str,
 }
 
 /// Every migration this binary knows, in order; `version` counts from 1 without gaps.
-pub const MIGRATIONS: &[Migration] = &[
+pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "school",
@@ -274,12 +274,12 @@ pub const MIGRATIONS: &[Migration] = &[
 ];
 
 /// The schema version this binary writes.
-pub fn latest() -> u32 {
+pub(crate) fn latest() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
 /// Brings the database to `latest()`; refuses one written by a newer binary.
-pub fn apply(conn: &mut Connection) -> Result<u32, StoreError> {
+pub(crate) fn apply(conn: &mut Connection) -> Result<u32, StoreError> {
     let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > latest() {
         return Err(StoreError::TooNew {

@@ -7,11 +7,11 @@
 //! caller saw succeed survives a kill -9 or a power cut. Readers use connections of
 //! their own and never wait for the writer.
 
-pub mod import;
-pub mod migrations;
+pub(crate) mod import;
+pub(crate) mod migrations;
 pub mod outbox;
 pub mod school;
-pub mod service;
+pub(crate) mod service;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

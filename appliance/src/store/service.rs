@@ -9,7 +9,7 @@ use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 
-pub struct StoreService {
+pub(crate) struct StoreService {
     pub store: Store,
 }
 

@@ -31,7 +31,7 @@ const COOKIE: &str = "cartable_session";
 
 /// What the hub's handlers share.
 #[derive(Clone)]
-pub struct HubState {
+pub(crate) struct HubState {
     pub hub: Arc<Hub>,
     /// Where shared documents are kept (`data_dir/documents`).
     pub documents: PathBuf,
@@ -42,7 +42,7 @@ pub struct HubState {
 /// Every route of the hub: the tablets' WebSocket and enrolment, the teacher's API and
 /// page, the admin's API and page, shared documents, and Headwind MDM's endpoints when
 /// `headwind` is set.
-pub fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router {
+pub(crate) fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router {
     let documents = post(documents::upload).layer(axum::extract::DefaultBodyLimit::max(
         documents::MAX_DOCUMENT,
     ));
@@ -143,7 +143,7 @@ fn allowed_class(session: &Session, class: i64) -> Result<(), HttpError> {
 }
 
 /// A caller on the box itself: the school's admin, until admin accounts exist.
-pub struct Admin;
+pub(crate) struct Admin;
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
     type Rejection = HttpError;
