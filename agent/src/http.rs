@@ -34,9 +34,32 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> anyhow::Result<Response> {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
+    request_from(None, addr, method, path, headers, body).await
+}
+
+/// [`request`] from a given local address (a loopback one of its own stands for
+/// another machine of the school network).
+pub async fn request_from(
+    local: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<Response> {
+    let mut stream = match local {
+        None => tokio::net::TcpStream::connect(addr).await,
+        Some(ip) => {
+            let socket = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await
+        }
+    }
+    .with_context(|| format!("connecting to {addr}"))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));

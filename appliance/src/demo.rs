@@ -121,7 +121,7 @@ pub async fn tablets(hub: &crate::hub::Hub) -> anyhow::Result<Vec<String>> {
     for (i, (pupil, class)) in pupils.into_iter().enumerate() {
         let name = format!("{}-tab-{:02}", SCHOOL[0].name.to_lowercase(), i + 1);
         let code = hub
-            .new_enrolment_code(name, Some(class), std::time::Duration::from_secs(60))
+            .new_enrolment_code(name, Some(class), std::time::Duration::from_secs(60), 8)
             .await?;
         if let Some((id, token)) = hub.enrol(&code, "cartable-agent (demo)").await? {
             hub.assign(id, Some(pupil)).await?;

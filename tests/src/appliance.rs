@@ -172,6 +172,17 @@ impl Appliance {
         std::fs::read_to_string(self.dir.path().join("cartable.log")).unwrap_or_default()
     }
 
+    /// The daemon's resident memory, from `/proc/PID/status`, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.child.id()))
+            .expect("the daemon runs");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     pub fn signal(&self, s: Signal) {
         self.child.signal(s).expect("signal sent");
     }

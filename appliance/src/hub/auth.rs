@@ -3,20 +3,17 @@
 //! stored is a hash (SHA-256 for tokens, PBKDF2-HMAC-SHA256 with a per-user salt for
 //! passwords), so a copied database gives nobody a way in.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, pbkdf2};
 
+use crate::base::clock::Clock;
+use crate::store::{Store, StoreError, school};
+
 /// PBKDF2 rounds: about 100 ms on a Raspberry Pi 4, per login attempt.
 pub(crate) const PBKDF2_ITERATIONS: u32 = 100_000;
-/// Failed logins allowed per login name and per address in [`LOCKOUT`].
-const MAX_FAILURES: usize = 5;
-const LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// A teacher's session lasts a school day.
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(10 * 3600);
 
@@ -29,10 +26,11 @@ pub(crate) fn new_secret() -> String {
     cartable_protocol::desired::hex(&b)
 }
 
-/// A short code an admin can type on a tablet: 8 characters, no look-alikes.
-pub(crate) fn new_code() -> String {
+/// A code an admin can type on a tablet: `length` characters (8 for a one-use
+/// enrolment code), no look-alikes, 5 bits each.
+pub(crate) fn new_code(length: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut b = [0u8; 8];
+    let mut b = vec![0u8; length];
     SystemRandom::new()
         .fill(&mut b)
         .expect("the system random source works");
@@ -79,73 +77,75 @@ pub(crate) fn verify_password(password: &str, salt: &[u8], hash: &[u8], iteratio
 
 /// A signed-in teacher.
 #[derive(Debug, Clone)]
-pub struct Session {
-    pub teacher_id: i64,
-    pub login: String,
-    /// The classes this teacher teaches, read at sign-in.
-    pub classes: Vec<i64>,
+pub(crate) struct Session {
+    pub(crate) login: String,
+    /// The classes this teacher teaches, read at each request.
+    pub(crate) classes: Vec<i64>,
     /// Sent back in `X-CSRF-Token` with every request that changes something.
-    pub csrf: String,
-    expires: Instant,
+    pub(crate) csrf: String,
 }
 
-/// Sessions in memory (a restart signs teachers out) and the login rate limit.
-#[derive(Default)]
-pub struct Sessions {
-    by_hash: Mutex<HashMap<[u8; 32], Session>>,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+/// Teachers' sessions, in the store by the hash of their cookie: a restart keeps
+/// them, and deleting a teacher or setting a new password ends them.
+pub(crate) struct Sessions {
+    store: Store,
+    clock: Clock,
 }
 
 impl Sessions {
+    pub(crate) fn new(store: Store, clock: Clock) -> Sessions {
+        Sessions { store, clock }
+    }
+
     /// A new session; returns (cookie value, session).
-    pub fn open(&self, teacher_id: i64, login: &str, classes: Vec<i64>) -> (String, Session) {
-        let token = new_secret();
+    pub(crate) async fn open(
+        &self,
+        teacher_id: i64,
+        login: &str,
+        classes: Vec<i64>,
+    ) -> Result<(String, Session), StoreError> {
+        let (token, csrf) = (new_secret(), new_secret());
+        let (hash, now) = (token_hash(&token), self.clock.unix());
+        let expires = now + SESSION_TTL.as_secs() as i64;
+        let stored_csrf = csrf.clone();
+        self.store
+            .write(move |t| school::open_session(t, &hash, teacher_id, &stored_csrf, now, expires))
+            .await?;
         let session = Session {
-            teacher_id,
             login: login.to_string(),
             classes,
-            csrf: new_secret(),
-            expires: Instant::now() + SESSION_TTL,
+            csrf,
         };
-        let mut map = self.by_hash.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, s| s.expires > Instant::now());
-        map.insert(token_hash(&token), session.clone());
-        (token, session)
+        Ok((token, session))
     }
 
-    pub fn get(&self, cookie: &str) -> Option<Session> {
-        let map = self.by_hash.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&token_hash(cookie))
-            .filter(|s| s.expires > Instant::now())
-            .cloned()
+    /// The live session a cookie names, if any.
+    pub(crate) async fn get(&self, cookie: &str) -> Result<Option<Session>, StoreError> {
+        let (hash, now) = (token_hash(cookie), self.clock.unix());
+        let found = self
+            .store
+            .read(move |c| school::session(c, &hash, now))
+            .await?;
+        Ok(found.map(|s| Session {
+            login: s.login,
+            classes: s.classes,
+            csrf: s.csrf,
+        }))
     }
 
-    pub fn close(&self, cookie: &str) {
-        self.by_hash
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&token_hash(cookie));
+    pub(crate) async fn close(&self, cookie: &str) -> Result<(), StoreError> {
+        let hash = token_hash(cookie);
+        self.store
+            .write(move |t| school::close_session(t, &hash))
+            .await
     }
+}
 
-    /// False while `login` or `ip` has too many recent failures.
-    pub fn may_try(&self, login: &str, ip: IpAddr) -> bool {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        [format!("login:{login}"), format!("ip:{ip}")]
-            .iter()
-            .all(|k| {
-                let v = f.entry(k.clone()).or_default();
-                v.retain(|t| now.duration_since(*t) < LOCKOUT);
-                v.len() < MAX_FAILURES
-            })
-    }
-
-    pub fn failed(&self, login: &str, ip: IpAddr) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        for k in [format!("login:{login}"), format!("ip:{ip}")] {
-            f.entry(k).or_default().push(Instant::now());
-        }
-    }
+/// A password hash nobody has, checked when a login is unknown, so an unknown login
+/// costs the same time as a known one with a wrong password.
+pub(crate) fn decoy() -> &'static (Vec<u8>, Vec<u8>) {
+    static DECOY: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&new_secret(), PBKDF2_ITERATIONS))
 }
 
 #[cfg(test)]
@@ -161,29 +161,46 @@ mod tests {
         assert_ne!((salt.clone(), hash.clone()), (salt2, hash2), "salted");
     }
 
-    #[test]
-    fn five_failures_lock_a_login_and_an_address_out() {
-        let s = Sessions::default();
-        let ip: IpAddr = [10, 0, 0, 9].into();
-        for _ in 0..5 {
-            assert!(s.may_try("marie", ip));
-            s.failed("marie", ip);
-        }
-        assert!(!s.may_try("marie", ip));
-        assert!(!s.may_try("paul", ip), "same address");
-        assert!(!s.may_try("marie", [10, 0, 0, 10].into()), "same login");
-        assert!(s.may_try("paul", [10, 0, 0, 10].into()));
-    }
-
-    #[test]
-    fn sessions_are_found_by_their_cookie_only() {
-        let s = Sessions::default();
-        let (cookie, session) = s.open(3, "marie", vec![1]);
-        assert_eq!(s.get(&cookie).unwrap().teacher_id, 3);
-        assert_eq!(s.get(&cookie).unwrap().csrf, session.csrf);
-        assert!(s.get("nope").is_none());
-        s.close(&cookie);
-        assert!(s.get(&cookie).is_none());
-        assert_eq!(new_code().len(), 8);
+    #[tokio::test]
+    async fn sessions_are_found_by_their_cookie_only_and_end_with_their_teacher() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let teacher = store
+            .write(|t| {
+                t.execute(
+                    "INSERT INTO teachers(login, display_name) VALUES ('marie', 'M')",
+                    [],
+                )?;
+                Ok(t.last_insert_rowid())
+            })
+            .await
+            .unwrap();
+        let clock = Clock::manual(jiff::tz::TimeZone::UTC, jiff::Timestamp::UNIX_EPOCH);
+        let s = Sessions::new(store.clone(), clock.clone());
+        let (cookie, session) = s.open(teacher, "marie", vec![]).await.unwrap();
+        let found = s.get(&cookie).await.unwrap().unwrap();
+        assert_eq!(
+            (found.login, found.csrf),
+            ("marie".to_string(), session.csrf)
+        );
+        assert!(s.get("nope").await.unwrap().is_none());
+        // A restart keeps it: another handle on the same store finds it.
+        let after_restart = Sessions::new(store.clone(), clock.clone());
+        assert!(after_restart.get(&cookie).await.unwrap().is_some());
+        s.close(&cookie).await.unwrap();
+        assert!(s.get(&cookie).await.unwrap().is_none());
+        // A school day, then it expires.
+        let (cookie, _) = s.open(teacher, "marie", vec![]).await.unwrap();
+        clock.advance(SESSION_TTL);
+        assert!(s.get(&cookie).await.unwrap().is_none());
+        // Deleting the teacher ends every session of theirs.
+        let (cookie, _) = s.open(teacher, "marie", vec![]).await.unwrap();
+        store
+            .write(move |t| school::delete(t, school::Kind::Teachers, teacher))
+            .await
+            .unwrap();
+        assert!(s.get(&cookie).await.unwrap().is_none());
+        assert_eq!(new_code(8).len(), 8);
+        assert_eq!(new_code(24).len(), 24);
     }
 }

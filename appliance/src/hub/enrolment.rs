@@ -35,6 +35,8 @@ impl Hub {
                        iterations = excluded.iterations",
                     params![id, salt, hash, auth::PBKDF2_ITERATIONS],
                 )?;
+                // A new password ends every session opened with the old one.
+                t.execute("DELETE FROM teacher_sessions WHERE teacher_id = ?1", [id])?;
                 Ok(true)
             })
             .await
@@ -123,8 +125,9 @@ impl Hub {
         name: String,
         class_id: Option<i64>,
         ttl: Duration,
+        length: usize,
     ) -> Result<String, StoreError> {
-        let code = auth::new_code();
+        let code = auth::new_code(length);
         let hash = auth::token_hash(&code);
         let expires = self.clock.unix() + ttl.as_secs() as i64;
         self.store

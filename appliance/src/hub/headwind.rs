@@ -34,6 +34,53 @@ use super::Hub;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 const POLL: Duration = Duration::from_secs(45);
+/// The shortest device number a Headwind tablet enrols with: the number is its
+/// credential on every request, so it must not be guessable (24 characters from the
+/// admin's enrolment codes, 120 bits).
+const MIN_NUMBER: usize = 20;
+
+/// Why a Headwind request about a device number is refused.
+enum Refusal {
+    /// The address tried unknown numbers: 429 for this long.
+    Wait(Duration),
+    /// The agent's own answer for a number the box does not know.
+    Unknown,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Wait(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(
+                    axum::http::header::RETRY_AFTER,
+                    wait.as_secs().max(1).to_string(),
+                )],
+                "too many unknown device numbers from this address\n",
+            )
+                .into_response(),
+            Refusal::Unknown => error("error.notfound.device"),
+        }
+    }
+}
+
+/// Refused while `ip` must wait after guessing numbers.
+fn not_waiting(hub: &Hub, ip: IpAddr) -> Result<(), Refusal> {
+    hub.limits.headwind.check(ip).map_err(Refusal::Wait)
+}
+
+/// The device a number names; an unknown number counts against `ip`.
+async fn known(hub: &Hub, ip: IpAddr, number: &str) -> Result<i64, Refusal> {
+    not_waiting(hub, ip)?;
+    match hub.authenticate(number) {
+        Some(id) => Ok(id),
+        None => {
+            hub.limits.headwind.failed(ip).await;
+            Err(Refusal::Unknown)
+        }
+    }
+}
+
 const GONE_AFTER: Duration = Duration::from_secs(70);
 
 struct Slot {
@@ -53,6 +100,29 @@ pub struct Headwind {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn sent_signature(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-request-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// `java.net.URLEncoder.encode(s, "utf8")`: letters, digits and `.-*_` kept, space as
+/// `+`, every other byte of the UTF-8 as `%XX` (upper case).
+pub fn java_url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// SHA-1 in upper-case hex: the agent's `CryptoHelper.getSHA1String`.
@@ -80,12 +150,22 @@ impl Headwind {
         }
     }
 
+    /// The configuration requests' signature: `SHA1(REQUEST_SIGNATURE + number)`
+    /// (`GetServerConfigTask`).
     fn signed(&self, headers: &HeaderMap, number: &str) -> bool {
-        let sent = headers
-            .get("x-request-signature")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        sent.eq_ignore_ascii_case(&sha1_hex(&format!("{}{number}", self.secret)))
+        sent_signature(headers).eq_ignore_ascii_case(&sha1_hex(&format!("{}{number}", self.secret)))
+    }
+
+    /// The long poll's signature, as `PushLongPollingService` builds it:
+    /// `SHA1(REQUEST_SIGNATURE + serverProject + "/rest/notification/polling/" +
+    /// URLEncoder.encode(number, "utf8"))`.
+    fn poll_signed(&self, headers: &HeaderMap, number: &str) -> bool {
+        let path = format!(
+            "{}/rest/notification/polling/{}",
+            self.project,
+            java_url_encode(number)
+        );
+        sent_signature(headers).eq_ignore_ascii_case(&sha1_hex(&format!("{}{path}", self.secret)))
     }
 
     /// `{"status":"OK","message":null,"data":...}` with its signature header.
@@ -266,38 +346,43 @@ fn error(message: &str) -> Response {
 
 pub async fn config_get(
     State(state): State<State_>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((project, number)): Path<(String, String)>,
 ) -> Response {
-    configuration(state, headers, project, number, false).await
+    configuration(state, peer.ip(), headers, project, number, false).await
 }
 
 pub async fn config_get_root(
     State(state): State<State_>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(number): Path<String>,
 ) -> Response {
-    configuration(state, headers, String::new(), number, false).await
+    configuration(state, peer.ip(), headers, String::new(), number, false).await
 }
 
 pub async fn config_post(
     State(state): State<State_>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((project, number)): Path<(String, String)>,
 ) -> Response {
-    configuration(state, headers, project, number, true).await
+    configuration(state, peer.ip(), headers, project, number, true).await
 }
 
 pub async fn config_post_root(
     State(state): State<State_>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(number): Path<String>,
 ) -> Response {
-    configuration(state, headers, String::new(), number, true).await
+    configuration(state, peer.ip(), headers, String::new(), number, true).await
 }
 
 async fn configuration(
     state: State_,
+    ip: IpAddr,
     headers: HeaderMap,
     project: String,
     number: String,
@@ -310,8 +395,12 @@ async fn configuration(
     if !c.hw.signed(&headers, &number) {
         return (StatusCode::FORBIDDEN, "wrong X-Request-Signature\n").into_response();
     }
+    if let Err(r) = not_waiting(&c.hub, ip) {
+        return r.into_response();
+    }
     let mut id = c.hub.authenticate(&number);
-    if id.is_none() && enrol {
+    // A Headwind tablet's number is its credential for good: only a long one enrols.
+    if id.is_none() && enrol && number.len() >= MIN_NUMBER {
         match c
             .hub
             .enrol_with_token(&number, "Headwind agent", number.clone())
@@ -326,6 +415,7 @@ async fn configuration(
         }
     }
     let Some((name, desired)) = id.and_then(|id| c.hub.desired_of(id)) else {
+        c.hub.limits.headwind.failed(ip).await;
         return error("error.notfound.device");
     };
     c.hw.ok(&c.hw.server_config(&name, &desired))
@@ -333,21 +423,24 @@ async fn configuration(
 
 pub async fn info(
     State(state): State<State_>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(project): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    device_info(state, project, body).await
+    device_info(state, peer.ip(), project, body).await
 }
 
 pub async fn info_root(
     State(state): State<State_>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    device_info(state, String::new(), body).await
+    device_info(state, peer.ip(), String::new(), body).await
 }
 
 async fn device_info(
     state: State_,
+    ip: IpAddr,
     project: String,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -359,11 +452,9 @@ async fn device_info(
         return (StatusCode::BAD_REQUEST, "a JSON DeviceInfo is expected\n").into_response();
     };
     // No signature on this call in the agent: only known numbers are listened to.
-    let Some(id) = info["deviceId"]
-        .as_str()
-        .and_then(|n| c.hub.authenticate(n))
-    else {
-        return error("error.notfound.device");
+    let id = match known(&c.hub, ip, info["deviceId"].as_str().unwrap_or("")).await {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
     };
     let battery = info["batteryLevel"].as_u64().map(|b| b.min(100) as u8);
     let model = info["model"]
@@ -411,12 +502,14 @@ async fn long_poll(
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
-    // Older agents send no signature on the long poll; when one is sent, it must match.
-    if headers.contains_key("x-request-signature") && !c.hw.signed(&headers, &number) {
+    // Signed as the agent signs it, always: an unsigned poll would hand a tablet's
+    // commands to whoever knows its number.
+    if !c.hw.poll_signed(&headers, &number) {
         return (StatusCode::FORBIDDEN, "wrong X-Request-Signature\n").into_response();
     }
-    let Some(id) = c.hub.authenticate(&number) else {
-        return error("error.notfound.device");
+    let id = match known(&c.hub, ip, &number).await {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
     };
     let (rx, first) = {
         let existing = lock(&c.hw.slots).get_mut(&id).map(|s| {

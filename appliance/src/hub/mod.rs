@@ -14,6 +14,7 @@ pub(crate) mod auth;
 pub(crate) mod cards;
 mod enrolment;
 pub mod headwind;
+pub(crate) mod limit;
 pub(crate) mod page;
 pub(crate) mod screen_time;
 pub(crate) mod ws;
@@ -33,6 +34,7 @@ use crate::base::clock::Clock;
 use crate::filter::decide::DeviceRule;
 use crate::filter::policy::SuffixSet;
 use crate::store::{Store, StoreError};
+use limit::{Limiter, Purpose};
 
 /// Frames waiting for a slow device before it is treated as offline for one-shots.
 const DEVICE_QUEUE: usize = 64;
@@ -135,6 +137,13 @@ type DeviceRow = (
     Option<String>,
 );
 
+/// One limiter per thing a client could guess.
+pub(crate) struct Limits {
+    pub(crate) sign_in: Limiter,
+    pub(crate) enrolment: Limiter,
+    pub(crate) headwind: Limiter,
+}
+
 /// Where the hub sends the per-address rules of connected tablets (the DNS server's
 /// `set_devices`, wired by `app`).
 pub type RulesSink = Arc<dyn Fn(HashMap<IpAddr, DeviceRule>) + Send + Sync>;
@@ -150,7 +159,9 @@ pub struct Hub {
     next_session: AtomicU64,
     /// How long a one-shot action waits for an offline device.
     pub one_shot_ttl: Duration,
-    pub sessions: auth::Sessions,
+    pub(crate) sessions: auth::Sessions,
+    /// Guessing, slowed down per address and purpose.
+    pub(crate) limits: Limits,
     pub cards: cards::Cards,
     /// The class whose tiles changed (the teachers' pages listen).
     changes: tokio::sync::broadcast::Sender<i64>,
@@ -212,7 +223,7 @@ impl Hub {
         }
         // Command ids must not repeat across restarts (queued ones are matched by id).
         let seed = (clock.unix().max(0) as u64) << 20;
-        let store_for_cards = store.clone();
+        let (store_for_cards, clock_for_limits) = (store.clone(), clock.clone());
         let hub = Hub {
             store,
             rules,
@@ -222,7 +233,12 @@ impl Hub {
             next_command: AtomicU64::new(seed),
             next_session: AtomicU64::new(1),
             one_shot_ttl,
-            sessions: auth::Sessions::default(),
+            sessions: auth::Sessions::new(store_for_cards.clone(), clock_for_limits.clone()),
+            limits: Limits {
+                sign_in: Limiter::load(Purpose::SignIn, &store_for_cards, &clock_for_limits)?,
+                enrolment: Limiter::load(Purpose::Enrolment, &store_for_cards, &clock_for_limits)?,
+                headwind: Limiter::load(Purpose::Headwind, &store_for_cards, &clock_for_limits)?,
+            },
             cards: cards::Cards::load(&store_for_cards)?,
             changes: tokio::sync::broadcast::channel(256).0,
         };
@@ -713,7 +729,7 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..n {
             let code = hub
-                .new_enrolment_code(format!("tab-{i}"), None, Duration::from_secs(60))
+                .new_enrolment_code(format!("tab-{i}"), None, Duration::from_secs(60), 8)
                 .await
                 .unwrap();
             ids.push(hub.enrol(&code, "test").await.unwrap().unwrap().0);

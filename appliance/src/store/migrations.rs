@@ -271,6 +271,31 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 11,
+        name: "sessions_and_limits",
+        sql: "
+        -- Teachers' sessions, by the SHA-256 of their cookie: they survive a restart,
+        -- and go with their teacher (deleted, or a new password).
+        CREATE TABLE teacher_sessions (
+            token_hash BLOB PRIMARY KEY,
+            teacher_id INTEGER NOT NULL REFERENCES teachers(id) ON DELETE CASCADE,
+            csrf       TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX teacher_sessions_teacher ON teacher_sessions(teacher_id);
+        -- Failed attempts per purpose (sign-in, enrolment, Headwind numbers) and client
+        -- address, so a restart does not reset a guesser's delay.
+        CREATE TABLE auth_failures (
+            purpose       TEXT NOT NULL,
+            client        TEXT NOT NULL,
+            failures      INTEGER NOT NULL,
+            blocked_until INTEGER NOT NULL,
+            last_at       INTEGER NOT NULL,
+            PRIMARY KEY (purpose, client)
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

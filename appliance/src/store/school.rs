@@ -435,3 +435,66 @@ impl Kind {
 pub fn delete(t: &Transaction<'_>, kind: Kind, id: i64) -> Result<bool, StoreError> {
     Ok(t.execute(&format!("DELETE FROM {} WHERE id = ?1", kind.table()), [id])? == 1)
 }
+
+/// A live session as stored: the teacher, their login and classes, the CSRF token.
+pub struct SessionRow {
+    pub teacher_id: i64,
+    pub login: String,
+    pub classes: Vec<i64>,
+    pub csrf: String,
+}
+
+/// Stores a session (by the hash of its cookie) and drops the expired ones.
+pub fn open_session(
+    t: &Transaction<'_>,
+    token_hash: &[u8],
+    teacher: i64,
+    csrf: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    t.execute("DELETE FROM teacher_sessions WHERE expires_at <= ?1", [now])?;
+    t.execute(
+        "INSERT INTO teacher_sessions(token_hash, teacher_id, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![token_hash, teacher, csrf, expires_at],
+    )?;
+    Ok(())
+}
+
+/// The session a cookie's hash names, if it has not expired.
+pub fn session(
+    conn: &Connection,
+    token_hash: &[u8],
+    now: i64,
+) -> Result<Option<SessionRow>, StoreError> {
+    let row: Option<(i64, String, String)> = conn
+        .query_row(
+            "SELECT s.teacher_id, t.login, s.csrf FROM teacher_sessions s
+             JOIN teachers t ON t.id = s.teacher_id WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+            params![token_hash, now],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((teacher_id, login, csrf)) = row else {
+        return Ok(None);
+    };
+    let mut st =
+        conn.prepare_cached("SELECT class_id FROM class_teachers WHERE teacher_id = ?1")?;
+    let classes = st
+        .query_map([teacher_id], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(SessionRow {
+        teacher_id,
+        login,
+        classes,
+        csrf,
+    }))
+}
+
+pub fn close_session(t: &Transaction<'_>, token_hash: &[u8]) -> Result<(), StoreError> {
+    t.execute(
+        "DELETE FROM teacher_sessions WHERE token_hash = ?1",
+        [token_hash],
+    )?;
+    Ok(())
+}

@@ -733,15 +733,28 @@ mod headwind {
         config
     }
 
+    /// The long poll as `PushLongPollingService` sends it: signed
+    /// `SHA1(REQUEST_SIGNATURE + serverProject + "/rest/notification/polling/" +
+    /// URLEncoder.encode(deviceId, "utf8"))`, the project empty here.
+    async fn poll_signed(app: &Appliance, number: &str, signature: Option<&str>) -> Response {
+        let mut h: Vec<(&str, &str)> = vec![
+            ("Accept-Encoding", "identity"),
+            ("User-Agent", "okhttp/4.9.3"),
+        ];
+        if let Some(s) = signature {
+            h.push(("X-Request-Signature", s));
+        }
+        let path = format!("/rest/notification/polling/{number}");
+        request(app.http, "GET", &path, &h, None).await.unwrap()
+    }
+
+    fn agent_poll_signature(number: &str) -> String {
+        let encoded = cartable::hub::headwind::java_url_encode(number);
+        sha1(&format!("{SECRET}/rest/notification/polling/{encoded}"))
+    }
+
     async fn poll(app: &Appliance, number: &str) -> Vec<Value> {
-        let r = agent(
-            app,
-            "GET",
-            &format!("/rest/notification/polling/{number}"),
-            Some(number),
-            None,
-        )
-        .await;
+        let r = poll_signed(app, number, Some(&agent_poll_signature(number))).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let v = r.json().unwrap();
         assert_eq!(v["status"], "OK");
@@ -767,11 +780,12 @@ mod headwind {
         let r = post(
             &s.app,
             "/api/v1/admin/enrolment-codes",
-            r#"{"name":"hw-tab","class":"CM1-A"}"#,
+            r#"{"name":"hw-tab","class":"CM1-A","headwind":true}"#,
             &[],
         )
         .await;
         let number = r.json().unwrap()["code"].as_str().unwrap().to_string();
+        assert_eq!(number.len(), 24, "a Headwind number is a credential");
         let path = format!("/rest/public/sync/configuration/{number}");
 
         // Unknown before enrolment; a wrong signature is refused.
@@ -802,6 +816,18 @@ mod headwind {
         )
         .await;
         assert_eq!(r.json().unwrap()["status"], "OK");
+
+        // The long poll is signed as the agent signs it; an unsigned one, or one signed
+        // the way the configuration is, is refused (it would hand the tablet's
+        // commands to anyone who knows its number).
+        assert_eq!(poll_signed(&s.app, &number, None).await.status, 403);
+        let config_style = sha1(&format!("{SECRET}{number}"));
+        assert_eq!(
+            poll_signed(&s.app, &number, Some(&config_style))
+                .await
+                .status,
+            403
+        );
 
         // The first poll: fetch the configuration again. Then the teacher locks the class.
         assert_eq!(types(&poll(&s.app, &number).await), ["configUpdated"]);

@@ -3,6 +3,7 @@
 mod cache;
 mod dns;
 mod durability;
+mod hardening;
 mod hub;
 mod sync;
 mod systemd;

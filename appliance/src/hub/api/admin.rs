@@ -26,6 +26,10 @@ pub(super) struct NewCode {
     name: String,
     #[serde(default)]
     class: Option<String>,
+    /// For a Headwind MDM tablet: its device number for good, so a long code (24
+    /// characters) that the provisioning QR carries.
+    #[serde(default)]
+    headwind: bool,
 }
 
 /// `POST /api/v1/admin/enrolment-codes`: a one-use code for a tablet.
@@ -47,7 +51,11 @@ pub(super) async fn new_code(
                 .ok_or(HttpError::bad_request("no such class"))?,
         ),
     };
-    match hub.new_enrolment_code(body.name, class_id, CODE_TTL).await {
+    let length = if body.headwind { 24 } else { 8 };
+    match hub
+        .new_enrolment_code(body.name, class_id, CODE_TTL, length)
+        .await
+    {
         Ok(code) => Ok((StatusCode::CREATED, Json(json!({ "code": code }))).into_response()),
         Err(StoreError::Sqlite(e)) => Err(HttpError::new(StatusCode::CONFLICT, e.to_string())),
         Err(e) => Err(e.into()),

@@ -24,7 +24,7 @@ pub(super) async fn devices(
     headers: HeaderMap,
     Path(class): Path<i64>,
 ) -> HttpResult {
-    class_teacher(&state.hub, &headers, class, false)?;
+    class_teacher(&state.hub, &headers, class, false).await?;
     Ok(Json(state.hub.tiles(Some(class))).into_response())
 }
 
@@ -48,7 +48,7 @@ pub(super) async fn command(
     JsonBody(body): JsonBody<Command>,
 ) -> HttpResult {
     let hub = &state.hub;
-    let session = class_teacher(hub, &headers, class, true)?;
+    let session = class_teacher(hub, &headers, class, true).await?;
     let targets = match (&body.devices, body.group) {
         (Some(_), Some(_)) => {
             return Err(HttpError::bad_request("either devices or group, not both"));
@@ -89,7 +89,7 @@ pub(super) async fn command_status(
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> HttpResult {
-    let session = teacher(&state.hub, &headers, false)?;
+    let session = teacher(&state.hub, &headers, false).await?;
     let status = state
         .hub
         .command_status(id)
@@ -110,7 +110,7 @@ pub(super) async fn events(
     Path(class): Path<i64>,
 ) -> HttpResult {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    class_teacher(&state.hub, &headers, class, false)?;
+    class_teacher(&state.hub, &headers, class, false).await?;
     let hub = state.hub;
     let rx = hub.subscribe();
     let stream =
@@ -144,7 +144,7 @@ pub(super) async fn pupils(
     headers: HeaderMap,
     Path(class): Path<i64>,
 ) -> HttpResult {
-    class_teacher(&state.hub, &headers, class, false)?;
+    class_teacher(&state.hub, &headers, class, false).await?;
     let day = state.clock.today();
     let rows = state
         .hub
@@ -169,7 +169,7 @@ pub(super) async fn save_attendance(
     Path(class): Path<i64>,
     JsonBody(body): JsonBody<Attendance>,
 ) -> HttpResult {
-    let session = class_teacher(&state.hub, &headers, class, true)?;
+    let session = class_teacher(&state.hub, &headers, class, true).await?;
     let (day, now) = (state.clock.today(), state.clock.unix());
     let saved = state
         .hub
@@ -185,7 +185,7 @@ pub(super) async fn cards(
     headers: HeaderMap,
     Path(class): Path<i64>,
 ) -> HttpResult {
-    class_teacher(&state.hub, &headers, class, false)?;
+    class_teacher(&state.hub, &headers, class, false).await?;
     let (class_name, pupils) = state
         .hub
         .store()
@@ -213,7 +213,7 @@ pub(super) async fn revoke_card(
     headers: HeaderMap,
     Path((class, pupil)): Path<(i64, i64)>,
 ) -> HttpResult {
-    class_teacher(&state.hub, &headers, class, true)?;
+    class_teacher(&state.hub, &headers, class, true).await?;
     let done = state
         .hub
         .store()
@@ -240,7 +240,7 @@ pub(super) async fn save_group(
     Path(class): Path<i64>,
     JsonBody(body): JsonBody<Group>,
 ) -> HttpResult {
-    class_teacher(&state.hub, &headers, class, true)?;
+    class_teacher(&state.hub, &headers, class, true).await?;
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(HttpError::bad_request("name: 1 to 100 characters"));
     }
@@ -261,7 +261,7 @@ pub(super) async fn groups(
     headers: HeaderMap,
     Path(class): Path<i64>,
 ) -> HttpResult {
-    class_teacher(&state.hub, &headers, class, false)?;
+    class_teacher(&state.hub, &headers, class, false).await?;
     let rows = state
         .hub
         .store()
@@ -291,7 +291,7 @@ pub(super) async fn set_screen_time(
     Path(class): Path<i64>,
     JsonBody(body): JsonBody<ScreenTime>,
 ) -> Result<Response, HttpError> {
-    class_teacher(&state.hub, &headers, class, true)?;
+    class_teacher(&state.hub, &headers, class, true).await?;
     if body.days.is_empty() || body.minutes_per_day > 24 * 60 {
         return Err(HttpError::bad_request(
             "days must list some days; minutes_per_day at most 1440",

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::HubState;
+use super::{HubState, not_waiting};
 use crate::base::http::{HttpError, HttpResult, JsonBody};
 
 #[derive(Deserialize)]
@@ -27,21 +27,24 @@ pub(super) async fn enrol(
     JsonBody(body): JsonBody<Enrol>,
 ) -> HttpResult {
     let hub = &state.hub;
-    // Codes are short: guessing them is rate-limited like passwords.
-    if !hub.sessions.may_try("enrolment", peer.ip()) {
-        return Err(HttpError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many wrong codes; wait 15 minutes",
+    // Codes are short: guessing them is slowed down like passwords, apart from them.
+    not_waiting(&hub.limits.enrolment, peer.ip())?;
+    if body.code.len() > 64 || body.model.len() > 200 {
+        return Err(HttpError::bad_request(
+            "a code has at most 64 bytes, a model at most 200",
         ));
     }
     match hub.enrol(&body.code, &body.model).await? {
-        Some((id, token)) => Ok((
-            StatusCode::CREATED,
-            Json(json!({ "device_id": id, "token": token })),
-        )
-            .into_response()),
+        Some((id, token)) => {
+            hub.limits.enrolment.succeeded(peer.ip()).await;
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "device_id": id, "token": token })),
+            )
+                .into_response())
+        }
         None => {
-            hub.sessions.failed("enrolment", peer.ip());
+            hub.limits.enrolment.failed(peer.ip()).await;
             Err(HttpError::forbidden(
                 "unknown, used or expired enrolment code",
             ))

@@ -51,7 +51,7 @@ pub(super) async fn upload(
     Query(q): Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    class_teacher(&state.hub, &headers, class, true)?;
+    class_teacher(&state.hub, &headers, class, true).await?;
     let name = q
         .get("name")
         .and_then(|n| safe_name(n))

@@ -24,6 +24,7 @@ use axum::routing::{delete, get, post};
 use super::Hub;
 use super::auth::Session;
 use super::headwind::Headwind;
+use super::limit::Limiter;
 use crate::base::clock::Clock;
 use crate::base::http::{HttpError, local_only};
 
@@ -109,10 +110,12 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The signed-in teacher; for requests that change something, the CSRF token too.
-fn teacher(hub: &Hub, headers: &HeaderMap, changes: bool) -> Result<Session, HttpError> {
-    let session = cookie(headers)
-        .and_then(|c| hub.sessions.get(c))
-        .ok_or(HttpError::new(StatusCode::UNAUTHORIZED, "sign in first"))?;
+async fn teacher(hub: &Hub, headers: &HeaderMap, changes: bool) -> Result<Session, HttpError> {
+    let found = match cookie(headers) {
+        Some(c) => hub.sessions.get(c).await?,
+        None => None,
+    };
+    let session = found.ok_or(HttpError::new(StatusCode::UNAUTHORIZED, "sign in first"))?;
     if changes {
         let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
         if sent != Some(session.csrf.as_str()) {
@@ -123,13 +126,13 @@ fn teacher(hub: &Hub, headers: &HeaderMap, changes: bool) -> Result<Session, Htt
 }
 
 /// A signed-in teacher of `class` (with the CSRF token when `changes`).
-fn class_teacher(
+async fn class_teacher(
     hub: &Hub,
     headers: &HeaderMap,
     class: i64,
     changes: bool,
 ) -> Result<Session, HttpError> {
-    let s = teacher(hub, headers, changes)?;
+    let s = teacher(hub, headers, changes).await?;
     allowed_class(&s, class)?;
     Ok(s)
 }
@@ -160,4 +163,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
         local_only(&peer)?;
         Ok(Admin)
     }
+}
+
+/// Refuses a client that must wait (429 with `Retry-After`).
+fn not_waiting(limiter: &Limiter, client: std::net::IpAddr) -> Result<(), HttpError> {
+    limiter.check(client).map_err(|wait| {
+        HttpError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed attempts from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+    })
 }

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{COOKIE, HubState, cookie, teacher};
+use super::{COOKIE, HubState, cookie, not_waiting, teacher};
 use crate::base::http::{HttpError, HttpResult, JsonBody};
 use crate::hub::auth;
 use crate::store::school;
@@ -21,44 +21,52 @@ pub(super) struct Login {
     password: String,
 }
 
+/// Longest login and password read (the import's names are at most 64 bytes).
+const MAX_LOGIN: usize = 64;
+const MAX_PASSWORD: usize = 200;
+
 /// `POST /api/v1/login`: a session cookie (HttpOnly, SameSite=Strict) and the CSRF
-/// token to send back with every change.
+/// token to send back with every change. An address that guesses waits longer at
+/// each failure; an unknown login costs the time a known one does.
 pub(super) async fn login(
     State(state): State<HubState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<Login>,
 ) -> HttpResult {
     let hub = &state.hub;
-    if !hub.sessions.may_try(&body.login, peer.ip()) {
-        return Err(HttpError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed sign-ins; wait 15 minutes",
+    if body.login.len() > MAX_LOGIN || body.password.len() > MAX_PASSWORD {
+        return Err(HttpError::bad_request(
+            "a login has at most 64 bytes, a password at most 200",
         ));
     }
+    not_waiting(&hub.limits.sign_in, peer.ip())?;
     let login = body.login.clone();
     let found = hub
         .store()
         .read(move |c| school::credentials(c, &login))
         .await?;
     let password = body.password;
-    let verified = match found {
-        Some(cred) => tokio::task::spawn_blocking(move || {
-            auth::verify_password(&password, &cred.salt, &cred.hash, cred.iterations)
-                .then_some((cred.teacher_id, cred.classes))
-        })
-        .await
-        .ok()
-        .flatten(),
-        None => None,
-    };
+    let verified = tokio::task::spawn_blocking(move || match found {
+        Some(cred) => auth::verify_password(&password, &cred.salt, &cred.hash, cred.iterations)
+            .then_some((cred.teacher_id, cred.classes)),
+        None => {
+            let (salt, hash) = auth::decoy();
+            let _ = auth::verify_password(&password, salt, hash, auth::PBKDF2_ITERATIONS);
+            None
+        }
+    })
+    .await
+    .ok()
+    .flatten();
     let Some((id, classes)) = verified else {
-        hub.sessions.failed(&body.login, peer.ip());
+        hub.limits.sign_in.failed(peer.ip()).await;
         return Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
             "wrong login or password",
         ));
     };
-    let (cookie, session) = hub.sessions.open(id, &body.login, classes);
+    hub.limits.sign_in.succeeded(peer.ip()).await;
+    let (cookie, session) = hub.sessions.open(id, &body.login, classes).await?;
     Ok((
         [(
             header::SET_COOKIE,
@@ -72,31 +80,33 @@ pub(super) async fn login(
         .into_response())
 }
 
-/// `POST /api/v1/logout`.
-pub(super) async fn logout(State(state): State<HubState>, headers: HeaderMap) -> Response {
+/// `POST /api/v1/logout`: with the CSRF token, like every change (a page of another
+/// site must not sign a teacher out).
+pub(super) async fn logout(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
+    teacher(&state.hub, &headers, true).await?;
     if let Some(c) = cookie(&headers) {
-        state.hub.sessions.close(c);
+        state.hub.sessions.close(c).await?;
     }
-    (
+    Ok((
         [(
             header::SET_COOKIE,
             format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
         )],
         StatusCode::NO_CONTENT,
     )
-        .into_response()
+        .into_response())
 }
 
 /// `GET /api/v1/session`: the signed-in teacher and the CSRF token, for a page that
 /// was reloaded (the token is readable only by the box's own pages).
 pub(super) async fn session(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
-    let s = teacher(&state.hub, &headers, false)?;
+    let s = teacher(&state.hub, &headers, false).await?;
     Ok(Json(json!({ "login": s.login, "csrf": s.csrf, "classes": s.classes })).into_response())
 }
 
 /// `GET /api/v1/classes`: the signed-in teacher's classes.
 pub(super) async fn classes(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
-    let session = teacher(&state.hub, &headers, false)?;
+    let session = teacher(&state.hub, &headers, false).await?;
     let ids = session.classes;
     let rows = state
         .hub

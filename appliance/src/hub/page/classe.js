@@ -85,7 +85,7 @@ $("signin-form").onsubmit = async (ev) => {
   $("signin-error").textContent = "";
   start(await r.json());
 };
-$("signout").onclick = async () => { await fetch("/api/v1/logout", { method: "POST" }); csrf = null; showSignin(); };
+$("signout").onclick = async () => { await fetch("/api/v1/logout", { method: "POST", headers: { "x-csrf-token": csrf } }); csrf = null; showSignin(); };
 
 async function start(session) {
   csrf = session.csrf;

@@ -1,0 +1,285 @@
+//! Attacks from the school network that worked against the box, each replayed as it
+//! was found (see the hardening issue), from another address than the teacher's: a
+//! loopback address of its own (127.0.0.x) stands for another machine on the LAN.
+
+use std::net::IpAddr;
+
+use cartable_agent::http::{Response, request, request_from};
+use cartable_systests::appliance::Appliance;
+use serde_json::json;
+
+const PASSWORD: &str = "tableau-noir";
+
+async fn call(
+    app: &Appliance,
+    from: Option<IpAddr>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    request_from(from, app.http, method, path, &h, body)
+        .await
+        .unwrap()
+}
+
+/// A box with class CM1-A, teachers marie and paul (password `tableau-noir`).
+async fn school() -> Appliance {
+    let app = Appliance::start("");
+    for csv in [
+        "class;level\nCM1-A;CM1\n",
+        "login,name,classes\nmarie,Marie Curie,CM1-A\npaul,Paul Langevin,CM1-A\n",
+    ] {
+        let r = request(
+            app.http,
+            "POST",
+            "/api/v1/admin/import",
+            &[("content-type", "text/csv")],
+            Some(csv),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for who in ["marie", "paul"] {
+        set_password(&app, who, PASSWORD).await;
+    }
+    app
+}
+
+async fn set_password(app: &Appliance, login: &str, password: &str) {
+    let body = json!({ "password": password }).to_string();
+    let path = format!("/api/v1/admin/teachers/{login}/password");
+    let r = call(app, None, "POST", &path, &[], Some(&body)).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+}
+
+async fn sign_in(app: &Appliance, from: Option<IpAddr>, login: &str, password: &str) -> Response {
+    let body = json!({ "login": login, "password": password }).to_string();
+    call(app, from, "POST", "/api/v1/login", &[], Some(&body)).await
+}
+
+/// (cookie, csrf) of a session.
+fn session(r: &Response) -> (String, String) {
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap();
+    let csrf = r.json().unwrap()["csrf"].as_str().unwrap().to_string();
+    (cookie.to_string(), csrf)
+}
+
+async fn classes(app: &Appliance, cookie: &str) -> u16 {
+    call(
+        app,
+        None,
+        "GET",
+        "/api/v1/classes",
+        &[("cookie", cookie)],
+        None,
+    )
+    .await
+    .status
+}
+
+/// Five wrong passwords for `marie` from a pupil's machine used to lock the teacher
+/// out for 15 minutes, renewable, and five wrong enrolment codes locked enrolment for
+/// the whole box. Now the guessing address waits, and nothing else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_slows_the_guessing_address_and_nobody_else() {
+    let app = school().await;
+    let pupil: IpAddr = [127, 0, 3, 7].into();
+    let staff_room: IpAddr = [127, 0, 1, 2].into();
+    for _ in 0..5 {
+        assert_eq!(
+            sign_in(&app, Some(pupil), "marie", "wrong").await.status,
+            401
+        );
+    }
+    let r = sign_in(&app, Some(pupil), "marie", PASSWORD).await;
+    assert_eq!(r.status, 429, "the guessing address waits: {}", r.body);
+    session(&sign_in(&app, Some(staff_room), "marie", PASSWORD).await);
+    // Sign-in and enrolment count apart: the pupil's machine can still enrol a
+    // tablet with a valid code, and the staff room is not slowed by its mistakes.
+    let code = call(
+        &app,
+        None,
+        "POST",
+        "/api/v1/admin/enrolment-codes",
+        &[],
+        Some(r#"{"name":"tab-1","class":"CM1-A"}"#),
+    )
+    .await
+    .json()
+    .unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = json!({ "code": code }).to_string();
+    let r = call(
+        &app,
+        Some(pupil),
+        "POST",
+        "/api/v1/devices/enrol",
+        &[],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for _ in 0..5 {
+        let r = call(
+            &app,
+            Some(staff_room),
+            "POST",
+            "/api/v1/devices/enrol",
+            &[],
+            Some(r#"{"code":"WRONG234"}"#),
+        )
+        .await;
+        assert_eq!(r.status, 403);
+    }
+    session(&sign_in(&app, Some(staff_room), "paul", PASSWORD).await);
+}
+
+/// 150 sign-ins with 1 MiB login names took the daemon from 17 to 172 MiB, for good
+/// (the limiter kept every name). Field sizes are capped before anything is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_login_names_are_refused_and_memory_stays_flat() {
+    let app = school().await;
+    // Warm up the allocator with a few ordinary requests first.
+    for _ in 0..3 {
+        sign_in(&app, None, "marie", "wrong").await;
+    }
+    let before = app.rss_kib();
+    let name = "x".repeat(1 << 20);
+    for i in 0..150u8 {
+        let from: IpAddr = [127, 0, 4, i].into();
+        let r = sign_in(&app, Some(from), &name, "whatever").await;
+        assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(200)]);
+    }
+    let after = app.rss_kib();
+    assert!(
+        after < before + 40 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+/// After an admin changed a teacher's password or deleted the teacher, the old cookie
+/// still commanded the class (10 h sessions); logout worked without the CSRF token;
+/// a restart signed every teacher out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_with_their_password_or_teacher_and_survive_a_restart() {
+    let mut app = school().await;
+    let (marie, marie_csrf) = session(&sign_in(&app, None, "marie", PASSWORD).await);
+    let (paul, _) = session(&sign_in(&app, None, "paul", PASSWORD).await);
+    app.restart();
+    assert_eq!(classes(&app, &marie).await, 200, "kept across a restart");
+    // Logout needs the CSRF token (another site's page cannot sign her out).
+    let r = call(
+        &app,
+        None,
+        "POST",
+        "/api/v1/logout",
+        &[("cookie", &marie)],
+        Some(""),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(classes(&app, &marie).await, 200);
+    set_password(&app, "marie", "craie-blanche").await;
+    assert_eq!(
+        classes(&app, &marie).await,
+        401,
+        "a new password ends old sessions"
+    );
+    let (marie, marie_csrf_new) = session(&sign_in(&app, None, "marie", "craie-blanche").await);
+    assert_ne!(marie_csrf, marie_csrf_new);
+    // Deleting a teacher ends their sessions.
+    let school = call(&app, None, "GET", "/api/v1/admin/school", &[], None).await;
+    let teachers = school.json().unwrap()["teachers"].clone();
+    let paul_id = teachers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["login"] == "paul")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let r = call(
+        &app,
+        None,
+        "DELETE",
+        &format!("/api/v1/admin/teachers/{paul_id}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(classes(&app, &paul).await, 401);
+    // Logout with the token ends the session.
+    let headers = [
+        ("cookie", marie.as_str()),
+        ("x-csrf-token", marie_csrf_new.as_str()),
+    ];
+    let r = call(&app, None, "POST", "/api/v1/logout", &headers, Some("")).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(classes(&app, &marie).await, 401);
+}
+
+/// 2,000 wrong Headwind device numbers in 0.44 s were never limited, and an 8-letter
+/// enrolment code became a tablet's number for good. Now an address that tries
+/// unknown numbers waits, and only a long code enrols a Headwind tablet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headwind_numbers_cannot_be_guessed() {
+    const SECRET: &str = "changeme-C3z9vi54";
+    let app = Appliance::start(&format!("[hub]\nheadwind_secret = \"{SECRET}\"\n"));
+    let sha1 = cartable::hub::headwind::sha1_hex;
+    let attacker: IpAddr = [127, 0, 5, 9].into();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let number = format!("GUESS{i:019}");
+        let path = format!("/rest/notification/polling/{number}");
+        let sig = sha1(&format!("{SECRET}{path}"));
+        let r = request_from(
+            Some(attacker),
+            app.http,
+            "GET",
+            &path,
+            &[("X-Request-Signature", &sig)],
+            None,
+        )
+        .await
+        .unwrap();
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses[..5], [200; 5], "answered error.notfound.device");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // A short (typeable) code does not enrol a Headwind tablet.
+    let r = call(
+        &app,
+        None,
+        "POST",
+        "/api/v1/admin/enrolment-codes",
+        &[],
+        Some(r#"{"name":"hw"}"#),
+    )
+    .await;
+    let code = r.json().unwrap()["code"].as_str().unwrap().to_string();
+    let sig = sha1(&format!("{SECRET}{code}"));
+    let path = format!("/rest/public/sync/configuration/{code}");
+    let r = call(
+        &app,
+        None,
+        "POST",
+        &path,
+        &[("X-Request-Signature", &sig)],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(
+        r.json().unwrap()["message"],
+        "error.notfound.device",
+        "{}",
+        r.body
+    );
+}
