@@ -296,6 +296,22 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 12,
+        name: "documents",
+        sql: "
+        -- Documents teachers share (files under data_dir/documents/{id}/{name}): whose
+        -- class they are for, so a class has a quota and a teacher can delete them.
+        CREATE TABLE documents (
+            id         TEXT PRIMARY KEY,
+            class_id   INTEGER NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+            name       TEXT NOT NULL,
+            size       INTEGER NOT NULL,
+            created_at INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX documents_class ON documents(class_id);
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

@@ -498,3 +498,36 @@ pub fn close_session(t: &Transaction<'_>, token_hash: &[u8]) -> Result<(), Store
     )?;
     Ok(())
 }
+
+/// Bytes of documents a class holds.
+pub fn documents_bytes(conn: &Connection, class: i64) -> Result<u64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT coalesce(sum(size), 0) FROM documents WHERE class_id = ?1",
+        [class],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// Records a stored document.
+pub fn add_document(
+    t: &Transaction<'_>,
+    id: &str,
+    class: i64,
+    name: &str,
+    size: u64,
+    now: i64,
+) -> Result<(), StoreError> {
+    t.execute(
+        "INSERT INTO documents(id, class_id, name, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, class, name, size as i64, now],
+    )?;
+    Ok(())
+}
+
+/// A class's document row goes; false if the class has no such document.
+pub fn delete_document(t: &Transaction<'_>, class: i64, id: &str) -> Result<bool, StoreError> {
+    Ok(t.execute(
+        "DELETE FROM documents WHERE id = ?1 AND class_id = ?2",
+        params![id, class],
+    )? == 1)
+}

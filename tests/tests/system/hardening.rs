@@ -283,3 +283,115 @@ async fn headwind_numbers_cannot_be_guessed() {
         r.body
     );
 }
+
+/// Sends a request head and `sent` bytes of a body announced as `length`, then
+/// stalls; returns the status the box answers (it must not wait for the rest).
+async fn stalled_upload(
+    app: &Appliance,
+    path: &str,
+    headers: &[(&str, &str)],
+    length: usize,
+    sent: usize,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(app.http).await.unwrap();
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: box\r\nContent-Length: {length}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The box may answer and close before the bytes are all sent: that is the point.
+    let _ = s.write_all(&vec![b'x'; sent]).await;
+    let mut answer = [0u8; 64];
+    // A bound for the failure only: the answer comes as soon as the head is read.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut answer))
+        .await
+        .expect("an answer before the body is complete")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]).to_string();
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// An upload of 45 MiB with no cookie, stalled one byte short, was buffered whole
+/// before the session check: eight of them took the daemon from 16 to 379 MiB. Now
+/// the session and CSRF token are checked before the body is read, and a teacher's
+/// upload goes to disk as it comes, under a quota per class; a teacher can delete a
+/// document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_hold_no_memory_and_answer_strangers_at_once() {
+    let app = school().await;
+    let (cookie, csrf) = session(&sign_in(&app, None, "marie", PASSWORD).await);
+    let class = call(
+        &app,
+        None,
+        "GET",
+        "/api/v1/classes",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await
+    .json()
+    .unwrap()[0]["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/v1/classes/{class}/documents?name=x.pdf");
+    let before = app.rss_kib();
+    for _ in 0..8 {
+        assert_eq!(
+            stalled_upload(&app, &path, &[], 47_185_920, 1 << 20).await,
+            401
+        );
+        let no_csrf = [("cookie", cookie.as_str())];
+        assert_eq!(
+            stalled_upload(&app, &path, &no_csrf, 47_185_920, 1 << 20).await,
+            403
+        );
+    }
+    // Too large for one document, or for the class's room: refused before reading.
+    let both = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    assert_eq!(
+        stalled_upload(&app, &path, &both, 60 << 20, 1024).await,
+        413
+    );
+    // A teacher's stalled uploads are on disk, not in memory.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(app.http).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: box\r\nContent-Length: 20971520\r\ncookie: {cookie}\r\nx-csrf-token: {csrf}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&vec![b'y'; (20 << 20) - 1]).await.unwrap();
+        held.push(s);
+    }
+    // Each `write_all` above returned once the box had read all but what the
+    // sockets' buffers hold: 8 x 20 MiB went through it. It still serves.
+    let r = call(
+        &app,
+        None,
+        "POST",
+        &path,
+        &both,
+        Some("Le petit chaperon rouge"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let after = app.rss_kib();
+    assert!(
+        after < before + 60 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    drop(held);
+    // The teacher deletes it: the link is gone.
+    let doc = r.json().unwrap();
+    let (id, url) = (doc["id"].as_str().unwrap(), doc["url"].as_str().unwrap());
+    assert_eq!(call(&app, None, "GET", url, &[], None).await.status, 200);
+    let del = format!("/api/v1/classes/{class}/documents/{id}");
+    assert_eq!(
+        call(&app, None, "DELETE", &del, &both, None).await.status,
+        204
+    );
+    assert_eq!(call(&app, None, "GET", url, &[], None).await.status, 404);
+}

@@ -44,9 +44,6 @@ pub(crate) struct HubState {
 /// page, the admin's API and page, shared documents, and Headwind MDM's endpoints when
 /// `headwind` is set.
 pub(crate) fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router {
-    let documents = post(documents::upload).layer(axum::extract::DefaultBodyLimit::max(
-        documents::MAX_DOCUMENT,
-    ));
     let router = Router::new()
         .route("/api/v1/devices/ws", get(super::ws::upgrade))
         .route("/api/v1/devices/enrol", post(devices::enrol))
@@ -76,7 +73,11 @@ pub(crate) fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router
             "/api/v1/classes/{class}/pupils/{pupil}/revoke-card",
             post(class::revoke_card),
         )
-        .route("/api/v1/classes/{id}/documents", documents)
+        .route("/api/v1/classes/{id}/documents", post(documents::upload))
+        .route(
+            "/api/v1/classes/{id}/documents/{doc}",
+            delete(documents::delete),
+        )
         .route("/documents/{id}/{name}", get(documents::download))
         .route("/api/v1/admin/enrolment-codes", post(admin::new_code))
         .route("/api/v1/admin/devices/{id}/revoke", post(admin::revoke))
