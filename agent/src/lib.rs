@@ -228,13 +228,25 @@ pub async fn run_with(
 /// Sends raw text on a fresh connection and returns the hub's first error frame (for
 /// tests of malformed input).
 pub async fn send_raw(ws_url: &str, token: &str, text: &str) -> anyhow::Result<Option<String>> {
+    send_frames(ws_url, token, &[text]).await
+}
+
+/// [`send_raw`] with several frames in a row; the first error frame the box answers
+/// (frames are handled in order: an error for the last one means all were read).
+pub async fn send_frames(
+    ws_url: &str,
+    token: &str,
+    frames: &[&str],
+) -> anyhow::Result<Option<String>> {
     let mut request = ws_url.into_client_request()?;
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     let (ws, _) = tokio_tungstenite::connect_async(request).await?;
     let (mut tx, mut rx) = ws.split();
-    tx.send(Message::Text(text.to_string().into())).await?;
+    for text in frames {
+        tx.send(Message::Text(text.to_string().into())).await?;
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, rx.next()).await {
         if let Ok(Message::Text(t)) = frame

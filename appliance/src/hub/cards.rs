@@ -59,11 +59,7 @@ impl Cards {
         store: &Store,
         card: &str,
     ) -> Result<Option<CardHolder>, StoreError> {
-        let parts: Vec<&str> = card.trim().split('-').collect();
-        let [PREFIX, pupil, generation, mac] = parts.as_slice() else {
-            return Ok(None);
-        };
-        let (Ok(pupil), Ok(generation)) = (pupil.parse::<i64>(), generation.parse::<i64>()) else {
+        let Some((pupil, generation, mac)) = parse(card.trim()) else {
             return Ok(None);
         };
         let Some(mac) = cartable_protocol::desired::unhex(mac) else {
@@ -91,6 +87,22 @@ impl Cards {
             })
             .await
     }
+}
+
+/// A card's pupil, generation and MAC, only in the one form [`Cards::token`] prints:
+/// numbers in plain decimal (no sign, no leading zero), so a card has one spelling.
+fn parse(card: &str) -> Option<(i64, i64, &str)> {
+    let parts: Vec<&str> = card.split('-').collect();
+    let [PREFIX, pupil, generation, mac] = parts.as_slice() else {
+        return None;
+    };
+    let number = |s: &str| -> Option<i64> {
+        let canonical = !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s == "0" || !s.starts_with('0'));
+        canonical.then(|| s.parse().ok()).flatten()
+    };
+    Some((number(pupil)?, number(generation)?, mac))
 }
 
 /// The printable page of a class's cards: one card per pupil, name and QR code.
@@ -170,6 +182,10 @@ mod tests {
             ),
             "C1-7-1-".to_string(),
             "garbage".to_string(),
+            // Other spellings of the same numbers: a card has one form.
+            token.replace("C1-7-", "C1-07-"),
+            token.replace("C1-7-", "C1-+7-"),
+            token.replace("C1-7-1-", "C1-7-01-"),
         ] {
             assert_eq!(
                 cards.verify(&store, &forged).await.unwrap(),

@@ -438,6 +438,19 @@ impl Hub {
 
     /// Records a device's answer to a command.
     pub fn ack(&self, id: i64, command: u64, ok: bool, error: String) {
+        // Only a tablet the command went to may acknowledge it (a wipe it was sent is
+        // known to the device itself, even once the command's status is forgotten).
+        let target = lock(&self.commands)
+            .get(&command)
+            .is_some_and(|st| st.pending.contains(&id) || st.offline.contains(&id))
+            || lock(&self.registry)
+                .devices
+                .get(&id)
+                .is_some_and(|d| d.wipe_command == Some(command));
+        if !target {
+            tracing::debug!(device = id, command, "an ack for a command not sent to it");
+            return;
+        }
         let mut ended = None;
         let class = lock(&self.registry).devices.get_mut(&id).and_then(|d| {
             d.acked = Some(d.acked.map_or(command, |a| a.max(command)));
@@ -474,6 +487,26 @@ impl Hub {
                 st.failed.insert(id, error);
             }
         }
+    }
+
+    /// Whether `action` sent to `targets` fits in a device frame, as the command and as
+    /// the whole desired state each tablet receives when it connects next: a command
+    /// too large for the tablets is refused before anything changes.
+    pub(crate) fn fits(&self, targets: &[i64], action: &Action) -> bool {
+        let size = |m: &ToDevice| serde_json::to_string(m).map_or(usize::MAX, |s| s.len());
+        let frame = |action: Action| ToDevice::Command {
+            id: u64::MAX,
+            action,
+        };
+        if size(&frame(action.clone())) > cartable_protocol::device::MAX_FRAME {
+            return false;
+        }
+        let reg = lock(&self.registry);
+        targets.iter().filter_map(|t| reg.devices.get(t)).all(|d| {
+            let mut desired = d.desired.clone();
+            action.apply_to(&mut desired);
+            size(&frame(Action::Apply { desired })) <= cartable_protocol::device::MAX_FRAME
+        })
     }
 
     /// Marks `command` as sent to `class` (for the permission check on its status).

@@ -94,11 +94,17 @@ mod tests {
     }
 
     async fn get(app: &Router, path: &str) -> (StatusCode, String) {
-        let response = app
-            .clone()
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response =
+            app.clone()
+                .oneshot({
+                    let mut r = Request::get(path).body(Body::empty()).unwrap();
+                    r.extensions_mut().insert(axum::extract::ConnectInfo(
+                        std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+                    ));
+                    r
+                })
+                .await
+                .unwrap();
         let code = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (code, String::from_utf8_lossy(&body).into_owned())

@@ -63,7 +63,21 @@ async fn healthz(State(s): State<StatusState>) -> Response {
     }
 }
 
-async fn status(State(s): State<StatusState>) -> Json<StatusReport> {
+/// The whole report to a caller on the box; to the school network, without where
+/// the box keeps its data and which broker it talks to.
+async fn status(
+    State(s): State<StatusState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+) -> Json<StatusReport> {
+    let mut report = report(&s).await;
+    if !crate::base::http::is_loopback(peer.ip()) {
+        report.sync.broker = None;
+        report.disk.path = String::new();
+    }
+    Json(report)
+}
+
+async fn report(s: &StatusState) -> StatusReport {
     let data_dir = s.data_dir.clone();
     let disk = tokio::task::spawn_blocking(move || crate::base::disk::status(&data_dir))
         .await
@@ -73,7 +87,7 @@ async fn status(State(s): State<StatusState>) -> Json<StatusReport> {
             total_bytes: 0,
         });
     let sync = (s.sync)().await;
-    Json(StatusReport {
+    StatusReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         box_id: s.box_id.clone(),
         site: s.site.clone(),
@@ -83,5 +97,5 @@ async fn status(State(s): State<StatusState>) -> Json<StatusReport> {
         disk,
         sync,
         cache: (s.cache)(),
-    })
+    }
 }

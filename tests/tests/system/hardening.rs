@@ -395,3 +395,97 @@ async fn uploads_hold_no_memory_and_answer_strangers_at_once() {
     );
     assert_eq!(call(&app, None, "GET", url, &[], None).await.status, 404);
 }
+
+/// `/api/v1/status` showed the broker's URL and the data path to anyone; the admin
+/// API accepted a cross-site form post from a page opened in the box's own browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lan_sees_no_secrets_and_other_sites_cannot_drive_the_admin_api() {
+    let app = Appliance::start("[sync]\nbroker = \"mqtt://127.0.0.1:9\"\n");
+    let status = |from| {
+        let app = &app;
+        async move {
+            call(app, from, "GET", "/api/v1/status", &[], None)
+                .await
+                .json()
+                .unwrap()
+        }
+    };
+    let local = status(None).await;
+    assert_eq!(local["sync"]["broker"], "mqtt://127.0.0.1:9", "{local}");
+    assert!(!local["disk"]["path"].as_str().unwrap().is_empty());
+    let lan = status(Some([127, 0, 6, 1].into())).await;
+    assert!(lan["sync"]["broker"].is_null(), "{lan}");
+    assert_eq!(lan["disk"]["path"], "", "{lan}");
+    let revoke = "/api/v1/admin/devices/1/revoke";
+    for forged in [
+        [
+            ("origin", "http://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        [("origin", "http://evil.example"), ("x-nothing", "")],
+        [("sec-fetch-site", "cross-site"), ("x-nothing", "")],
+    ] {
+        let r = call(&app, None, "POST", revoke, &forged, Some("")).await;
+        assert_eq!(r.status, 403, "{forged:?}: {}", r.body);
+    }
+    // A script on the box (no Origin) is the admin: no such device.
+    assert_eq!(
+        call(&app, None, "POST", revoke, &[], Some("")).await.status,
+        404
+    );
+}
+
+/// PDFs and images a teacher shared downloaded instead of opening: safe types now
+/// open in place (sandboxed, never sniffed), the rest download, accents kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_documents_open_in_place_when_safe() {
+    let app = school().await;
+    let (cookie, csrf) = session(&sign_in(&app, None, "marie", PASSWORD).await);
+    let class = call(
+        &app,
+        None,
+        "GET",
+        "/api/v1/classes",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await
+    .json()
+    .unwrap()[0]["id"]
+        .as_i64()
+        .unwrap();
+    let both = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    let upload = |name: &'static str| {
+        let (app, both) = (&app, &both);
+        async move {
+            let path = format!("/api/v1/classes/{class}/documents?name={name}");
+            let r = call(app, None, "POST", &path, both, Some("%PDF-1.4 ...")).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            let url = r.json().unwrap()["url"].as_str().unwrap().to_string();
+            call(app, None, "GET", &url, &[], None).await
+        }
+    };
+    let pdf = upload("dict%C3%A9e.pdf").await;
+    assert_eq!(pdf.header("content-type"), Some("application/pdf"));
+    let d = pdf.header("content-disposition").unwrap();
+    assert!(
+        d.starts_with("inline;") && d.contains("filename*=UTF-8''dict%C3%A9e.pdf"),
+        "{d}"
+    );
+    assert_eq!(pdf.header("x-content-type-options"), Some("nosniff"));
+    assert!(
+        pdf.header("content-security-policy")
+            .unwrap()
+            .starts_with("sandbox")
+    );
+    let page = upload("page.html").await;
+    assert_eq!(
+        page.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert!(
+        page.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment;")
+    );
+}

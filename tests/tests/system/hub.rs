@@ -1383,3 +1383,62 @@ async fn a_teacher_shares_an_uploaded_document_with_a_tablet() {
         assert_eq!(get(&s.app, bad, &[]).await.status, 404, "{bad}");
     }
 }
+
+/// A teacher's allow list of 8,000 names was accepted with 202, then the tablets only
+/// ever got `welcome` (the frame was over the limit) and showed offline, and their
+/// DNS rule was dropped. And a tablet could acknowledge another class's command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_command_is_refused_and_only_its_targets_acknowledge() {
+    let s = school(1, "").await;
+    let marie = sign_in(&s.app, "marie").await;
+    let both = [
+        ("cookie", marie.cookie.as_str()),
+        ("x-csrf-token", marie.csrf.as_str()),
+    ];
+    let path = format!("/api/v1/classes/{}/commands", s.classes["CM1-A"]);
+    let domains: Vec<String> = (0..8000)
+        .map(|i| format!("site-{i:05}.example.org"))
+        .collect();
+    let big = json!({ "action": { "kind": "allow_list_only", "domains": domains } });
+    let r = post(&s.app, &path, &big.to_string(), &both).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    let a = &s.agents[0];
+    assert_eq!(
+        view(a).state.internet,
+        Default::default(),
+        "nothing changed"
+    );
+    assert!(view(a).connected);
+    // CM1-A's tablet goes offline; its lock waits. 6e-B's tablet acknowledges it.
+    a.stop.cancel();
+    wait_for("offline", Duration::from_secs(5), async || {
+        !view(a).connected
+    })
+    .await;
+    let r = post(
+        &s.app,
+        &path,
+        &json!({ "action": { "kind": "lock" } }).to_string(),
+        &both,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let command = r.json().unwrap()["command"].as_u64().unwrap();
+    let other = s.agents.iter().find(|x| x.class == "6e-B").unwrap();
+    let forged = json!({ "type": "ack", "command": command, "ok": true }).to_string();
+    // The garbage frame after it is answered with an error once the ack was read.
+    let e = cartable_agent::send_frames(&ws_url(&s.app), &other.token, &[&forged, "{"])
+        .await
+        .unwrap();
+    assert!(e.is_some_and(|m| m.contains("unreadable")));
+    let st = get(
+        &s.app,
+        &format!("/api/v1/commands/{command}"),
+        &[("cookie", &marie.cookie)],
+    )
+    .await
+    .json()
+    .unwrap();
+    assert_eq!(st["ok"], json!([]), "{st}");
+    assert_eq!(st["offline"], json!([a.id]), "{st}");
+}

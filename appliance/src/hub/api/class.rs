@@ -71,6 +71,12 @@ pub(super) async fn command(
             mine
         }
     };
+    if !hub.fits(&targets, &body.action) {
+        return Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "this command is too large for the tablets (an allow list of a few thousand names at most)",
+        ));
+    }
     let (id, persist) = hub.command(&targets, body.action.clone());
     hub.tag_command(id, class);
     tracing::info!(teacher = session.login, class, command = id, devices = targets.len(), action = ?body.action, "class command");

@@ -185,8 +185,56 @@ fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// How a shared file is served: the types a tablet's browser shows safely open in
+/// place (sandboxed, never sniffed); any other is a download.
+fn presentation(name: &str) -> (&'static str, bool) {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "pdf" => ("application/pdf", true),
+        "png" => ("image/png", true),
+        "jpg" | "jpeg" => ("image/jpeg", true),
+        "gif" => ("image/gif", true),
+        "webp" => ("image/webp", true),
+        "txt" => ("text/plain; charset=utf-8", true),
+        "mp3" => ("audio/mpeg", true),
+        "ogg" => ("audio/ogg", true),
+        "mp4" => ("video/mp4", true),
+        _ => ("application/octet-stream", false),
+    }
+}
+
+/// `Content-Disposition` with the name as RFC 6266 says: an ASCII fallback, and the
+/// exact name (accents included) as `filename*`.
+fn disposition(name: &str, inline: bool) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let kind = if inline { "inline" } else { "attachment" };
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
 /// `GET /documents/{id}/{name}`: a shared document.
-pub(super) async fn download(
+pub(crate) async fn download(
     State(state): State<HubState>,
     Path((id, name)): Path<(String, String)>,
 ) -> Response {
@@ -200,17 +248,40 @@ pub(super) async fn download(
     };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     let stream = tokio_util::io::ReaderStream::new(file);
+    let (content_type, inline) = presentation(&name);
     (
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (header::CONTENT_LENGTH, len.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("inline; filename=\"{name}\""),
-            ),
+            (header::CONTENT_DISPOSITION, disposition(&name, inline)),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            // Whatever the file holds, it runs no script and reaches nothing.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "sandbox; default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'".to_string(),
+            ),
         ],
         axum::body::Body::from_stream(stream),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_types_open_in_place_and_names_keep_their_accents() {
+        assert_eq!(presentation("fiche.PDF"), ("application/pdf", true));
+        assert_eq!(
+            presentation("script.html"),
+            ("application/octet-stream", false)
+        );
+        assert_eq!(presentation("noext"), ("application/octet-stream", false));
+        assert_eq!(
+            disposition("dictée_été.pdf", true),
+            "inline; filename=\"dict_e__t_.pdf\"; filename*=UTF-8''dict%C3%A9e_%C3%A9t%C3%A9.pdf"
+        );
+        assert!(disposition("x.bin", false).starts_with("attachment;"));
+    }
 }

@@ -162,6 +162,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
             .map(|c| c.0)
             .ok_or(HttpError::forbidden("no peer address"))?;
         local_only(&peer)?;
+        same_origin(&parts.headers)?;
         Ok(Admin)
     }
 }
@@ -177,4 +178,24 @@ fn not_waiting(limiter: &Limiter, client: std::net::IpAddr) -> Result<(), HttpEr
             ),
         )
     })
+}
+
+/// Refuses a request a browser sent for another site's page: a form on any web page
+/// opened in the box's own browser could otherwise post to the admin API, which
+/// trusts the loopback address. Scripts (curl) send no `Origin`.
+fn same_origin(headers: &HeaderMap) -> Result<(), HttpError> {
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site" || v == "same-site");
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let foreign_origin = origin.is_some_and(|o| {
+        let o = o.split_once("://").map_or(o, |(_, rest)| rest);
+        Some(o) != host
+    });
+    if cross_site || foreign_origin {
+        return Err(HttpError::forbidden("a request from another site's page"));
+    }
+    Ok(())
 }
