@@ -158,6 +158,7 @@ async fn huge_login_names_are_refused_and_memory_stays_flat() {
         assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(200)]);
     }
     let after = app.rss_kib();
+    println!("150 sign-ins with 1 MiB login names: RSS {before} KiB -> {after} KiB");
     assert!(
         after < before + 40 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
@@ -379,6 +380,9 @@ async fn uploads_hold_no_memory_and_answer_strangers_at_once() {
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let after = app.rss_kib();
+    println!(
+        "16 stalled 45 MiB uploads, 8 x 20 MiB teacher uploads: RSS {before} KiB -> {after} KiB"
+    );
     assert!(
         after < before + 60 * 1024,
         "RSS grew from {before} KiB to {after} KiB"

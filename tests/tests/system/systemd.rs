@@ -58,6 +58,22 @@ fn the_unit_keeps_the_hardening_it_promises() {
     assert!(unit.lines().any(|l| l.starts_with("WatchdogSec=")));
 }
 
+/// `systemd-analyze security` scores the unit's exposure (0 best, 10 worst): 2.2
+/// before the hardening work, 1.7 now; a change that loosens it fails here.
+#[test]
+fn the_units_exposure_stays_at_most_1_7() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("cartable.service");
+    std::fs::copy(workspace_root().join("systemd/cartable.service"), &unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=17", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze is installed (tests/run installs systemd)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+}
+
 #[test]
 fn tells_systemd_it_is_ready_and_alive() {
     let dir = tempfile::tempdir().unwrap();
