@@ -15,10 +15,21 @@ use crate::base::http::escape;
 use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
 
-/// Answers any request for a host that is not the box itself.
+/// Not blocked: the box's root leads to the teachers' (and admins') sign-in page, a
+/// newcomer's first address; any other unknown path is a plain 404.
+fn not_blocked(uri: &axum::http::Uri) -> Response {
+    if uri.path() == "/" {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/classe")], "").into_response();
+    }
+    (StatusCode::NOT_FOUND, "Cartable\n").into_response()
+}
+
+/// Answers any request whose route is not the box's own: the block page when its host
+/// is blocked for this client.
 pub(crate) async fn page(
     State(state): State<HttpState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
     let host = headers
@@ -36,13 +47,13 @@ pub(crate) async fn page(
         .unwrap_or("");
     let engine = &state.engine;
     let Some(name) = normalize(host) else {
-        return (StatusCode::NOT_FOUND, "Cartable\n").into_response();
+        return not_blocked(&uri);
     };
     let filter = engine.filter();
     let now = state.clock.local();
     let verdict = filter.decide(&name, client.ip(), now, None);
     if !matches!(verdict.action, Action::Block(_) | Action::Refuse) {
-        return (StatusCode::NOT_FOUND, "Cartable\n").into_response();
+        return not_blocked(&uri);
     }
     let policy = &filter.policies.get(verdict.policy).name;
     let (why_fr, why_en) = match verdict.reason {

@@ -493,3 +493,18 @@ async fn shared_documents_open_in_place_when_safe() {
             .starts_with("attachment;")
     );
 }
+
+/// The address `cartable demo` prints answered 404 to a newcomer: the root leads to
+/// the sign-in page (a blocked host's root still gets the block page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_leads_to_the_sign_in_page() {
+    let app = Appliance::start("");
+    let r = call(&app, None, "GET", "/", &[], None).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/classe")));
+    assert_eq!(
+        call(&app, None, "GET", "/nothing-here", &[], None)
+            .await
+            .status,
+        404
+    );
+}
