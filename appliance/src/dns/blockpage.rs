@@ -15,24 +15,19 @@ use crate::base::http::escape;
 use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
 
-/// Not blocked: the box's root leads to the teachers' (and admins') sign-in page, a
-/// newcomer's first address; any other unknown path is a plain 404.
-fn not_blocked(uri: &axum::http::Uri) -> Response {
-    if uri.path() == "/" {
+/// Not blocked: the root of the box itself (its address, or a name it answers
+/// itself) leads to the teachers' sign-in page, a newcomer's first address; anything
+/// else is a plain 404.
+fn not_blocked(uri: &axum::http::Uri, the_box: bool) -> Response {
+    if the_box && uri.path() == "/" {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, "/classe")], "").into_response();
     }
     (StatusCode::NOT_FOUND, "Cartable\n").into_response()
 }
 
-/// Answers any request whose route is not the box's own: the block page when its host
-/// is blocked for this client.
-pub(crate) async fn page(
-    State(state): State<HttpState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Response {
-    let host = headers
+/// The request's `Host`, without its port.
+fn host_of(headers: &HeaderMap) -> &str {
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(|h| {
@@ -44,16 +39,33 @@ pub(crate) async fn page(
                 }
             })
         })
-        .unwrap_or("");
+        .unwrap_or("")
+}
+
+/// Answers any request whose route is not the box's own: the block page when its host
+/// is blocked for this client.
+pub(crate) async fn page(
+    State(state): State<HttpState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let host = host_of(&headers);
     let engine = &state.engine;
+    let the_box = host.is_empty()
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok()
+        || state.engine.is_local_name(host);
     let Some(name) = normalize(host) else {
-        return not_blocked(&uri);
+        return not_blocked(&uri, the_box);
     };
     let filter = engine.filter();
     let now = state.clock.local();
     let verdict = filter.decide(&name, client.ip(), now, None);
     if !matches!(verdict.action, Action::Block(_) | Action::Refuse) {
-        return not_blocked(&uri);
+        return not_blocked(&uri, the_box);
     }
     let policy = &filter.policies.get(verdict.policy).name;
     let (why_fr, why_en) = match verdict.reason {

@@ -143,6 +143,13 @@ impl Engine {
         &self.cache
     }
 
+    /// Whether the box answers `name` itself (`[dns] local`, the cache's origins).
+    pub(crate) fn is_local_name(&self, name: &str) -> bool {
+        self.config
+            .local
+            .contains_key(name.trim_end_matches('.').to_ascii_lowercase().as_str())
+    }
+
     /// The clock every answer is decided with.
     pub fn clock(&self) -> &Clock {
         &self.config.clock
