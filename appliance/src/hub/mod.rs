@@ -440,13 +440,17 @@ impl Hub {
     pub fn ack(&self, id: i64, command: u64, ok: bool, error: String) {
         // Only a tablet the command went to may acknowledge it (a wipe it was sent is
         // known to the device itself, even once the command's status is forgotten).
-        let target = lock(&self.commands)
-            .get(&command)
-            .is_some_and(|st| st.pending.contains(&id) || st.offline.contains(&id))
-            || lock(&self.registry)
-                .devices
+        // The registry first, as `command` holds it while it fans out and records the
+        // status: a fast tablet's ack waits for its command to be known.
+        let target = {
+            let reg = lock(&self.registry);
+            reg.devices
                 .get(&id)
-                .is_some_and(|d| d.wipe_command == Some(command));
+                .is_some_and(|d| d.wipe_command == Some(command))
+                || lock(&self.commands)
+                    .get(&command)
+                    .is_some_and(|st| st.pending.contains(&id) || st.offline.contains(&id))
+        };
         if !target {
             tracing::debug!(device = id, command, "an ack for a command not sent to it");
             return;

@@ -239,23 +239,33 @@ fn tidy_every_file_has_its_module_doc() {
     assert!(missing.is_empty(), "no module doc:\n{}", missing.join("\n"));
 }
 
-#[test]
-fn tidy_no_production_file_is_too_long() {
-    let mut long = Vec::new();
-    for dir in [
+/// Every production file with its code: the text before its test module.
+fn production_code() -> Vec<(PathBuf, String)> {
+    let dirs = [
         "appliance/src",
         "protocol/src",
         "central/src",
         "agent/src",
         "sys/src",
-    ] {
+    ];
+    let mut out = Vec::new();
+    for dir in dirs {
         for file in rust_files(&root().join(dir)) {
             let text = std::fs::read_to_string(&file).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
-            let n = code_lines(code).count();
-            if n > MAX_CODE_LINES {
-                long.push(format!("{}: {n} lines of code", file.display()));
-            }
+            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+            out.push((file, code));
+        }
+    }
+    out
+}
+
+#[test]
+fn tidy_no_production_file_is_too_long() {
+    let mut long = Vec::new();
+    for (file, code) in production_code() {
+        let n = code_lines(&code).count();
+        if n > MAX_CODE_LINES {
+            long.push(format!("{}: {n} lines of code", file.display()));
         }
     }
     assert!(
@@ -305,19 +315,9 @@ fn long_functions(code: &str) -> Vec<(usize, usize, String)> {
 #[test]
 fn tidy_long_functions_say_why() {
     let mut long = Vec::new();
-    for dir in [
-        "appliance/src",
-        "protocol/src",
-        "central/src",
-        "agent/src",
-        "sys/src",
-    ] {
-        for file in rust_files(&root().join(dir)) {
-            let text = std::fs::read_to_string(&file).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
-            for (line, n, head) in long_functions(code) {
-                long.push(format!("{}:{line}: {n} lines: {head}", file.display()));
-            }
+    for (file, code) in production_code() {
+        for (line, n, head) in long_functions(&code) {
+            long.push(format!("{}:{line}: {n} lines: {head}", file.display()));
         }
     }
     assert!(

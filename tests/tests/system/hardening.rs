@@ -69,6 +69,25 @@ fn session(r: &Response) -> (String, String) {
     (cookie.to_string(), csrf)
 }
 
+/// Marie's (cookie, csrf) and her class's id.
+async fn marie_and_her_class(app: &Appliance) -> (String, String, i64) {
+    let (cookie, csrf) = session(&sign_in(app, None, "marie", PASSWORD).await);
+    let class = call(
+        app,
+        None,
+        "GET",
+        "/api/v1/classes",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await
+    .json()
+    .unwrap()[0]["id"]
+        .as_i64()
+        .unwrap();
+    (cookie, csrf, class)
+}
+
 async fn classes(app: &Appliance, cookie: &str) -> u16 {
     call(
         app,
@@ -322,20 +341,7 @@ async fn stalled_upload(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_hold_no_memory_and_answer_strangers_at_once() {
     let app = school().await;
-    let (cookie, csrf) = session(&sign_in(&app, None, "marie", PASSWORD).await);
-    let class = call(
-        &app,
-        None,
-        "GET",
-        "/api/v1/classes",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await
-    .json()
-    .unwrap()[0]["id"]
-        .as_i64()
-        .unwrap();
+    let (cookie, csrf, class) = marie_and_her_class(&app).await;
     let path = format!("/api/v1/classes/{class}/documents?name=x.pdf");
     let before = app.rss_kib();
     for _ in 0..8 {
@@ -444,20 +450,7 @@ async fn the_lan_sees_no_secrets_and_other_sites_cannot_drive_the_admin_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_documents_open_in_place_when_safe() {
     let app = school().await;
-    let (cookie, csrf) = session(&sign_in(&app, None, "marie", PASSWORD).await);
-    let class = call(
-        &app,
-        None,
-        "GET",
-        "/api/v1/classes",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await
-    .json()
-    .unwrap()[0]["id"]
-        .as_i64()
-        .unwrap();
+    let (cookie, csrf, class) = marie_and_her_class(&app).await;
     let both = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
     let upload = |name: &'static str| {
         let (app, both) = (&app, &both);
