@@ -91,6 +91,8 @@ pub const SCHOOL: &[ClassSeed<'static>] = &[
 
 /// The demo teachers' password (printed by `cartable demo`).
 pub const DEMO_PASSWORD: &str = "demo-cartable";
+/// The demo school's IT admin.
+pub const DEMO_ADMIN: &str = "admin";
 
 /// Gives the demo teachers a password and the first class a tablet per pupil, each
 /// enrolled and assigned; returns their tokens for the reference agents. Nothing when
@@ -172,6 +174,18 @@ pub async fn run(
         .write(|t| crate::store::school::seed(t, SCHOOL))
         .await
         .context("seeding the demo school")?;
+    let (salt, hash) =
+        crate::hub::auth::hash_password(DEMO_PASSWORD, crate::hub::auth::PBKDF2_ITERATIONS);
+    let now = crate::base::clock::unix_now();
+    app.store()
+        .write(move |t| {
+            let iterations = crate::hub::auth::PBKDF2_ITERATIONS;
+            crate::store::school::put_admin(t, DEMO_ADMIN, &salt, &hash, iterations, now)?
+                .map_err(|why| crate::store::StoreError::Commit(why.into()))?;
+            Ok(())
+        })
+        .await
+        .context("making the demo admin")?;
     let counts = app.store().read(crate::store::school::counts).await?;
     let tokens = tablets(app.hub())
         .await
@@ -198,7 +212,9 @@ pub async fn run(
             "  class   http://{http_addr}/classe  (sign in as {} / {DEMO_PASSWORD}; {tablets} demo tablets)",
             SCHOOL[0].teacher.0,
         );
-        println!("  admin   http://{http_addr}/admin");
+        println!(
+            "  admin   http://{http_addr}/admin  (sign in as {DEMO_ADMIN} / {DEMO_PASSWORD}; open from this machine, no sign-in)"
+        );
         println!("Stop with Ctrl-C.");
     })
     .await;

@@ -5,6 +5,7 @@
 //! drive the same code.
 #![forbid(unsafe_code)]
 
+pub mod admin_cli;
 pub mod app;
 pub mod base;
 pub mod cache;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cartable::app::App;
 use cartable::config::Config;
-use cartable::{demo, filter_cli, logging, status_client};
+use cartable::{admin_cli, demo, filter_cli, logging, status_client};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: FilterCommand,
     },
+    /// Manage the school admins' accounts (they sign in on the box's page).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Ask a running daemon for its state.
     Status {
         /// The daemon's HTTP address.
@@ -65,6 +70,22 @@ enum Command {
         /// Print the raw JSON report.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add an admin account, or set an admin's password: through the running daemon
+    /// when there is one, else straight in the store.
+    Add {
+        /// The admin's login (a-z, 0-9, `.`, `_`, `-`).
+        login: String,
+        /// A file whose first line is the password (8 to 200 characters).
+        #[arg(long)]
+        password_file: PathBuf,
+        /// The box's configuration.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -215,7 +236,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             let addr = match config {
                 Some(path) => {
                     let c = Config::load(&path)?;
-                    local_address(c.http.listen)
+                    status_client::local_address(c.http.listen)
                 }
                 None => http,
             };
@@ -232,20 +253,23 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Admin {
+            command:
+                AdminCommand::Add {
+                    login,
+                    password_file,
+                    config,
+                },
+        } => {
+            let config = load_config(Some(&config))?;
+            let password = std::fs::read_to_string(&password_file)
+                .with_context(|| format!("reading {}", password_file.display()))?;
+            let password = password.lines().next().unwrap_or("").to_string();
+            println!("{}", admin_cli::add(&config, &login, &password).await?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Filter { command } => filter_command(command),
     }
-}
-
-/// A wildcard listen address is reached on loopback.
-fn local_address(listen: SocketAddr) -> SocketAddr {
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT.

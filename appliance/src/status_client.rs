@@ -88,6 +88,18 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
+/// A wildcard listen address is reached on loopback.
+pub fn local_address(listen: SocketAddr) -> SocketAddr {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,9 +136,53 @@ impl Sessions {
     pub(crate) async fn close(&self, cookie: &str) -> Result<(), StoreError> {
         let hash = token_hash(cookie);
         self.store
-            .write(move |t| school::close_session(t, &hash))
+            .write(move |t| {
+                school::close_session(t, &hash)?;
+                school::close_admin_session(t, &hash)
+            })
             .await
     }
+
+    /// A new admin session; returns (cookie value, session).
+    pub(crate) async fn open_admin(
+        &self,
+        admin_id: i64,
+        login: &str,
+    ) -> Result<(String, AdminSession), StoreError> {
+        let (token, csrf) = (new_secret(), new_secret());
+        let (hash, now) = (token_hash(&token), self.clock.unix());
+        let expires = now + SESSION_TTL.as_secs() as i64;
+        let stored_csrf = csrf.clone();
+        self.store
+            .write(move |t| {
+                school::open_admin_session(t, &hash, admin_id, &stored_csrf, now, expires)
+            })
+            .await?;
+        Ok((
+            token,
+            AdminSession {
+                login: login.to_string(),
+                csrf,
+            },
+        ))
+    }
+
+    /// The live admin session a cookie names, if any.
+    pub(crate) async fn get_admin(&self, cookie: &str) -> Result<Option<AdminSession>, StoreError> {
+        let (hash, now) = (token_hash(cookie), self.clock.unix());
+        let found = self
+            .store
+            .read(move |c| school::admin_session(c, &hash, now))
+            .await?;
+        Ok(found.map(|(login, csrf)| AdminSession { login, csrf }))
+    }
+}
+
+/// A signed-in admin of the school.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminSession {
+    pub(crate) login: String,
+    pub(crate) csrf: String,
 }
 
 /// A password hash nobody has, checked when a login is unknown, so an unknown login

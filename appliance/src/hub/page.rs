@@ -37,12 +37,18 @@ pub(crate) async fn script() -> Response {
     asset("text/javascript; charset=utf-8", JS)
 }
 
-/// The school admin's page: to the box itself only, like the admin API.
+/// The school admin's page: to a signed-in admin or the box itself, like the admin
+/// API; anyone else is sent to the sign-in page.
 pub(crate) async fn admin(
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    admin: Result<super::api::Admin, crate::base::http::HttpError>,
 ) -> Response {
-    if let Err(r) = crate::base::http::local_only(&peer) {
-        return r.into_response();
+    if admin.is_err() {
+        return (
+            axum::http::StatusCode::SEE_OTHER,
+            [(header::LOCATION, "/classe")],
+            "",
+        )
+            .into_response();
     }
     asset("text/html; charset=utf-8", ADMIN_HTML)
 }

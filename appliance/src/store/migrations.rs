@@ -312,6 +312,28 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         CREATE INDEX documents_class ON documents(class_id);
     ",
     },
+    Migration {
+        version: 13,
+        name: "admins",
+        sql: "
+        -- The school's IT admins: they sign in on the same page as teachers, from any
+        -- address of the school network, and drive the admin API with a session.
+        CREATE TABLE admins (
+            id         INTEGER PRIMARY KEY,
+            login      TEXT NOT NULL UNIQUE,
+            salt       BLOB NOT NULL,
+            hash       BLOB NOT NULL,
+            iterations INTEGER NOT NULL,
+            created_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE admin_sessions (
+            token_hash BLOB PRIMARY KEY,
+            admin_id   INTEGER NOT NULL REFERENCES admins(id) ON DELETE CASCADE,
+            csrf       TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

@@ -531,3 +531,114 @@ pub fn delete_document(t: &Transaction<'_>, class: i64, id: &str) -> Result<bool
         params![id, class],
     )? == 1)
 }
+
+/// An admin's password record, for signing in.
+pub struct AdminCredentials {
+    pub admin_id: i64,
+    pub salt: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub iterations: u32,
+}
+
+pub fn admin_credentials(
+    conn: &Connection,
+    login: &str,
+) -> Result<Option<AdminCredentials>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, salt, hash, iterations FROM admins WHERE login = ?1",
+            [login],
+            |r| {
+                Ok(AdminCredentials {
+                    admin_id: r.get(0)?,
+                    salt: r.get(1)?,
+                    hash: r.get(2)?,
+                    iterations: r.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Adds an admin, or sets the password of one; refuses a login a teacher has (the
+/// sign-in page decides the role by the login). Returns whether it was new.
+pub fn put_admin(
+    t: &Transaction<'_>,
+    login: &str,
+    salt: &[u8],
+    hash: &[u8],
+    iterations: u32,
+    now: i64,
+) -> Result<Result<bool, &'static str>, StoreError> {
+    let teacher: i64 = t.query_row(
+        "SELECT count(*) FROM teachers WHERE login = ?1",
+        [login],
+        |r| r.get(0),
+    )?;
+    if teacher > 0 {
+        return Ok(Err("a teacher has this login"));
+    }
+    let existing: Option<i64> = t
+        .query_row("SELECT id FROM admins WHERE login = ?1", [login], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match existing {
+        Some(id) => {
+            t.execute(
+                "UPDATE admins SET salt = ?2, hash = ?3, iterations = ?4 WHERE id = ?1",
+                params![id, salt, hash, iterations],
+            )?;
+            // A new password ends the sessions opened with the old one.
+            t.execute("DELETE FROM admin_sessions WHERE admin_id = ?1", [id])?;
+            Ok(Ok(false))
+        }
+        None => {
+            t.execute(
+                "INSERT INTO admins(login, salt, hash, iterations, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![login, salt, hash, iterations, now],
+            )?;
+            Ok(Ok(true))
+        }
+    }
+}
+
+pub fn open_admin_session(
+    t: &Transaction<'_>,
+    token_hash: &[u8],
+    admin: i64,
+    csrf: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    t.execute("DELETE FROM admin_sessions WHERE expires_at <= ?1", [now])?;
+    t.execute(
+        "INSERT INTO admin_sessions(token_hash, admin_id, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![token_hash, admin, csrf, expires_at],
+    )?;
+    Ok(())
+}
+
+/// The admin's login and CSRF token of a live session.
+pub fn admin_session(
+    conn: &Connection,
+    token_hash: &[u8],
+    now: i64,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT a.login, s.csrf FROM admin_sessions s JOIN admins a ON a.id = s.admin_id
+             WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+            params![token_hash, now],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+pub fn close_admin_session(t: &Transaction<'_>, token_hash: &[u8]) -> Result<(), StoreError> {
+    t.execute(
+        "DELETE FROM admin_sessions WHERE token_hash = ?1",
+        [token_hash],
+    )?;
+    Ok(())
+}

@@ -501,3 +501,104 @@ async fn the_root_leads_to_the_sign_in_page() {
         404
     );
 }
+
+/// `cartable admin add`, through the running daemon or straight in the store.
+fn admin_add(app: &Appliance, login: &str, password: &str) -> String {
+    let file = app.dir.path().join("admin-password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let out = std::process::Command::new(cartable_systests::bins::bin("cartable"))
+        .args(["admin", "add", login, "--password-file"])
+        .arg(&file)
+        .arg("--config")
+        .arg(&app.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A school's IT admin at a laptop on the LAN got 403 on `/admin`: now admins have
+/// accounts (made with `cartable admin add`, daemon running or not), sign in on the
+/// teachers' page, drive the admin API with a session and its CSRF token, and every
+/// action they take is in the audit trail. A teacher's session is not an admin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_it_admin_on_the_lan_signs_in_and_every_action_is_audited() {
+    let mut app = school().await;
+    let laptop: IpAddr = [127, 0, 7, 1].into();
+    let said = admin_add(&app, "it-admin", "mot-de-passe-long");
+    assert!(said.contains("through the daemon"), "{said}");
+    app.stop();
+    let said = admin_add(&app, "it-second", "un-autre-secret");
+    assert!(said.contains("added (in "), "{said}");
+    app.restart();
+    // Not signed in: the API says so, the page leads to the sign-in page.
+    let r = call(&app, Some(laptop), "GET", "/api/v1/admin/school", &[], None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = call(&app, Some(laptop), "GET", "/admin", &[], None).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/classe")));
+    // A teacher's session is not an admin's.
+    let (marie, marie_csrf) = session(&sign_in(&app, Some(laptop), "marie", PASSWORD).await);
+    let teacher = [
+        ("cookie", marie.as_str()),
+        ("x-csrf-token", marie_csrf.as_str()),
+    ];
+    let r = call(
+        &app,
+        Some(laptop),
+        "GET",
+        "/api/v1/admin/school",
+        &teacher,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // The admin signs in on the same page; the account decides the role.
+    let r = sign_in(&app, Some(laptop), "it-admin", "mot-de-passe-long").await;
+    assert_eq!(r.json().unwrap()["role"], "admin");
+    let (cookie, csrf) = session(&r);
+    let read = [("cookie", cookie.as_str())];
+    let r = call(
+        &app,
+        Some(laptop),
+        "GET",
+        "/api/v1/admin/school",
+        &read,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        call(&app, Some(laptop), "GET", "/admin", &read, None)
+            .await
+            .status,
+        200
+    );
+    let code = Some(r#"{"name":"tab-9","class":"CM1-A"}"#);
+    let path = "/api/v1/admin/enrolment-codes";
+    let r = call(&app, Some(laptop), "POST", path, &read, code).await;
+    assert_eq!(r.status, 403, "changes want the CSRF token");
+    let both = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    let r = call(&app, Some(laptop), "POST", path, &both, code).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Both the account and the action are in the audit trail, for the central side.
+    let db = rusqlite::Connection::open(app.database()).unwrap();
+    let audits: Vec<String> = db
+        .prepare("SELECT body FROM outbox WHERE body LIKE '%\"audit\"%' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let has = |actor: &str, action: &str| {
+        audits
+            .iter()
+            .any(|a| a.contains(&format!("\"actor\":\"{actor}\"")) && a.contains(action))
+    };
+    assert!(has("admin@127.0.0.1", "admin added"), "{audits:?}");
+    assert!(has("cartable admin add", "admin added"), "{audits:?}");
+    assert!(has("it-admin", "enrolment code"), "{audits:?}");
+}

@@ -35,7 +35,7 @@ pub(super) struct NewCode {
 /// `POST /api/v1/admin/enrolment-codes`: a one-use code for a tablet.
 pub(super) async fn new_code(
     State(state): State<HubState>,
-    _admin: Admin,
+    admin: Admin,
     JsonBody(body): JsonBody<NewCode>,
 ) -> HttpResult {
     if body.name.trim().is_empty() || body.name.len() > 100 {
@@ -52,11 +52,15 @@ pub(super) async fn new_code(
         ),
     };
     let length = if body.headwind { 24 } else { 8 };
+    let name = body.name.clone();
     match hub
         .new_enrolment_code(body.name, class_id, CODE_TTL, length)
         .await
     {
-        Ok(code) => Ok((StatusCode::CREATED, Json(json!({ "code": code }))).into_response()),
+        Ok(code) => {
+            admin.audit(&state, "enrolment code", name).await;
+            Ok((StatusCode::CREATED, Json(json!({ "code": code }))).into_response())
+        }
         Err(StoreError::Sqlite(e)) => Err(HttpError::new(StatusCode::CONFLICT, e.to_string())),
         Err(e) => Err(e.into()),
     }
@@ -65,12 +69,15 @@ pub(super) async fn new_code(
 /// `POST /api/v1/admin/devices/{id}/revoke`.
 pub(super) async fn revoke(
     State(state): State<HubState>,
-    _admin: Admin,
+    admin: Admin,
     Path(id): Path<i64>,
 ) -> HttpResult {
     if !state.hub.revoke(id).await? {
         return Err(HttpError::not_found("no such device"));
     }
+    admin
+        .audit(&state, "device revoked", format!("device {id}"))
+        .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -83,16 +90,17 @@ pub(super) struct Password {
 /// `POST /api/v1/admin/teachers/{login}/password`.
 pub(super) async fn set_password(
     State(state): State<HubState>,
-    _admin: Admin,
+    admin: Admin,
     Path(login): Path<String>,
     JsonBody(body): JsonBody<Password>,
 ) -> HttpResult {
     if body.password.chars().count() < 8 || body.password.len() > 200 {
         return Err(HttpError::bad_request("a password has 8 to 200 characters"));
     }
-    if !state.hub.set_password(login, body.password).await? {
+    if !state.hub.set_password(login.clone(), body.password).await? {
         return Err(HttpError::not_found("no such teacher"));
     }
+    admin.audit(&state, "teacher password set", login).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -105,7 +113,7 @@ pub(super) struct Assign {
 /// `POST /api/v1/admin/devices/{id}/pupil`: the tablet's pupil, of its class.
 pub(super) async fn assign(
     State(state): State<HubState>,
-    _admin: Admin,
+    admin: Admin,
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<Assign>,
 ) -> HttpResult {
@@ -114,6 +122,8 @@ pub(super) async fn assign(
             "no such pupil in this tablet's class",
         ));
     }
+    let detail = format!("device {id}, pupil {:?}", body.pupil);
+    admin.audit(&state, "tablet assigned", detail).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -121,7 +131,7 @@ pub(super) async fn assign(
 /// (which no cross-site form can send).
 pub(super) async fn import(
     State(state): State<HubState>,
-    _admin: Admin,
+    admin: Admin,
     headers: HeaderMap,
     body: String,
 ) -> HttpResult {
@@ -142,11 +152,13 @@ pub(super) async fn import(
         ));
     }
     match crate::store::import::import_csv(state.hub.store(), body).await {
-        Ok((kind, rows)) => Ok((
-            StatusCode::OK,
-            Json(json!({ "kind": format!("{kind:?}").to_lowercase(), "rows": rows })),
-        )
-            .into_response()),
+        Ok((kind, rows)) => {
+            let kind = format!("{kind:?}").to_lowercase();
+            admin
+                .audit(&state, "import", format!("{rows} {kind}"))
+                .await;
+            Ok((StatusCode::OK, Json(json!({ "kind": kind, "rows": rows }))).into_response())
+        }
         Err(crate::store::import::ImportError::Store(e)) => {
             Err(HttpError::unavailable("import failed in the store", &e))
         }
@@ -168,7 +180,7 @@ pub(super) async fn school(State(state): State<HubState>, _admin: Admin) -> Http
 /// pupil.
 pub(super) async fn delete(
     State(state): State<HubState>,
-    _admin: Admin,
+    admin: Admin,
     Path((kind, id)): Path<(String, i64)>,
 ) -> HttpResult {
     let kind =
@@ -183,5 +195,71 @@ pub(super) async fn delete(
     }
     // The store cascaded; the hub's memory follows.
     state.hub.forget(kind.table(), id);
+    let detail = format!("{} {id}", kind.table());
+    admin.audit(&state, "deleted", detail).await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewAdmin {
+    login: String,
+    password: String,
+}
+
+/// `POST /api/v1/admin/admins`: adds an admin account, or sets an admin's password
+/// (`cartable admin add` goes through here while the daemon runs).
+pub(super) async fn put_admin(
+    State(state): State<HubState>,
+    admin: Admin,
+    JsonBody(body): JsonBody<NewAdmin>,
+) -> HttpResult {
+    let valid_login = !body.login.is_empty()
+        && body.login.len() <= 64
+        && body
+            .login
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if !valid_login {
+        return Err(HttpError::bad_request(
+            "a login has 1 to 64 of a-z, 0-9, `.`, `_` and `-`",
+        ));
+    }
+    if body.password.chars().count() < 8 || body.password.len() > 200 {
+        return Err(HttpError::bad_request("a password has 8 to 200 characters"));
+    }
+    let (login, now) = (body.login.clone(), state.clock.unix());
+    let (salt, hash) = tokio::task::spawn_blocking(move || {
+        crate::hub::auth::hash_password(&body.password, crate::hub::auth::PBKDF2_ITERATIONS)
+    })
+    .await
+    .map_err(|e| HttpError::unavailable("hashing a password", &e))?;
+    let stored_login = login.clone();
+    let added = state
+        .hub
+        .store()
+        .write(move |t| {
+            school::put_admin(
+                t,
+                &stored_login,
+                &salt,
+                &hash,
+                crate::hub::auth::PBKDF2_ITERATIONS,
+                now,
+            )
+        })
+        .await?
+        .map_err(|why| HttpError::new(StatusCode::CONFLICT, why))?;
+    let action = if added {
+        "admin added"
+    } else {
+        "admin password set"
+    };
+    admin.audit(&state, action, login).await;
+    Ok(if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    }
+    .into_response())
 }

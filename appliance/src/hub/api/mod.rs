@@ -87,6 +87,7 @@ pub(crate) fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router
             post(admin::set_password),
         )
         .route("/api/v1/admin/import", post(admin::import))
+        .route("/api/v1/admin/admins", post(admin::put_admin))
         .route("/api/v1/admin/school", get(admin::school))
         .route("/api/v1/admin/{kind}/{id}", delete(admin::delete))
         .route("/classe", get(super::page::page))
@@ -146,24 +147,76 @@ fn allowed_class(session: &Session, class: i64) -> Result<(), HttpError> {
     }
 }
 
-/// A caller on the box itself: the school's admin, until admin accounts exist.
-pub(crate) struct Admin;
+/// The school's admin: a signed-in admin (from any address, with the CSRF token for
+/// changes), or a caller on the box itself (a script, or root at the console, as on a
+/// Pi-hole). `actor` names them in the audit trail.
+pub(crate) struct Admin {
+    pub(crate) actor: String,
+}
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
+impl axum::extract::FromRequestParts<HubState> for Admin {
     type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        _state: &S,
+        state: &HubState,
     ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .ok_or(HttpError::forbidden("no peer address"))?;
-        local_only(&peer)?;
         same_origin(&parts.headers)?;
-        Ok(Admin)
+        let session = match cookie(&parts.headers) {
+            Some(c) => state.hub.sessions.get_admin(c).await?,
+            None => None,
+        };
+        match session {
+            Some(s) => {
+                let reads = parts.method == axum::http::Method::GET;
+                let sent = parts
+                    .headers
+                    .get("x-csrf-token")
+                    .and_then(|v| v.to_str().ok());
+                if !reads && sent != Some(s.csrf.as_str()) {
+                    return Err(HttpError::forbidden("missing or wrong X-CSRF-Token"));
+                }
+                Ok(Admin { actor: s.login })
+            }
+            None => {
+                local_only(&peer).map_err(|_| {
+                    HttpError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "sign in as an admin (or call from the box itself)",
+                    )
+                })?;
+                Ok(Admin {
+                    actor: format!("admin@{}", peer.ip()),
+                })
+            }
+        }
+    }
+}
+
+impl Admin {
+    /// Records what the admin did in the audit trail (and so on the central side).
+    /// Written once the change is committed: a crash between the two loses the
+    /// record, never invents one.
+    pub(crate) async fn audit(&self, state: &HubState, action: &str, detail: String) {
+        let body = cartable_protocol::events::EventBody::Audit {
+            actor: self.actor.clone(),
+            action: action.to_string(),
+            detail,
+        };
+        let now = state.clock.unix();
+        let written = state
+            .hub
+            .store()
+            .write(move |t| crate::store::outbox::append(t, now, &body))
+            .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot record an admin action in the audit trail");
+        }
     }
 }
 

@@ -41,15 +41,25 @@ pub(super) async fn login(
     }
     not_waiting(&hub.limits.sign_in, peer.ip())?;
     let login = body.login.clone();
-    let found = hub
+    let (admin, teacher) = hub
         .store()
-        .read(move |c| school::credentials(c, &login))
+        .read(move |c| {
+            Ok((
+                school::admin_credentials(c, &login)?,
+                school::credentials(c, &login)?,
+            ))
+        })
         .await?;
     let password = body.password;
-    let verified = tokio::task::spawn_blocking(move || match found {
-        Some(cred) => auth::verify_password(&password, &cred.salt, &cred.hash, cred.iterations)
-            .then_some((cred.teacher_id, cred.classes)),
-        None => {
+    // The account decides the role: an admin's login opens an admin session.
+    let verified = tokio::task::spawn_blocking(move || match (admin, teacher) {
+        (Some(a), _) => auth::verify_password(&password, &a.salt, &a.hash, a.iterations)
+            .then_some(Role::Admin(a.admin_id)),
+        (None, Some(cred)) => {
+            auth::verify_password(&password, &cred.salt, &cred.hash, cred.iterations)
+                .then_some(Role::Teacher(cred.teacher_id, cred.classes))
+        }
+        (None, None) => {
             let (salt, hash) = auth::decoy();
             let _ = auth::verify_password(&password, salt, hash, auth::PBKDF2_ITERATIONS);
             None
@@ -58,7 +68,7 @@ pub(super) async fn login(
     .await
     .ok()
     .flatten();
-    let Some((id, classes)) = verified else {
+    let Some(role) = verified else {
         hub.limits.sign_in.failed(peer.ip()).await;
         return Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
@@ -66,24 +76,56 @@ pub(super) async fn login(
         ));
     };
     hub.limits.sign_in.succeeded(peer.ip()).await;
+    let (id, classes) = match role {
+        Role::Teacher(id, classes) => (id, classes),
+        Role::Admin(id) => {
+            let (cookie, session) = hub.sessions.open_admin(id, &body.login).await?;
+            return Ok((
+                [(header::SET_COOKIE, session_cookie(&cookie))],
+                Json(json!({ "login": session.login, "csrf": session.csrf, "role": "admin" })),
+            )
+                .into_response());
+        }
+    };
     let (cookie, session) = hub.sessions.open(id, &body.login, classes).await?;
     Ok((
-        [(
-            header::SET_COOKIE,
-            format!(
-                "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-                auth::SESSION_TTL.as_secs()
-            ),
-        )],
-        Json(json!({ "login": session.login, "csrf": session.csrf, "classes": session.classes })),
+        [(header::SET_COOKIE, session_cookie(&cookie))],
+        Json(json!({ "login": session.login, "csrf": session.csrf, "classes": session.classes, "role": "teacher" })),
     )
         .into_response())
+}
+
+/// Who signed in.
+enum Role {
+    Teacher(i64, Vec<i64>),
+    Admin(i64),
+}
+
+fn session_cookie(cookie: &str) -> String {
+    format!(
+        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        auth::SESSION_TTL.as_secs()
+    )
 }
 
 /// `POST /api/v1/logout`: with the CSRF token, like every change (a page of another
 /// site must not sign a teacher out).
 pub(super) async fn logout(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
-    teacher(&state.hub, &headers, true).await?;
+    let admin = match cookie(&headers) {
+        Some(c) => state.hub.sessions.get_admin(c).await?,
+        None => None,
+    };
+    match admin {
+        Some(a) => {
+            let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+            if sent != Some(a.csrf.as_str()) {
+                return Err(HttpError::forbidden("missing or wrong X-CSRF-Token"));
+            }
+        }
+        None => {
+            teacher(&state.hub, &headers, true).await?;
+        }
+    }
     if let Some(c) = cookie(&headers) {
         state.hub.sessions.close(c).await?;
     }
@@ -100,6 +142,13 @@ pub(super) async fn logout(State(state): State<HubState>, headers: HeaderMap) ->
 /// `GET /api/v1/session`: the signed-in teacher and the CSRF token, for a page that
 /// was reloaded (the token is readable only by the box's own pages).
 pub(super) async fn session(State(state): State<HubState>, headers: HeaderMap) -> HttpResult {
+    if let Some(c) = cookie(&headers)
+        && let Some(a) = state.hub.sessions.get_admin(c).await?
+    {
+        return Ok(
+            Json(json!({ "login": a.login, "csrf": a.csrf, "role": "admin" })).into_response(),
+        );
+    }
     let s = teacher(&state.hub, &headers, false).await?;
     Ok(Json(json!({ "login": s.login, "csrf": s.csrf, "classes": s.classes })).into_response())
 }

@@ -1,10 +1,13 @@
-// The school admin's page (served to the box itself only): import, accounts,
-// enrolment codes, tablets. Every change goes through the same checked JSON API.
+// The school admin's page (to a signed-in admin, or the box itself): import, accounts,
+// enrolment codes, tablets. Every change goes through the same checked JSON API, with
+// the session's CSRF token.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const cell = (row, text) => { const td = document.createElement("td"); td.textContent = text; row.appendChild(td); return td; };
 const button = (label, onclick) => { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.onclick = onclick; return b; };
 let school = null;
+let csrf = null;
+const headers = (extra) => Object.assign(csrf ? { "x-csrf-token": csrf } : {}, extra || {});
 
 async function load() {
   school = await (await fetch("/api/v1/admin/school")).json();
@@ -52,18 +55,18 @@ async function load() {
 }
 
 async function post(path, body) {
-  return fetch(path, { method: "POST", headers: { "content-type": "application/json" }, body: body === undefined ? "" : JSON.stringify(body) });
+  return fetch(path, { method: "POST", headers: headers({ "content-type": "application/json" }), body: body === undefined ? "" : JSON.stringify(body) });
 }
 
 async function remove(kind, id, label) {
   if (!confirm(`Supprimer / delete ${label} ?`)) return;
-  await fetch(`/api/v1/admin/${kind}/${id}`, { method: "DELETE" });
+  await fetch(`/api/v1/admin/${kind}/${id}`, { method: "DELETE", headers: headers() });
   load();
 }
 
 $("csv-file").onchange = async () => { const f = $("csv-file").files[0]; if (f) $("csv").value = await f.text(); };
 $("import").onclick = async () => {
-  const r = await fetch("/api/v1/admin/import", { method: "POST", headers: { "content-type": "text/csv" }, body: $("csv").value });
+  const r = await fetch("/api/v1/admin/import", { method: "POST", headers: headers({ "content-type": "text/csv" }), body: $("csv").value });
   $("import-result").textContent = await r.text();
   load();
 };
@@ -78,4 +81,8 @@ $("new-code").onclick = async () => {
   const r = await post("/api/v1/admin/enrolment-codes", body);
   $("code").textContent = r.ok ? (await r.json()).code : await r.text();
 };
-load();
+(async () => {
+  const r = await fetch("/api/v1/session");
+  if (r.ok) csrf = (await r.json()).csrf;
+  load();
+})();

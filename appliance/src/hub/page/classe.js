@@ -88,6 +88,8 @@ $("signin-form").onsubmit = async (ev) => {
 $("signout").onclick = async () => { await fetch("/api/v1/logout", { method: "POST", headers: { "x-csrf-token": csrf } }); csrf = null; showSignin(); };
 
 async function start(session) {
+  // An admin's account signs in here too, and goes on to the admin's page.
+  if (session.role === "admin") { location.href = "/admin"; return; }
   csrf = session.csrf;
   $("who").textContent = session.login;
   $("signin-form").hidden = true; $("class-view").hidden = false; $("signout").hidden = false;
