@@ -3,7 +3,7 @@
 //! writer; with no daemon running, straight in the store.
 
 use crate::config::Config;
-use crate::store::{Store, school};
+use crate::store::Store;
 
 /// Adds `login` (or sets its password); says how.
 pub async fn add(config: &Config, login: &str, password: &str) -> anyhow::Result<String> {
@@ -29,47 +29,16 @@ pub async fn add(config: &Config, login: &str, password: &str) -> anyhow::Result
 
 /// No daemon answers: this process is the store's only writer.
 async fn add_offline(config: &Config, login: &str, password: &str) -> anyhow::Result<String> {
-    let valid = !login.is_empty()
-        && login.len() <= 64
-        && login
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    anyhow::ensure!(valid, "a login has 1 to 64 of a-z, 0-9, `.`, `_` and `-`");
-    anyhow::ensure!(
-        password.chars().count() >= 8 && password.len() <= 200,
-        "a password has 8 to 200 characters"
-    );
-    let iterations = crate::hub::auth::PBKDF2_ITERATIONS;
-    let (salt, hash) = crate::hub::auth::hash_password(password, iterations);
+    use crate::hub::auth::{AdminRefused, put_admin};
     let store = Store::open(&config.appliance.data_dir)?;
-    let (login_owned, now) = (login.to_string(), crate::base::clock::unix_now());
-    let done = store
-        .write(move |t| {
-            let added = school::put_admin(t, &login_owned, &salt, &hash, iterations, now)?;
-            if let Ok(added) = added {
-                let action = if added {
-                    "admin added"
-                } else {
-                    "admin password set"
-                };
-                crate::store::outbox::append(
-                    t,
-                    now,
-                    &cartable_protocol::events::EventBody::Audit {
-                        actor: "cartable admin add".into(),
-                        action: action.into(),
-                        detail: login_owned.clone(),
-                    },
-                )?;
-            }
-            Ok(added)
-        })
-        .await;
+    let now = crate::base::clock::unix_now();
+    let done = put_admin(&store, login, password, now, "cartable admin add".into()).await;
     let store_path = store.path().display().to_string();
     tokio::task::spawn_blocking(move || store.close()).await?;
-    match done? {
+    match done {
         Ok(true) => Ok(format!("admin {login} added (in {store_path})")),
         Ok(false) => Ok(format!("admin {login}: new password set (in {store_path})")),
-        Err(why) => anyhow::bail!("{why}"),
+        Err(AdminRefused::Invalid(why) | AdminRefused::Taken(why)) => anyhow::bail!("{why}"),
+        Err(AdminRefused::Store(e)) => Err(e.into()),
     }
 }

@@ -37,8 +37,6 @@ pub struct App {
     supervisor: Supervisor,
     http_addr: SocketAddr,
     dns_addrs: Vec<SocketAddr>,
-    health: Health,
-    engine: Arc<Engine>,
 }
 
 impl App {
@@ -137,8 +135,6 @@ impl App {
             supervisor,
             http_addr,
             dns_addrs,
-            health,
-            engine,
         })
     }
 
@@ -152,20 +148,12 @@ impl App {
         &self.dns_addrs
     }
 
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
-    }
-
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
 
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub fn health(&self) -> &Health {
-        &self.health
     }
 
     /// Serves until `shutdown` is cancelled, then stops every service and closes the

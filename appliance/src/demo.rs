@@ -174,18 +174,14 @@ pub async fn run(
         .write(|t| crate::store::school::seed(t, SCHOOL))
         .await
         .context("seeding the demo school")?;
-    let (salt, hash) =
-        crate::hub::auth::hash_password(DEMO_PASSWORD, crate::hub::auth::PBKDF2_ITERATIONS);
     let now = crate::base::clock::unix_now();
-    app.store()
-        .write(move |t| {
-            let iterations = crate::hub::auth::PBKDF2_ITERATIONS;
-            crate::store::school::put_admin(t, DEMO_ADMIN, &salt, &hash, iterations, now)?
-                .map_err(|why| crate::store::StoreError::Commit(why.into()))?;
-            Ok(())
-        })
+    let actor = "cartable demo".to_string();
+    if crate::hub::auth::put_admin(app.store(), DEMO_ADMIN, DEMO_PASSWORD, now, actor)
         .await
-        .context("making the demo admin")?;
+        .is_err()
+    {
+        anyhow::bail!("cannot make the demo admin");
+    }
     let counts = app.store().read(crate::store::school::counts).await?;
     let tokens = tablets(app.hub())
         .await

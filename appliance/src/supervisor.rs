@@ -49,13 +49,13 @@ impl ServiceCtx {
 
 /// The live state of every service, shared with `/healthz` and `/api/v1/status`.
 #[derive(Clone, Default)]
-pub struct Health {
+pub(crate) struct Health {
     inner: Arc<RwLock<Vec<ServiceStatus>>>,
     changed: Arc<watch::Sender<()>>,
 }
 
 impl Health {
-    pub fn snapshot(&self) -> Vec<ServiceStatus> {
+    pub(crate) fn snapshot(&self) -> Vec<ServiceStatus> {
         self.inner.read().map(|v| v.clone()).unwrap_or_default()
     }
 

@@ -172,6 +172,23 @@ impl Appliance {
         std::fs::read_to_string(self.dir.path().join("cartable.log")).unwrap_or_default()
     }
 
+    /// Imports the school's CSV files (classes, then teachers, then pupils) through
+    /// the admin API, as the admin on the box does.
+    pub async fn import(&self, files: &[&str]) {
+        for csv in files {
+            let r = cartable_agent::http::request(
+                self.http,
+                "POST",
+                "/api/v1/admin/import",
+                &[("content-type", "text/csv")],
+                Some(csv),
+            )
+            .await
+            .expect("the box answers");
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+
     /// The daemon's resident memory, from `/proc/PID/status`, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.child.id()))

@@ -97,20 +97,32 @@ impl Sessions {
         Sessions { store, clock }
     }
 
-    /// A new session; returns (cookie value, session).
+    /// A new session of `owner`; returns (cookie value, CSRF token).
+    async fn mint(
+        &self,
+        account: school::Account,
+        owner: i64,
+    ) -> Result<(String, String), StoreError> {
+        let (token, csrf) = (new_secret(), new_secret());
+        let (hash, now) = (token_hash(&token), self.clock.unix());
+        let expires = now + SESSION_TTL.as_secs() as i64;
+        let stored_csrf = csrf.clone();
+        self.store
+            .write(move |t| {
+                school::open_session(t, account, &hash, owner, &stored_csrf, now, expires)
+            })
+            .await?;
+        Ok((token, csrf))
+    }
+
+    /// A new teacher's session; returns (cookie value, session).
     pub(crate) async fn open(
         &self,
         teacher_id: i64,
         login: &str,
         classes: Vec<i64>,
     ) -> Result<(String, Session), StoreError> {
-        let (token, csrf) = (new_secret(), new_secret());
-        let (hash, now) = (token_hash(&token), self.clock.unix());
-        let expires = now + SESSION_TTL.as_secs() as i64;
-        let stored_csrf = csrf.clone();
-        self.store
-            .write(move |t| school::open_session(t, &hash, teacher_id, &stored_csrf, now, expires))
-            .await?;
+        let (token, csrf) = self.mint(school::Account::Teacher, teacher_id).await?;
         let session = Session {
             login: login.to_string(),
             classes,
@@ -136,10 +148,7 @@ impl Sessions {
     pub(crate) async fn close(&self, cookie: &str) -> Result<(), StoreError> {
         let hash = token_hash(cookie);
         self.store
-            .write(move |t| {
-                school::close_session(t, &hash)?;
-                school::close_admin_session(t, &hash)
-            })
+            .write(move |t| school::close_session(t, &hash))
             .await
     }
 
@@ -149,22 +158,9 @@ impl Sessions {
         admin_id: i64,
         login: &str,
     ) -> Result<(String, AdminSession), StoreError> {
-        let (token, csrf) = (new_secret(), new_secret());
-        let (hash, now) = (token_hash(&token), self.clock.unix());
-        let expires = now + SESSION_TTL.as_secs() as i64;
-        let stored_csrf = csrf.clone();
-        self.store
-            .write(move |t| {
-                school::open_admin_session(t, &hash, admin_id, &stored_csrf, now, expires)
-            })
-            .await?;
-        Ok((
-            token,
-            AdminSession {
-                login: login.to_string(),
-                csrf,
-            },
-        ))
+        let (token, csrf) = self.mint(school::Account::Admin, admin_id).await?;
+        let login = login.to_string();
+        Ok((token, AdminSession { login, csrf }))
     }
 
     /// The live admin session a cookie names, if any.
@@ -183,6 +179,70 @@ impl Sessions {
 pub(crate) struct AdminSession {
     pub(crate) login: String,
     pub(crate) csrf: String,
+}
+
+/// A password an account may have: 8 to 200 characters.
+pub(crate) fn check_password(password: &str) -> Result<(), &'static str> {
+    if password.chars().count() < 8 || password.len() > 200 {
+        return Err("a password has 8 to 200 characters");
+    }
+    Ok(())
+}
+
+/// Why an admin account was not made.
+pub(crate) enum AdminRefused {
+    Invalid(&'static str),
+    /// A teacher has this login (the sign-in page decides the role by the login).
+    Taken(&'static str),
+    Store(StoreError),
+}
+
+/// Adds the admin `login`, or sets its password, and records it in the audit trail in
+/// the same transaction, as `actor`; true when the account is new. The handler of
+/// `POST /api/v1/admin/admins` and `cartable admin add` (no daemon running) share it.
+pub(crate) async fn put_admin(
+    store: &Store,
+    login: &str,
+    password: &str,
+    now: i64,
+    actor: String,
+) -> Result<bool, AdminRefused> {
+    if !crate::store::import::valid_login(login) {
+        return Err(AdminRefused::Invalid(
+            "a login has 1 to 64 of a-z, 0-9, `.`, `_` and `-`",
+        ));
+    }
+    check_password(password).map_err(AdminRefused::Invalid)?;
+    let password = password.to_string();
+    let (salt, hash) =
+        tokio::task::spawn_blocking(move || hash_password(&password, PBKDF2_ITERATIONS))
+            .await
+            .map_err(|e| AdminRefused::Store(StoreError::Panicked(e.to_string())))?;
+    let login = login.to_string();
+    let written = store
+        .write(move |t| {
+            let added = school::put_admin(t, &login, &salt, &hash, PBKDF2_ITERATIONS, now)?;
+            if let Ok(added) = added {
+                let action = if added {
+                    "admin added"
+                } else {
+                    "admin password set"
+                };
+                crate::store::outbox::append(
+                    t,
+                    now,
+                    &cartable_protocol::events::EventBody::Audit {
+                        actor,
+                        action: action.into(),
+                        detail: login,
+                    },
+                )?;
+            }
+            Ok(added)
+        })
+        .await
+        .map_err(AdminRefused::Store)?;
+    written.map_err(AdminRefused::Taken)
 }
 
 /// A password hash nobody has, checked when a login is unknown, so an unknown login

@@ -438,32 +438,41 @@ impl Hub {
 
     /// Records a device's answer to a command.
     pub fn ack(&self, id: i64, command: u64, ok: bool, error: String) {
-        // Only a tablet the command went to may acknowledge it (a wipe it was sent is
-        // known to the device itself, even once the command's status is forgotten).
-        // The registry first, as `command` holds it while it fans out and records the
-        // status: a fast tablet's ack waits for its command to be known.
-        let target = {
-            let reg = lock(&self.registry);
-            reg.devices
-                .get(&id)
-                .is_some_and(|d| d.wipe_command == Some(command))
-                || lock(&self.commands)
-                    .get(&command)
-                    .is_some_and(|st| st.pending.contains(&id) || st.offline.contains(&id))
-        };
-        if !target {
-            tracing::debug!(device = id, command, "an ack for a command not sent to it");
-            return;
-        }
         let mut ended = None;
-        let class = lock(&self.registry).devices.get_mut(&id).and_then(|d| {
+        let class = {
+            // The registry first, as `command` holds it while it fans out and records
+            // the status: a fast tablet's ack waits for its command to be known.
+            let mut reg = lock(&self.registry);
+            let Some(d) = reg.devices.get_mut(&id) else {
+                return;
+            };
+            let wipe = d.wipe_command == Some(command);
+            let mut commands = lock(&self.commands);
+            let status = commands
+                .get_mut(&command)
+                .filter(|st| st.pending.contains(&id) || st.offline.contains(&id));
+            // Only a tablet the command went to may acknowledge it (a wipe it was sent
+            // is known to the device itself, even once the command's status is gone).
+            if status.is_none() && !wipe {
+                tracing::debug!(device = id, command, "an ack for a command not sent to it");
+                return;
+            }
+            if let Some(st) = status {
+                st.pending.retain(|d| *d != id);
+                if ok {
+                    st.ok.push(id);
+                } else {
+                    st.failed.insert(id, error);
+                }
+            }
+            drop(commands);
             d.acked = Some(d.acked.map_or(command, |a| a.max(command)));
-            if ok && d.wipe_command == Some(command) {
+            if ok && wipe {
                 d.wipe_command = None;
                 ended = d.session.take().map(|(session, _, _)| session);
             }
             d.class_id
-        });
+        };
         if let Some(session) = ended {
             // The tablet confirmed the wipe: the pupil's session is over.
             let (store, now) = (self.store.clone(), self.clock.unix());
@@ -483,14 +492,6 @@ impl Hub {
             });
         }
         self.changed(class);
-        if let Some(st) = lock(&self.commands).get_mut(&command) {
-            st.pending.retain(|d| *d != id);
-            if ok {
-                st.ok.push(id);
-            } else {
-                st.failed.insert(id, error);
-            }
-        }
     }
 
     /// Whether `action` sent to `targets` fits in a device frame, as the command and as
@@ -504,6 +505,10 @@ impl Hub {
         };
         if size(&frame(action.clone())) > cartable_protocol::device::MAX_FRAME {
             return false;
+        }
+        // A one-shot leaves the desired states as they are (and they fit already).
+        if !action.apply_to(&mut DesiredState::default()) {
+            return true;
         }
         let reg = lock(&self.registry);
         targets.iter().filter_map(|t| reg.devices.get(t)).all(|d| {

@@ -48,7 +48,8 @@ fn fields(line: &str, sep: char) -> Vec<String> {
     out
 }
 
-fn valid_login(s: &str) -> bool {
+/// A login as the school's accounts have them: 1 to 64 of a-z, 0-9, `.`, `_`, `-`.
+pub(crate) fn valid_login(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

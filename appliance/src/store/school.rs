@@ -444,19 +444,44 @@ pub struct SessionRow {
     pub csrf: String,
 }
 
+/// Whose session it is: a teacher's or an admin's (two tables, so that each goes with
+/// its account by cascade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    Teacher,
+    Admin,
+}
+
+impl Account {
+    /// (sessions table, its account column).
+    fn sessions(self) -> (&'static str, &'static str) {
+        match self {
+            Account::Teacher => ("teacher_sessions", "teacher_id"),
+            Account::Admin => ("admin_sessions", "admin_id"),
+        }
+    }
+}
+
 /// Stores a session (by the hash of its cookie) and drops the expired ones.
 pub fn open_session(
     t: &Transaction<'_>,
+    account: Account,
     token_hash: &[u8],
-    teacher: i64,
+    owner: i64,
     csrf: &str,
     now: i64,
     expires_at: i64,
 ) -> Result<(), StoreError> {
-    t.execute("DELETE FROM teacher_sessions WHERE expires_at <= ?1", [now])?;
+    let (table, column) = account.sessions();
     t.execute(
-        "INSERT INTO teacher_sessions(token_hash, teacher_id, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![token_hash, teacher, csrf, expires_at],
+        &format!("DELETE FROM {table} WHERE expires_at <= ?1"),
+        [now],
+    )?;
+    t.execute(
+        &format!(
+            "INSERT INTO {table}(token_hash, {column}, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)"
+        ),
+        params![token_hash, owner, csrf, expires_at],
     )?;
     Ok(())
 }
@@ -491,11 +516,15 @@ pub fn session(
     }))
 }
 
+/// Ends the session a cookie's hash names, whoever's it is.
 pub fn close_session(t: &Transaction<'_>, token_hash: &[u8]) -> Result<(), StoreError> {
-    t.execute(
-        "DELETE FROM teacher_sessions WHERE token_hash = ?1",
-        [token_hash],
-    )?;
+    for account in [Account::Teacher, Account::Admin] {
+        let (table, _) = account.sessions();
+        t.execute(
+            &format!("DELETE FROM {table} WHERE token_hash = ?1"),
+            [token_hash],
+        )?;
+    }
     Ok(())
 }
 
@@ -603,22 +632,6 @@ pub fn put_admin(
     }
 }
 
-pub fn open_admin_session(
-    t: &Transaction<'_>,
-    token_hash: &[u8],
-    admin: i64,
-    csrf: &str,
-    now: i64,
-    expires_at: i64,
-) -> Result<(), StoreError> {
-    t.execute("DELETE FROM admin_sessions WHERE expires_at <= ?1", [now])?;
-    t.execute(
-        "INSERT INTO admin_sessions(token_hash, admin_id, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![token_hash, admin, csrf, expires_at],
-    )?;
-    Ok(())
-}
-
 /// The admin's login and CSRF token of a live session.
 pub fn admin_session(
     conn: &Connection,
@@ -633,12 +646,4 @@ pub fn admin_session(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?)
-}
-
-pub fn close_admin_session(t: &Transaction<'_>, token_hash: &[u8]) -> Result<(), StoreError> {
-    t.execute(
-        "DELETE FROM admin_sessions WHERE token_hash = ?1",
-        [token_hash],
-    )?;
-    Ok(())
 }

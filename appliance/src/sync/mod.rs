@@ -53,16 +53,6 @@ pub struct SyncView {
     broker: Option<String>,
 }
 
-impl SyncView {
-    /// The view of a box without sync (tests of other parts).
-    pub fn standalone() -> SyncView {
-        SyncView {
-            rx: watch::channel(LinkInfo::default()).1,
-            broker: None,
-        }
-    }
-}
-
 /// The link's state and the backlog, for `/api/v1/status`.
 pub(crate) async fn status(view: &SyncView, store: &Store) -> SyncStatus {
     let info = view.rx.borrow().clone();

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use cartable_agent::http::{Response, request, request_from};
+use cartable_agent::http::{Response, request_from};
 use cartable_systests::appliance::Appliance;
 use serde_json::json;
 
@@ -28,21 +28,11 @@ async fn call(
 /// A box with class CM1-A, teachers marie and paul (password `tableau-noir`).
 async fn school() -> Appliance {
     let app = Appliance::start("");
-    for csv in [
+    app.import(&[
         "class;level\nCM1-A;CM1\n",
         "login,name,classes\nmarie,Marie Curie,CM1-A\npaul,Paul Langevin,CM1-A\n",
-    ] {
-        let r = request(
-            app.http,
-            "POST",
-            "/api/v1/admin/import",
-            &[("content-type", "text/csv")],
-            Some(csv),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    ])
+    .await;
     for who in ["marie", "paul"] {
         set_password(&app, who, PASSWORD).await;
     }

@@ -77,22 +77,12 @@ fn start_agent(app: &Appliance, a: &Agent) {
 /// tablet), every agent connected.
 async fn school(per_class: usize, extra: &str) -> Class {
     let app = Appliance::start(extra);
-    for csv in [
+    app.import(&[
         "class;level\nCM1-A;CM1\n6e-B;6e\n",
         "login,name,classes\nmarie,Marie Curie,CM1-A\npaul,Paul Langevin,6e-B\n",
         "first_name,last_name,class\nLéa,Martin,CM1-A\n",
-    ] {
-        let r = request(
-            app.http,
-            "POST",
-            "/api/v1/admin/import",
-            &[("content-type", "text/csv")],
-            Some(csv),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    ])
+    .await;
     for who in ["marie", "paul"] {
         let r = post(
             &app,

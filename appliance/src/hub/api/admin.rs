@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::{Admin, HubState};
 use crate::base::http::{HttpError, HttpResult, JsonBody};
+use crate::hub::auth::{self, AdminRefused};
 use crate::store::{StoreError, school};
 
 /// How long an enrolment code stays valid.
@@ -94,9 +95,7 @@ pub(super) async fn set_password(
     Path(login): Path<String>,
     JsonBody(body): JsonBody<Password>,
 ) -> HttpResult {
-    if body.password.chars().count() < 8 || body.password.len() > 200 {
-        return Err(HttpError::bad_request("a password has 8 to 200 characters"));
-    }
+    auth::check_password(&body.password).map_err(HttpError::bad_request)?;
     if !state.hub.set_password(login.clone(), body.password).await? {
         return Err(HttpError::not_found("no such teacher"));
     }
@@ -214,52 +213,23 @@ pub(super) async fn put_admin(
     admin: Admin,
     JsonBody(body): JsonBody<NewAdmin>,
 ) -> HttpResult {
-    let valid_login = !body.login.is_empty()
-        && body.login.len() <= 64
-        && body
-            .login
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if !valid_login {
-        return Err(HttpError::bad_request(
-            "a login has 1 to 64 of a-z, 0-9, `.`, `_` and `-`",
-        ));
-    }
-    if body.password.chars().count() < 8 || body.password.len() > 200 {
-        return Err(HttpError::bad_request("a password has 8 to 200 characters"));
-    }
-    let (login, now) = (body.login.clone(), state.clock.unix());
-    let (salt, hash) = tokio::task::spawn_blocking(move || {
-        crate::hub::auth::hash_password(&body.password, crate::hub::auth::PBKDF2_ITERATIONS)
-    })
+    let added = auth::put_admin(
+        state.hub.store(),
+        &body.login,
+        &body.password,
+        state.clock.unix(),
+        admin.actor,
+    )
     .await
-    .map_err(|e| HttpError::unavailable("hashing a password", &e))?;
-    let stored_login = login.clone();
-    let added = state
-        .hub
-        .store()
-        .write(move |t| {
-            school::put_admin(
-                t,
-                &stored_login,
-                &salt,
-                &hash,
-                crate::hub::auth::PBKDF2_ITERATIONS,
-                now,
-            )
-        })
-        .await?
-        .map_err(|why| HttpError::new(StatusCode::CONFLICT, why))?;
-    let action = if added {
-        "admin added"
-    } else {
-        "admin password set"
-    };
-    admin.audit(&state, action, login).await;
-    Ok(if added {
+    .map_err(|refused| match refused {
+        AdminRefused::Invalid(why) => HttpError::bad_request(why),
+        AdminRefused::Taken(why) => HttpError::new(StatusCode::CONFLICT, why),
+        AdminRefused::Store(e) => e.into(),
+    })?;
+    let status = if added {
         StatusCode::CREATED
     } else {
         StatusCode::NO_CONTENT
-    }
-    .into_response())
+    };
+    Ok(status.into_response())
 }

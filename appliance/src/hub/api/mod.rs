@@ -119,12 +119,18 @@ async fn teacher(hub: &Hub, headers: &HeaderMap, changes: bool) -> Result<Sessio
     };
     let session = found.ok_or(HttpError::new(StatusCode::UNAUTHORIZED, "sign in first"))?;
     if changes {
-        let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-        if sent != Some(session.csrf.as_str()) {
-            return Err(HttpError::forbidden("missing or wrong X-CSRF-Token"));
-        }
+        csrf_sent(headers, &session.csrf)?;
     }
     Ok(session)
+}
+
+/// A change must carry its session's CSRF token (another site's page cannot read it).
+fn csrf_sent(headers: &HeaderMap, expected: &str) -> Result<(), HttpError> {
+    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    if sent != Some(expected) {
+        return Err(HttpError::forbidden("missing or wrong X-CSRF-Token"));
+    }
+    Ok(())
 }
 
 /// A signed-in teacher of `class` (with the CSRF token when `changes`).
@@ -173,13 +179,8 @@ impl axum::extract::FromRequestParts<HubState> for Admin {
         };
         match session {
             Some(s) => {
-                let reads = parts.method == axum::http::Method::GET;
-                let sent = parts
-                    .headers
-                    .get("x-csrf-token")
-                    .and_then(|v| v.to_str().ok());
-                if !reads && sent != Some(s.csrf.as_str()) {
-                    return Err(HttpError::forbidden("missing or wrong X-CSRF-Token"));
+                if parts.method != axum::http::Method::GET {
+                    csrf_sent(&parts.headers, &s.csrf)?;
                 }
                 Ok(Admin { actor: s.login })
             }

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{COOKIE, HubState, cookie, not_waiting, teacher};
+use super::{COOKIE, HubState, cookie, csrf_sent, not_waiting, teacher};
 use crate::base::http::{HttpError, HttpResult, JsonBody};
 use crate::hub::auth;
 use crate::store::school;
@@ -116,12 +116,7 @@ pub(super) async fn logout(State(state): State<HubState>, headers: HeaderMap) ->
         None => None,
     };
     match admin {
-        Some(a) => {
-            let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-            if sent != Some(a.csrf.as_str()) {
-                return Err(HttpError::forbidden("missing or wrong X-CSRF-Token"));
-            }
-        }
+        Some(a) => csrf_sent(&headers, &a.csrf)?,
         None => {
             teacher(&state.hub, &headers, true).await?;
         }
