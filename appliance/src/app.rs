@@ -91,6 +91,7 @@ impl App {
                 site: config.appliance.site.to_string(),
                 box_id: config.appliance.id.to_string(),
                 fleet_key,
+                box_key: Arc::new(crate::sync::box_key::load_or_create(&data_dir)?),
             },
             data_dir: data_dir.clone(),
             clock: clock.clone(),

@@ -59,6 +59,13 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Print this box's public signing key (made at first use), for the fleet admin to
+    /// pin with `cartable-central box add`.
+    BoxKey {
+        /// The box's configuration (its data folder holds the key).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Ask a running daemon for its state.
     Status {
         /// The daemon's HTTP address.
@@ -161,6 +168,18 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
+fn box_key(config: &Path) -> anyhow::Result<()> {
+    let config = load_config(Some(config))?;
+    let key = cartable::box_key::load_or_create(&config.appliance.data_dir)?;
+    let hex = cartable_protocol::desired::hex(ring::signature::KeyPair::public_key(&key).as_ref());
+    println!("box_key = \"{hex}\"");
+    println!(
+        "pin it on the central side with:\n  cartable-central box add --site {} --box {} --key {hex}",
+        config.appliance.site, config.appliance.id
+    );
+    Ok(())
+}
+
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{e}")),
@@ -196,6 +215,10 @@ fn filter_command(command: FilterCommand) -> anyhow::Result<ExitCode> {
 
 async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::BoxKey { config } => {
+            box_key(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { config } => {
             logging::init("info");
             let config = match Config::load(&config) {

@@ -58,7 +58,7 @@ th{background:#f3f3f3}.on{color:#0a0;font-weight:bold}.off{color:#b00;font-weigh
     h.push_str(
         "<h2>Boîtiers / Boxes</h2><table><tr><th>Site</th><th>Box</th><th>État / State</th>\
 <th>Vu / Last seen</th><th>Version</th><th>En attente / Backlog</th><th>Plus ancien / Oldest</th>\
-<th>Événements reçus / Events</th><th>Politiques / Policies</th></tr>",
+<th>Événements reçus / Events</th><th>Politiques / Policies</th><th>Clé du boîtier / Box key</th></tr>",
     );
     for b in boxes {
         let on = b.online && now - b.last_seen < STALE_SECS;
@@ -74,7 +74,7 @@ th{background:#f3f3f3}.on{color:#0a0;font-weight:bold}.off{color:#b00;font-weigh
         };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&b.site),
             esc(&b.r#box),
             if on { "on" } else { "off" },
@@ -89,6 +89,7 @@ th{background:#f3f3f3}.on{color:#0a0;font-weight:bold}.off{color:#b00;font-weigh
             esc(&oldest),
             b.events,
             esc(&policies),
+            key_cell(b),
         );
     }
     h.push_str("</table>");
@@ -121,6 +122,24 @@ th{background:#f3f3f3}.on{color:#0a0;font-weight:bold}.off{color:#b00;font-weigh
     );
     h.push_str("</body></html>");
     h
+}
+
+/// The pinned key, in full (admins compare it with `cartable box-key` on the box), and
+/// a warning when messages sealed with another key are held.
+fn key_cell(b: &BoxRow) -> String {
+    let mut cell = match &b.key {
+        Some(k) => format!("<code>{}</code>", esc(k)),
+        None => "— (aucune / none)".into(),
+    };
+    if b.held > 0 {
+        let _ = write!(
+            cell,
+            "<br><span class=\"off\">{} messages retenus : autre clé / held: another key \
+             (cartable-central box add --replace)</span>",
+            b.held
+        );
+    }
+    cell
 }
 
 fn section(h: &mut String, title: &str, heads: [&str; 3], rows: impl Iterator<Item = [String; 3]>) {
@@ -160,11 +179,14 @@ mod tests {
             last_seen: 100,
             state: None,
             events: 3,
+            key: Some("ab".repeat(32)),
+            held: 2,
         }];
         let html = render(&rows, &Usage::default(), 110);
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("en ligne / online"));
+        assert!(html.contains(&"ab".repeat(32)) && html.contains("2 messages retenus"));
         let html = render(&rows, &Usage::default(), 100 + STALE_SECS + 1);
         assert!(html.contains("hors ligne / offline"));
     }

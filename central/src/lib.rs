@@ -1,7 +1,9 @@
 //! The fleet side of Cartable, as a library so tests drive the same code.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod dashboard;
+pub mod ingest;
 pub mod keys;
 pub mod publish;
 pub mod serve;

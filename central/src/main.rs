@@ -4,22 +4,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use cartable_central::broker::BrokerArgs;
+use cartable_central::keys;
 use cartable_protocol::desired::Body;
 use clap::{Parser, Subcommand};
 
-/// The fleet console: fleet key, signed desired state, fleet state and dashboard.
+/// The fleet console: fleet keys, signed desired state, fleet state and dashboard.
 #[derive(Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args, Clone)]
-struct Broker {
-    /// The fleet's MQTT broker, host:port.
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    broker: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -30,29 +26,65 @@ struct Target {
     /// Only this box of `--site`.
     #[arg(long = "box")]
     box_id: Option<String>,
-    /// The fleet's private key.
+    /// The working key (its root certificate is read from the same path + `.cert`).
     #[arg(long, default_value = "fleet.key")]
     key: PathBuf,
-    /// The version to sign (default: milliseconds since 1970, so always newer).
+    /// The root's certificate for the working key (default: the key's path + `.cert`).
+    #[arg(long)]
+    certificate: Option<PathBuf>,
+    /// The version to sign (default: milliseconds since 1970, so always newer; it may
+    /// not run ahead of the signing time).
     #[arg(long = "desired-version")]
     desired_version: Option<u64>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the fleet's Ed25519 signing key; print the public key to pin on each box.
+    /// Make an Ed25519 key: a working key (default) or, with --root, the fleet's root
+    /// key, whose public half every box pins and whose private half stays offline.
     Keygen {
         /// Where to write the private key (PKCS#8, readable by its owner only).
         #[arg(long, default_value = "fleet.key")]
         out: PathBuf,
-        /// Replace an existing key file (every box must then be re-pinned).
+        /// Make the root key.
+        #[arg(long)]
+        root: bool,
+        /// Replace an existing key file.
         #[arg(long)]
         force: bool,
+    },
+    /// On the offline machine: the root certifies a working key for a period.
+    Certify {
+        /// The root's private key.
+        #[arg(long, default_value = "root.key")]
+        root: PathBuf,
+        /// The working key's public half (hex, as `keygen` printed it).
+        #[arg(long)]
+        key: String,
+        /// A name for people.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Days the key may sign, from now.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Where to write the certificate (put it beside the working key as KEY.cert).
+        #[arg(long, default_value = "fleet.key.cert")]
+        out: PathBuf,
+    },
+    /// On the offline machine: the root signs the list of revoked working keys.
+    Revoke {
+        #[arg(long, default_value = "root.key")]
+        root: PathBuf,
+        /// Every working key still revoked (the list replaces the previous one).
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        #[arg(long, default_value = "revocations.json")]
+        out: PathBuf,
     },
     /// Take in every box's state and events; serve the dashboard and the JSON API.
     Serve {
         #[command(flatten)]
-        broker: Broker,
+        broker: BrokerArgs,
         /// Where fleet state and events are kept: a SQLite file, or
         /// `postgres://user@host/db` for large fleets.
         #[arg(long, default_value = "central.db")]
@@ -65,6 +97,11 @@ enum Command {
         #[arg(long, default_value = "cartable-central")]
         client_id: String,
     },
+    /// The boxes' own keys, which seal everything they publish.
+    Box {
+        #[command(subcommand)]
+        action: BoxAction,
+    },
     /// Filter policies for the fleet, a site or a box.
     Policy {
         #[command(subcommand)]
@@ -74,6 +111,33 @@ enum Command {
     Catalogue {
         #[command(subcommand)]
         action: Publish,
+    },
+    /// The root's revocation list, as `revoke` wrote it.
+    Revocations {
+        #[command(subcommand)]
+        action: PublishFile,
+    },
+}
+
+#[derive(Subcommand)]
+enum BoxAction {
+    /// Pin a box's key before its first contact (`cartable box-key` prints it on the
+    /// box), or replace the pinned key of a reinstalled box; messages held under that
+    /// key are then taken in.
+    Add {
+        #[arg(long)]
+        site: String,
+        #[arg(long = "box")]
+        box_id: String,
+        /// The box's public key, 64 hex digits.
+        #[arg(long)]
+        key: String,
+        /// Replace the key pinned for this box.
+        #[arg(long)]
+        replace: bool,
+        /// The database `serve` uses.
+        #[arg(long, default_value = "central.db")]
+        database: String,
     },
 }
 
@@ -87,22 +151,18 @@ enum Publish {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
-        broker: Broker,
+        broker: BrokerArgs,
     },
 }
 
-fn split_broker(b: &str) -> anyhow::Result<(String, u16)> {
-    let b = b.strip_prefix("mqtt://").unwrap_or(b);
-    let (host, port) = b
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow::anyhow!("`{b}` is not host:port"))?;
-    Ok((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port.parse()
-            .map_err(|_| anyhow::anyhow!("`{port}` is not a port"))?,
-    ))
+#[derive(Subcommand)]
+enum PublishFile {
+    /// Leave FILE (already signed by the root) retained on the broker.
+    Publish {
+        file: PathBuf,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -121,15 +181,45 @@ fn main() -> ExitCode {
     }
 }
 
+fn unix_now() -> i64 {
+    cartable_central::store::now()
+}
+
 fn run(command: Command) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match command {
-        Command::Keygen { out, force } => {
-            let public = cartable_central::keys::generate(&out, force)?;
+        Command::Keygen { out, root, force } => {
+            let public = keys::generate(&out, force)?;
             println!("private key written to {}", out.display());
-            println!("fleet_public_key = \"{public}\"");
+            if root {
+                println!("fleet_public_key = \"{public}\"");
+                println!("keep {} offline; pin the line above in every box's [sync]", out.display());
+            } else {
+                println!("working_key = \"{public}\"");
+                println!(
+                    "have the root certify it: cartable-central certify --key {public} --out {}",
+                    keys::certificate_path(&out).display()
+                );
+            }
+            Ok(())
+        }
+        Command::Certify {
+            root,
+            key,
+            name,
+            days,
+            out,
+        } => {
+            let cert = keys::certify(&root, &key, &name, unix_now(), days)?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&cert)?)?;
+            println!("certificate written to {} (valid {days} days)", out.display());
+            Ok(())
+        }
+        Command::Revoke { root, keys: k, out } => {
+            std::fs::write(&out, keys::revoke(&root, &k, unix_now())?)?;
+            println!("revocation list written to {}: {} keys", out.display(), k.len());
             Ok(())
         }
         Command::Serve {
@@ -137,36 +227,47 @@ fn run(command: Command) -> anyhow::Result<()> {
             database,
             listen,
             client_id,
-        } => {
-            let (host, port) = split_broker(&broker.broker)?;
-            rt.block_on(async move {
-                let listener = cartable_central::serve::bind(listen).await?;
-                eprintln!("dashboard on http://{}", listener.local_addr()?);
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .expect("SIGTERM handler");
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                    stop.cancel();
-                });
-                cartable_central::serve::run(
-                    listener,
-                    cartable_central::serve::ServeConfig {
-                        broker_host: host,
-                        broker_port: port,
-                        client_id,
-                        database,
-                    },
-                    shutdown,
-                )
-                .await
-            })
-        }
+        } => rt.block_on(async move {
+            let listener = cartable_central::serve::bind(listen).await?;
+            eprintln!("dashboard on http://{}", listener.local_addr()?);
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                stop.cancel();
+            });
+            let config = cartable_central::serve::ServeConfig {
+                broker,
+                client_id,
+                database,
+            };
+            cartable_central::serve::run(listener, config, shutdown).await
+        }),
+        Command::Box {
+            action:
+                BoxAction::Add {
+                    site,
+                    box_id,
+                    key,
+                    replace,
+                    database,
+                },
+        } => rt.block_on(async move {
+            let db = cartable_central::store::Db::open(&database).await?;
+            let added =
+                cartable_central::ingest::add_box(&db, &site, &box_id, &key, replace).await?;
+            println!(
+                "{site}/{box_id}: {:?}; {} held messages taken in",
+                added.pinned, added.released
+            );
+            Ok(())
+        }),
         Command::Policy {
             action:
                 Publish::Publish {
@@ -189,21 +290,32 @@ fn run(command: Command) -> anyhow::Result<()> {
             let catalogue = cartable_central::publish::read_catalogue(&file)?;
             publish(Body::Catalogue(catalogue), target, broker, &rt)
         }
+        Command::Revocations {
+            action: PublishFile::Publish { file, broker },
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            serde_json::from_slice::<cartable_protocol::keyring::SignedRevocations>(&bytes)
+                .with_context(|| format!("{} is not a list `revoke` wrote", file.display()))?;
+            let topic = cartable_protocol::topics::revocations();
+            rt.block_on(cartable_central::publish::send(&broker, &topic, bytes, true))?;
+            println!("published the revocation list on {topic} (retained)");
+            Ok(())
+        }
     }
 }
 
 fn publish(
     body: Body,
     target: Target,
-    broker: Broker,
+    broker: BrokerArgs,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
-    let (host, port) = split_broker(&broker.broker)?;
     let scope = cartable_central::publish::scope(target.site, target.box_id)?;
+    let signer = keys::signer(&target.key, target.certificate.as_deref())?;
     let (topic, version) = rt.block_on(cartable_central::publish::publish(
-        &target.key,
-        &host,
-        port,
+        &signer,
+        &broker,
         scope,
         body,
         target.desired_version,

@@ -1,6 +1,7 @@
 //! `cartable-central policy publish` and `catalogue publish`: sign desired state with
-//! the fleet key and leave it retained on the broker, for the whole fleet, one site or
-//! one box. Boxes that are offline get it when they reconnect.
+//! the working key (its root certificate attached) and leave it retained on the
+//! broker, for the whole fleet, one site or one box; `revocations publish` leaves the
+//! root's revocation list there. Boxes that are offline get them when they reconnect.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,7 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cartable_protocol::desired::{self, Body, Catalogue, Desired, PolicySet};
 use cartable_protocol::topics::{self, Scope};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
+
+use crate::broker::BrokerArgs;
+use crate::keys::Signer;
 
 /// Reads a policy set (JSON, or TOML with `[[policy]]` tables like the box's config).
 pub fn read_policies(path: &Path) -> anyhow::Result<PolicySet> {
@@ -57,39 +61,49 @@ pub fn scope(site: Option<String>, box_id: Option<String>) -> anyhow::Result<Sco
 
 /// Signs `body` for `scope` and publishes it retained; returns the topic and version.
 pub async fn publish(
-    key_file: &Path,
-    host: &str,
-    port: u16,
+    signer: &Signer,
+    broker: &BrokerArgs,
     scope: Scope,
     body: Body,
     version: Option<u64>,
 ) -> anyhow::Result<(String, u64)> {
-    let key = crate::keys::load(key_file)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let issued_at = now.as_secs() as i64;
+    let w = &signer.working;
+    if issued_at < w.not_before || issued_at > w.not_after {
+        bail!(
+            "the working key's certificate is valid from {} to {} (unix time), not now ({issued_at}): \
+             have the root certify a key for now",
+            w.not_before,
+            w.not_after
+        );
+    }
     let version = version.unwrap_or(now.as_millis() as u64);
+    if version > desired::max_version(issued_at) {
+        bail!("version {version} is ahead of the signing time; boxes would refuse it");
+    }
     let doc = Desired {
         version,
         scope: scope.clone(),
-        issued_at: now.as_secs() as i64,
+        issued_at,
         body,
     };
     let topic = topics::desired(&scope, doc.kind());
-    let envelope = serde_json::to_vec(&desired::seal(&key, &doc))?;
-    send(host, port, &topic, envelope, true).await?;
+    let envelope = serde_json::to_vec(&desired::seal(&signer.key, &signer.certificate, &doc))?;
+    send(broker, &topic, envelope, true).await?;
     Ok((topic, version))
 }
 
 /// Publishes one QoS 1 message and waits for the broker's ack.
 pub async fn send(
-    host: &str,
-    port: u16,
+    broker: &BrokerArgs,
     topic: &str,
     payload: Vec<u8>,
     retain: bool,
 ) -> anyhow::Result<()> {
     let id = format!("cartable-central-publish-{}", std::process::id());
-    let mut options = MqttOptions::new(id, host, port);
-    options.set_max_packet_size(8 << 20, 8 << 20);
+    let options = broker.options(&id)?;
+    let shown = broker.broker.as_str();
     let (client, mut eventloop) = AsyncClient::new(options, 8);
     client
         .publish(topic, QoS::AtLeastOnce, retain, payload)
@@ -108,8 +122,8 @@ pub async fn send(
     })
     .await;
     match waited {
-        Ok(r) => r.with_context(|| format!("publishing to {host}:{port}"))?,
-        Err(_) => bail!("no ack from the broker at {host}:{port} in 20 s"),
+        Ok(r) => r.with_context(|| format!("publishing to {shown}"))?,
+        Err(_) => bail!("no ack from the broker at {shown} in 20 s"),
     }
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;

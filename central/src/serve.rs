@@ -14,17 +14,15 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cartable_protocol::events::{Batch, Presence, ReportedState};
-use cartable_protocol::topics::{self, Topic};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use cartable_protocol::topics;
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Db;
 
 pub struct ServeConfig {
-    pub broker_host: String,
-    pub broker_port: u16,
+    pub broker: crate::broker::BrokerArgs,
     pub client_id: String,
     /// A SQLite file, or `postgres://...`.
     pub database: String,
@@ -39,15 +37,10 @@ pub async fn run(
     let db = Db::open(&config.database)
         .await
         .with_context(|| format!("opening the database {}", config.database))?;
-    let mut options = MqttOptions::new(
-        config.client_id.clone(),
-        config.broker_host.clone(),
-        config.broker_port,
-    );
+    let mut options = config.broker.options(&config.client_id)?;
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(false);
     options.set_manual_acks(true);
-    options.set_max_packet_size(8 << 20, 8 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
 
     // One writer: store, then acknowledge. Unbounded: the broker's in-flight window
@@ -58,7 +51,7 @@ pub async fn run(
         let (client, db) = (client.clone(), db.clone());
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
-                match handle(&db, &p.topic, &p.payload).await {
+                match crate::ingest::handle(&db, &p.topic, &p.payload).await {
                     Ok(()) => {
                         if let Err(e) = client.ack(&p).await {
                             tracing::warn!(error = %e, "cannot acknowledge");
@@ -118,60 +111,6 @@ pub async fn run(
         .await?;
     let _ = mqtt.await;
     writer.abort();
-    Ok(())
-}
-
-/// Stores one message. Malformed messages are counted and dropped (acknowledged: they
-/// will never parse); only a store failure is an error.
-async fn handle(db: &Db, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
-    let malformed = |what: &str, e: &dyn std::fmt::Display| {
-        tracing::warn!(topic, error = %e, "dropping a malformed {what}");
-    };
-    match topics::parse(topic) {
-        Some(Topic::Events { site, r#box }) => match Batch::decode(payload) {
-            Ok(batch) => {
-                let r = db.ingest(&site, &r#box, batch).await?;
-                tracing::debug!(
-                    site,
-                    r#box,
-                    new = r.new,
-                    duplicates = r.duplicates,
-                    "batch stored"
-                );
-                if r.out_of_order > 0 {
-                    tracing::warn!(
-                        site,
-                        r#box,
-                        n = r.out_of_order,
-                        "events arrived out of order"
-                    );
-                }
-            }
-            Err(e) => {
-                malformed("batch", &e);
-                db.bump("malformed").await?;
-            }
-        },
-        Some(Topic::Presence { site, r#box }) if !payload.is_empty() => {
-            match serde_json::from_slice::<Presence>(payload) {
-                Ok(p) => db.presence(&site, &r#box, p).await?,
-                Err(e) => {
-                    malformed("presence", &e);
-                    db.bump("malformed").await?;
-                }
-            }
-        }
-        Some(Topic::State { site, r#box }) if !payload.is_empty() => {
-            match serde_json::from_slice::<ReportedState>(payload) {
-                Ok(s) => db.state(&site, &r#box, s).await?,
-                Err(e) => {
-                    malformed("state", &e);
-                    db.bump("malformed").await?;
-                }
-            }
-        }
-        _ => {}
-    }
     Ok(())
 }
 

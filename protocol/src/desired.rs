@@ -1,20 +1,35 @@
 //! Desired state from the central side, in signed envelopes.
 //!
-//! The central side signs the exact bytes of a [`Desired`] document with the fleet's
-//! Ed25519 key; a box verifies them against the key pinned at enrolment before it reads
-//! a single field. The signature covers a domain-separation prefix, the scope and the
+//! The central side signs the exact bytes of a [`Desired`] document with a working key
+//! of the fleet's [keyring](crate::keyring), and the envelope carries the root's
+//! certificate for that key. A box verifies the certificate against the root key it
+//! pinned at enrolment, then the document against the working key, before it reads a
+//! single field. The signature covers a domain-separation prefix, the scope and the
 //! version, so a message cannot be replayed onto another box, nor an older version
-//! passed off as new.
+//! passed off as new; the document's `issued_at` must fall in the working key's
+//! validity, and its version cannot leap past its signing time (a version of 2^64-1
+//! would otherwise freeze every later document).
 
-use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
+use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
 
+use crate::keyring::{self, Certificate, KeyringError, WorkingKey};
 use crate::topics::{DesiredKind, Scope};
 
 /// Signed bytes start with this, so a fleet signature is good for nothing else.
 const DOMAIN: &[u8] = b"cartable/v1 desired\0";
 /// Largest envelope a box accepts (a catalogue of thousands of apps fits).
 pub const MAX_ENVELOPE: usize = 4 << 20;
+/// How far a version may run ahead of its signing time, in milliseconds: versions are
+/// milliseconds since 1970 by default, and a console's clock may be a little ahead.
+pub const VERSION_SLACK_MS: u64 = 3_600_000;
+
+/// The highest version a document signed at `issued_at` may carry.
+pub fn max_version(issued_at: i64) -> u64 {
+    (issued_at.max(0) as u64)
+        .saturating_mul(1000)
+        .saturating_add(VERSION_SLACK_MS)
+}
 
 /// What travels on a desired-state topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,8 +37,10 @@ pub const MAX_ENVELOPE: usize = 4 << 20;
 pub struct Envelope {
     /// The JSON text of a [`Desired`] document, exactly as signed.
     pub payload: String,
-    /// Ed25519 signature of `DOMAIN || payload`, hex.
+    /// Ed25519 signature of `DOMAIN || payload` by the certified working key, hex.
     pub signature: String,
+    /// The root's certificate for the working key that signed.
+    pub certificate: Certificate,
 }
 
 /// One piece of desired state.
@@ -148,36 +165,73 @@ pub enum EnvelopeError {
     Malformed(String),
     #[error("the signature is not hex of 64 bytes")]
     BadSignatureEncoding,
-    #[error("the signature does not verify with the pinned fleet key")]
+    #[error("the signature does not verify with the certified working key")]
     BadSignature,
+    #[error("{0}")]
+    Keyring(#[from] KeyringError),
+    #[error("signed at {issued_at}, outside the working key's validity ({not_before} to {not_after})")]
+    OutsideValidity {
+        issued_at: i64,
+        not_before: i64,
+        not_after: i64,
+    },
+    #[error("version {version} leaps past its signing time (at most {max})")]
+    VersionLeap { version: u64, max: u64 },
     #[error("the signed document is malformed: {0}")]
     BadDocument(String),
 }
 
-/// Signs `desired` with the fleet key.
-pub fn seal(key: &Ed25519KeyPair, desired: &Desired) -> Envelope {
+/// A document whose whole chain verified, with the working key that signed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub desired: Desired,
+    pub signer: WorkingKey,
+}
+
+/// Signs `desired` with a working key, attaching the root's certificate for it.
+pub fn seal(key: &Ed25519KeyPair, certificate: &Certificate, desired: &Desired) -> Envelope {
     let payload = serde_json::to_string(desired).expect("desired state serializes");
     let signature = key.sign(&signed_bytes(&payload));
     Envelope {
         payload,
         signature: hex(signature.as_ref()),
+        certificate: certificate.clone(),
     }
 }
 
-/// Checks the signature with `public_key` (32 bytes), then parses the document.
-pub fn open(bytes: &[u8], public_key: &[u8]) -> Result<Desired, EnvelopeError> {
+/// Checks the certificate with the pinned `root` key (32 bytes), the signature with
+/// the working key, the signing time against the key's validity and the version
+/// against the signing time; then returns the document.
+pub fn open(bytes: &[u8], root: &[u8]) -> Result<Verified, EnvelopeError> {
     if bytes.len() > MAX_ENVELOPE {
         return Err(EnvelopeError::TooLarge);
     }
     let env: Envelope =
         serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-    let sig = unhex(&env.signature)
-        .filter(|s| s.len() == 64)
-        .ok_or(EnvelopeError::BadSignatureEncoding)?;
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&signed_bytes(&env.payload), &sig)
-        .map_err(|_| EnvelopeError::BadSignature)?;
-    serde_json::from_str(&env.payload).map_err(|e| EnvelopeError::BadDocument(e.to_string()))
+    let signer = keyring::check_certificate(&env.certificate, root)?;
+    if unhex(&env.signature).is_none_or(|s| s.len() != 64) {
+        return Err(EnvelopeError::BadSignatureEncoding);
+    }
+    let working = unhex(&signer.key).unwrap_or_default();
+    keyring::verify(&working, DOMAIN, &env.payload, &env.signature)
+        .map_err(|()| EnvelopeError::BadSignature)?;
+    let desired: Desired = serde_json::from_str(&env.payload)
+        .map_err(|e| EnvelopeError::BadDocument(e.to_string()))?;
+    if desired.issued_at < signer.not_before || desired.issued_at > signer.not_after {
+        return Err(EnvelopeError::OutsideValidity {
+            issued_at: desired.issued_at,
+            not_before: signer.not_before,
+            not_after: signer.not_after,
+        });
+    }
+    let max = max_version(desired.issued_at);
+    if desired.version > max {
+        return Err(EnvelopeError::VersionLeap {
+            version: desired.version,
+            max,
+        });
+    }
+    Ok(Verified { desired, signer })
 }
 
 fn signed_bytes(payload: &str) -> Vec<u8> {
@@ -204,13 +258,9 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::rand::SystemRandom;
+    use crate::keyring::tests::{key, working};
+    use crate::keyring::{Certificate, certify};
     use ring::signature::KeyPair;
-
-    fn key() -> Ed25519KeyPair {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-    }
 
     fn doc() -> Desired {
         Desired {
@@ -228,47 +278,102 @@ mod tests {
         }
     }
 
+    struct Fleet {
+        root: Ed25519KeyPair,
+        working: Ed25519KeyPair,
+        cert: Certificate,
+    }
+
+    fn fleet() -> Fleet {
+        let (root, working_key) = (key(), key());
+        let cert = certify(&root, &working(&working_key));
+        Fleet {
+            root,
+            working: working_key,
+            cert,
+        }
+    }
+
+    fn sealed(f: &Fleet, d: &Desired) -> Vec<u8> {
+        serde_json::to_vec(&seal(&f.working, &f.cert, d)).unwrap()
+    }
+
     #[test]
-    fn a_sealed_document_opens_with_the_public_key() {
-        let k = key();
-        let env = seal(&k, &doc());
-        let bytes = serde_json::to_vec(&env).unwrap();
-        assert_eq!(open(&bytes, k.public_key().as_ref()).unwrap(), doc());
+    fn a_sealed_document_opens_with_the_root_key() {
+        let f = fleet();
+        let v = open(&sealed(&f, &doc()), f.root.public_key().as_ref()).unwrap();
+        assert_eq!(v.desired, doc());
+        assert_eq!(v.signer, working(&f.working));
     }
 
     #[test]
     fn forged_tampered_or_malformed_envelopes_are_refused() {
-        let (k, other) = (key(), key());
-        let pubkey = k.public_key().as_ref().to_vec();
-        let forged = serde_json::to_vec(&seal(&other, &doc())).unwrap();
-        assert_eq!(open(&forged, &pubkey), Err(EnvelopeError::BadSignature));
+        let f = fleet();
+        let root = f.root.public_key().as_ref().to_vec();
+        // Signed by an uncertified key, with a genuine certificate for another.
+        let forged = serde_json::to_vec(&seal(&key(), &f.cert, &doc())).unwrap();
+        assert_eq!(open(&forged, &root), Err(EnvelopeError::BadSignature));
+        // A certificate the root did not sign.
+        let self_certified = key();
+        let cert = certify(&self_certified, &working(&self_certified));
+        let forged = serde_json::to_vec(&seal(&self_certified, &cert, &doc())).unwrap();
+        assert_eq!(
+            open(&forged, &root),
+            Err(EnvelopeError::Keyring(KeyringError::BadCertificate))
+        );
 
-        let mut env = seal(&k, &doc());
+        let mut env = seal(&f.working, &f.cert, &doc());
         env.payload = env.payload.replace("\"version\":7", "\"version\":8");
         let tampered = serde_json::to_vec(&env).unwrap();
-        assert_eq!(open(&tampered, &pubkey), Err(EnvelopeError::BadSignature));
+        assert_eq!(open(&tampered, &root), Err(EnvelopeError::BadSignature));
 
         assert!(matches!(
-            open(b"{not json", &pubkey),
+            open(b"{not json", &root),
             Err(EnvelopeError::Malformed(_))
         ));
-        let bad_sig = br#"{"payload":"{}","signature":"zz"}"#;
+        let mut bad_sig = seal(&f.working, &f.cert, &doc());
+        bad_sig.signature = "zz".into();
         assert_eq!(
-            open(bad_sig, &pubkey),
+            open(&serde_json::to_vec(&bad_sig).unwrap(), &root),
             Err(EnvelopeError::BadSignatureEncoding)
         );
         // Correctly signed garbage is still refused, after the signature check.
         let garbage = Envelope {
             payload: "[1,2]".into(),
-            signature: hex(k.sign(&signed_bytes("[1,2]")).as_ref()),
+            signature: hex(f.working.sign(&signed_bytes("[1,2]")).as_ref()),
+            certificate: f.cert.clone(),
         };
         assert!(matches!(
-            open(&serde_json::to_vec(&garbage).unwrap(), &pubkey),
+            open(&serde_json::to_vec(&garbage).unwrap(), &root),
             Err(EnvelopeError::BadDocument(_))
         ));
         assert_eq!(
-            open(&vec![b' '; MAX_ENVELOPE + 1], &pubkey),
+            open(&vec![b' '; MAX_ENVELOPE + 1], &root),
             Err(EnvelopeError::TooLarge)
         );
+    }
+
+    #[test]
+    fn a_version_cannot_leap_past_its_signing_time_nor_a_key_sign_outside_its_validity() {
+        let f = fleet();
+        let root = f.root.public_key().as_ref().to_vec();
+        let mut frozen = doc();
+        frozen.version = u64::MAX;
+        assert!(matches!(
+            open(&sealed(&f, &frozen), &root),
+            Err(EnvelopeError::VersionLeap { .. })
+        ));
+        let mut in_time = doc();
+        in_time.version = max_version(in_time.issued_at);
+        assert!(open(&sealed(&f, &in_time), &root).is_ok());
+
+        for issued_at in [1_699_999_999, 1_800_000_001] {
+            let mut late = doc();
+            late.issued_at = issued_at;
+            assert!(matches!(
+                open(&sealed(&f, &late), &root),
+                Err(EnvelopeError::OutsideValidity { .. })
+            ));
+        }
     }
 }

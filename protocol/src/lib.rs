@@ -7,5 +7,7 @@
 pub mod desired;
 pub mod device;
 pub mod events;
+pub mod keyring;
+pub mod sealed;
 pub mod status;
 pub mod topics;

@@ -55,6 +55,9 @@ pub struct SyncStatus {
     pub link: LinkState,
     /// `mqtt(s)://host:port`, when the box has a broker.
     pub broker: Option<String>,
+    /// The box's public signing key (hex): what the central side pins for this box.
+    #[serde(default)]
+    pub box_key: Option<String>,
     pub backlog: crate::events::Backlog,
     /// Why the last connection attempt or session ended.
     pub last_error: Option<String>,

@@ -7,7 +7,11 @@
 //! cartable/v1/fleet/desired/{kind}           retained signed envelope for every box
 //! cartable/v1/{site}/desired/{kind}          retained signed envelope for one site
 //! cartable/v1/{site}/{box}/desired/{kind}    retained signed envelope for one box
+//! cartable/v1/fleet/revocations              retained root-signed revocation list
 //! ```
+//!
+//! Everything a box publishes is sealed with its own key (`sealed`); everything the
+//! central side publishes is signed through the fleet's keyring (`desired`, `keyring`).
 //!
 //! `{kind}` is `policies`, `catalogue` or `release`. Site and box names are 1 to 64 of
 //! `a-z 0-9 - _` (no MQTT wildcard or separator can appear); `fleet` is reserved.
@@ -97,9 +101,15 @@ pub fn desired(scope: &Scope, kind: DesiredKind) -> String {
     }
 }
 
-/// The filters a box subscribes to for its desired state.
-pub fn desired_filters(site: &str, box_id: &str) -> [String; 3] {
+/// The root-signed list of revoked working keys.
+pub fn revocations() -> String {
+    format!("{ROOT}/{FLEET}/revocations")
+}
+
+/// The filters a box subscribes to for its desired state and the keyring.
+pub fn desired_filters(site: &str, box_id: &str) -> [String; 4] {
     [
+        revocations(),
         format!("{ROOT}/{FLEET}/desired/+"),
         format!("{ROOT}/{site}/desired/+"),
         format!("{ROOT}/{site}/{box_id}/desired/+"),
@@ -122,6 +132,7 @@ pub enum Topic {
     State { site: String, r#box: String },
     Events { site: String, r#box: String },
     Desired { scope: Scope, kind: DesiredKind },
+    Revocations,
 }
 
 /// True for a site or box name that is safe in a topic.
@@ -137,6 +148,7 @@ pub fn parse(topic: &str) -> Option<Topic> {
     let parts: Vec<&str> = rest.split('/').collect();
     let name = |s: &str| valid_name(s).then(|| s.to_string());
     match parts.as_slice() {
+        [FLEET, "revocations"] => Some(Topic::Revocations),
         [FLEET, "desired", kind] => Some(Topic::Desired {
             scope: Scope::Fleet,
             kind: DesiredKind::parse(kind)?,
@@ -178,6 +190,7 @@ mod tests {
                 r#box: "b1".into()
             })
         );
+        assert_eq!(parse(&revocations()), Some(Topic::Revocations));
         assert_eq!(
             parse(&presence("s", "b")),
             Some(Topic::Presence {

@@ -94,6 +94,11 @@ impl Appliance {
         self.wait_healthy();
     }
 
+    /// The daemon's data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// The store's database file.
     pub fn database(&self) -> PathBuf {
         self.dir.path().join("data").join("cartable.db")

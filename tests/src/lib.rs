@@ -10,6 +10,7 @@ pub mod central;
 pub mod child;
 pub mod dig;
 pub mod dnsmasq;
+pub mod fleet;
 pub mod mosquitto;
 pub mod net;
 pub mod netns;

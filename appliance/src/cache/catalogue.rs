@@ -85,7 +85,7 @@ pub(crate) fn current(
             .ok()
             .flatten();
         if let Some(Ok(d)) = envelope.map(|e| cartable_protocol::desired::open(e.as_bytes(), key))
-            && let Body::Catalogue(c) = d.body
+            && let Body::Catalogue(c) = d.desired.body
         {
             return Ok(c);
         }

@@ -334,6 +334,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 14,
+        name: "keyring",
+        sql: "
+        -- The working key that signed each document in force: a revoked signer no
+        -- longer holds the version floor.
+        ALTER TABLE desired ADD COLUMN signer TEXT NOT NULL DEFAULT '';
+        -- The root's newest revocation list (its issued_at is in sync_counters).
+        CREATE TABLE revoked_keys (
+            key TEXT PRIMARY KEY
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

@@ -1,13 +1,24 @@
 //! Desired state from the central side: verified, then applied idempotently.
 //!
-//! Nothing is read from a message before its signature verifies with the pinned fleet
-//! key. A refused message (unsigned, forged, for another box, older than what is in
-//! force, malformed, or not applicable) is logged, counted and recorded as an audit
-//! event, and the box keeps the state it had.
+//! Nothing is read from a message before its signature chain verifies: the pinned
+//! root key certifies the working key, the working key signs the document. A refused
+//! message (unsigned, forged, signed by a revoked or expired working key, signed in the
+//! future, for another box, older than what is in force, malformed, or not applicable)
+//! is logged, counted and recorded as an audit event, and the box keeps the state it
+//! had.
+//!
+//! The root's revocation list comes on its own retained topic. A document in force
+//! whose signer is later revoked stays in force until replaced, but no longer holds
+//! the version floor: whatever version a leaked key signed, a document from a valid
+//! key replaces it.
+
+use std::sync::Arc;
 
 use cartable_protocol::desired::{self, Body, Desired, EnvelopeError};
 use cartable_protocol::events::{AppliedDesired, EventBody};
+use cartable_protocol::keyring;
 use cartable_protocol::topics::{self, DesiredKind, Topic};
+use ring::signature::Ed25519KeyPair;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Sinks;
@@ -27,6 +38,10 @@ pub(crate) enum Outcome {
     AlreadyInForce,
     /// An empty retained message: the central side cleared the topic.
     Cleared,
+    /// A newer revocation list from the root, now in force.
+    Revoked {
+        keys: usize,
+    },
     Refused {
         reason: &'static str,
         detail: String,
@@ -38,8 +53,17 @@ pub(crate) enum Outcome {
 pub struct Identity {
     pub site: String,
     pub box_id: String,
+    /// The fleet's root public key (`[sync] fleet_public_key`).
     pub fleet_key: Option<Vec<u8>>,
+    /// The box's own key, which seals what it publishes.
+    pub box_key: Arc<Ed25519KeyPair>,
 }
+
+/// Before this (2026-01-01), the box's clock is not set (a Pi without a real-time
+/// clock starts in 1970) and signing times are not compared with it.
+const CLOCK_SET_AFTER: i64 = 1_767_225_600;
+/// How far ahead of the box's clock a document may have been signed.
+const FUTURE_SLACK_SECS: i64 = 3_600;
 
 /// Handles one message from a desired-state topic.
 pub(crate) async fn handle(
@@ -49,19 +73,41 @@ pub(crate) async fn handle(
     topic: &str,
     payload: &[u8],
 ) -> Outcome {
-    let outcome = match check(identity, store, topic, payload).await {
-        Ok(Checked::Apply(d, envelope)) => apply(store, sinks, d, envelope).await,
-        Ok(Checked::Done(o)) => o,
-        Err(o) => o,
+    let outcome = if topics::parse(topic) == Some(Topic::Revocations) {
+        revocations(identity, store, payload).await
+    } else {
+        desired_state(identity, store, sinks, topic, payload).await
     };
     if let Outcome::Refused { reason, detail } = &outcome {
-        tracing::warn!(
-            topic,
-            reason,
-            detail,
-            "desired state refused; the box keeps its state"
-        );
-        let (reason, detail, kind, version) = (*reason, detail.clone(), kind_of(topic), 0);
+        record_refusal(store, topic, reason, detail).await;
+    }
+    outcome
+}
+
+async fn desired_state(
+    identity: &Identity,
+    store: &Store,
+    sinks: &Sinks,
+    topic: &str,
+    payload: &[u8],
+) -> Outcome {
+    match check(identity, store, topic, payload).await {
+        Ok(Checked::Apply(d, signer, envelope)) => apply(store, sinks, d, signer, envelope).await,
+        Ok(Checked::Done(o)) => o,
+        Err(o) => o,
+    }
+}
+
+/// Logs, counts and records a refused message.
+async fn record_refusal(store: &Store, topic: &str, reason: &'static str, detail: &str) {
+    tracing::warn!(
+        topic,
+        reason,
+        detail,
+        "desired state refused; the box keeps its state"
+    );
+    {
+        let (detail, kind, version) = (detail.to_string(), kind_of(topic), 0);
         let recorded = store
             .write(move |t| {
                 t.prepare_cached(
@@ -86,7 +132,77 @@ pub(crate) async fn handle(
             tracing::error!(error = %e, "cannot record a refused desired state");
         }
     }
-    outcome
+}
+
+/// Takes in the root's revocation list, if it is newer than the one in force.
+async fn revocations(id: &Identity, store: &Store, payload: &[u8]) -> Outcome {
+    if payload.is_empty() {
+        return Outcome::Cleared;
+    }
+    let Some(root) = id.fleet_key.as_deref() else {
+        return refuse("no_fleet_key", "[sync] fleet_public_key is not set");
+    };
+    let list = match keyring::open_revocations(payload, root) {
+        Ok(l) => l,
+        Err(e @ keyring::KeyringError::BadRevocations) => {
+            return refuse("bad_signature", e.to_string());
+        }
+        Err(e) => return refuse("malformed", e.to_string()),
+    };
+    let keys = list.keys.len();
+    let stored = store
+        .write(move |t| {
+            let current: i64 = t
+                .query_row(
+                    "SELECT value FROM sync_counters WHERE name = 'revocations_issued_at'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(i64::MIN);
+            if list.issued_at <= current {
+                return Ok(false);
+            }
+            t.execute("DELETE FROM revoked_keys", [])?;
+            for k in &list.keys {
+                t.execute(
+                    "INSERT OR IGNORE INTO revoked_keys(key) VALUES (?1)",
+                    [k.to_ascii_lowercase()],
+                )?;
+            }
+            t.execute(
+                "INSERT INTO sync_counters(name, value) VALUES ('revocations_issued_at', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [list.issued_at],
+            )?;
+            outbox::append(
+                t,
+                unix_now(),
+                &EventBody::Audit {
+                    actor: "fleet root".into(),
+                    action: "revocations".into(),
+                    detail: format!("{} working keys revoked", list.keys.len()),
+                },
+            )?;
+            Ok(true)
+        })
+        .await;
+    match stored {
+        Ok(true) => {
+            tracing::warn!(keys, "revocation list in force");
+            Outcome::Revoked { keys }
+        }
+        Ok(false) => Outcome::AlreadyInForce,
+        Err(e) => refuse("store", e.to_string()),
+    }
+}
+
+fn revoked(c: &Connection, key: &str) -> Result<bool, StoreError> {
+    Ok(c
+        .prepare_cached("SELECT 1 FROM revoked_keys WHERE key = ?1")?
+        .query_row([key.to_ascii_lowercase()], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 fn kind_of(topic: &str) -> Option<DesiredKind> {
@@ -97,7 +213,8 @@ fn kind_of(topic: &str) -> Option<DesiredKind> {
 }
 
 enum Checked {
-    Apply(Desired, String),
+    /// The document, the working key that signed it, and the envelope as received.
+    Apply(Desired, String, String),
     Done(Outcome),
 }
 
@@ -127,12 +244,24 @@ async fn check(
         .fleet_key
         .as_deref()
         .ok_or_else(|| refuse("no_fleet_key", "[sync] fleet_public_key is not set"))?;
-    let d = desired::open(payload, key).map_err(|e| match e {
-        EnvelopeError::BadSignature | EnvelopeError::BadSignatureEncoding => {
+    let verified = desired::open(payload, key).map_err(|e| match e {
+        EnvelopeError::BadSignature
+        | EnvelopeError::BadSignatureEncoding
+        | EnvelopeError::Keyring(keyring::KeyringError::BadCertificate) => {
             refuse("bad_signature", e.to_string())
         }
+        EnvelopeError::OutsideValidity { .. } => refuse("expired_key", e.to_string()),
+        EnvelopeError::VersionLeap { .. } => refuse("version_leap", e.to_string()),
         other => refuse("malformed", other.to_string()),
     })?;
+    let (d, signer) = (verified.desired, verified.signer.key);
+    let now = unix_now();
+    if now > CLOCK_SET_AFTER && d.issued_at > now + FUTURE_SLACK_SECS {
+        return Err(refuse(
+            "future",
+            format!("signed at {}, ahead of the box's clock ({now})", d.issued_at),
+        ));
+    }
     if d.scope != scope || !d.scope.includes(&id.site, &id.box_id) {
         return Err(refuse(
             "wrong_scope",
@@ -149,10 +278,30 @@ async fn check(
             ),
         ));
     }
-    let current = store
-        .read(move |c| Ok(in_force(c, kind)?.map(|a| a.version)))
+    let by = signer.clone();
+    let (current, signer_revoked) = store
+        .read(move |c| {
+            let current = c
+                .prepare_cached("SELECT version, signer FROM desired WHERE kind = ?1")?
+                .query_row([kind.as_str()], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+                })
+                .optional()?;
+            // The floor a document in force sets, unless its own signer was revoked.
+            let floor = match current {
+                Some((v, s)) if !revoked(c, &s)? => Some(v),
+                _ => None,
+            };
+            Ok((floor, revoked(c, &by)?))
+        })
         .await
         .map_err(|e| refuse("store", e.to_string()))?;
+    if signer_revoked {
+        return Err(refuse(
+            "revoked_key",
+            format!("signed by {signer}, which the root revoked"),
+        ));
+    }
     match current {
         Some(v) if d.version < v => Err(refuse(
             "older_version",
@@ -161,12 +310,19 @@ async fn check(
         Some(v) if d.version == v => Ok(Checked::Done(Outcome::AlreadyInForce)),
         _ => Ok(Checked::Apply(
             d,
+            signer,
             String::from_utf8_lossy(payload).into_owned(),
         )),
     }
 }
 
-async fn apply(store: &Store, sinks: &Sinks, d: Desired, envelope: String) -> Outcome {
+async fn apply(
+    store: &Store,
+    sinks: &Sinks,
+    d: Desired,
+    signer: String,
+    envelope: String,
+) -> Outcome {
     let kind = d.kind();
     // Check that it can be put in force before storing it.
     let prepared = match (&d.body, sinks.policies.as_ref()) {
@@ -197,18 +353,19 @@ async fn apply(store: &Store, sinks: &Sinks, d: Desired, envelope: String) -> Ou
     let stored = store
         .write(move |t| {
             t.prepare_cached(
-                "INSERT INTO desired(kind, version, scope, envelope, applied_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO desired(kind, version, scope, envelope, applied_at, signer)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(kind) DO UPDATE SET version = excluded.version,
                    scope = excluded.scope, envelope = excluded.envelope,
-                   applied_at = excluded.applied_at",
+                   applied_at = excluded.applied_at, signer = excluded.signer",
             )?
             .execute(params![
                 kind.as_str(),
                 version as i64,
                 scope,
                 envelope,
-                unix_now()
+                unix_now(),
+                signer
             ])?;
             outbox::append(
                 t,
@@ -281,7 +438,7 @@ pub(crate) fn stored_policies(
         .ok()
         .flatten();
     let d = desired::open(envelope?.as_bytes(), key).ok()?;
-    match d.body {
+    match d.desired.body {
         Body::Policies(set) => policy_configs(&set).ok(),
         _ => None,
     }

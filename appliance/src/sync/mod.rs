@@ -6,19 +6,27 @@
 //! publishes the box's retained presence and state, and takes in signed desired state
 //! ([`desired`]). A link-down from the uplink watcher drops the connection at once;
 //! link-up reconnects at once.
+//!
+//! Everything published is sealed with the box's own key ([`box_key`]) and stamped
+//! with the connection's session number, so the central side stores only what this
+//! box sent, and tells an old retained presence or state, replayed, from a new one.
 
+pub mod box_key;
 pub(crate) mod desired;
 pub(crate) mod link;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cartable_protocol::desired::Catalogue;
 use cartable_protocol::events::{Batch, Presence, ReportedState};
+use cartable_protocol::sealed::{self, LAST_IN_SESSION};
 use cartable_protocol::status::{LinkState, SyncStatus, UplinkState, UplinkStatus};
 use cartable_protocol::topics;
+use rusqlite::OptionalExtension;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +59,7 @@ struct LinkInfo {
 pub struct SyncView {
     rx: watch::Receiver<LinkInfo>,
     broker: Option<String>,
+    box_key: String,
 }
 
 /// The link's state and the backlog, for `/api/v1/status`.
@@ -59,6 +68,7 @@ pub(crate) async fn status(view: &SyncView, store: &Store) -> SyncStatus {
     SyncStatus {
         link: info.state,
         broker: view.broker.clone(),
+        box_key: Some(view.box_key.clone()),
         backlog: store.read(outbox::backlog).await.unwrap_or_default(),
         last_error: info.last_error,
     }
@@ -74,6 +84,8 @@ pub struct SyncService {
     uplink: watch::Receiver<UplinkStatus>,
     info: watch::Sender<LinkInfo>,
     started: Instant,
+    /// The current connection's session number (see [`next_session`]).
+    session: AtomicU64,
 }
 
 /// Where verified desired state goes, handed in by `app`: the sync knows no other
@@ -113,6 +125,9 @@ impl SyncConfig {
     pub fn build(&self, deps: SyncDeps) -> (SyncService, SyncView) {
         let (info, rx) = watch::channel(LinkInfo::default());
         let broker = self.broker.clone().map(String::from);
+        let box_key = cartable_protocol::desired::hex(
+            ring::signature::KeyPair::public_key(deps.identity.box_key.as_ref()).as_ref(),
+        );
         (
             SyncService {
                 config: self.clone(),
@@ -124,8 +139,13 @@ impl SyncConfig {
                 uplink: deps.uplink,
                 info,
                 started: Instant::now(),
+                session: AtomicU64::new(0),
             },
-            SyncView { rx, broker },
+            SyncView {
+                rx,
+                broker,
+                box_key,
+            },
         )
     }
 }
@@ -162,7 +182,45 @@ enum End {
     Lost(String),
 }
 
+/// A session number greater than every one before it: the clock's seconds when it is
+/// ahead (a box restored from an old backup still moves forward), else the last one
+/// plus one (a box whose clock starts in 1970 too).
+fn next_session(t: &rusqlite::Transaction<'_>, now: i64) -> Result<u64, crate::store::StoreError> {
+    let last: i64 = t
+        .query_row(
+            "SELECT value FROM sync_counters WHERE name = 'session'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let next = (last + 1).max(now);
+    t.execute(
+        "INSERT INTO sync_counters(name, value) VALUES ('session', ?1)
+         ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        [next],
+    )?;
+    Ok(next as u64)
+}
+
 impl SyncService {
+    /// `body` for `topic`, sealed with the box's key and stamped `n` in this session.
+    fn seal(&self, topic: &str, n: u64, body: &[u8]) -> Vec<u8> {
+        let stamp = sealed::stamp(self.session.load(Ordering::Relaxed), n);
+        sealed::seal(&self.identity.box_key, topic, stamp, body)
+    }
+
+    fn presence(&self, online: bool) -> Vec<u8> {
+        let body = serde_json::to_vec(&Presence {
+            online,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .unwrap_or_default();
+        let topic = topics::presence(&self.identity.site, &self.identity.box_id);
+        // Offline is the session's last word: it outranks the state published in it.
+        self.seal(&topic, if online { 1 } else { LAST_IN_SESSION }, &body)
+    }
+
     fn set(&self, state: LinkState, error: Option<String>) {
         self.info.send_modify(|i| {
             i.state = state;
@@ -234,16 +292,8 @@ impl SyncService {
             for f in topics::desired_filters(site, box_id) {
                 link.subscribe(f).await.map_err(|e| e.to_string())?;
             }
-            let online = Presence {
-                online: true,
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            };
             let _ack = link
-                .publish(
-                    topics::presence(site, box_id),
-                    true,
-                    serde_json::to_vec(&online).unwrap_or_default(),
-                )
+                .publish(topics::presence(site, box_id), true, self.presence(true))
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::select! {
@@ -263,16 +313,8 @@ impl SyncService {
         };
         if matches!(end, End::Shutdown) {
             // Say goodbye properly: the will is only for the unexpected.
-            let offline = Presence {
-                online: false,
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            };
             if let Ok(ack) = link
-                .publish(
-                    topics::presence(site, box_id),
-                    true,
-                    serde_json::to_vec(&offline).unwrap_or_default(),
-                )
+                .publish(topics::presence(site, box_id), true, self.presence(false))
                 .await
             {
                 let _ = tokio::time::timeout(Duration::from_millis(500), ack).await;
@@ -291,14 +333,14 @@ impl SyncService {
     ) -> Result<(), String> {
         let topic = topics::state(self.identity.site.as_str(), self.identity.box_id.as_str());
         let every = Duration::from_secs(u64::from(self.config.state_every_secs.max(1)));
+        // 1 is the online presence; the state's stamps follow it.
+        let mut n = 1;
         loop {
             let state = self.reported().await;
+            n += 1;
+            let body = serde_json::to_vec(&state).unwrap_or_default();
             let _ack = link
-                .publish(
-                    topic.clone(),
-                    true,
-                    serde_json::to_vec(&state).unwrap_or_default(),
-                )
+                .publish(topic.clone(), true, self.seal(&topic, n, &body))
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::select! {
@@ -374,14 +416,15 @@ impl SyncService {
             return Ok(Next::Wait(wait));
         }
         let (n, first_seq, last_seq) = (events.len(), first.seq, last.seq);
-        let payload = Batch {
+        let topic = topics::events(self.identity.site.as_str(), self.identity.box_id.as_str());
+        let batch = Batch {
             site: self.identity.site.clone(),
             r#box: self.identity.box_id.clone(),
             events,
         }
         .encode();
+        let payload = self.seal(&topic, 0, &batch);
         let size = payload.len();
-        let topic = topics::events(self.identity.site.as_str(), self.identity.box_id.as_str());
         let ack = link
             .publish(topic, false, payload)
             .await
@@ -494,10 +537,6 @@ impl Service for SyncService {
             );
             let mut uplink = self.uplink.clone();
             let client_id = format!("cartable-{site}-{box_id}");
-            let will = serde_json::to_vec(&Presence {
-                online: false,
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            })?;
             let result = loop {
                 if uplink.borrow().state == UplinkState::Down {
                     self.set(LinkState::Paused, None);
@@ -508,11 +547,15 @@ impl Service for SyncService {
                     }
                 }
                 self.set(LinkState::Connecting, None);
+                // A new session for every attempt: its will is sealed with it.
+                let now = self.clock.unix();
+                let session = self.store.write(move |t| next_session(t, now)).await?;
+                self.session.store(session, Ordering::Relaxed);
                 let options = link::options(
                     &self.config,
                     &broker,
                     &client_id,
-                    Some((topics::presence(&site, &box_id), will.clone())),
+                    Some((topics::presence(&site, &box_id), self.presence(false))),
                     true,
                 )?;
                 let attempt = tokio::select! {
@@ -574,6 +617,21 @@ async fn uplink_came_back(uplink: &mut watch::Receiver<UplinkStatus>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sessions_always_grow_whatever_the_clock_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (now, expected) in [
+            (1_800_000_000, 1_800_000_000),
+            // The clock went back to 1970 (no real-time clock): still forward.
+            (10, 1_800_000_001),
+            (1_900_000_000, 1_900_000_000),
+        ] {
+            let got = store.write(move |t| next_session(t, now)).await.unwrap();
+            assert_eq!(got, expected);
+        }
+    }
 
     #[test]
     fn a_batch_goes_when_full_or_when_its_oldest_row_is_old_enough() {

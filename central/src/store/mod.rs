@@ -33,6 +33,35 @@ pub struct BoxRow {
     pub last_seen: i64,
     pub state: Option<ReportedState>,
     pub events: i64,
+    /// The public key pinned for the box (hex), if any.
+    pub key: Option<String>,
+    /// Messages held because they were sealed with another key than the pinned one.
+    pub held: i64,
+}
+
+/// What pinning a key did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pinned {
+    New,
+    Same,
+    Replaced { old: String },
+    /// Another key is pinned and was kept.
+    Conflict { old: String },
+}
+
+/// Which retained message a stamp orders.
+#[derive(Debug, Clone, Copy)]
+pub enum Stamp {
+    Presence,
+    State,
+}
+
+/// A message held in quarantine.
+#[derive(Debug)]
+pub struct Held {
+    pub id: i64,
+    pub topic: String,
+    pub payload: Vec<u8>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +86,23 @@ pub struct Usage {
 }
 
 /// The counters the JSON API and the tests read.
-pub const COUNTERS: [&str; 4] = ["events", "duplicates", "out_of_order", "malformed"];
+pub const COUNTERS: [&str; 8] = [
+    "events",
+    "duplicates",
+    "out_of_order",
+    "malformed",
+    // Not sealed by a box, or sealed with a signature that does not verify.
+    "unsigned",
+    "bad_signature",
+    // Sealed with another key than the one pinned for the box: held, not stored.
+    "held",
+    // A retained presence or state older than the last one taken in (a replay).
+    "stale",
+];
+
+/// Most messages held per box: a forger who fills it loses the rest (counted), and
+/// a genuine box with a new key has a day of messages kept for its admin.
+pub const MAX_HELD: i64 = 5_000;
 
 #[derive(Clone)]
 pub enum Db {
@@ -126,23 +171,117 @@ impl Db {
         }
     }
 
-    pub async fn presence(&self, site: &str, box_id: &str, p: Presence) -> anyhow::Result<()> {
+    /// Records a presence stamped `stamp`; false when it is not newer than the last.
+    pub async fn presence(
+        &self,
+        site: &str,
+        box_id: &str,
+        p: Presence,
+        stamp: i64,
+    ) -> anyhow::Result<bool> {
         match self {
             Db::Sqlite { writer, .. } => {
                 let (site, box_id) = (site.to_string(), box_id.to_string());
-                Self::write_sqlite(writer, move |c| sqlite::presence(c, &site, &box_id, &p)).await
+                Self::write_sqlite(writer, move |c| {
+                    sqlite::presence(c, &site, &box_id, &p, stamp)
+                })
+                .await
             }
-            Db::Postgres(c) => postgres::presence(c, site, box_id, &p).await,
+            Db::Postgres(c) => postgres::presence(c, site, box_id, &p, stamp).await,
         }
     }
 
-    pub async fn state(&self, site: &str, box_id: &str, s: ReportedState) -> anyhow::Result<()> {
+    /// Records a state stamped `stamp`; false when it is not newer than the last.
+    pub async fn state(
+        &self,
+        site: &str,
+        box_id: &str,
+        s: ReportedState,
+        stamp: i64,
+    ) -> anyhow::Result<bool> {
         match self {
             Db::Sqlite { writer, .. } => {
                 let (site, box_id) = (site.to_string(), box_id.to_string());
-                Self::write_sqlite(writer, move |c| sqlite::state(c, &site, &box_id, &s)).await
+                Self::write_sqlite(writer, move |c| sqlite::state(c, &site, &box_id, &s, stamp))
+                    .await
             }
-            Db::Postgres(c) => postgres::state(c, site, box_id, &s).await,
+            Db::Postgres(c) => postgres::state(c, site, box_id, &s, stamp).await,
+        }
+    }
+
+    pub async fn pinned(&self, site: &str, box_id: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let (site, box_id) = (site.to_string(), box_id.to_string());
+                Self::write_sqlite(writer, move |c| sqlite::pinned(c, &site, &box_id)).await
+            }
+            Db::Postgres(c) => postgres::pinned(c, site, box_id).await,
+        }
+    }
+
+    pub async fn pin(
+        &self,
+        site: &str,
+        box_id: &str,
+        key: &str,
+        source: &'static str,
+        replace: bool,
+    ) -> anyhow::Result<Pinned> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let (site, box_id, key) = (site.to_string(), box_id.to_string(), key.to_string());
+                Self::write_sqlite(writer, move |c| {
+                    sqlite::pin(c, &site, &box_id, &key, source, replace)
+                })
+                .await
+            }
+            Db::Postgres(c) => postgres::pin(c, site, box_id, key, source, replace).await,
+        }
+    }
+
+    /// Holds a message sealed with `key`; false when the box's quarantine is full.
+    pub async fn hold(
+        &self,
+        site: &str,
+        box_id: &str,
+        key: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> anyhow::Result<bool> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let (site, box_id, key, topic, payload) = (
+                    site.to_string(),
+                    box_id.to_string(),
+                    key.to_string(),
+                    topic.to_string(),
+                    payload.to_vec(),
+                );
+                Self::write_sqlite(writer, move |c| {
+                    sqlite::hold(c, &site, &box_id, &key, &topic, &payload, MAX_HELD)
+                })
+                .await
+            }
+            Db::Postgres(c) => postgres::hold(c, site, box_id, key, topic, payload, MAX_HELD).await,
+        }
+    }
+
+    pub async fn held(&self, site: &str, box_id: &str, key: &str) -> anyhow::Result<Vec<Held>> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let (site, box_id, key) = (site.to_string(), box_id.to_string(), key.to_string());
+                Self::write_sqlite(writer, move |c| sqlite::held(c, &site, &box_id, &key)).await
+            }
+            Db::Postgres(c) => postgres::held(c, site, box_id, key).await,
+        }
+    }
+
+    pub async fn release(&self, id: i64) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                Self::write_sqlite(writer, move |c| sqlite::release(c, id)).await
+            }
+            Db::Postgres(c) => postgres::release(c, id).await,
         }
     }
 

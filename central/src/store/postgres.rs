@@ -6,7 +6,7 @@ use anyhow::Context;
 use cartable_protocol::events::{Batch, Presence, ReportedState};
 use tokio_postgres::Client;
 
-use super::{BoxRow, EventRow, Ingested, Usage, now};
+use super::{BoxRow, EventRow, Held, Ingested, Pinned, Stamp, Usage, now};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS boxes (
@@ -34,6 +34,26 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS box_keys (
+    site           TEXT NOT NULL,
+    box            TEXT NOT NULL,
+    public_key     TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    pinned_at      BIGINT NOT NULL,
+    presence_stamp BIGINT NOT NULL DEFAULT -1,
+    state_stamp    BIGINT NOT NULL DEFAULT -1,
+    PRIMARY KEY (site, box)
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id          BIGSERIAL PRIMARY KEY,
+    site        TEXT NOT NULL,
+    box         TEXT NOT NULL,
+    public_key  TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    payload     BYTEA NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantine_by_key ON quarantine(site, box, public_key);
 ";
 
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
@@ -135,27 +155,174 @@ pub async fn ingest(
     }
 }
 
-pub async fn presence(c: &Client, site: &str, box_id: &str, p: &Presence) -> anyhow::Result<()> {
+pub async fn pinned(c: &Client, site: &str, box_id: &str) -> anyhow::Result<Option<String>> {
+    Ok(c
+        .query_opt(
+            "SELECT public_key FROM box_keys WHERE site = $1 AND box = $2",
+            &[&site, &box_id],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+pub async fn pin(
+    c: &Client,
+    site: &str,
+    box_id: &str,
+    key: &str,
+    source: &str,
+    replace: bool,
+) -> anyhow::Result<Pinned> {
+    // Insert-if-absent first: of two first contacts at once, one pins and one compares.
+    let inserted = c
+        .execute(
+            "INSERT INTO box_keys(site, box, public_key, source, pinned_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site, box) DO NOTHING",
+            &[&site, &box_id, &key, &source, &now()],
+        )
+        .await?;
+    if inserted == 1 {
+        return Ok(Pinned::New);
+    }
+    let old = pinned(c, site, box_id).await?.unwrap_or_default();
+    if old == key {
+        return Ok(Pinned::Same);
+    }
+    if !replace {
+        return Ok(Pinned::Conflict { old });
+    }
     c.execute(
+        "UPDATE box_keys SET public_key = $3, source = $4, pinned_at = $5,
+           presence_stamp = -1, state_stamp = -1 WHERE site = $1 AND box = $2",
+        &[&site, &box_id, &key, &source, &now()],
+    )
+    .await?;
+    Ok(Pinned::Replaced { old })
+}
+
+/// Moves the stamp forward and runs `then` in the same transaction, if it is newer.
+async fn advance_then(
+    c: &Client,
+    site: &str,
+    box_id: &str,
+    which: Stamp,
+    stamp: i64,
+    then: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> anyhow::Result<bool> {
+    let sql = match which {
+        Stamp::Presence => {
+            "UPDATE box_keys SET presence_stamp = $3 WHERE site = $1 AND box = $2 AND presence_stamp < $3"
+        }
+        Stamp::State => {
+            "UPDATE box_keys SET state_stamp = $3 WHERE site = $1 AND box = $2 AND state_stamp < $3"
+        }
+    };
+    c.batch_execute("BEGIN").await?;
+    let result = async {
+        if c.execute(sql, &[&site, &box_id, &stamp]).await? != 1 {
+            return anyhow::Ok(false);
+        }
+        c.execute(then, params).await?;
+        Ok(true)
+    }
+    .await;
+    match result {
+        Ok(true) => {
+            c.batch_execute("COMMIT").await?;
+            Ok(true)
+        }
+        other => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            other
+        }
+    }
+}
+
+pub async fn presence(
+    c: &Client,
+    site: &str,
+    box_id: &str,
+    p: &Presence,
+    stamp: i64,
+) -> anyhow::Result<bool> {
+    advance_then(
+        c,
+        site,
+        box_id,
+        Stamp::Presence,
+        stamp,
         "INSERT INTO boxes(site, box, online, version, last_seen) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (site, box) DO UPDATE SET online = excluded.online,
            version = CASE WHEN excluded.version = '' THEN boxes.version ELSE excluded.version END,
            last_seen = excluded.last_seen",
         &[&site, &box_id, &p.online, &p.version, &now()],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
-pub async fn state(c: &Client, site: &str, box_id: &str, s: &ReportedState) -> anyhow::Result<()> {
+pub async fn state(
+    c: &Client,
+    site: &str,
+    box_id: &str,
+    s: &ReportedState,
+    stamp: i64,
+) -> anyhow::Result<bool> {
     let json = serde_json::to_string(s)?;
-    c.execute(
+    advance_then(
+        c,
+        site,
+        box_id,
+        Stamp::State,
+        stamp,
         "INSERT INTO boxes(site, box, version, last_seen, state) VALUES ($1, $2, $3, $4, $5::text::jsonb)
          ON CONFLICT (site, box) DO UPDATE SET version = excluded.version,
            last_seen = excluded.last_seen, state = excluded.state",
         &[&site, &box_id, &s.version, &now(), &json],
     )
-    .await?;
+    .await
+}
+
+pub async fn hold(
+    c: &Client,
+    site: &str,
+    box_id: &str,
+    key: &str,
+    topic: &str,
+    payload: &[u8],
+    max: i64,
+) -> anyhow::Result<bool> {
+    let n = c
+        .execute(
+            "INSERT INTO quarantine(site, box, public_key, topic, payload, received_at)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE (SELECT count(*) FROM quarantine WHERE site = $1 AND box = $2) < $7",
+            &[&site, &box_id, &key, &topic, &payload, &now(), &max],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn held(c: &Client, site: &str, box_id: &str, key: &str) -> anyhow::Result<Vec<Held>> {
+    Ok(c
+        .query(
+            "SELECT id, topic, payload FROM quarantine
+             WHERE site = $1 AND box = $2 AND public_key = $3 ORDER BY id",
+            &[&site, &box_id, &key],
+        )
+        .await?
+        .iter()
+        .map(|r| Held {
+            id: r.get(0),
+            topic: r.get(1),
+            payload: r.get(2),
+        })
+        .collect())
+}
+
+pub async fn release(c: &Client, id: i64) -> anyhow::Result<()> {
+    c.execute("DELETE FROM quarantine WHERE id = $1", &[&id])
+        .await?;
     Ok(())
 }
 
@@ -171,8 +338,15 @@ pub async fn boxes(c: &Client) -> anyhow::Result<Vec<BoxRow>> {
     let rows = c
         .query(
             "SELECT b.site, b.box, b.online, b.version, b.last_seen, b.state::text,
-                    (SELECT count(*) FROM events e WHERE e.site = b.site AND e.box = b.box)
-             FROM boxes b ORDER BY b.site, b.box",
+                    (SELECT count(*) FROM events e WHERE e.site = b.site AND e.box = b.box),
+                    k.public_key,
+                    (SELECT count(*) FROM quarantine q WHERE q.site = b.site AND q.box = b.box)
+             FROM boxes b LEFT JOIN box_keys k ON k.site = b.site AND k.box = b.box
+             UNION ALL
+             SELECT q.site, q.box, false, '', 0, NULL, 0, NULL, count(*) FROM quarantine q
+             WHERE NOT EXISTS (SELECT 1 FROM boxes b WHERE b.site = q.site AND b.box = q.box)
+             GROUP BY q.site, q.box
+             ORDER BY 1, 2",
             &[],
         )
         .await?;
@@ -188,6 +362,8 @@ pub async fn boxes(c: &Client) -> anyhow::Result<Vec<BoxRow>> {
                 .get::<_, Option<String>>(5)
                 .and_then(|s| serde_json::from_str(&s).ok()),
             events: r.get(6),
+            key: r.get(7),
+            held: r.get(8),
         })
         .collect())
 }

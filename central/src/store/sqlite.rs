@@ -6,7 +6,7 @@ use std::path::Path;
 use cartable_protocol::events::{Batch, Presence, ReportedState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{BoxRow, EventRow, Ingested, Usage};
+use super::{BoxRow, EventRow, Held, Ingested, Pinned, Stamp, Usage};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS boxes (
@@ -34,6 +34,26 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS box_keys (
+    site           TEXT NOT NULL,
+    box            TEXT NOT NULL,
+    public_key     TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    pinned_at      INTEGER NOT NULL,
+    presence_stamp INTEGER NOT NULL DEFAULT -1,
+    state_stamp    INTEGER NOT NULL DEFAULT -1,
+    PRIMARY KEY (site, box)
+) STRICT;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id          INTEGER PRIMARY KEY,
+    site        TEXT NOT NULL,
+    box         TEXT NOT NULL,
+    public_key  TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    received_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS quarantine_by_key ON quarantine(site, box, public_key);
 ";
 
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -121,24 +141,141 @@ pub fn ingest(
     Ok(out)
 }
 
-pub fn presence(conn: &Connection, site: &str, box_id: &str, p: &Presence) -> rusqlite::Result<()> {
+/// The key pinned for a box, if any.
+pub fn pinned(conn: &Connection, site: &str, box_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT public_key FROM box_keys WHERE site = ?1 AND box = ?2")?
+        .query_row(params![site, box_id], |r| r.get(0))
+        .optional()
+}
+
+/// Pins `key` for a box; an existing, different pin is kept unless `replace`.
+pub fn pin(
+    conn: &mut Connection,
+    site: &str,
+    box_id: &str,
+    key: &str,
+    source: &str,
+    replace: bool,
+) -> rusqlite::Result<Pinned> {
+    let tx = conn.transaction()?;
+    let old = pinned(&tx, site, box_id)?;
+    let out = match old {
+        Some(old) if old == key => Pinned::Same,
+        Some(old) if !replace => Pinned::Conflict { old },
+        old => {
+            tx.prepare_cached(
+                "INSERT INTO box_keys(site, box, public_key, source, pinned_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(site, box) DO UPDATE SET public_key = excluded.public_key,
+                   source = excluded.source, pinned_at = excluded.pinned_at,
+                   presence_stamp = -1, state_stamp = -1",
+            )?
+            .execute(params![site, box_id, key, source, now()])?;
+            match old {
+                Some(old) => Pinned::Replaced { old },
+                None => Pinned::New,
+            }
+        }
+    };
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Moves a box's stamp for `which` forward to `stamp`; false if it is not newer.
+fn advance(tx: &Connection, site: &str, box_id: &str, which: Stamp, stamp: i64) -> rusqlite::Result<bool> {
+    let sql = match which {
+        Stamp::Presence => {
+            "UPDATE box_keys SET presence_stamp = ?3 WHERE site = ?1 AND box = ?2 AND presence_stamp < ?3"
+        }
+        Stamp::State => {
+            "UPDATE box_keys SET state_stamp = ?3 WHERE site = ?1 AND box = ?2 AND state_stamp < ?3"
+        }
+    };
+    Ok(tx.prepare_cached(sql)?.execute(params![site, box_id, stamp])? == 1)
+}
+
+/// Keeps a message whose key is not the pinned one, up to `max` per box.
+pub fn hold(
+    conn: &Connection,
+    site: &str,
+    box_id: &str,
+    key: &str,
+    topic: &str,
+    payload: &[u8],
+    max: i64,
+) -> rusqlite::Result<bool> {
+    let n: i64 = conn
+        .prepare_cached("SELECT count(*) FROM quarantine WHERE site = ?1 AND box = ?2")?
+        .query_row(params![site, box_id], |r| r.get(0))?;
+    if n >= max {
+        return Ok(false);
+    }
     conn.prepare_cached(
+        "INSERT INTO quarantine(site, box, public_key, topic, payload, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![site, box_id, key, topic, payload, now()])?;
+    Ok(true)
+}
+
+/// The messages held for a box under `key`, oldest first.
+pub fn held(conn: &Connection, site: &str, box_id: &str, key: &str) -> rusqlite::Result<Vec<Held>> {
+    conn.prepare_cached(
+        "SELECT id, topic, payload FROM quarantine
+         WHERE site = ?1 AND box = ?2 AND public_key = ?3 ORDER BY id",
+    )?
+    .query_map(params![site, box_id, key], |r| {
+        Ok(Held {
+            id: r.get(0)?,
+            topic: r.get(1)?,
+            payload: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn release(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Records a presence if its stamp is newer than the last one; false if not.
+pub fn presence(
+    conn: &mut Connection,
+    site: &str,
+    box_id: &str,
+    p: &Presence,
+    stamp: i64,
+) -> rusqlite::Result<bool> {
+    let tx = conn.transaction()?;
+    if !advance(&tx, site, box_id, Stamp::Presence, stamp)? {
+        return Ok(false);
+    }
+    tx.prepare_cached(
         "INSERT INTO boxes(site, box, online, version, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(site, box) DO UPDATE SET online = excluded.online,
            version = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END,
            last_seen = excluded.last_seen",
     )?
     .execute(params![site, box_id, p.online as i64, p.version, now()])?;
-    Ok(())
+    tx.commit()?;
+    Ok(true)
 }
 
+/// Records a state if its stamp is newer than the last one; false if not.
 pub fn state(
-    conn: &Connection,
+    conn: &mut Connection,
     site: &str,
     box_id: &str,
     s: &ReportedState,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+    stamp: i64,
+) -> rusqlite::Result<bool> {
+    let tx = conn.transaction()?;
+    if !advance(&tx, site, box_id, Stamp::State, stamp)? {
+        return Ok(false);
+    }
+    tx.prepare_cached(
         "INSERT INTO boxes(site, box, version, last_seen, state) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(site, box) DO UPDATE SET version = excluded.version,
            last_seen = excluded.last_seen, state = excluded.state",
@@ -150,7 +287,8 @@ pub fn state(
         now(),
         serde_json::to_string(s).unwrap_or_default()
     ])?;
-    Ok(())
+    tx.commit()?;
+    Ok(true)
 }
 
 pub fn count(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
@@ -164,8 +302,15 @@ pub fn count(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
 pub fn boxes(conn: &Connection) -> rusqlite::Result<Vec<BoxRow>> {
     let mut st = conn.prepare(
         "SELECT b.site, b.box, b.online, b.version, b.last_seen, b.state,
-                (SELECT count(*) FROM events e WHERE e.site = b.site AND e.box = b.box)
-         FROM boxes b ORDER BY b.site, b.box",
+                (SELECT count(*) FROM events e WHERE e.site = b.site AND e.box = b.box),
+                k.public_key,
+                (SELECT count(*) FROM quarantine q WHERE q.site = b.site AND q.box = b.box)
+         FROM boxes b LEFT JOIN box_keys k ON k.site = b.site AND k.box = b.box
+         UNION ALL
+         SELECT q.site, q.box, 0, '', 0, NULL, 0, NULL, count(*) FROM quarantine q
+         WHERE NOT EXISTS (SELECT 1 FROM boxes b WHERE b.site = q.site AND b.box = q.box)
+         GROUP BY q.site, q.box
+         ORDER BY 1, 2",
     )?;
     st.query_map([], |r| {
         let state: Option<String> = r.get(5)?;
@@ -177,6 +322,8 @@ pub fn boxes(conn: &Connection) -> rusqlite::Result<Vec<BoxRow>> {
             last_seen: r.get(4)?,
             state: state.and_then(|s| serde_json::from_str(&s).ok()),
             events: r.get(6)?,
+            key: r.get(7)?,
+            held: r.get(8)?,
         })
     })?
     .collect()

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use cartable_systests::appliance::Appliance;
 use cartable_systests::central::Central;
+use cartable_systests::fleet;
 use cartable_systests::mosquitto::Mosquitto;
 use cartable_systests::netns::Netns;
 use nix::sys::signal::Signal;
@@ -231,18 +232,14 @@ fn a_postgres_central_keeps_one_copy_of_each_event() {
         r#box: BOX.into(),
         events: first,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(cartable_central::publish::send(
-        &broker.host.to_string(),
-        broker.port,
-        &cartable_protocol::topics::events(SITE, BOX),
-        batch.encode(),
-        false,
-    ))
+    // Sealed with the box's own key, as the box would on a retry.
+    let box_key = ring::signature::Ed25519KeyPair::from_pkcs8(
+        &std::fs::read(app.data_dir().join("box.key")).unwrap(),
+    )
     .unwrap();
+    let topic = cartable_protocol::topics::events(SITE, BOX);
+    let sealed = cartable_protocol::sealed::seal(&box_key, &topic, 0, &batch.encode());
+    fleet::send(&fleet::broker_args(&broker), &topic, sealed, false).unwrap();
     wait_until("the duplicates counted", Duration::from_secs(10), || {
         central.get("/api/v1/counters").unwrap()["duplicates"] == 5
     });
@@ -254,21 +251,15 @@ fn a_postgres_central_keeps_one_copy_of_each_event() {
 
 mod desired {
     use super::*;
-    use cartable_protocol::desired::{self, Body, Desired, Policy, PolicySet};
+    use cartable_protocol::desired::{Body, Desired, Policy, PolicySet};
     use cartable_protocol::topics::{self, DesiredKind, Scope};
-    use ring::rand::SystemRandom;
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-
-    fn key() -> Ed25519KeyPair {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-    }
+    use cartable_systests::fleet::Fleet;
 
     fn policies(version: u64, deny: &str) -> Desired {
         Desired {
             version,
             scope: Scope::Fleet,
-            issued_at: 0,
+            issued_at: fleet::now(),
             body: Body::Policies(PolicySet {
                 policies: vec![Policy {
                     name: "central".into(),
@@ -281,19 +272,8 @@ mod desired {
     }
 
     fn publish(broker: &Mosquitto, payload: Vec<u8>) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let topic = topics::desired(&Scope::Fleet, DesiredKind::Policies);
-        rt.block_on(cartable_central::publish::send(
-            &broker.host.to_string(),
-            broker.port,
-            &topic,
-            payload,
-            true,
-        ))
-        .unwrap();
+        fleet::send(&fleet::broker_args(broker), &topic, payload, true).unwrap();
     }
 
     fn verdict(app: &Appliance, name: &str) -> String {
@@ -332,15 +312,35 @@ mod desired {
     fn the_fleet_console_signs_and_publishes_policies_and_catalogues_from_files() {
         let broker = Mosquitto::start();
         let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+        // The ceremony: the root (offline), a working key, the root's certificate.
+        let printed = |args: &[&str], prefix: &str| {
+            let out = central(args);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix).map(str::to_string))
+                .unwrap()
+        };
+        let pin = printed(
+            &["keygen", "--root", "--out", &path("root.key")],
+            "fleet_public_key = ",
+        );
+        let working = printed(&["keygen", "--out", &path("fleet.key")], "working_key = ");
+        let out = central(&[
+            "certify",
+            "--root",
+            &path("root.key"),
+            "--key",
+            working.trim_matches('"'),
+            "--days",
+            "30",
+            "--out",
+            &path("fleet.key.cert"),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let key = dir.path().join("fleet.key");
-        let out = central(&["keygen", "--out", key.to_str().unwrap()]);
-        assert!(out.status.success());
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let pin = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("fleet_public_key = "))
-            .unwrap()
-            .to_string();
         let app = Appliance::start(&sync_config(
             &broker.url(),
             &format!("fleet_public_key = {pin}\n"),
@@ -419,29 +419,28 @@ mod desired {
     #[test]
     fn forged_replayed_and_malformed_policies_are_refused_and_the_policy_stays() {
         let broker = Mosquitto::start();
-        let fleet = key();
-        let pinned = desired::hex(fleet.public_key().as_ref());
-        let mut app = Appliance::start(&sync_config(
-            &broker.url(),
-            &format!("fleet_public_key = \"{pinned}\"\n"),
-        ));
-        let envelope =
-            |k: &Ed25519KeyPair, d: &Desired| serde_json::to_vec(&desired::seal(k, d)).unwrap();
+        let fleet = Fleet::new();
+        let mut app = Appliance::start(&sync_config(&broker.url(), &fleet.pin()));
 
-        publish(&broker, envelope(&fleet, &policies(10, "denied-v10.test")));
+        publish(&broker, fleet.seal(&policies(10, "denied-v10.test")));
         wait_until(
             "the signed policy in force",
             Duration::from_secs(20),
             || verdict(&app, "denied-v10.test") == "block",
         );
 
-        // Forged: a newer version signed by another key.
-        publish(&broker, envelope(&key(), &policies(20, "forged.test")));
+        // Forged: a newer version signed by another key, with a genuine certificate.
+        let forged = cartable_protocol::desired::seal(
+            &fleet::key(),
+            &fleet.certificate,
+            &policies(20, "forged.test"),
+        );
+        publish(&broker, serde_json::to_vec(&forged).unwrap());
         wait_until("the forgery refused", Duration::from_secs(20), || {
             refused(&app, "bad_signature") == 1
         });
         // Replayed: genuinely signed, but older than the one in force.
-        publish(&broker, envelope(&fleet, &policies(5, "old.test")));
+        publish(&broker, fleet.seal(&policies(5, "old.test")));
         wait_until("the replay refused", Duration::from_secs(20), || {
             refused(&app, "older_version") == 1
         });
@@ -456,7 +455,7 @@ mod desired {
             site: SITE.into(),
             r#box: "another".into(),
         };
-        publish(&broker, envelope(&fleet, &other));
+        publish(&broker, fleet.seal(&other));
         wait_until(
             "the misdirected one refused",
             Duration::from_secs(20),

@@ -1,0 +1,84 @@
+//! The box's own signing key: everything the box publishes to the central side is
+//! sealed with it (`cartable_protocol::sealed`), so the central side can tell the box's
+//! messages from anyone else's on the broker.
+//!
+//! Made once, at the first start, in the data folder (mode 0600); it never leaves the
+//! box. Its public half is shown by `cartable status` and pinned by the central side at
+//! first contact (or ahead of time with `cartable-central box add`).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::Context;
+use ring::rand::SystemRandom;
+use ring::signature::Ed25519KeyPair;
+
+const FILE: &str = "box.key";
+
+/// The key in `data_dir`, made if there is none yet.
+pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Ed25519KeyPair> {
+    let path = data_dir.join(FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not an Ed25519 PKCS#8 key ({e}); move it away to make a new one \
+                 (the central side must then be told the new key)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(&path),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn create(path: &Path) -> anyhow::Result<Ed25519KeyPair> {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    // Written aside and renamed: a power cut leaves no half key behind, and of two
+    // processes racing here the second one reads the first one's key.
+    let tmp = path.with_extension("key.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(pkcs8.as_ref())?;
+    file.sync_all()?;
+    match std::fs::hard_link(&tmp, path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            return load_or_create(path.parent().unwrap_or(Path::new(".")));
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+    let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+    }
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use ring::signature::KeyPair;
+
+    #[test]
+    fn the_key_is_made_once_and_kept_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = super::load_or_create(dir.path()).unwrap();
+        let again = super::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.public_key().as_ref(), again.public_key().as_ref());
+        let mode = std::fs::metadata(dir.path().join(super::FILE)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o600
+        );
+        std::fs::write(dir.path().join(super::FILE), b"garbage").unwrap();
+        let e = super::load_or_create(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("box.key"), "{e}");
+    }
+}
