@@ -277,8 +277,9 @@ pub struct SyncConfig {
     /// by certificate.
     pub client_cert_file: Option<ExistingPath>,
     pub client_key_file: Option<ExistingPath>,
-    /// The fleet's Ed25519 public key (hex), pinned at enrolment. Without it, desired
-    /// state from the central side is refused.
+    /// The fleet's root Ed25519 public key (hex), pinned at enrolment: it certifies the
+    /// working keys that sign desired state, and signs their revocations. Without it,
+    /// desired state from the central side is refused.
     pub fleet_public_key: Option<FleetKey>,
     /// Seconds between MQTT keep-alive pings.
     pub keep_alive_secs: u16,
@@ -341,7 +342,7 @@ impl TryFrom<String> for FleetKey {
             .filter(|k| k.len() == 32)
             .map(FleetKey)
             .ok_or_else(|| {
-                format!("`{s}` is not an Ed25519 public key: use the 64 hex digits `cartable-central keygen` printed")
+                format!("`{s}` is not an Ed25519 public key: use the 64 hex digits `cartable-central keygen --root` printed")
             })
     }
 }

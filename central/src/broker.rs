@@ -82,9 +82,13 @@ impl BrokerArgs {
         if address.tls {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let ca_file = self.ca_file.as_ref().ok_or_else(|| {
-                anyhow::anyhow!("`{}` is TLS: give the broker's CA with --ca-file", self.broker)
+                anyhow::anyhow!(
+                    "`{}` is TLS: give the broker's CA with --ca-file",
+                    self.broker
+                )
             })?;
-            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
             let client_auth = match (&self.client_cert, &self.client_key) {
                 (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
                 _ => None,

@@ -48,9 +48,20 @@ pub async fn handle(db: &Db, topic: &str, payload: &[u8]) -> anyhow::Result<()> 
         Some(Topic::Events { .. }) => match Batch::decode(body) {
             Ok(batch) => {
                 let r = db.ingest(&site, &box_id, batch).await?;
-                tracing::debug!(site, r#box = box_id, new = r.new, duplicates = r.duplicates, "batch stored");
+                tracing::debug!(
+                    site,
+                    r#box = box_id,
+                    new = r.new,
+                    duplicates = r.duplicates,
+                    "batch stored"
+                );
                 if r.out_of_order > 0 {
-                    tracing::warn!(site, r#box = box_id, n = r.out_of_order, "events arrived out of order");
+                    tracing::warn!(
+                        site,
+                        r#box = box_id,
+                        n = r.out_of_order,
+                        "events arrived out of order"
+                    );
                 }
                 true
             }

@@ -170,7 +170,11 @@ mod tests {
         let root_pub = generate(&root, false).unwrap();
         let working_pub = generate(&working, false).unwrap();
         let cert = certify(&root, &working_pub, "console", 1_700_000_000, 365).unwrap();
-        std::fs::write(certificate_path(&working), serde_json::to_vec(&cert).unwrap()).unwrap();
+        std::fs::write(
+            certificate_path(&working),
+            serde_json::to_vec(&cert).unwrap(),
+        )
+        .unwrap();
         let s = signer(&working, None).unwrap();
         assert_eq!(s.working.not_after, 1_700_000_000 + 365 * 86_400);
         assert_eq!(

@@ -185,6 +185,7 @@ fn unix_now() -> i64 {
     cartable_central::store::now()
 }
 
+// Long: one arm per subcommand, each only unpacking its arguments for the library.
 fn run(command: Command) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -195,7 +196,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("private key written to {}", out.display());
             if root {
                 println!("fleet_public_key = \"{public}\"");
-                println!("keep {} offline; pin the line above in every box's [sync]", out.display());
+                println!(
+                    "keep {} offline; pin the line above in every box's [sync]",
+                    out.display()
+                );
             } else {
                 println!("working_key = \"{public}\"");
                 println!(
@@ -214,12 +218,19 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let cert = keys::certify(&root, &key, &name, unix_now(), days)?;
             std::fs::write(&out, serde_json::to_vec_pretty(&cert)?)?;
-            println!("certificate written to {} (valid {days} days)", out.display());
+            println!(
+                "certificate written to {} (valid {days} days)",
+                out.display()
+            );
             Ok(())
         }
         Command::Revoke { root, keys: k, out } => {
             std::fs::write(&out, keys::revoke(&root, &k, unix_now())?)?;
-            println!("revocation list written to {}: {} keys", out.display(), k.len());
+            println!(
+                "revocation list written to {}: {} keys",
+                out.display(),
+                k.len()
+            );
             Ok(())
         }
         Command::Serve {
@@ -227,28 +238,14 @@ fn run(command: Command) -> anyhow::Result<()> {
             database,
             listen,
             client_id,
-        } => rt.block_on(async move {
-            let listener = cartable_central::serve::bind(listen).await?;
-            eprintln!("dashboard on http://{}", listener.local_addr()?);
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler");
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                stop.cancel();
-            });
-            let config = cartable_central::serve::ServeConfig {
+        } => rt.block_on(serve(
+            cartable_central::serve::ServeConfig {
                 broker,
                 client_id,
                 database,
-            };
-            cartable_central::serve::run(listener, config, shutdown).await
-        }),
+            },
+            listen,
+        )),
         Command::Box {
             action:
                 BoxAction::Add {
@@ -298,11 +295,34 @@ fn run(command: Command) -> anyhow::Result<()> {
             serde_json::from_slice::<cartable_protocol::keyring::SignedRevocations>(&bytes)
                 .with_context(|| format!("{} is not a list `revoke` wrote", file.display()))?;
             let topic = cartable_protocol::topics::revocations();
-            rt.block_on(cartable_central::publish::send(&broker, &topic, bytes, true))?;
+            rt.block_on(cartable_central::publish::send(
+                &broker, &topic, bytes, true,
+            ))?;
             println!("published the revocation list on {topic} (retained)");
             Ok(())
         }
     }
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+async fn serve(
+    config: cartable_central::serve::ServeConfig,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
+    let listener = cartable_central::serve::bind(listen).await?;
+    eprintln!("dashboard on http://{}", listener.local_addr()?);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        stop.cancel();
+    });
+    cartable_central::serve::run(listener, config, shutdown).await
 }
 
 fn publish(

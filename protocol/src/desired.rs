@@ -169,7 +169,9 @@ pub enum EnvelopeError {
     BadSignature,
     #[error("{0}")]
     Keyring(#[from] KeyringError),
-    #[error("signed at {issued_at}, outside the working key's validity ({not_before} to {not_after})")]
+    #[error(
+        "signed at {issued_at}, outside the working key's validity ({not_before} to {not_after})"
+    )]
     OutsideValidity {
         issued_at: i64,
         not_before: i64,

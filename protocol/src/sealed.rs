@@ -120,7 +120,10 @@ mod tests {
         let sealed = seal(&k, topic, stamp(7, 1), b"{\"online\":true}");
         let opened = open(topic, &sealed).unwrap();
         assert_eq!(opened.public_key, k.public_key().as_ref());
-        assert_eq!((opened.stamp, opened.body), (stamp(7, 1), &b"{\"online\":true}"[..]));
+        assert_eq!(
+            (opened.stamp, opened.body),
+            (stamp(7, 1), &b"{\"online\":true}"[..])
+        );
 
         // Another box's topic, another stamp, another body: refused.
         assert_eq!(
@@ -136,7 +139,10 @@ mod tests {
 
         assert_eq!(open(topic, b""), Err(SealError::Empty));
         assert_eq!(open(topic, b"{}"), Err(SealError::Unsigned(b'{')));
-        assert_eq!(open(topic, &sealed[..HEADER - 1]), Err(SealError::Truncated));
+        assert_eq!(
+            open(topic, &sealed[..HEADER - 1]),
+            Err(SealError::Truncated)
+        );
     }
 
     #[test]

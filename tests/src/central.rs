@@ -21,6 +21,11 @@ impl Central {
 
     /// With `database` (e.g. `postgres://...`) instead of a SQLite file.
     pub fn start_with(broker: &str, database: Option<&str>) -> Central {
+        Self::start_args(broker, database, &[])
+    }
+
+    /// With more arguments for `serve` (TLS, credentials).
+    pub fn start_args(broker: &str, database: Option<&str>, extra: &[String]) -> Central {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = database.map_or_else(
             || dir.path().join("central.db").display().to_string(),
@@ -32,6 +37,7 @@ impl Central {
         cmd.args(["serve", "--broker", broker, "--listen", &http.to_string()])
             .arg("--database")
             .arg(&database)
+            .args(extra)
             .stderr(log);
         let child = TestChild::spawn(cmd).expect("cartable-central starts");
         let c = Central { http, dir, child };
@@ -73,6 +79,29 @@ impl Central {
             .into_iter()
             .filter(|e| e["body"]["type"] == kind)
             .collect()
+    }
+
+    /// The SQLite database (for `cartable-central box add`).
+    pub fn database(&self) -> std::path::PathBuf {
+        self.dir.path().join("central.db")
+    }
+
+    /// The box's row in `/api/v1/boxes`.
+    pub fn box_row(&self, site: &str, box_id: &str) -> serde_json::Value {
+        self.get("/api/v1/boxes")
+            .and_then(|b| {
+                b.as_array()?
+                    .iter()
+                    .find(|r| r["site"] == site && r["box"] == box_id)
+                    .cloned()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn counter(&self, name: &str) -> i64 {
+        self.get("/api/v1/counters")
+            .and_then(|c| c[name].as_i64())
+            .unwrap_or(-1)
     }
 
     pub fn log(&self) -> String {

@@ -34,7 +34,10 @@ impl Fleet {
 
     /// The line for the box's `[sync]` section.
     pub fn pin(&self) -> String {
-        format!("fleet_public_key = \"{}\"\n", hex(self.root.public_key().as_ref()))
+        format!(
+            "fleet_public_key = \"{}\"\n",
+            hex(self.root.public_key().as_ref())
+        )
     }
 
     pub fn seal(&self, d: &Desired) -> Vec<u8> {
@@ -83,7 +86,9 @@ pub fn send(args: &BrokerArgs, topic: &str, payload: Vec<u8>, retain: bool) -> a
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(cartable_central::publish::send(args, topic, payload, retain))
+        .block_on(cartable_central::publish::send(
+            args, topic, payload, retain,
+        ))
 }
 
 /// Unix seconds now.
@@ -91,4 +96,27 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The message retained on `topic` (waits up to 10 s for it).
+pub fn retained(args: &BrokerArgs, topic: &str) -> anyhow::Result<Vec<u8>> {
+    use rumqttc::{AsyncClient, Event, Incoming, QoS};
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let options = args.options(&format!("test-retained-{}", std::process::id()))?;
+            let (client, mut eventloop) = AsyncClient::new(options, 8);
+            client.subscribe(topic, QoS::AtLeastOnce).await?;
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                loop {
+                    if let Event::Incoming(Incoming::Publish(p)) = eventloop.poll().await? {
+                        return anyhow::Ok(p.payload.to_vec());
+                    }
+                }
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("nothing retained on {topic}"))??;
+            Ok(got)
+        })
 }

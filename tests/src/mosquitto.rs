@@ -16,6 +16,8 @@ pub struct Mosquitto {
     child: Option<TestChild>,
     /// Listener lines for TLS with client certificates required, when asked for.
     tls: Option<String>,
+    /// The whole configuration, when it is the project's shipped one.
+    conf_text: Option<String>,
 }
 
 impl Mosquitto {
@@ -32,6 +34,57 @@ impl Mosquitto {
             dir,
             child: None,
             tls: None,
+            conf_text: None,
+        };
+        m.restart();
+        m
+    }
+
+    /// The configuration the project ships (`central/mosquitto/`), as an admin would
+    /// install it: TLS on 127.0.0.1 with `pki`'s server certificate, no anonymous
+    /// client, the shipped ACL, and these `(username, password)` accounts.
+    pub fn start_shipped(pki: &crate::tls::Pki, accounts: &[(&str, &str)]) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../central/mosquitto");
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).expect("etc");
+        std::fs::copy(shipped.join("cartable.acl"), etc.join("cartable.acl")).expect("the ACL");
+        let passwd = etc.join("cartable.passwd");
+        std::fs::write(&passwd, "").expect("password file");
+        for (user, password) in accounts {
+            let ok = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, password])
+                .status()
+                .expect("mosquitto_passwd runs");
+            assert!(ok.success());
+        }
+        let port = free_port();
+        let text = std::fs::read_to_string(shipped.join("cartable.conf")).expect("the conf");
+        let conf: String = text
+            .lines()
+            .map(|l| match l.split_once(' ') {
+                Some(("listener", _)) => format!("listener {port} 127.0.0.1"),
+                Some(("cafile", _)) => format!("cafile {}", pki.ca.display()),
+                Some(("certfile", _)) => format!("certfile {}", pki.server_cert.display()),
+                Some(("keyfile", _)) => format!("keyfile {}", pki.server_key.display()),
+                _ => l.replace("/etc/mosquitto/", &format!("{}/", etc.display())),
+            })
+            .chain([
+                "user root".to_string(),
+                format!("persistence_location {}/", dir.path().display()),
+                "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice".into(),
+            ])
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut m = Mosquitto {
+            host: [127, 0, 0, 1].into(),
+            port,
+            dir,
+            child: None,
+            tls: None,
+            conf_text: Some(conf + "\n"),
         };
         m.restart();
         m
@@ -54,6 +107,7 @@ impl Mosquitto {
             dir,
             child: None,
             tls: Some(tls),
+            conf_text: None,
         };
         m.restart();
         (m, pki)
@@ -65,14 +119,14 @@ impl Mosquitto {
 
     /// Starts (again) on the same port and persistence folder.
     pub fn restart(&mut self) {
-        let conf = format!(
+        let conf = self.conf_text.clone().unwrap_or_else(|| format!(
             "listener {} {}\n{}allow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
              max_queued_messages 0\nmessage_size_limit 0\nlog_dest stderr\nlog_type error\nlog_type warning\n",
             self.port,
             self.host,
             self.tls.as_deref().unwrap_or(""),
             self.dir.path().display()
-        );
+        ));
         std::fs::write(self.conf(), conf).expect("write mosquitto.conf");
         let log = std::fs::OpenOptions::new()
             .create(true)

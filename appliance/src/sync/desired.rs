@@ -198,11 +198,12 @@ async fn revocations(id: &Identity, store: &Store, payload: &[u8]) -> Outcome {
 }
 
 fn revoked(c: &Connection, key: &str) -> Result<bool, StoreError> {
-    Ok(c
-        .prepare_cached("SELECT 1 FROM revoked_keys WHERE key = ?1")?
-        .query_row([key.to_ascii_lowercase()], |_| Ok(()))
-        .optional()?
-        .is_some())
+    Ok(
+        c.prepare_cached("SELECT 1 FROM revoked_keys WHERE key = ?1")?
+            .query_row([key.to_ascii_lowercase()], |_| Ok(()))
+            .optional()?
+            .is_some(),
+    )
 }
 
 fn kind_of(topic: &str) -> Option<DesiredKind> {
@@ -259,7 +260,10 @@ async fn check(
     if now > CLOCK_SET_AFTER && d.issued_at > now + FUTURE_SLACK_SECS {
         return Err(refuse(
             "future",
-            format!("signed at {}, ahead of the box's clock ({now})", d.issued_at),
+            format!(
+                "signed at {}, ahead of the box's clock ({now})",
+                d.issued_at
+            ),
         ));
     }
     if d.scope != scope || !d.scope.includes(&id.site, &id.box_id) {

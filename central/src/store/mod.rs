@@ -44,9 +44,13 @@ pub struct BoxRow {
 pub enum Pinned {
     New,
     Same,
-    Replaced { old: String },
+    Replaced {
+        old: String,
+    },
     /// Another key is pinned and was kept.
-    Conflict { old: String },
+    Conflict {
+        old: String,
+    },
 }
 
 /// Which retained message a stamp orders.

@@ -156,13 +156,12 @@ pub async fn ingest(
 }
 
 pub async fn pinned(c: &Client, site: &str, box_id: &str) -> anyhow::Result<Option<String>> {
-    Ok(c
-        .query_opt(
-            "SELECT public_key FROM box_keys WHERE site = $1 AND box = $2",
-            &[&site, &box_id],
-        )
-        .await?
-        .map(|r| r.get(0)))
+    Ok(c.query_opt(
+        "SELECT public_key FROM box_keys WHERE site = $1 AND box = $2",
+        &[&site, &box_id],
+    )
+    .await?
+    .map(|r| r.get(0)))
 }
 
 pub async fn pin(
@@ -304,20 +303,19 @@ pub async fn hold(
 }
 
 pub async fn held(c: &Client, site: &str, box_id: &str, key: &str) -> anyhow::Result<Vec<Held>> {
-    Ok(c
-        .query(
-            "SELECT id, topic, payload FROM quarantine
+    Ok(c.query(
+        "SELECT id, topic, payload FROM quarantine
              WHERE site = $1 AND box = $2 AND public_key = $3 ORDER BY id",
-            &[&site, &box_id, &key],
-        )
-        .await?
-        .iter()
-        .map(|r| Held {
-            id: r.get(0),
-            topic: r.get(1),
-            payload: r.get(2),
-        })
-        .collect())
+        &[&site, &box_id, &key],
+    )
+    .await?
+    .iter()
+    .map(|r| Held {
+        id: r.get(0),
+        topic: r.get(1),
+        payload: r.get(2),
+    })
+    .collect())
 }
 
 pub async fn release(c: &Client, id: i64) -> anyhow::Result<()> {

@@ -182,7 +182,13 @@ pub fn pin(
 }
 
 /// Moves a box's stamp for `which` forward to `stamp`; false if it is not newer.
-fn advance(tx: &Connection, site: &str, box_id: &str, which: Stamp, stamp: i64) -> rusqlite::Result<bool> {
+fn advance(
+    tx: &Connection,
+    site: &str,
+    box_id: &str,
+    which: Stamp,
+    stamp: i64,
+) -> rusqlite::Result<bool> {
     let sql = match which {
         Stamp::Presence => {
             "UPDATE box_keys SET presence_stamp = ?3 WHERE site = ?1 AND box = ?2 AND presence_stamp < ?3"
@@ -191,7 +197,10 @@ fn advance(tx: &Connection, site: &str, box_id: &str, which: Stamp, stamp: i64) 
             "UPDATE box_keys SET state_stamp = ?3 WHERE site = ?1 AND box = ?2 AND state_stamp < ?3"
         }
     };
-    Ok(tx.prepare_cached(sql)?.execute(params![site, box_id, stamp])? == 1)
+    Ok(tx
+        .prepare_cached(sql)?
+        .execute(params![site, box_id, stamp])?
+        == 1)
 }
 
 /// Keeps a message whose key is not the pinned one, up to `max` per box.

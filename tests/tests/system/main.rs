@@ -3,6 +3,7 @@
 mod cache;
 mod dns;
 mod durability;
+mod fleet_trust;
 mod hardening;
 mod hub;
 mod sync;

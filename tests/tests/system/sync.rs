@@ -10,16 +10,16 @@ use cartable_systests::mosquitto::Mosquitto;
 use cartable_systests::netns::Netns;
 use nix::sys::signal::Signal;
 
-const SITE: &str = "default";
-const BOX: &str = "cartable";
+pub(crate) const SITE: &str = "default";
+pub(crate) const BOX: &str = "cartable";
 
-fn sync_config(broker: &str, extra: &str) -> String {
+pub(crate) fn sync_config(broker: &str, extra: &str) -> String {
     format!(
         "[sync]\nbroker = \"{broker}\"\nbatch_max_age_secs = 0\nreconnect_max_secs = 2\nstate_every_secs = 2\n{extra}"
     )
 }
 
-fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -29,7 +29,7 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
 
 /// The details of the audit events central holds, in arrival order, checking that
 /// sequence numbers arrive increasing and never twice.
-fn audit_details(central: &Central) -> Vec<String> {
+pub(crate) fn audit_details(central: &Central) -> Vec<String> {
     let events = central.events(SITE, BOX, "audit");
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(
@@ -42,7 +42,7 @@ fn audit_details(central: &Central) -> Vec<String> {
         .collect()
 }
 
-fn expected(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+pub(crate) fn expected(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("{prefix}{i}")).collect()
 }
 
@@ -249,13 +249,13 @@ fn a_postgres_central_keeps_one_copy_of_each_event() {
     assert_eq!(central.get("/api/v1/boxes").unwrap()[0]["box"], BOX);
 }
 
-mod desired {
+pub(crate) mod desired {
     use super::*;
     use cartable_protocol::desired::{Body, Desired, Policy, PolicySet};
     use cartable_protocol::topics::{self, DesiredKind, Scope};
     use cartable_systests::fleet::Fleet;
 
-    fn policies(version: u64, deny: &str) -> Desired {
+    pub(crate) fn policies(version: u64, deny: &str) -> Desired {
         Desired {
             version,
             scope: Scope::Fleet,
@@ -271,12 +271,12 @@ mod desired {
         }
     }
 
-    fn publish(broker: &Mosquitto, payload: Vec<u8>) {
+    pub(crate) fn publish(broker: &Mosquitto, payload: Vec<u8>) {
         let topic = topics::desired(&Scope::Fleet, DesiredKind::Policies);
         fleet::send(&fleet::broker_args(broker), &topic, payload, true).unwrap();
     }
 
-    fn verdict(app: &Appliance, name: &str) -> String {
+    pub(crate) fn verdict(app: &Appliance, name: &str) -> String {
         app.get_json(&format!("/api/v1/filter/test?name={name}"))["verdict"]
             .as_str()
             .unwrap()
@@ -284,7 +284,7 @@ mod desired {
     }
 
     /// One number from the box's store, read beside the running daemon (WAL).
-    fn store_number(app: &Appliance, sql: &str, param: &str) -> i64 {
+    pub(crate) fn store_number(app: &Appliance, sql: &str, param: &str) -> i64 {
         let conn = rusqlite::Connection::open_with_flags(
             app.database(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -293,7 +293,7 @@ mod desired {
         conn.query_row(sql, [param], |r| r.get(0)).unwrap()
     }
 
-    fn refused(app: &Appliance, reason: &str) -> i64 {
+    pub(crate) fn refused(app: &Appliance, reason: &str) -> i64 {
         store_number(
             app,
             "SELECT coalesce((SELECT value FROM sync_counters WHERE name = ?1), 0)",
@@ -301,7 +301,7 @@ mod desired {
         )
     }
 
-    fn central(args: &[&str]) -> std::process::Output {
+    pub(crate) fn central(args: &[&str]) -> std::process::Output {
         std::process::Command::new(cartable_systests::bins::bin("cartable-central"))
             .args(args)
             .output()
@@ -316,7 +316,11 @@ mod desired {
         // The ceremony: the root (offline), a working key, the root's certificate.
         let printed = |args: &[&str], prefix: &str| {
             let out = central(args);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout)
                 .unwrap()
                 .lines()
@@ -339,7 +343,11 @@ mod desired {
             "--out",
             &path("fleet.key.cert"),
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let key = dir.path().join("fleet.key");
         let app = Appliance::start(&sync_config(
             &broker.url(),
