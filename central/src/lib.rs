@@ -3,6 +3,8 @@
 
 pub mod broker;
 pub mod dashboard;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod keys;
 pub mod publish;

@@ -106,31 +106,29 @@ async fn record_refusal(store: &Store, topic: &str, reason: &'static str, detail
         detail,
         "desired state refused; the box keeps its state"
     );
-    {
-        let (detail, kind, version) = (detail.to_string(), kind_of(topic), 0);
-        let recorded = store
-            .write(move |t| {
-                t.prepare_cached(
-                    "INSERT INTO sync_counters(name, value) VALUES (?1, 1)
-                     ON CONFLICT(name) DO UPDATE SET value = value + 1",
-                )?
-                .execute([format!("refused:{reason}")])?;
-                outbox::append(
-                    t,
-                    unix_now(),
-                    &EventBody::Desired {
-                        kind: kind.unwrap_or(DesiredKind::Policies),
-                        version,
-                        applied: false,
-                        reason: format!("{reason}: {detail}"),
-                    },
-                )?;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = recorded {
-            tracing::error!(error = %e, "cannot record a refused desired state");
-        }
+    let (detail, kind, version) = (detail.to_string(), kind_of(topic), 0);
+    let recorded = store
+        .write(move |t| {
+            t.prepare_cached(
+                "INSERT INTO sync_counters(name, value) VALUES (?1, 1)
+                 ON CONFLICT(name) DO UPDATE SET value = value + 1",
+            )?
+            .execute([format!("refused:{reason}")])?;
+            outbox::append(
+                t,
+                unix_now(),
+                &EventBody::Desired {
+                    kind: kind.unwrap_or(DesiredKind::Policies),
+                    version,
+                    applied: false,
+                    reason: format!("{reason}: {detail}"),
+                },
+            )?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "cannot record a refused desired state");
     }
 }
 
