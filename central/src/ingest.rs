@@ -136,7 +136,7 @@ async fn admit<'a>(
             kept,
             "a message sealed with another key than the box's: held, not stored"
         );
-        db.bump(if kept { "held" } else { "bad_signature" }).await?;
+        db.bump(if kept { "held" } else { "held_full" }).await?;
         return Ok(None);
     }
     Ok(Some((opened.stamp, opened.body)))

@@ -90,7 +90,7 @@ pub struct Usage {
 }
 
 /// The counters the JSON API and the tests read.
-pub const COUNTERS: [&str; 8] = [
+pub const COUNTERS: [&str; 9] = [
     "events",
     "duplicates",
     "out_of_order",
@@ -100,6 +100,8 @@ pub const COUNTERS: [&str; 8] = [
     "bad_signature",
     // Sealed with another key than the one pinned for the box: held, not stored.
     "held",
+    // ... past the box's quarantine bound (MAX_HELD): dropped.
+    "held_full",
     // A retained presence or state older than the last one taken in (a replay).
     "stale",
 ];
