@@ -338,8 +338,7 @@ pub struct FleetKey(pub Vec<u8>);
 impl TryFrom<String> for FleetKey {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        cartable_protocol::desired::unhex(s.trim())
-            .filter(|k| k.len() == 32)
+        cartable_protocol::keyring::public_key(s.trim())
             .map(FleetKey)
             .ok_or_else(|| {
                 format!("`{s}` is not an Ed25519 public key: use the 64 hex digits `cartable-central keygen --root` printed")

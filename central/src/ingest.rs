@@ -25,12 +25,10 @@ use crate::store::{Db, Pinned};
 /// are counted and dropped, so the broker does not deliver them again; only a store
 /// failure is an error.
 pub async fn handle(db: &Db, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
-    let (site, box_id) = match topics::parse(topic) {
-        Some(
-            Topic::Events { site, r#box }
-            | Topic::Presence { site, r#box }
-            | Topic::State { site, r#box },
-        ) => (site, r#box),
+    let (kind, site, box_id) = match topics::parse(topic) {
+        Some(Topic::Events { site, r#box }) => (Kind::Events, site, r#box),
+        Some(Topic::Presence { site, r#box }) => (Kind::Presence, site, r#box),
+        Some(Topic::State { site, r#box }) => (Kind::State, site, r#box),
         _ => return Ok(()),
     };
     // An empty retained message clears the topic; there is nothing to store.
@@ -44,8 +42,8 @@ pub async fn handle(db: &Db, topic: &str, payload: &[u8]) -> anyhow::Result<()> 
         tracing::warn!(topic, error = %e, "dropping a malformed {what}");
     };
     let stamp = i64::try_from(stamp).unwrap_or(i64::MAX);
-    let fresh = match topics::parse(topic) {
-        Some(Topic::Events { .. }) => match Batch::decode(body) {
+    let fresh = match kind {
+        Kind::Events => match Batch::decode(body) {
             Ok(batch) => {
                 let r = db.ingest(&site, &box_id, batch).await?;
                 tracing::debug!(
@@ -70,27 +68,33 @@ pub async fn handle(db: &Db, topic: &str, payload: &[u8]) -> anyhow::Result<()> 
                 return db.bump("malformed").await;
             }
         },
-        Some(Topic::Presence { .. }) => match serde_json::from_slice::<Presence>(body) {
+        Kind::Presence => match serde_json::from_slice::<Presence>(body) {
             Ok(p) => db.presence(&site, &box_id, p, stamp).await?,
             Err(e) => {
                 malformed("presence", &e);
                 return db.bump("malformed").await;
             }
         },
-        Some(Topic::State { .. }) => match serde_json::from_slice::<ReportedState>(body) {
+        Kind::State => match serde_json::from_slice::<ReportedState>(body) {
             Ok(s) => db.state(&site, &box_id, s, stamp).await?,
             Err(e) => {
                 malformed("state", &e);
                 return db.bump("malformed").await;
             }
         },
-        _ => true,
     };
     if !fresh {
         tracing::info!(topic, stamp, "dropping a replayed presence or state");
         db.bump("stale").await?;
     }
     Ok(())
+}
+
+/// What a box publishes, by topic.
+enum Kind {
+    Events,
+    Presence,
+    State,
 }
 
 /// The stamp and body of a message sealed with the key pinned for its box, or `None`
@@ -115,18 +119,16 @@ async fn admit<'a>(
         }
     };
     let key = hex(&opened.public_key);
-    let pinned = match db.pinned(site, box_id).await? {
-        Some(pinned) => pinned,
-        None => match db.pin(site, box_id, &key, "first contact", false).await? {
-            Pinned::New => {
-                tracing::info!(site, r#box = box_id, key, "box key pinned at first contact");
-                key.clone()
-            }
-            Pinned::Same | Pinned::Replaced { .. } => key.clone(),
-            Pinned::Conflict { old } => old,
-        },
+    // Pinning without replacing is the check: the pinned key wins if there is one.
+    let pinned = match db.pin(site, box_id, &key, "first contact", false).await? {
+        Pinned::New => {
+            tracing::info!(site, r#box = box_id, key, "box key pinned at first contact");
+            None
+        }
+        Pinned::Same | Pinned::Replaced { .. } => None,
+        Pinned::Conflict { old } => Some(old),
     };
-    if pinned != key {
+    if let Some(pinned) = pinned {
         let kept = db.hold(site, box_id, &key, topic, payload).await?;
         tracing::warn!(
             site,
@@ -165,7 +167,7 @@ pub async fn add_box(
         }
     }
     let key = key.to_ascii_lowercase();
-    if cartable_protocol::desired::unhex(&key).is_none_or(|k| k.len() != 32) {
+    if cartable_protocol::keyring::public_key(&key).is_none() {
         anyhow::bail!("the key must be 64 hex digits (`cartable box-key` prints it on the box)");
     }
     let pinned = db.pin(site, box_id, &key, "admin", replace).await?;

@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use cartable_protocol::desired::{hex, unhex};
+use cartable_protocol::desired::hex;
 use cartable_protocol::keyring::{self, Certificate, RevocationList, WorkingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -72,7 +72,7 @@ pub fn certify(
         bail!("--days must be 1 to 1098: a working key is replaced, not kept forever");
     }
     let key = public.to_ascii_lowercase();
-    if unhex(&key).is_none_or(|k| k.len() != 32) {
+    if keyring::public_key(&key).is_none() {
         bail!("the working key must be 64 hex digits (what `keygen` printed)");
     }
     let root = load(root)?;
@@ -127,7 +127,7 @@ pub fn signer(key: &Path, certificate: Option<&Path>) -> anyhow::Result<Signer> 
 pub fn revoke(root: &Path, keys: &[String], issued_at: i64) -> anyhow::Result<Vec<u8>> {
     let keys: Vec<String> = keys.iter().map(|k| k.to_ascii_lowercase()).collect();
     for k in &keys {
-        if unhex(k).is_none_or(|b| b.len() != 32) {
+        if keyring::public_key(k).is_none() {
             bail!("`{k}` is not a working key (64 hex digits)");
         }
     }
@@ -139,6 +139,7 @@ pub fn revoke(root: &Path, keys: &[String], issued_at: i64) -> anyhow::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cartable_protocol::desired::unhex;
     use ring::signature::{ED25519, UnparsedPublicKey};
 
     #[test]

@@ -181,10 +181,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn unix_now() -> i64 {
-    cartable_central::store::now()
-}
-
 // Long: one arm per subcommand, each only unpacking its arguments for the library.
 fn run(command: Command) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -216,7 +212,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             days,
             out,
         } => {
-            let cert = keys::certify(&root, &key, &name, unix_now(), days)?;
+            let cert = keys::certify(&root, &key, &name, cartable_central::store::now(), days)?;
             std::fs::write(&out, serde_json::to_vec_pretty(&cert)?)?;
             println!(
                 "certificate written to {} (valid {days} days)",
@@ -225,7 +221,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Revoke { root, keys: k, out } => {
-            std::fs::write(&out, keys::revoke(&root, &k, unix_now())?)?;
+            std::fs::write(
+                &out,
+                keys::revoke(&root, &k, cartable_central::store::now())?,
+            )?;
             println!(
                 "revocation list written to {}: {} keys",
                 out.display(),

@@ -214,7 +214,7 @@ pub fn open(bytes: &[u8], root: &[u8]) -> Result<Verified, EnvelopeError> {
     if unhex(&env.signature).is_none_or(|s| s.len() != 64) {
         return Err(EnvelopeError::BadSignatureEncoding);
     }
-    let working = unhex(&signer.key).unwrap_or_default();
+    let working = keyring::public_key(&signer.key).unwrap_or_default();
     keyring::verify(&working, DOMAIN, &env.payload, &env.signature)
         .map_err(|()| EnvelopeError::BadSignature)?;
     let desired: Desired = serde_json::from_str(&env.payload)

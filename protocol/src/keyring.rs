@@ -75,6 +75,11 @@ pub enum KeyringError {
     MalformedRevocations(String),
 }
 
+/// The bytes of an Ed25519 public key written as 64 hex digits (either case).
+pub fn public_key(hex: &str) -> Option<Vec<u8>> {
+    unhex(&hex.to_ascii_lowercase()).filter(|k| k.len() == 32)
+}
+
 /// The root signs `key` (run on the offline machine).
 pub fn certify(root: &Ed25519KeyPair, key: &WorkingKey) -> Certificate {
     let payload = serde_json::to_string(key).expect("a working key serializes");
@@ -90,7 +95,7 @@ pub fn check_certificate(cert: &Certificate, root: &[u8]) -> Result<WorkingKey, 
         .map_err(|()| KeyringError::BadCertificate)?;
     let key: WorkingKey = serde_json::from_str(&cert.payload)
         .map_err(|e| KeyringError::MalformedCertificate(e.to_string()))?;
-    if unhex(&key.key).is_none_or(|k| k.len() != 32) {
+    if public_key(&key.key).is_none() {
         return Err(KeyringError::MalformedCertificate(
             "the key is not 32 bytes of hex".into(),
         ));

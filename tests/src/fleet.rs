@@ -92,11 +92,7 @@ pub fn send(args: &BrokerArgs, topic: &str, payload: Vec<u8>, retain: bool) -> a
 }
 
 /// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use cartable_central::store::now;
 
 /// The message retained on `topic` (waits up to 10 s for it).
 pub fn retained(args: &BrokerArgs, topic: &str) -> anyhow::Result<Vec<u8>> {

@@ -20,14 +20,15 @@ const LAST_SYNC: &str = "last_sync_at";
 /// Trimming goes this far under the bound, so it does not run on every append.
 const TRIM_TO_PERCENT: i64 = 90;
 
-fn counter(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+/// A counter of `sync_counters` (0 when never set).
+pub(crate) fn counter(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT value FROM sync_counters WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
         .optional()
         .map(|v| v.unwrap_or(0))
 }
 
-fn add_counter(tx: &Transaction<'_>, name: &str, delta: i64) -> rusqlite::Result<()> {
+pub(crate) fn add_counter(tx: &Transaction<'_>, name: &str, delta: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO sync_counters(name, value) VALUES (?1, ?2)
          ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
@@ -36,7 +37,7 @@ fn add_counter(tx: &Transaction<'_>, name: &str, delta: i64) -> rusqlite::Result
     Ok(())
 }
 
-fn set_counter(tx: &Transaction<'_>, name: &str, value: i64) -> rusqlite::Result<()> {
+pub(crate) fn set_counter(tx: &Transaction<'_>, name: &str, value: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO sync_counters(name, value) VALUES (?1, ?2)
          ON CONFLICT(name) DO UPDATE SET value = excluded.value",

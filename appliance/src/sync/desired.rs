@@ -109,11 +109,7 @@ async fn record_refusal(store: &Store, topic: &str, reason: &'static str, detail
     let (detail, kind, version) = (detail.to_string(), kind_of(topic), 0);
     let recorded = store
         .write(move |t| {
-            t.prepare_cached(
-                "INSERT INTO sync_counters(name, value) VALUES (?1, 1)
-                 ON CONFLICT(name) DO UPDATE SET value = value + 1",
-            )?
-            .execute([format!("refused:{reason}")])?;
+            outbox::add_counter(t, &format!("refused:{reason}"), 1)?;
             outbox::append(
                 t,
                 unix_now(),
@@ -150,14 +146,7 @@ async fn revocations(id: &Identity, store: &Store, payload: &[u8]) -> Outcome {
     let keys = list.keys.len();
     let stored = store
         .write(move |t| {
-            let current: i64 = t
-                .query_row(
-                    "SELECT value FROM sync_counters WHERE name = 'revocations_issued_at'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(i64::MIN);
+            let current = outbox::counter(t, "revocations_issued_at")?;
             if list.issued_at <= current {
                 return Ok(false);
             }
@@ -168,11 +157,7 @@ async fn revocations(id: &Identity, store: &Store, payload: &[u8]) -> Outcome {
                     [k.to_ascii_lowercase()],
                 )?;
             }
-            t.execute(
-                "INSERT INTO sync_counters(name, value) VALUES ('revocations_issued_at', ?1)
-                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                [list.issued_at],
-            )?;
+            outbox::set_counter(t, "revocations_issued_at", list.issued_at)?;
             outbox::append(
                 t,
                 unix_now(),

@@ -26,7 +26,6 @@ use cartable_protocol::events::{Batch, Presence, ReportedState};
 use cartable_protocol::sealed::{self, LAST_IN_SESSION};
 use cartable_protocol::status::{LinkState, SyncStatus, UplinkState, UplinkStatus};
 use cartable_protocol::topics;
-use rusqlite::OptionalExtension;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -186,20 +185,8 @@ enum End {
 /// ahead (a box restored from an old backup still moves forward), else the last one
 /// plus one (a box whose clock starts in 1970 too).
 fn next_session(t: &rusqlite::Transaction<'_>, now: i64) -> Result<u64, crate::store::StoreError> {
-    let last: i64 = t
-        .query_row(
-            "SELECT value FROM sync_counters WHERE name = 'session'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0);
-    let next = (last + 1).max(now);
-    t.execute(
-        "INSERT INTO sync_counters(name, value) VALUES ('session', ?1)
-         ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-        [next],
-    )?;
+    let next = (outbox::counter(t, "session")? + 1).max(now);
+    outbox::set_counter(t, "session", next)?;
     Ok(next as u64)
 }
 

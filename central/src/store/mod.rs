@@ -215,16 +215,8 @@ impl Db {
         }
     }
 
-    pub async fn pinned(&self, site: &str, box_id: &str) -> anyhow::Result<Option<String>> {
-        match self {
-            Db::Sqlite { writer, .. } => {
-                let (site, box_id) = (site.to_string(), box_id.to_string());
-                Self::write_sqlite(writer, move |c| sqlite::pinned(c, &site, &box_id)).await
-            }
-            Db::Postgres(c) => postgres::pinned(c, site, box_id).await,
-        }
-    }
-
+    /// Pins `key` for a box; an existing, different pin is kept unless `replace`
+    /// (what [`Pinned`] says). Without `replace` it is the check of a box's message.
     pub async fn pin(
         &self,
         site: &str,

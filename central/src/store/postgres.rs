@@ -155,7 +155,7 @@ pub async fn ingest(
     }
 }
 
-pub async fn pinned(c: &Client, site: &str, box_id: &str) -> anyhow::Result<Option<String>> {
+async fn pinned(c: &Client, site: &str, box_id: &str) -> anyhow::Result<Option<String>> {
     Ok(c.query_opt(
         "SELECT public_key FROM box_keys WHERE site = $1 AND box = $2",
         &[&site, &box_id],
@@ -164,6 +164,7 @@ pub async fn pinned(c: &Client, site: &str, box_id: &str) -> anyhow::Result<Opti
     .map(|r| r.get(0)))
 }
 
+/// See `Db::pin`. One round trip for a box already pinned to `key` (every message).
 pub async fn pin(
     c: &Client,
     site: &str,
@@ -172,21 +173,27 @@ pub async fn pin(
     source: &str,
     replace: bool,
 ) -> anyhow::Result<Pinned> {
-    // Insert-if-absent first: of two first contacts at once, one pins and one compares.
-    let inserted = c
-        .execute(
-            "INSERT INTO box_keys(site, box, public_key, source, pinned_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site, box) DO NOTHING",
-            &[&site, &box_id, &key, &source, &now()],
-        )
-        .await?;
-    if inserted == 1 {
-        return Ok(Pinned::New);
-    }
-    let old = pinned(c, site, box_id).await?.unwrap_or_default();
-    if old == key {
-        return Ok(Pinned::Same);
-    }
+    let old = match pinned(c, site, box_id).await? {
+        Some(old) if old == key => return Ok(Pinned::Same),
+        Some(old) => old,
+        None => {
+            // Of two first contacts at once, one inserts and the other compares.
+            let inserted = c
+                .execute(
+                    "INSERT INTO box_keys(site, box, public_key, source, pinned_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site, box) DO NOTHING",
+                    &[&site, &box_id, &key, &source, &now()],
+                )
+                .await?;
+            if inserted == 1 {
+                return Ok(Pinned::New);
+            }
+            match pinned(c, site, box_id).await?.unwrap_or_default() {
+                old if old == key => return Ok(Pinned::Same),
+                old => old,
+            }
+        }
+    };
     if !replace {
         return Ok(Pinned::Conflict { old });
     }

@@ -142,7 +142,7 @@ pub fn ingest(
 }
 
 /// The key pinned for a box, if any.
-pub fn pinned(conn: &Connection, site: &str, box_id: &str) -> rusqlite::Result<Option<String>> {
+fn pinned(conn: &Connection, site: &str, box_id: &str) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached("SELECT public_key FROM box_keys WHERE site = ?1 AND box = ?2")?
         .query_row(params![site, box_id], |r| r.get(0))
         .optional()

@@ -242,7 +242,9 @@ fn the_shipped_broker_configuration_keeps_each_box_to_its_own_topics() {
     let other = as_user("default/other", "other-pw");
     // Another box's account: the broker drops its publish on this box's topic, and
     // takes the same on its own (central then counts it as unsigned: one, not two).
-    fleet::send(&other, &topics::events(SITE, BOX), b"x".to_vec(), false).unwrap();
+    // (A denied publish gets a PUBACK or, at times, the connection closed: Mosquitto
+    // 2.0 does either. What counts is that nobody receives it.)
+    let _ = fleet::send(&other, &topics::events(SITE, BOX), b"x".to_vec(), false);
     fleet::send(&other, &topics::events(SITE, "other"), b"x".to_vec(), false).unwrap();
     wait_until("the other box's own message", WITHIN, || {
         central_side.counter("unsigned") >= 1
@@ -251,7 +253,7 @@ fn the_shipped_broker_configuration_keeps_each_box_to_its_own_topics() {
 
     // Desired state is the central side's to write: a box's retained write is dropped.
     let policies_topic = topics::desired(&topics::Scope::Fleet, topics::DesiredKind::Policies);
-    fleet::send(&other, &policies_topic, b"{}".to_vec(), true).unwrap();
+    let _ = fleet::send(&other, &policies_topic, b"{}".to_vec(), true);
     let central_args = as_user("central", "central-pw");
     assert!(fleet::retained(&central_args, &policies_topic).is_err());
 
