@@ -108,6 +108,7 @@ impl App {
                 sync: sync_view,
                 cache: &cache,
                 engine: &engine,
+                filter: &filter,
                 clock,
             },
             hub.routes,
@@ -174,6 +175,7 @@ struct Parts<'a> {
     sync: crate::sync::SyncView,
     cache: &'a Arc<crate::cache::Cache>,
     engine: &'a Arc<Engine>,
+    filter: &'a Arc<crate::dns::reload::FilterService>,
     clock: Clock,
 }
 
@@ -207,7 +209,11 @@ fn http_service(
         .merge(crate::web::audit_api::routes(p.store.clone()))
         .merge(crate::cache::routes(p.cache.clone()))
         .merge(hub_routes)
-        .merge(crate::dns::routes(p.engine.clone(), p.clock));
+        .merge(crate::dns::routes(
+            p.engine.clone(),
+            p.filter.clone(),
+            p.clock,
+        ));
     // Redirect mode: requests for a cached origin's host never reach the routes.
     let router = crate::cache::redirect::wrap(router, p.cache.clone());
     let fast = Arc::new(crate::cache::sendfile::Sendfile(p.cache.clone()));
@@ -218,7 +224,9 @@ fn http_service(
 /// The lists of the config, with the policies in force: the central side's (verified
 /// again) when it sent some, else the config file's.
 fn filter_spec(config: &Config, store: &Store, fleet_key: Option<&[u8]>) -> FilterSpec {
-    let policies = match crate::sync::desired::stored_policies(store, fleet_key) {
+    let stored = crate::sync::desired::stored_policies(store, fleet_key);
+    let from_central = stored.is_some();
+    let policies = match stored {
         Some(p) => {
             tracing::info!(
                 policies = p.len(),
@@ -229,6 +237,7 @@ fn filter_spec(config: &Config, store: &Store, fleet_key: Option<&[u8]>) -> Filt
         None => config.filter.policies.clone(),
     };
     FilterSpec {
+        from_central,
         sources: config.filter_sources(),
         policies,
         block_mode: config.dns.block_mode,

@@ -13,9 +13,13 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 
 /// A few invented names for the demo's lists, so blocking shows without UT1.
 pub const BLOCKLIST: &str = "# Cartable demo list: invented names only.\ncasino-demo.example\njeux-argent.example\npoker-en-ligne.example\n";
+/// The same for malware, which every built-in policy blocks (the teachers' too): with
+/// a list for each, no policy blocks nothing and the demo is not degraded.
+pub const MALWARE_LIST: &str =
+    "# Cartable demo list: invented names only.\nvirus-demo.example\nrancongiciel.example\n";
 
 /// The demo's configuration: every default, but on loopback, in `data_dir`, with a
-/// small gambling list (written there) and the given upstreams.
+/// small gambling and malware lists (written there) and the given upstreams.
 pub fn config(
     dns: SocketAddr,
     http: SocketAddr,
@@ -23,8 +27,10 @@ pub fn config(
     upstreams: Vec<SocketAddr>,
 ) -> std::io::Result<Config> {
     let list = data_dir.join("demo-gambling.txt");
+    let malware = data_dir.join("demo-malware.txt");
     std::fs::create_dir_all(&data_dir)?;
     std::fs::write(&list, BLOCKLIST)?;
+    std::fs::write(&malware, MALWARE_LIST)?;
     let mut c = Config::default();
     c.appliance.id = "demo-box".to_string().try_into().expect("valid name");
     c.appliance.site = "ecole-demo".to_string().try_into().expect("valid name");
@@ -39,10 +45,12 @@ pub fn config(
     c.dns.box_addresses = vec![http.ip()];
     c.dns.local.insert("cartable.lan".into(), vec![http.ip()]);
     c.http.listen = http;
-    c.filter.lists.push(crate::config::ListConfig {
-        category: "gambling".into(),
-        path: crate::config::ExistingPath::try_from(list).map_err(std::io::Error::other)?,
-    });
+    for (category, path) in [("gambling", list), ("malware", malware)] {
+        c.filter.lists.push(crate::config::ListConfig {
+            category: category.into(),
+            path: crate::config::ExistingPath::try_from(path).map_err(std::io::Error::other)?,
+        });
+    }
     Ok(c)
 }
 

@@ -1,7 +1,8 @@
 //! `cartable filter test` and `cartable filter lists`: the filter as an admin
-//! inspects it from the command line, from the configuration file.
+//! inspects it from the command line: the running daemon's verdict when one runs, the
+//! configuration file's (and the store's) otherwise.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 
@@ -11,6 +12,11 @@ use crate::filter::{load, name};
 
 /// What the filter decides for `domain` asked by `client` at `at` (`YYYY-MM-DD
 /// HH:MM` in the filter's zone, now if absent): the explanation, as printed.
+///
+/// The running daemon is asked first: it alone knows the policies in force (the
+/// central side's, once it sent some) and the hub's rules for each tablet. Without
+/// one, the lists are compiled here with the policies the daemon would start with:
+/// the central side's stored ones if any, else the configuration file's.
 pub fn test(
     config: &Config,
     domain: &str,
@@ -20,25 +26,101 @@ pub fn test(
     let Some(name) = name::normalize(domain) else {
         anyhow::bail!("`{domain}` is not a domain name");
     };
-    let zone = config.filter.timezone.zone();
-    let instant = match at {
-        Some(text) => {
-            let dt: jiff::civil::DateTime = text
-                .replace(' ', "T")
-                .parse()
-                .with_context(|| format!("`{text}` is not YYYY-MM-DD HH:MM"))?;
-            dt.to_zoned(zone.clone())?.timestamp()
+    let daemon = daemon_addr(config.http.listen);
+    match ask_daemon(daemon, &name, client, at) {
+        Ok(answer) => {
+            return Ok(format!(
+                "{}(asked the running daemon at {daemon}; policies from {})\n",
+                answer.explanation, answer.policies_from
+            ));
         }
-        None => jiff::Timestamp::now(),
+        Err(e) => tracing::debug!(error = %e, "no daemon to ask"),
+    }
+    let zone = config.filter.timezone.zone();
+    let now = match at {
+        Some(text) => LocalTime::parse(text, &zone).map_err(anyhow::Error::msg)?,
+        None => LocalTime::at(jiff::Timestamp::now(), &zone),
     };
-    let loaded = load::load(
-        &config.filter_sources(),
-        &config.filter.policies,
-        config.dns.block_mode,
-    )?;
+    let (policies, from) = match stored_policies(config) {
+        Some(p) => (p, "the central side (signed, stored)"),
+        None => (config.filter.policies.clone(), "the configuration file"),
+    };
+    let loaded = load::load(&config.filter_sources(), &policies, config.dns.block_mode)?;
     let filter = &loaded.filter;
-    let verdict = filter.decide(&name, client, LocalTime::at(instant, &zone), None);
-    Ok(filter.explain(&name, &verdict))
+    let verdict = filter.decide(&name, client, now, None);
+    Ok(format!(
+        "{}(no daemon answers at {daemon}: decided here, with policies from {from})\n",
+        filter.explain(&name, &verdict)
+    ))
+}
+
+/// Where a daemon of this configuration answers on the box itself.
+fn daemon_addr(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], listen.port())),
+        IpAddr::V6(v6) if v6.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DaemonAnswer {
+    explanation: String,
+    policies_from: String,
+}
+
+/// `GET /api/v1/filter/test` on the daemon (plain HTTP/1.0 on loopback: no runtime
+/// needed for one request).
+fn ask_daemon(
+    addr: SocketAddr,
+    name: &str,
+    client: IpAddr,
+    at: Option<&str>,
+) -> anyhow::Result<DaemonAnswer> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut path = format!("/api/v1/filter/test?name={name}&client={client}");
+    if let Some(at) = at {
+        path.push_str(&format!("&at={}", at.trim().replace(' ', "T")));
+    }
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.take(1 << 20).read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the daemon's answer has no body")?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        anyhow::bail!("the daemon answered {status}: {}", body.trim());
+    }
+    serde_json::from_str(body).context("the daemon's answer is not a verdict")
+}
+
+/// The central side's policies the daemon stored, when its store exists.
+fn stored_policies(config: &Config) -> Option<Vec<crate::filter::policy::PolicyConfig>> {
+    let data_dir = &config.appliance.data_dir;
+    if !data_dir.join("cartable.db").exists() {
+        return None;
+    }
+    let store = crate::store::Store::open(data_dir).ok()?;
+    let key = config
+        .sync
+        .fleet_public_key
+        .as_ref()
+        .map(|k| k.0.as_slice());
+    let policies = crate::sync::desired::stored_policies(&store, key);
+    store.close();
+    policies
 }
 
 /// Every category with its count, then the totals; and the warnings of the compile.

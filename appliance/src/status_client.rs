@@ -45,7 +45,13 @@ pub fn render(r: &StatusReport) -> String {
         if let (true, Some(e)) = (s.state != ServiceState::Running, &s.last_error) {
             let _ = write!(out, ": {e}");
         }
+        if !s.problems.is_empty() {
+            let _ = write!(out, ", degraded");
+        }
         out.push('\n');
+        for p in &s.problems {
+            let _ = writeln!(out, "    - {p}");
+        }
     }
     let uplink = match (&r.uplink.state, &r.uplink.interface) {
         (UplinkState::Up, Some(i)) => format!("up via {i}"),

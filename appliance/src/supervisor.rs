@@ -45,6 +45,11 @@ impl ServiceCtx {
     pub fn ready(&self) {
         self.health.set(self.index, ServiceState::Running, None);
     }
+
+    /// Says what the service, though running, fails to do (empty: nothing).
+    pub fn problems(&self, problems: Vec<String>) {
+        self.health.set_problems(self.index, problems);
+    }
 }
 
 /// The live state of every service, shared with `/healthz` and `/api/v1/status`.
@@ -66,6 +71,7 @@ impl Health {
             state: ServiceState::Starting,
             restarts: 0,
             last_error: None,
+            problems: Vec::new(),
         });
         v.len() - 1
     }
@@ -81,6 +87,18 @@ impl Health {
             if error.is_some() {
                 s.last_error = error;
             }
+        }
+        self.changed.send_replace(());
+    }
+
+    fn set_problems(&self, index: usize, problems: Vec<String>) {
+        {
+            let mut v = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            let Some(s) = v.get_mut(index) else { return };
+            if s.problems == problems {
+                return;
+            }
+            s.problems = problems;
         }
         self.changed.send_replace(());
     }

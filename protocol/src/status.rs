@@ -96,6 +96,10 @@ pub struct ServiceStatus {
     pub restarts: u32,
     /// Why it last failed, if it ever did.
     pub last_error: Option<String>,
+    /// Running, but not doing all it is asked to: each problem, as the admin fixes it
+    /// (a policy whose categories no list provides, a list file gone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// Where a service is in its life.
@@ -164,6 +168,7 @@ mod tests {
                 state: ServiceState::Failed,
                 restarts: 2,
                 last_error: Some("bind".into()),
+                problems: Vec::new(),
             }],
             uplink: UplinkStatus {
                 state: UplinkState::Down,

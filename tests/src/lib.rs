@@ -5,6 +5,7 @@
 
 pub mod appliance;
 pub mod bins;
+pub mod blackhole;
 pub mod browser;
 pub mod central;
 pub mod child;

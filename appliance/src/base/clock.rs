@@ -136,6 +136,14 @@ impl LocalTime {
         )
     }
 
+    /// `YYYY-MM-DD HH:MM` (or with a `T`) read as a wall-clock time in `zone`.
+    pub fn parse(text: &str, zone: &jiff::tz::TimeZone) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not YYYY-MM-DD HH:MM");
+        let dt: jiff::civil::DateTime = text.trim().replace(' ', "T").parse().map_err(|_| bad())?;
+        let instant = dt.to_zoned(zone.clone()).map_err(|_| bad())?.timestamp();
+        Ok(LocalTime::at(instant, zone))
+    }
+
     pub fn new(weekday: u8, hour: u8, minute: u8) -> Self {
         LocalTime {
             weekday: weekday % 7,

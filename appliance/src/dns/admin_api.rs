@@ -21,6 +21,8 @@ use crate::filter::name::normalize;
 pub(crate) struct TestParams {
     name: String,
     client: Option<IpAddr>,
+    /// `YYYY-MM-DD HH:MM` in the filter's zone (default: now).
+    at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -31,9 +33,13 @@ struct TestAnswer {
     category: Option<String>,
     entry: Option<String>,
     explanation: String,
+    /// Where the policies that decided come from (the configuration file, the central
+    /// side).
+    policies_from: &'static str,
 }
 
-/// `GET /api/v1/filter/test?name=NAME[&client=IP]`
+/// `GET /api/v1/filter/test?name=NAME[&client=IP][&at=YYYY-MM-DD HH:MM]`: the
+/// running filter's verdict, device rules from the hub included.
 pub(crate) async fn test(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -52,10 +58,18 @@ pub(crate) async fn test(
     };
     let filter = engine.filter();
     let client = p.client.unwrap_or(peer.ip());
-    let now = state.clock.local();
+    let now = match &p.at {
+        Some(at) => match crate::base::clock::LocalTime::parse(at, state.clock.zone()) {
+            Ok(t) => t,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        },
+        None => state.clock.local(),
+    };
+    let device = engine.device_rule(client);
+    let policies_from = state.filter.policies_from();
     // One decision; its explanation reads list files, so off the async threads.
     let answer = tokio::task::spawn_blocking(move || {
-        let v = filter.decide(&name, client, now, None);
+        let v = filter.decide(&name, client, now, device.as_ref());
         let verdict = match v.action {
             Action::Allow => "allow",
             Action::Block(_) => "block",
@@ -84,6 +98,7 @@ pub(crate) async fn test(
             category,
             entry,
             name,
+            policies_from,
         }
     })
     .await;
@@ -105,6 +120,7 @@ struct Stats {
     forwarded: u64,
     servfail: u64,
     malformed: u64,
+    rate_limited: u64,
     cache_entries: usize,
     listed_names: u64,
     /// Blocked queries per category, for the categories that blocked any.
@@ -151,6 +167,7 @@ pub(crate) async fn stats(
         forwarded: s.total(|c| &c.forwarded),
         servfail: s.total(|c| &c.servfail),
         malformed: s.total(|c| &c.malformed),
+        rate_limited: s.total(|c| &c.rate_limited),
         cache_entries: engine.cache().len(),
         listed_names: filter.index.names(),
         blocked_by_category,

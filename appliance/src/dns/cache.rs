@@ -176,7 +176,9 @@ impl Entry {
             .as_secs()
             .min(u64::from(u32::MAX)) as u32;
         let stale = matches!(self.freshness(now), Freshness::Stale);
-        let mut out = self.wire.to_vec();
+        // Room for our OPT record: one allocation per reply, no regrowth.
+        let mut out = Vec::with_capacity(self.wire.len() + wire::OPT_LEN);
+        out.extend_from_slice(&self.wire);
         out[0..2].copy_from_slice(&q.id.to_be_bytes());
         out[2] = (out[2] & !0x01) | u8::from(q.rd);
         // Same name, so the same length: echo the client's case (0x20 encoding).
@@ -198,6 +200,19 @@ impl Entry {
 
     pub fn ttl(&self) -> u32 {
         self.ttl
+    }
+
+    /// Counts a hit; returns the hits before. The count stops at a few: past that it
+    /// is only read, so two threads serving the same popular answer do not bounce
+    /// its cache line at every query (prefetch needs "asked again", eviction "least
+    /// used", and neither needs more).
+    pub fn hit(&self) -> u32 {
+        const ENOUGH: u32 = 64;
+        let hits = self.hits.load(Ordering::Relaxed);
+        if hits < ENOUGH {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hits
     }
 
     /// The response bytes as stored (for persistence).

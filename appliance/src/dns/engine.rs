@@ -21,11 +21,13 @@ use tokio::sync::watch;
 use super::cache::{Cache, Entry, Freshness, Key, KeyRef, STALE_TTL};
 use super::forward::Forwarder;
 use super::querylog::{LogEntry, Outcome, QueryLog};
+use super::ratelimit::Limits;
+use super::rebind::Rebind;
 use super::stats::{Counters, Stats};
 use super::wire::{self, Query};
 use crate::base::clock::{Clock, LocalTime};
 use crate::filter::decide::{Action, DeviceRule, Filter, Reason};
-use crate::filter::policy::BlockMode;
+use crate::filter::policy::{BlockMode, Cidr};
 
 /// TTL of the answers the box makes itself (blocked, local names, rewrites).
 const OWN_TTL: u32 = 60;
@@ -34,11 +36,20 @@ const OWN_TTL: u32 = 60;
 const STALE_AFTER: Duration = Duration::from_millis(1800);
 /// A popular answer this close to expiry is refreshed before it expires.
 const PREFETCH_BELOW: f32 = 0.1;
+/// RFC 8767's failure recheck timer: once the upstream has failed, stale answers go
+/// out at once for this long, and one background refresh at a time probes it.
+const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+/// Answers learned since the last write that wait for the store; past this, the
+/// periodic full save catches them.
+const LEARNED_MAX: usize = 20_000;
+/// TTL of the RFC 8482 answer to ANY.
+const ANY_TTL: u32 = 3600;
 
 /// What the engine needs besides the filter.
 pub struct EngineConfig {
     /// Names the box answers itself (its own name, the hub, cache origins).
-    pub local: HashMap<String, Vec<IpAddr>>,
+    /// (hashbrown's hasher: looked up at every query.)
+    pub local: hashbrown::HashMap<String, Vec<IpAddr>>,
     /// Where the block page is served; empty falls back to the null address.
     pub box_addresses: Vec<IpAddr>,
     pub cache_entries: usize,
@@ -47,9 +58,24 @@ pub struct EngineConfig {
     pub clock: Clock,
     /// Lines kept in the in-memory query log (0: none).
     pub query_log: usize,
+    /// Who may ask (`[dns] allow_clients`); the rest get REFUSED.
+    pub allow_clients: Vec<Cidr>,
+    /// DNS-rebinding protection, when on.
+    pub rebind: Option<Rebind>,
+    /// The per-client rate limit each socket applies.
+    pub limits: Limits,
 }
 
-type FetchResult = Option<Arc<Entry>>;
+/// Why a fetch has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No upstream answered (or none is configured): a stale answer may stand in.
+    Upstream,
+    /// The upstream gave a public name a private address: refused, never stale.
+    Rebind,
+}
+
+type FetchResult = Result<Arc<Entry>, Failure>;
 
 pub struct Engine {
     filter: ArcSwap<Filter>,
@@ -59,6 +85,14 @@ pub struct Engine {
     forwarder: Forwarder,
     inflight: Mutex<HashMap<Key, watch::Receiver<Option<FetchResult>>>>,
     uplink_down: AtomicBool,
+    /// Until when (ms since `epoch` on the engine's clock) stale answers go out at once
+    /// after an upstream failure; 0 when the upstream is answering.
+    failing_until: AtomicU64,
+    /// A refresh is probing a failing upstream (one at a time).
+    probing: AtomicBool,
+    epoch: Instant,
+    /// Answers learned from the upstream that the store does not have yet.
+    learned: Mutex<Vec<(Key, Arc<Entry>)>>,
     /// The last local time worked out; see [`Engine::local_time`].
     local_minute: AtomicU64,
     pub stats: Stats,
@@ -86,11 +120,15 @@ impl Engine {
         let stats = Stats::default();
         Engine {
             filter: ArcSwap::from_pointee(filter),
-            devices: ArcSwap::from_pointee(HashMap::new()),
+            devices: ArcSwap::from_pointee(HashMap::default()),
             cache: Cache::new(config.cache_entries, config.max_stale),
             forwarder,
             inflight: Mutex::new(HashMap::new()),
             uplink_down: AtomicBool::new(false),
+            failing_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            epoch: config.clock.instant(),
+            learned: Mutex::new(Vec::new()),
             local_minute: AtomicU64::new(0),
             log: QueryLog::new(config.query_log),
             config,
@@ -105,6 +143,11 @@ impl Engine {
 
     pub fn filter(&self) -> Arc<Filter> {
         self.filter.load_full()
+    }
+
+    /// The hub's rule for the device at `client`, if any.
+    pub fn device_rule(&self, client: IpAddr) -> Option<DeviceRule> {
+        self.devices.load().get(&client).cloned()
     }
 
     /// Replaces every device rule (from the hub).
@@ -141,6 +184,27 @@ impl Engine {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// Takes the answers learned since the last call, for the store.
+    pub(crate) fn take_learned(&self) -> Vec<(Key, Arc<Entry>)> {
+        std::mem::take(&mut *self.learned.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The per-client rate limit the sockets apply.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    /// Whether a stale answer goes out now without asking the upstream first: the
+    /// uplink is down, or the upstream failed within the failure recheck period.
+    fn serve_stale_at_once(&self, now: Instant) -> bool {
+        self.uplink_down.load(Ordering::Relaxed)
+            || self.millis(now) < self.failing_until.load(Ordering::Relaxed)
     }
 
     /// Whether the box answers `name` itself (`[dns] local`, the cache's origins).
@@ -199,6 +263,13 @@ impl Engine {
     // filter, the cache); kept in one piece so the hot path is read, and profiled, as one.
     pub fn start(self: &Arc<Self>, query: &[u8], client: IpAddr, max_udp: bool) -> Step {
         Counters::add(&self.stats.local().queries);
+        // A response (QR=1) is never answered, not even with FORMERR: answering one
+        // sent from our own address would loop forever, and two resolvers could be
+        // bounced off each other.
+        if query.get(2).is_some_and(|flags| flags & 0x80 != 0) {
+            Counters::add(&self.stats.local().malformed);
+            return Step::Done(None);
+        }
         let q = match wire::parse_query(query) {
             Ok(q) => q,
             Err(e) => {
@@ -216,6 +287,10 @@ impl Engine {
             }
             Step::Done(Some(reply))
         };
+        if !self.config.allow_clients.iter().any(|c| c.contains(client)) {
+            Counters::add(&self.stats.local().refused);
+            return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
+        }
         if q.opcode != 0 {
             return done(wire::error_response(query, &q, wire::RCODE_NOTIMP));
         }
@@ -235,7 +310,12 @@ impl Engine {
         }
         let filter = self.filter.load();
         let devices = self.devices.load();
-        let verdict = filter.decide(name, client, self.local_time(), devices.get(&client));
+        let device = if devices.is_empty() {
+            None
+        } else {
+            devices.get(&client)
+        };
+        let verdict = filter.decide(name, client, self.local_time(), device);
         let mut rewrite = None;
         let (outcome, category) = match (verdict.action, verdict.reason) {
             (Action::Allow, _) => (Outcome::Allowed, None),
@@ -273,6 +353,12 @@ impl Engine {
                 rewrite = Some(target);
             }
         }
+        if q.qtype == wire::TYPE_ANY {
+            // RFC 8482: one small record instead of everything the name has (a 45-byte
+            // query must not buy a 1,000-byte answer aimed at someone else).
+            Counters::add(&self.stats.local().local);
+            return done(wire::hinfo_response(query, &q, ANY_TTL));
+        }
         let key = match rewrite {
             Some(target) => KeyRef {
                 name: target,
@@ -287,15 +373,15 @@ impl Engine {
             match entry.freshness(now) {
                 Freshness::Fresh { remaining, ttl } => {
                     Counters::add(&self.stats.local().cache_hits);
-                    let hits = entry.hits.fetch_add(1, Ordering::Relaxed);
+                    let hits = entry.hit();
                     if hits >= 1 && (remaining as f32) < PREFETCH_BELOW * ttl as f32 {
                         self.refresh_in_background(&key.to_owned(), entry);
                     }
                     return done(answer(query, &q, rewrite, entry, now));
                 }
-                Freshness::Stale if self.uplink_down.load(Ordering::Relaxed) => {
+                Freshness::Stale if self.serve_stale_at_once(now) => {
                     Counters::add(&self.stats.local().stale_served);
-                    self.refresh_in_background(&key.to_owned(), entry);
+                    self.probe_in_background(&key.to_owned(), entry);
                     return done(answer(query, &q, rewrite, entry, now));
                 }
                 Freshness::Stale => {}
@@ -332,21 +418,31 @@ impl Engine {
             Some(stale) => {
                 tokio::pin!(fetch);
                 tokio::select! {
-                    fresh = &mut fetch => fresh.or_else(|| {
-                        Counters::add(&self.stats.local().stale_served);
-                        Some(stale.clone())
-                    }),
+                    fresh = &mut fetch => match fresh {
+                        Err(Failure::Upstream) => {
+                            Counters::add(&self.stats.local().stale_served);
+                            Ok(stale.clone())
+                        }
+                        other => other,
+                    },
                     _ = tokio::time::sleep(STALE_AFTER) => {
                         Counters::add(&self.stats.local().stale_served);
-                        Some(stale.clone())
+                        Ok(stale.clone())
                     }
                 }
             }
             None => fetch.await,
         };
-        let Some(entry) = entry else {
-            Counters::add(&self.stats.local().servfail);
-            return wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL);
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(Failure::Rebind) => {
+                Counters::add(&self.stats.local().refused);
+                return wire::error_response(&query, &p.q, wire::RCODE_REFUSED);
+            }
+            Err(Failure::Upstream) => {
+                Counters::add(&self.stats.local().servfail);
+                return wire::error_response(&query, &p.q, wire::RCODE_SERVFAIL);
+            }
         };
         Counters::add(&self.stats.local().forwarded);
         let mut reply = answer(&query, &p.q, p.rewrite, &entry, self.config.clock.instant());
@@ -373,7 +469,7 @@ impl Engine {
                         && !seen.is_some_and(|s| Arc::ptr_eq(s, &newer))
                         && matches!(newer.freshness(now), Freshness::Fresh { .. })
                     {
-                        return Some(newer);
+                        return Ok(newer);
                     }
                     let (tx, rx) = watch::channel(None);
                     inflight.insert(key.clone(), rx.clone());
@@ -393,8 +489,8 @@ impl Engine {
             }
         };
         match rx.wait_for(Option::is_some).await {
-            Ok(v) => v.clone().flatten(),
-            Err(_) => None,
+            Ok(v) => v.clone().unwrap_or(Err(Failure::Upstream)),
+            Err(_) => Err(Failure::Upstream),
         }
     }
 
@@ -406,15 +502,51 @@ impl Engine {
         {
             Ok(bytes) => {
                 let now = self.config.clock.instant();
-                let entry = Arc::new(Entry::from_response(&bytes, now)?);
+                self.failing_until.store(0, Ordering::Relaxed);
+                if let Some(ip) = self
+                    .config
+                    .rebind
+                    .as_ref()
+                    .and_then(|r| r.violation(&key.name, &bytes))
+                {
+                    tracing::warn!(name = %key.name, address = %ip, "DNS rebinding refused: a public name answered with a private address");
+                    return Err(Failure::Rebind);
+                }
+                // An answer not worth keeping (SERVFAIL, truncated) counts as no answer.
+                let entry = Arc::new(Entry::from_response(&bytes, now).ok_or(Failure::Upstream)?);
                 self.cache.insert(key.clone(), entry.clone(), now);
-                Some(entry)
+                let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+                if learned.len() < LEARNED_MAX {
+                    learned.push((key.clone(), entry.clone()));
+                }
+                Ok(entry)
             }
             Err(e) => {
+                let until =
+                    self.millis(self.config.clock.instant()) + FAILURE_RECHECK.as_millis() as u64;
+                self.failing_until.store(until, Ordering::Relaxed);
                 tracing::debug!(name = %key.name, error = %e, "upstream failed");
-                None
+                Err(Failure::Upstream)
             }
         }
+    }
+
+    /// A stale answer was served at once: refresh it in the background, but while the
+    /// upstream is failing, with one refresh at a time for the whole engine (RFC
+    /// 8767: no more attempts than the failure recheck allows).
+    fn probe_in_background(self: &Arc<Self>, key: &Key, entry: &Arc<Entry>) {
+        if self.failing_until.load(Ordering::Relaxed) == 0 {
+            return self.refresh_in_background(key, entry);
+        }
+        if self.probing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let engine = self.clone();
+        let (key, entry) = (key.clone(), entry.clone());
+        tokio::spawn(async move {
+            let _ = engine.fetch(key, Some(&entry)).await;
+            engine.probing.store(false, Ordering::Relaxed);
+        });
     }
 
     fn refresh_in_background(self: &Arc<Self>, key: &Key, entry: &Arc<Entry>) {
@@ -540,12 +672,19 @@ mod tests {
                 None,
             ),
             EngineConfig {
-                local: HashMap::new(),
+                local: Default::default(),
                 box_addresses: Vec::new(),
                 cache_entries: 100,
                 max_stale: Duration::from_secs(3600),
                 clock,
                 query_log: 0,
+                allow_clients: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+                rebind: None,
+                limits: crate::dns::ratelimit::Limits {
+                    rate: 0,
+                    burst: 0,
+                    exempt: Vec::new(),
+                },
             },
         ))
     }

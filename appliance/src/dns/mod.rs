@@ -1,8 +1,9 @@
 //! The filtering DNS server: `wire` reads and writes messages, `cache` keeps upstream
 //! answers (serving them stale when the uplink is down), `forward` asks the upstream,
 //! `engine` decides each answer with `crate::filter`, `server` owns the sockets (`udp` its
-//! answering threads) and
-//! `reload` swaps in new lists without dropping a query. Its HTTP side is here too:
+//! answering threads), `ratelimit` and `rebind` keep the LAN from turning the server
+//! against itself or the school, and `reload` swaps in new lists without dropping a
+//! query. Its HTTP side is here too:
 //! the filter's admin API (`admin_api`) and the block page (`blockpage`), mounted by
 //! [`routes`].
 //!
@@ -17,6 +18,8 @@ pub(crate) mod engine;
 pub(crate) mod forward;
 pub(crate) mod persist;
 pub(crate) mod querylog;
+pub(crate) mod ratelimit;
+pub(crate) mod rebind;
 pub(crate) mod reload;
 pub(crate) mod server;
 pub(crate) mod stats;
@@ -73,6 +76,13 @@ impl DnsConfig {
                 max_stale: Duration::from_secs(u64::from(self.stale_max_hours) * 3600),
                 clock: deps.clock,
                 query_log: self.query_log,
+                allow_clients: self.allow_clients.clone(),
+                rebind: rebind::Rebind::new(self.rebind_protection, &self.rebind_allow),
+                limits: ratelimit::Limits {
+                    rate: self.client_rate,
+                    burst: self.client_burst,
+                    exempt: self.rate_exempt.clone(),
+                },
             },
         ));
         match persist::restore_cache(&engine, &deps.store) {
@@ -124,7 +134,7 @@ impl DnsConfig {
     fn local_names(
         &self,
         box_names: &[String],
-    ) -> std::collections::HashMap<String, Vec<std::net::IpAddr>> {
+    ) -> hashbrown::HashMap<String, Vec<std::net::IpAddr>> {
         box_names
             .iter()
             .map(|h| {
@@ -165,17 +175,27 @@ fn first_filter(spec: &reload::FilterSpec) -> anyhow::Result<(Filter, bool)> {
 #[derive(Clone)]
 pub struct HttpState {
     pub engine: Arc<engine::Engine>,
+    /// Says where the policies in force come from.
+    pub filter: Arc<reload::FilterService>,
     pub clock: Clock,
 }
 
 /// The filter's admin API, and the block page as the fallback: in `blockpage` mode a
 /// blocked name resolves to the box, so any request whose route is not the box's own
 /// is a browser that was sent here by a block.
-pub fn routes(engine: Arc<engine::Engine>, clock: Clock) -> Router {
+pub fn routes(
+    engine: Arc<engine::Engine>,
+    filter: Arc<reload::FilterService>,
+    clock: Clock,
+) -> Router {
     Router::new()
         .route("/api/v1/filter/test", get(admin_api::test))
         .route("/api/v1/filter/stats", get(admin_api::stats))
         .route("/api/v1/filter/log", get(admin_api::log))
         .fallback(blockpage::page)
-        .with_state(HttpState { engine, clock })
+        .with_state(HttpState {
+            engine,
+            filter,
+            clock,
+        })
 }

@@ -1,6 +1,11 @@
-//! What the DNS server keeps in the store: its cache (saved every few minutes and at
-//! shutdown, restored at start) and hourly counters. Both are written by the store's
-//! writer thread; the answer path only hands it snapshots.
+//! What the DNS server keeps in the store: its cache and hourly counters. Both are
+//! written by the store's writer thread; the answer path only hands it snapshots.
+//!
+//! The cache is written two ways. Every answer learned from the upstream goes to the
+//! store within seconds (`save_learned`, batched): a power cut in a school whose uplink
+//! is down at that moment must not lose what the tablets resolved this morning. Every
+//! few minutes and at shutdown the whole cache replaces the saved one (`save_cache`),
+//! which also drops what the cache evicted.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,6 +42,34 @@ pub(crate) async fn save_cache(engine: &Engine, store: &Store) -> Result<usize, 
             )?;
             for (k, wire, stored_at) in &rows {
                 insert.execute(params![&*k.name, k.qtype, k.qclass, wire, *stored_at as i64])?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(count)
+}
+
+/// Writes the answers learned since the last call (new rows, or newer answers for
+/// names already saved).
+pub(crate) async fn save_learned(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
+    let learned = engine.take_learned();
+    if learned.is_empty() {
+        return Ok(0);
+    }
+    let now = engine.clock().instant();
+    let unix = unix_now(engine);
+    let rows: Vec<(Key, Vec<u8>, u64)> = learned
+        .into_iter()
+        .map(|(k, e)| (k, e.wire().to_vec(), unix.saturating_sub(e.age(now))))
+        .collect();
+    let count = rows.len();
+    store
+        .write(move |t| {
+            let mut upsert = t.prepare_cached(
+                "INSERT OR REPLACE INTO dns_cache(name, qtype, qclass, response, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (k, wire, stored_at) in &rows {
+                upsert.execute(params![&*k.name, k.qtype, k.qclass, wire, *stored_at as i64])?;
             }
             Ok(())
         })
@@ -90,6 +123,7 @@ impl Flusher {
             ("forwarded".into(), s.total(|c| &c.forwarded)),
             ("servfail".into(), s.total(|c| &c.servfail)),
             ("malformed".into(), s.total(|c| &c.malformed)),
+            ("rate_limited".into(), s.total(|c| &c.rate_limited)),
         ];
         let filter = engine.filter();
         for c in filter.index.categories() {

@@ -1,8 +1,15 @@
 //! Reloading the lists: on SIGHUP (or a request from the sync side), a new filter is
 //! compiled on a blocking thread beside the one serving, then swapped in atomically.
 //! A failed build is logged and the filter in service stays.
+//!
+//! It also says when the filter in service is not what the admin asked for: a policy
+//! that blocks nothing it names, a list file gone, a failed reload. Those are the
+//! service's problems, shown by `/healthz` and the status as "degraded": a box that
+//! quietly stopped filtering is the failure a school never notices by itself.
 
 use std::sync::Arc;
+
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -18,6 +25,8 @@ pub struct FilterSpec {
     pub sources: Sources,
     pub policies: Vec<PolicyConfig>,
     pub block_mode: BlockMode,
+    /// `policies` are the central side's, read back from the store at start.
+    pub from_central: bool,
 }
 
 pub struct FilterService {
@@ -29,7 +38,15 @@ pub struct FilterService {
     loaded: std::sync::atomic::AtomicBool,
     /// Policies from the central side, in force instead of the config file's.
     central_policies: std::sync::Mutex<Option<Vec<PolicyConfig>>>,
+    /// Why the last reload failed, until one succeeds.
+    reload_error: std::sync::Mutex<Option<String>>,
+    /// The problems last worked out, and a wake-up when they may have changed.
+    problems: std::sync::Mutex<Vec<String>>,
+    recheck: Notify,
 }
+
+/// How often the list files are looked at (a file deleted under a running box).
+const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
 impl FilterService {
     pub fn new(engine: Arc<Engine>, spec: FilterSpec, loaded: bool) -> FilterService {
@@ -39,7 +56,52 @@ impl FilterService {
             reload: Arc::new(Notify::new()),
             loaded: std::sync::atomic::AtomicBool::new(loaded),
             central_policies: std::sync::Mutex::new(None),
+            reload_error: std::sync::Mutex::new(None),
+            problems: std::sync::Mutex::new(Vec::new()),
+            recheck: Notify::new(),
         }
+    }
+
+    /// Where the policies in force come from, for `cartable filter test`.
+    pub fn policies_from(&self) -> &'static str {
+        if self
+            .central_policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            "the central side (signed)"
+        } else if self.spec.from_central {
+            "the central side (signed, stored)"
+        } else {
+            "the configuration file"
+        }
+    }
+
+    /// What the filter in service fails to do: policies that block nothing, list
+    /// files gone, the last reload's failure.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = self.engine.filter().coverage_problems();
+        let s = &self.spec.sources;
+        for path in s
+            .ut1_dir
+            .iter()
+            .chain(s.ut1_archive.iter())
+            .chain(s.lists.iter().map(|(_, p)| p))
+        {
+            if !path.exists() {
+                out.push(format!(
+                    "list `{}` is gone; the lists in service stay until it is back",
+                    path.display()
+                ));
+            }
+        }
+        if let Some(e) = &*self.reload_error.lock().unwrap_or_else(|e| e.into_inner()) {
+            out.push(format!(
+                "the last reload failed ({e}); the lists in service stay"
+            ));
+        }
+        out
     }
 
     /// Compiles `policies` against the lists in service, without swapping: the caller
@@ -62,6 +124,7 @@ impl FilterService {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(policies);
         self.engine.swap_filter(filter);
+        self.recheck.notify_one();
     }
 
     /// Compiles the lists now, on this thread.
@@ -97,7 +160,14 @@ impl FilterService {
         {
             spec.policies = p;
         }
-        let loaded = tokio::task::spawn_blocking(move || Self::compile(&spec)).await??;
+        let loaded = match tokio::task::spawn_blocking(move || Self::compile(&spec)).await? {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                *self.reload_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                return Err(e.into());
+            }
+        };
+        *self.reload_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.engine.swap_filter(loaded.filter);
         self.loaded
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -122,9 +192,20 @@ impl Service for FilterService {
             let mut hangup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             ctx.ready();
+            let mut look = tokio::time::interval(RECHECK_EVERY);
             loop {
+                let problems = self.problems();
+                for p in &problems {
+                    tracing::warn!("filter degraded: {p}");
+                }
+                if *self.problems.lock().unwrap_or_else(|e| e.into_inner()) != problems {
+                    *self.problems.lock().unwrap_or_else(|e| e.into_inner()) = problems.clone();
+                }
+                ctx.problems(problems);
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
+                    _ = self.recheck.notified() => continue,
+                    _ = look.tick() => continue,
                     _ = self.reload.notified() => tracing::info!("reloading the filter lists"),
                     _ = hangup.recv() => tracing::info!("SIGHUP: reloading the filter lists"),
                 }

@@ -1,8 +1,9 @@
 //! The sockets: UDP threads (`udp`) that answer on the spot whatever needs no upstream,
 //! and TCP connections (length-prefixed, pipelined, idle-limited).
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cartable_protocol::status::{UplinkState, UplinkStatus};
@@ -12,15 +13,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
-use super::persist::{Flusher, save_cache};
+use super::persist::{Flusher, save_cache, save_learned};
+use super::ratelimit::{RateLimiter, client_key};
+use super::stats::Counters;
 use super::udp;
 use crate::store::Store;
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
 /// How often the counters go to the store.
 const STATS_EVERY: Duration = Duration::from_secs(60);
-/// The cache is saved every this many counter flushes (five minutes).
+/// The cache is saved whole every this many counter flushes (five minutes) ...
 const CACHE_SAVE_EVERY_TICKS: u64 = 5;
+/// ... and what it learned, this often: a power cut loses at most this much.
+const LEARNED_EVERY: Duration = Duration::from_secs(2);
 
 /// Stores the counters' gains, and the cache too if `cache`.
 async fn persist(engine: &Engine, flushed: &Flusher, store: &Store, cache: bool) {
@@ -35,10 +40,15 @@ async fn persist(engine: &Engine, flushed: &Flusher, store: &Store, cache: bool)
     }
 }
 
-/// A TCP client silent this long is closed (RFC 7766 suggests seconds, not minutes).
+/// A TCP client silent this long is closed (RFC 7766 suggests seconds, not minutes) ...
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Most TCP connections served at once.
+/// ... this long once three quarters of the connections are taken.
+const TCP_IDLE_BUSY: Duration = Duration::from_secs(2);
+/// Most TCP connections served at once ...
 const TCP_MAX: usize = 512;
+/// ... and from one client (an IPv4 address, an IPv6 /64): a tablet needs one or two,
+/// so one client holding idle connections cannot take the others' turn.
+const TCP_PER_CLIENT: usize = 8;
 
 /// The DNS service; its sockets are bound when it is built.
 pub struct DnsService {
@@ -147,6 +157,20 @@ impl Service for DnsService {
                     }
                 }
             });
+            // New answers to the store every two seconds, off the answer path.
+            let (engine, store, stop) = (self.engine.clone(), self.store.clone(), stop_all.clone());
+            tasks.spawn(async move {
+                let mut every = tokio::time::interval(LEARNED_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stop.cancelled() => return Ok(()),
+                    }
+                    if let Err(e) = save_learned(&engine, &store).await {
+                        tracing::warn!(error = %e, "cannot store the DNS answers just learned");
+                    }
+                }
+            });
             // Counters to the store every minute, the cache every five, and both once
             // more when the service stops (the services that could change them, the
             // hub and the web, stop before this one).
@@ -201,12 +225,75 @@ impl Service for DnsService {
     }
 }
 
+/// What the TCP connections of one listener share: the slots, the connections per
+/// client, and one rate limiter.
+pub(crate) struct TcpShared {
+    slots: Arc<tokio::sync::Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    limiter: Mutex<RateLimiter>,
+}
+
+/// One client's hold on a connection; gives it back when dropped.
+struct ClientSlot {
+    shared: Arc<TcpShared>,
+    client: IpAddr,
+}
+
+impl TcpShared {
+    pub(crate) fn new(engine: &Engine) -> Arc<TcpShared> {
+        Arc::new(TcpShared {
+            slots: Arc::new(tokio::sync::Semaphore::new(TCP_MAX)),
+            per_client: Mutex::new(HashMap::new()),
+            limiter: Mutex::new(RateLimiter::new(engine.limits().clone())),
+        })
+    }
+
+    fn take(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+        let client = client_key(client);
+        let mut m = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(client).or_insert(0);
+        if *n >= TCP_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            shared: self.clone(),
+            client,
+        })
+    }
+
+    /// Shorter when the server is busy (RFC 7766, section 6.2.3).
+    fn idle(&self) -> Duration {
+        if self.slots.available_permits() < TCP_MAX / 4 {
+            TCP_IDLE_BUSY
+        } else {
+            TCP_IDLE
+        }
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .shared
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.client);
+            }
+        }
+    }
+}
+
 async fn tcp_accept(
     listener: tokio::net::TcpListener,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX));
+    let shared = TcpShared::new(&engine);
     loop {
         let (stream, client) = tokio::select! {
             r = listener.accept() => match r {
@@ -220,36 +307,55 @@ async fn tcp_accept(
             },
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue; // Too many: drop the connection; the client retries.
+        // Too many, from everyone or from this client: drop the connection; the
+        // client retries.
+        let Some(slot) = shared.take(client.ip()) else {
+            tracing::debug!(%client, "DNS TCP: too many connections from this client");
+            continue;
+        };
+        let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+            continue;
         };
         let engine = engine.clone();
         let shutdown = shutdown.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             tokio::select! {
-                _ = tcp_connection(stream, client, engine) => {}
+                _ = tcp_connection(stream, client, engine, &shared) => {}
                 _ = shutdown.cancelled() => {}
             }
         });
     }
 }
 
-async fn tcp_connection(
-    mut stream: tokio::net::TcpStream,
+/// One client's queries on a stream (RFC 7766 framing), answered in order, until it
+/// closes, goes idle, sends what is not a query, or passes its rate.
+pub(crate) async fn tcp_connection<S>(
+    mut stream: S,
     client: SocketAddr,
     engine: Arc<Engine>,
-) {
+    shared: &TcpShared,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+        let len = match tokio::time::timeout(shared.idle(), stream.read_u16()).await {
             Ok(Ok(len)) => usize::from(len),
             _ => return,
         };
         let mut query = vec![0u8; len];
-        if tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
-            .await
-            .is_err()
-        {
+        match tokio::time::timeout(shared.idle(), stream.read_exact(&mut query)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let allowed = shared
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(client.ip(), std::time::Instant::now());
+        if !allowed {
+            Counters::add(&engine.stats.local().rate_limited);
             return;
         }
         let reply = match engine.start(&query, client.ip(), false) {

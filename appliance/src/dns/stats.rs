@@ -2,7 +2,7 @@
 //! cache-line-aligned stripe, so two cores answering at full speed never fight over a
 //! counter; readers add the stripes up.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +38,8 @@ pub struct Counters {
     pub forwarded: AtomicU64,
     pub servfail: AtomicU64,
     pub malformed: AtomicU64,
+    /// Dropped: the client was past its rate limit.
+    pub rate_limited: AtomicU64,
     per_category: Vec<AtomicU64>,
     /// Queries and blocked queries per client.
     clients: Mutex<HashMap<IpAddr, (u64, u64)>>,
@@ -107,7 +109,7 @@ impl Stats {
 
     /// (client, queries, blocked), most active first.
     pub fn top_clients(&self, limit: usize) -> Vec<(IpAddr, u64, u64)> {
-        let mut merged: HashMap<IpAddr, (u64, u64)> = HashMap::new();
+        let mut merged: HashMap<IpAddr, (u64, u64)> = HashMap::default();
         for s in self.stripes.iter() {
             let m = s.clients.lock().unwrap_or_else(|e| e.into_inner());
             for (ip, (q, b)) in m.iter() {

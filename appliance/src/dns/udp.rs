@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
+use super::ratelimit::RateLimiter;
 use super::stats::Counters;
 
 /// Datagrams taken (and answers sent) per system call.
@@ -88,6 +89,7 @@ pub fn serve(
     let mut received: Vec<Option<(usize, SocketAddr)>> = Vec::with_capacity(BATCH);
     let mut replies: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
     let mut to: Vec<SocketAddr> = Vec::with_capacity(BATCH);
+    let mut limiter = RateLimiter::new(engine.limits().clone());
     while !shutdown.is_cancelled() {
         received.clear();
         {
@@ -113,11 +115,16 @@ pub fn serve(
         }
         replies.clear();
         to.clear();
+        let now = std::time::Instant::now();
         for (buffer, item) in buffers.iter().zip(&received) {
             let &Some((len, client)) = item else {
                 Counters::add(&engine.stats.local().malformed);
                 continue;
             };
+            if !limiter.allow(client.ip(), now) {
+                Counters::add(&engine.stats.local().rate_limited);
+                continue;
+            }
             let query = &buffer[..len];
             match engine.start(query, client.ip(), true) {
                 Step::Done(Some(reply)) => {
@@ -181,14 +188,13 @@ mod tests {
     use crate::filter::decide::Filter;
     use crate::filter::index::Index;
     use crate::filter::policy::{BlockMode, Policies, builtin};
-    use std::collections::HashMap;
     use std::net::IpAddr;
 
     /// An engine that knows one local name and has no upstream (a miss: SERVFAIL).
     fn engine() -> Arc<Engine> {
         let index = Arc::new(Index::empty());
         let policies = Policies::compile(&builtin(), &index, BlockMode::Nxdomain).unwrap();
-        let local = HashMap::from([("box.test".to_string(), vec![IpAddr::from([10, 0, 0, 1])])]);
+        let local = [("box.test".to_string(), vec![IpAddr::from([10, 0, 0, 1])])].into();
         Arc::new(Engine::new(
             Filter { index, policies },
             Forwarder::new(Vec::new(), Duration::from_millis(200), None),
@@ -199,6 +205,13 @@ mod tests {
                 max_stale: Duration::from_secs(60),
                 clock: crate::base::clock::Clock::system(jiff::tz::TimeZone::UTC),
                 query_log: 0,
+                allow_clients: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+                rebind: None,
+                limits: crate::dns::ratelimit::Limits {
+                    rate: 0,
+                    burst: 0,
+                    exempt: Vec::new(),
+                },
             },
         ))
     }

@@ -13,6 +13,8 @@ pub(crate) const TYPE_A: u16 = 1;
 pub(crate) const TYPE_SOA: u16 = 6;
 pub(crate) const TYPE_AAAA: u16 = 28;
 pub(crate) const TYPE_OPT: u16 = 41;
+pub(crate) const TYPE_HINFO: u16 = 13;
+pub(crate) const TYPE_ANY: u16 = 255;
 pub(crate) const CLASS_IN: u16 = 1;
 
 pub(crate) const RCODE_NOERROR: u8 = 0;
@@ -296,6 +298,24 @@ pub(crate) fn address_response(
     add_opt(&mut out, q);
     out
 }
+
+/// RFC 8482's answer to ANY: one HINFO record, CPU "RFC8482", OS empty.
+pub(crate) fn hinfo_response(query: &[u8], q: &Query, ttl: u32) -> Vec<u8> {
+    const RDATA: &[u8] = b"\x07RFC8482\x00";
+    let mut out = response_head(query, q, RCODE_NOERROR, false);
+    out.extend_from_slice(&[0xC0, 0x0C]);
+    out.extend_from_slice(&TYPE_HINFO.to_be_bytes());
+    out.extend_from_slice(&q.qclass.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(RDATA.len() as u16).to_be_bytes());
+    out.extend_from_slice(RDATA);
+    out[6..8].copy_from_slice(&1u16.to_be_bytes());
+    add_opt(&mut out, q);
+    out
+}
+
+/// Bytes of the OPT record `add_opt` appends.
+pub(crate) const OPT_LEN: usize = 11;
 
 /// Appends an OPT record offering `EDNS_PAYLOAD` when the client sent one.
 pub(crate) fn add_opt(out: &mut Vec<u8>, q: &Query) {

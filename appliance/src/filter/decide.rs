@@ -137,6 +137,29 @@ impl Filter {
         verdict(Action::Allow, Reason::NotListed)
     }
 
+    /// The policies that block nothing of what they name: every category they name
+    /// is missing from the lists or holds no names. Such a policy looks in force and
+    /// filters nothing, so the box says it is degraded.
+    pub fn coverage_problems(&self) -> Vec<String> {
+        let categories = self.index.categories();
+        self.policies
+            .all()
+            .iter()
+            .filter(|p| p.named > 0)
+            .filter(|p| {
+                !categories
+                    .iter()
+                    .any(|c| p.blocked & (1u128 << c.id) != 0 && c.entries > 0)
+            })
+            .map(|p| {
+                format!(
+                    "policy `{}` blocks none of the {} categories it names: no list provides them, or their lists are empty",
+                    p.name, p.named
+                )
+            })
+            .collect()
+    }
+
     /// Explains a verdict in words, naming the list file and line when it is from a
     /// list (reads the file: for people, not for the answer path).
     pub fn explain(&self, name: &str, verdict: &Verdict<'_>) -> String {

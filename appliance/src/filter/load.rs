@@ -67,6 +67,22 @@ fn fingerprint(sources: &Sources) -> Option<String> {
     Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Every category name and alias the sources provide, without compiling them; `None`
+/// when no source is configured (then nothing can be checked).
+pub fn category_names(sources: &Sources) -> Result<Option<Vec<String>>, FilterError> {
+    let mut names = match (&sources.ut1_dir, &sources.ut1_archive) {
+        (Some(dir), _) => ut1::read_tree(dir)?
+            .into_iter()
+            .flat_map(|c| std::iter::once(c.name).chain(c.aliases))
+            .collect(),
+        (None, Some(archive)) => ut1::archive_category_names(archive)?,
+        (None, None) if sources.lists.is_empty() => return Ok(None),
+        (None, None) => Vec::new(),
+    };
+    names.extend(sources.lists.iter().map(|(c, _)| c.clone()));
+    Ok(Some(names))
+}
+
 /// A compiled filter and what was noticed on the way.
 pub struct Loaded {
     pub filter: Filter,
@@ -176,6 +192,23 @@ fn finish(
             )
         })
         .collect();
+    for c in index.categories().iter().filter(|c| c.entries == 0) {
+        let blocked_by: Vec<&str> = compiled
+            .all()
+            .iter()
+            .filter(|p| p.blocked & (1u128 << c.id) != 0)
+            .map(|p| p.name.as_str())
+            .collect();
+        let by = if blocked_by.is_empty() {
+            String::new()
+        } else {
+            format!(", yet policies {} block it", blocked_by.join(", "))
+        };
+        warnings.push(format!(
+            "category `{}` holds no names (its list is missing or empty){by}",
+            c.name
+        ));
+    }
     for s in index.sources() {
         if s.skipped.count > 0 {
             warnings.push(format!(

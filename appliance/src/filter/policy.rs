@@ -38,6 +38,12 @@ pub struct PolicyConfig {
     /// Categories to block, by UT1 name or alias.
     #[serde(default)]
     pub block: Vec<String>,
+    /// Categories of `block` that may have no list yet (a list the admin will add
+    /// later): missing, they are reported, not an error. Any other category that no
+    /// list provides is a mistake `check-config` and the daemon's start refuse, since
+    /// a misspelled name would silently block nothing.
+    #[serde(default)]
+    pub optional: Vec<String>,
     /// Names (and their subdomains) always allowed: wins over `deny` and categories.
     #[serde(default)]
     pub allow: Vec<DomainName>,
@@ -208,6 +214,8 @@ pub struct Policy {
     pub youtube: YoutubeMode,
     pub no_bypass: bool,
     pub block_mode: BlockMode,
+    /// How many categories its configuration names (found in the lists or not).
+    pub named: usize,
     /// (rule, index of the policy it switches to).
     schedule: Vec<(ScheduleRule, usize)>,
 }
@@ -322,6 +330,7 @@ impl Policies {
                 youtube: c.youtube,
                 no_bypass: c.no_bypass,
                 block_mode: c.block_mode.unwrap_or(block_mode),
+                named: c.block.len(),
                 schedule,
             });
         }
@@ -398,12 +407,85 @@ impl Policies {
     }
 }
 
+/// A category a policy blocks that no list provides and that is not marked optional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownCategory {
+    pub policy: String,
+    pub category: String,
+    /// Names the lists do provide that look like it (a typo's likely fix).
+    pub close: Vec<String>,
+}
+
+impl fmt::Display for UnknownCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "policy `{}` blocks `{}`, which no list provides",
+            self.policy, self.category
+        )?;
+        match self.close.as_slice() {
+            [] => {}
+            [one] => write!(f, " (did you mean `{one}`?)")?,
+            many => write!(f, " (did you mean one of `{}`?)", many.join("`, `"))?,
+        }
+        write!(
+            f,
+            "; if its list comes later, add it to the policy's `optional`"
+        )
+    }
+}
+
+/// The categories `configs` block that are not in `known` (every name and alias the
+/// lists provide) and not marked optional, with the known names closest to each.
+pub fn unknown_categories(configs: &[PolicyConfig], known: &[String]) -> Vec<UnknownCategory> {
+    let mut out = Vec::new();
+    for c in configs {
+        for cat in &c.block {
+            if known.contains(cat) || c.optional.contains(cat) {
+                continue;
+            }
+            let mut close: Vec<(usize, &String)> = known
+                .iter()
+                .map(|k| (edit_distance(cat, k), k))
+                .filter(|&(d, k)| d <= 2 || (cat.len() >= 4 && k.contains(cat.as_str())))
+                .collect();
+            close.sort();
+            close.dedup_by(|a, b| a.1 == b.1);
+            out.push(UnknownCategory {
+                policy: c.name.clone(),
+                category: cat.clone(),
+                close: close.into_iter().take(3).map(|(_, k)| k.clone()).collect(),
+            });
+        }
+    }
+    out
+}
+
+/// Levenshtein distance, for suggestions (names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// The policies a box has before its admin writes any: primary pupils (the default,
 /// the most protective), secondary pupils, and teachers.
 pub fn builtin() -> Vec<PolicyConfig> {
     let base = |name: &str, block: &[&str], youtube, default| PolicyConfig {
         name: name.into(),
         block: block.iter().map(|s| s.to_string()).collect(),
+        optional: vec![],
         allow: vec![],
         deny: vec![],
         safe_search: true,
@@ -469,6 +551,30 @@ mod tests {
 
     fn parse<T: serde::de::DeserializeOwned>(toml_text: &str) -> T {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn unknown_categories_come_with_their_likely_fix() {
+        let known: Vec<String> = ["gambling", "adult", "porn", "social_networks"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let configs: Vec<PolicyConfig> = parse::<PolicyList>(
+            "[[p]]\nname = \"a\"\nblock = [\"gamblig\", \"adult\", \"later\", \"social\"]\noptional = [\"later\"]\n",
+        )
+        .p;
+        let unknown = unknown_categories(&configs, &known);
+        assert_eq!(unknown.len(), 2, "{unknown:?}");
+        assert_eq!(unknown[0].category, "gamblig");
+        assert_eq!(unknown[0].close, ["gambling"]);
+        assert!(unknown[0].to_string().contains("did you mean `gambling`?"));
+        assert_eq!(unknown[1].close, ["social_networks"]);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[derive(serde::Deserialize)]
+    struct PolicyList {
+        p: Vec<PolicyConfig>,
     }
 
     #[test]

@@ -134,6 +134,48 @@ pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<PathBuf, FilterErro
     }
 }
 
+/// Every category name and alias a UT1 `.tar.gz` holds, read from its entries without
+/// unpacking it (for `check-config`: the folders, the links, and the `usage` files).
+pub fn archive_category_names(archive: &Path) -> Result<Vec<String>, FilterError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| FilterError::Io {
+        path: archive.to_path_buf(),
+        source: e,
+    };
+    let file = std::fs::File::open(archive).map_err(io)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut names = Vec::new();
+    for entry in tar.entries().map_err(io)? {
+        let mut entry = entry.map_err(io)?;
+        let path = entry.path().map_err(io)?.into_owned();
+        let parts: Vec<String> = path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .collect();
+        match parts.as_slice() {
+            [root, name] if root == "blacklists" => {
+                let kind = entry.header().entry_type();
+                if kind.is_dir() || kind.is_symlink() {
+                    names.push(name.clone());
+                }
+            }
+            [root, name, file] if root == "blacklists" && file == "usage" => {
+                let mut text = String::new();
+                // A usage file is a few lines; more is not one.
+                let _ = entry.by_ref().take(64 << 10).read_to_string(&mut text);
+                names.extend(parse_usage(&text, name).1);
+            }
+            _ => {}
+        }
+    }
+    if names.is_empty() {
+        return Err(FilterError::NotUt1(archive.to_path_buf()));
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 /// `usage`: `black` and/or `white`, other names of the category, `#` comments.
 fn parse_usage(text: &str, name: &str) -> (Kind, Vec<String>) {
     let (mut black, mut white) = (false, false);

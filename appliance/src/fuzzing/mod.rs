@@ -2,10 +2,12 @@
 //! network or from a list file, driven with arbitrary input. A unit test runs them on
 //! pseudo-random inputs too, so CI exercises them without a fuzzer.
 
+mod dns;
 mod http;
 
 use std::time::{Duration, Instant};
 
+pub use dns::{response, tcp_stream};
 pub use http::request as http_request;
 
 use crate::dns::cache::Entry;
@@ -98,6 +100,33 @@ mod tests {
             }
             super::packet(&input);
         }
+    }
+
+    #[test]
+    fn responses_and_tcp_streams_never_panic() {
+        for mut input in inputs(5_000, 400) {
+            super::response(&input);
+            if input.len() >= 12 {
+                input[2] |= 0x80;
+                input[6..8].copy_from_slice(&[0, 1]);
+            }
+            super::response(&input);
+        }
+        for input in inputs(2_000, 600) {
+            super::tcp_stream(&input);
+        }
+        // Well-framed queries, and one response among them.
+        let mut framed = Vec::new();
+        for (i, q) in inputs(50, 80).into_iter().enumerate() {
+            let mut q = q;
+            if q.len() >= 12 {
+                q[2] = if i % 7 == 0 { 0x81 } else { 0x01 };
+                q[4..6].copy_from_slice(&[0, 1]);
+            }
+            framed.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&q);
+        }
+        super::tcp_stream(&framed);
     }
 
     #[test]

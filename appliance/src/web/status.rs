@@ -55,10 +55,25 @@ async fn healthz(State(s): State<StatusState>) -> Response {
         .filter(|x| x.state != ServiceState::Running)
         .map(|x| format!("{}: {}", x.name, x.state.as_str()))
         .collect();
-    if failing.is_empty() {
+    if !failing.is_empty() {
+        let body = format!("not running: {}\n", failing.join(", "));
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    // Running but not doing what it is asked (a filter that blocks nothing it names):
+    // not healthy either, and said so, with what to fix.
+    let degraded: Vec<String> = s
+        .health
+        .snapshot()
+        .into_iter()
+        .flat_map(|x| {
+            let name = x.name;
+            x.problems.into_iter().map(move |p| format!("{name}: {p}"))
+        })
+        .collect();
+    if degraded.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        let body = format!("not running: {}\n", failing.join(", "));
+        let body = format!("degraded:\n{}\n", degraded.join("\n"));
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }

@@ -72,7 +72,7 @@ fn setup() -> Setup {
             ("games.test", "10.1.0.3"),
             ("forcesafesearch.google.com", "216.239.38.120"),
             ("restrict.youtube.com", "216.239.38.119"),
-            ("www.google.fr", "10.1.0.9"),
+            ("www.google.fr", "198.51.100.9"),
         ],
         300,
     );
@@ -157,7 +157,7 @@ fn safe_search_and_anti_bypass_answers() {
     let teacher = dig(dns, "www.google.fr", "A", &[]);
     assert_eq!(
         teacher.data("A"),
-        ["10.1.0.9"],
+        ["198.51.100.9"],
         "no safe search for teachers: {}",
         teacher.raw
     );

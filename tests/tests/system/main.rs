@@ -2,6 +2,8 @@
 
 mod cache;
 mod dns;
+mod dns_lan;
+mod dns_offline;
 mod durability;
 mod fleet_trust;
 mod hardening;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod checks;
+
 pub use crate::filter::policy::{BlockMode, PolicyConfig};
 
 /// The whole configuration of one box. Each service reads only its own section.
@@ -91,6 +93,24 @@ pub struct DnsConfig {
     pub upstream_timeout_ms: u64,
     /// Queries kept in the in-memory query log, for the admin (0: none).
     pub query_log: usize,
+    /// Who may use this DNS server: addresses and subnets (CIDR); everyone else is
+    /// answered REFUSED. By default the private, link-local and loopback ranges: an
+    /// open resolver on a public address would be an amplifier for the whole internet.
+    pub allow_clients: Vec<crate::filter::policy::Cidr>,
+    /// DNS-rebinding protection: an upstream answer that gives a public name a private,
+    /// loopback or link-local address is refused (as dnsmasq's `stop-dns-rebind`), so a
+    /// web page cannot turn a pupil's browser against the box or the school's printers.
+    pub rebind_protection: bool,
+    /// Domains (and their subdomains) whose upstream answers may hold private
+    /// addresses: the school's own internal zones. `[dns] local` names are never
+    /// checked.
+    pub rebind_allow: Vec<crate::filter::policy::DomainName>,
+    /// Queries per second one client may send, sustained (0: no limit) ...
+    pub client_rate: u32,
+    /// ... and in a burst: a tablet opening a news site sends 50 to 100 at once.
+    pub client_burst: u32,
+    /// Clients the rate limit does not apply to (the box's own programs by default).
+    pub rate_exempt: Vec<crate::filter::policy::Cidr>,
 }
 
 impl Default for DnsConfig {
@@ -107,6 +127,35 @@ impl Default for DnsConfig {
             stale_max_hours: 24 * 7,
             upstream_timeout_ms: 1500,
             query_log: 10_000,
+            allow_clients: [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "127.0.0.0/8",
+                "169.254.0.0/16",
+                "100.64.0.0/10",
+                "::1/128",
+                "fc00::/7",
+                "fe80::/10",
+            ]
+            .iter()
+            .map(|c| c.parse().expect("a valid built-in subnet"))
+            .collect(),
+            rebind_protection: true,
+            // Special-use and private-use names (RFC 6761, 6762, 8375): never public.
+            rebind_allow: ["test", "localhost", "local", "lan", "home.arpa", "internal"]
+                .iter()
+                .map(|d| {
+                    crate::filter::policy::DomainName::try_from(d.to_string())
+                        .expect("a valid built-in name")
+                })
+                .collect(),
+            client_rate: 500,
+            client_burst: 1000,
+            rate_exempt: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .map(|c| c.parse().expect("a valid built-in subnet"))
+                .collect(),
         }
     }
 }
@@ -557,12 +606,18 @@ impl Config {
         // serde stops at the first error: record it, remove the entry it points at,
         // and try again, so that one run reports every independent mistake.
         let mut problems = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
         for _ in 0..256 {
             match Config::deserialize(Deserializer::from(root.clone())) {
                 Ok(config) if problems.is_empty() => {
-                    return match config.cross_checks(text) {
-                        None => Ok(config),
-                        Some(p) => Err(vec![p]),
+                    if let Some(p) = config.cross_checks(text) {
+                        return Err(vec![p]);
+                    }
+                    let problems = config.category_checks(text);
+                    return if problems.is_empty() {
+                        Ok(config)
+                    } else {
+                        Err(problems)
                     };
                 }
                 Ok(_) => break,
@@ -572,10 +627,21 @@ impl Config {
                         .clone()
                         .and_then(|s| remove_entry(root.get_mut(), &s, &mut Vec::new()));
                     let message = describe(e.message(), path.as_deref());
-                    problems.push(Problem {
-                        line: line_of(span),
-                        message,
-                    });
+                    // A key removed for a bad value is then "missing": that is the
+                    // same mistake, already reported.
+                    let echo = e.message().starts_with("missing field")
+                        && removed
+                            .iter()
+                            .any(|k: &String| e.message().contains(&format!("`{k}`")));
+                    if !echo {
+                        problems.push(Problem {
+                            line: line_of(span),
+                            message,
+                        });
+                    }
+                    if let Some(key) = path.as_ref().and_then(|p| p.last()) {
+                        removed.push(key.clone());
+                    }
                     if path.is_none() {
                         break;
                     }
@@ -602,70 +668,6 @@ impl Config {
                 .map(|l| (l.category.clone(), l.path.as_path().to_path_buf()))
                 .collect(),
         }
-    }
-
-    /// Checks that need more than one key: the policies must form a usable set.
-    fn cross_checks(&self, text: &str) -> Option<Problem> {
-        use crate::filter::{index::Index, policy::Policies};
-        if !self.cache.redirect.is_empty() && self.dns.box_addresses.is_empty() {
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with("[[cache.redirect]]"))
-                .or_else(|| {
-                    text.lines()
-                        .position(|l| l.trim_start().starts_with("redirect"))
-                })
-                .map_or(0, |i| i + 1);
-            return Some(Problem {
-                line,
-                message: "[cache] redirect needs [dns] box_addresses: the address the DNS \
-                          server answers the origins' names with"
-                    .into(),
-            });
-        }
-        for origin in &self.cache.redirect {
-            if let Some(bad) = origin
-                .hosts
-                .iter()
-                .find(|h| crate::filter::name::normalize(h).is_none())
-            {
-                return Some(Problem {
-                    line: 0,
-                    message: format!(
-                        "[[cache.redirect]] `{}`: `{bad}` is not a host name",
-                        origin.name
-                    ),
-                });
-            }
-        }
-        let err =
-            Policies::compile(&self.filter.policies, &Index::empty(), self.dns.block_mode).err()?;
-        // Point at the policy the problem names, else at the first policy.
-        let named = match &err {
-            crate::filter::policy::PolicyError::Duplicate(n) => Some(n.clone()),
-            crate::filter::policy::PolicyError::UnknownTarget { policy, .. } => {
-                Some(policy.clone())
-            }
-            crate::filter::policy::PolicyError::Claimed { b, .. } => Some(b.clone()),
-            _ => None,
-        };
-        let line = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| {
-                let l = l.trim();
-                match &named {
-                    Some(n) => l.starts_with("name") && l.contains(&format!("\"{n}\"")),
-                    None => l.starts_with("[[filter.policy]]"),
-                }
-            })
-            .map(|(i, _)| i + 1)
-            .last()
-            .unwrap_or(0);
-        Some(Problem {
-            line,
-            message: format!("[[filter.policy]]: {err}"),
-        })
     }
 }
 
@@ -867,6 +869,44 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_list_file_is_one_problem() {
+        let text = "[[filter.list]]\ncategory = \"x\"\npath = \"/nonexistent/list.txt\"\n";
+        let problems = Config::parse(text).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, 3, "{problems:?}");
+        assert!(
+            problems[0].message.contains("/nonexistent/list.txt"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_category_no_list_provides_is_an_error_with_its_likely_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("jeux.txt");
+        std::fs::write(&list, "casino.example\n").unwrap();
+        let text = format!(
+            "[[filter.list]]\ncategory = \"gambling\"\npath = \"{}\"\n\n[[filter.policy]]\nname = \"p\"\nblock = [\"gamblig\"]\n",
+            list.display()
+        );
+        let problems = Config::parse(&text).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, 7, "{problems:?}");
+        assert!(problems[0].message.contains("`gamblig`"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("did you mean `gambling`"),
+            "{problems:?}"
+        );
+        let optional = text.replace(
+            "block = [\"gamblig\"]",
+            "block = [\"gamblig\"]\noptional = [\"gamblig\"]",
+        );
+        assert!(Config::parse(&optional).is_ok());
+        // Without any list, nothing to check against: the filter says it is degraded.
+        assert!(Config::parse("[[filter.policy]]\nname = \"p\"\nblock = [\"gamblig\"]\n").is_ok());
+    }
+
+    #[test]
     fn syntax_errors_have_lines() {
         let problems = Config::parse("[http]\nlisten = \n").unwrap_err();
         assert_eq!(problems[0].line, 2, "{problems:?}");
@@ -896,7 +936,7 @@ mod example_tests {
 
     #[test]
     fn the_example_file_is_the_defaults() {
-        let text = include_str!("../config/example.toml");
+        let text = include_str!("../../config/example.toml");
         let parsed = Config::parse(text).unwrap();
         assert_eq!(parsed, Config::default());
     }
