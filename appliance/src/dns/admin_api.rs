@@ -219,7 +219,7 @@ pub(crate) async fn log(
         .map(|e| LogLine {
             at: e.at,
             client: e.client,
-            name: e.name.into(),
+            name: e.name,
             qtype: e.qtype,
             outcome: e.outcome,
             category: e

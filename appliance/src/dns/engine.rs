@@ -20,13 +20,13 @@ use tokio::sync::watch;
 
 use super::cache::{Cache, Entry, Freshness, Key, KeyRef, STALE_TTL};
 use super::forward::Forwarder;
-use super::querylog::{LogEntry, Outcome, QueryLog};
+use super::querylog::{Line, Outcome, QueryLog};
 use super::ratelimit::Limits;
 use super::rebind::Rebind;
 use super::stats::{Counters, Stats};
 use super::wire::{self, Query};
 use crate::base::clock::{Clock, LocalTime};
-use crate::filter::decide::{Action, DeviceRule, Filter, Reason};
+use crate::filter::decide::{Action, DeviceRule, Filter, Listing, Reason};
 use crate::filter::policy::{BlockMode, Cidr};
 
 /// TTL of the answers the box makes itself (blocked, local names, rewrites).
@@ -90,6 +90,8 @@ pub struct Engine {
     failing_until: AtomicU64,
     /// A refresh is probing a failing upstream (one at a time).
     probing: AtomicBool,
+    /// When a refused stranger was last logged (ms since `epoch`).
+    stranger_warned: AtomicU64,
     epoch: Instant,
     /// Answers learned from the upstream that the store does not have yet.
     learned: Mutex<Vec<(Key, Arc<Entry>)>>,
@@ -127,6 +129,7 @@ impl Engine {
             uplink_down: AtomicBool::new(false),
             failing_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            stranger_warned: AtomicU64::new(0),
             epoch: config.clock.instant(),
             learned: Mutex::new(Vec::new()),
             local_minute: AtomicU64::new(0),
@@ -221,6 +224,7 @@ impl Engine {
 
     fn record(
         &self,
+        at: u64,
         client: IpAddr,
         name: &str,
         qtype: u16,
@@ -228,11 +232,10 @@ impl Engine {
         category: Option<u8>,
     ) {
         if self.log.enabled() {
-            let at = self.config.clock.unix().max(0) as u64;
-            self.log.push(LogEntry {
+            self.log.push(Line {
                 at,
                 client,
-                name: name.into(),
+                name,
                 qtype,
                 outcome,
                 category,
@@ -242,20 +245,23 @@ impl Engine {
 
     /// The local time, worked out (time zone rules) once a minute; between, one atomic
     /// read: (minutes since the epoch << 24) | (weekday << 16) | minute of the day.
-    fn local_time(&self) -> LocalTime {
+    /// With it, the Unix time in seconds (from the same reading of the clock).
+    fn local_time(&self) -> (LocalTime, u64) {
         let now = self.config.clock.now();
-        let minute = now.as_second().max(0) as u64 / 60;
+        let unix = now.as_second().max(0) as u64;
+        let minute = unix / 60;
         let packed = self.local_minute.load(Ordering::Relaxed);
         if packed >> 24 == minute {
-            return LocalTime {
+            let local = LocalTime {
                 weekday: ((packed >> 16) & 0xff) as u8,
                 minute: (packed & 0xffff) as u16,
             };
+            return (local, unix);
         }
         let local = LocalTime::at(now, self.config.clock.zone());
         let packed = (minute << 24) | (u64::from(local.weekday) << 16) | u64::from(local.minute);
         self.local_minute.store(packed, Ordering::Relaxed);
-        local
+        (local, unix)
     }
 
     /// Answers what can be answered now. `max_size` is the UDP limit, `None` for TCP.
@@ -289,6 +295,7 @@ impl Engine {
         };
         if !self.config.allow_clients.iter().any(|c| c.contains(client)) {
             Counters::add(&self.stats.local().refused);
+            self.warn_stranger(client);
             return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
         }
         if q.opcode != 0 {
@@ -301,7 +308,8 @@ impl Engine {
         let name = q.name.as_str();
         if let Some(addrs) = self.config.local.get(name) {
             Counters::add(&self.stats.local().local);
-            self.record(client, name, q.qtype, Outcome::Local, None);
+            let at = self.config.clock.unix().max(0) as u64;
+            self.record(at, client, name, q.qtype, Outcome::Local, None);
             return done(wire::address_response(query, &q, addrs, OWN_TTL, true));
         }
         if !q.valid {
@@ -315,7 +323,21 @@ impl Engine {
         } else {
             devices.get(&client)
         };
-        let verdict = filter.decide(name, client, self.local_time(), device);
+        // The cache first: an answer cached for this name may carry what the lists
+        // are known to hold of it, which spares the index lookup (see `Listing`).
+        let now = self.config.clock.instant();
+        let cached = self.cache.get(KeyRef::of(&q), now);
+        let generation = filter.index.generation();
+        let known = match &cached {
+            Some(entry) if entry.unlisted_in(generation) => Listing::Unlisted,
+            _ => Listing::Unknown,
+        };
+        let mut listing = known;
+        let (local_time, unix) = self.local_time();
+        let verdict = filter.decide_with(name, client, local_time, device, &mut listing);
+        if let (Listing::Unknown, Listing::Unlisted, Some(entry)) = (known, listing, &cached) {
+            entry.set_unlisted_in(generation);
+        }
         let mut rewrite = None;
         let (outcome, category) = match (verdict.action, verdict.reason) {
             (Action::Allow, _) => (Outcome::Allowed, None),
@@ -327,7 +349,7 @@ impl Engine {
             }
             (Action::Block(_), _) => (Outcome::Blocked, None),
         };
-        self.record(client, name, q.qtype, outcome, category);
+        self.record(unix, client, name, q.qtype, outcome, category);
         self.stats
             .local()
             .client(client, outcome == Outcome::Blocked);
@@ -359,16 +381,17 @@ impl Engine {
             Counters::add(&self.stats.local().local);
             return done(wire::hinfo_response(query, &q, ANY_TTL));
         }
-        let key = match rewrite {
-            Some(target) => KeyRef {
-                name: target,
-                qtype: q.qtype,
-                qclass: q.qclass,
-            },
-            None => KeyRef::of(&q),
+        let (key, cached) = match rewrite {
+            Some(target) => {
+                let key = KeyRef {
+                    name: target,
+                    qtype: q.qtype,
+                    qclass: q.qclass,
+                };
+                (key, self.cache.get(key, now))
+            }
+            None => (KeyRef::of(&q), cached),
         };
-        let now = self.config.clock.instant();
-        let cached = self.cache.get(key, now);
         if let Some(entry) = &cached {
             match entry.freshness(now) {
                 Freshness::Fresh { remaining, ttl } => {
@@ -395,6 +418,22 @@ impl Engine {
             stale: cached,
             max_size,
         })
+    }
+
+    /// Says, at most once a minute, that a client outside `allow_clients` was refused:
+    /// a school whose network uses public addresses must learn why its tablets get
+    /// REFUSED from the log, not from a teacher.
+    fn warn_stranger(&self, client: IpAddr) {
+        let now = self.millis(self.config.clock.instant());
+        let last = self.stranger_warned.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 60_000)
+            && self
+                .stranger_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(%client, "DNS query refused: the client is outside [dns] allow_clients (add the school's subnets there if they are public addresses)");
+        }
     }
 
     fn blocked_reply(&self, query: &[u8], q: &Query, mode: BlockMode) -> Vec<u8> {
@@ -713,6 +752,49 @@ mod tests {
             RData::A(a) => (r.ttl, IpAddr::V4(a.0)),
             other => panic!("not an A record: {other:?}"),
         }
+    }
+
+    /// A cached name skips the index once it is known unlisted; a reload (a new index,
+    /// which lists it) is not fooled by that memo.
+    #[tokio::test]
+    async fn a_reload_that_lists_a_cached_name_blocks_it() {
+        let (addr, _asked, _server) = upstream(300).await;
+        let clock = Clock::manual(jiff::tz::TimeZone::UTC, jiff::Timestamp::UNIX_EPOCH);
+        let engine = engine(addr, clock);
+        for _ in 0..3 {
+            assert_eq!(
+                ask(&engine, "site.test").await.1,
+                IpAddr::from([10, 5, 0, 1])
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("adult");
+        std::fs::write(&list, "site.test\n").unwrap();
+        let index = Index::build(
+            vec![crate::filter::ut1::Ut1Category {
+                name: "adult".into(),
+                aliases: vec![],
+                kind: crate::filter::ut1::Kind::Black,
+                titles: Default::default(),
+                descriptions: Default::default(),
+                domains: None,
+            }],
+            vec![crate::filter::index::ListSource {
+                category: "adult".into(),
+                path: list,
+            }],
+        )
+        .unwrap();
+        let policies = Policies::compile(&builtin(), &index, BlockMode::Nxdomain).unwrap();
+        engine.swap_filter(Filter {
+            index: Arc::new(index),
+            policies,
+        });
+        let q = query("site.test");
+        let Step::Done(Some(reply)) = engine.start(&q, IpAddr::from([10, 0, 0, 9]), true) else {
+            panic!("a blocked name is answered at once");
+        };
+        assert_eq!(reply[3] & 0x0f, wire::RCODE_NXDOMAIN);
     }
 
     /// A name asked for again near the end of its TTL is refreshed before it expires:

@@ -87,7 +87,7 @@ pub(crate) fn restore_cache(engine: &Engine, store: &Store) -> Result<usize, Sto
         let mut restored = 0;
         while let Some(r) = rows.next()? {
             let key = Key {
-                name: r.get::<_, String>(0)?.into_boxed_str(),
+                name: r.get::<_, String>(0)?.into(),
                 qtype: r.get(1)?,
                 qclass: r.get(2)?,
             };

@@ -25,14 +25,28 @@ pub struct LogEntry {
     /// Seconds since the Unix epoch.
     pub at: u64,
     pub client: IpAddr,
-    pub name: Box<str>,
+    /// Its buffer is reused by the next line written to the same slot: the answer
+    /// path neither allocates nor frees for the log once the ring has gone round.
+    pub name: String,
     pub qtype: u16,
     pub outcome: Outcome,
     /// The category that blocked it, if a list did.
     pub category: Option<u8>,
 }
 
-/// A line and when it was written (nanoseconds since the log's epoch).
+/// A line as the answer path hands it over, the name borrowed from the query.
+pub struct Line<'a> {
+    pub at: u64,
+    pub client: IpAddr,
+    pub name: &'a str,
+    pub qtype: u16,
+    pub outcome: Outcome,
+    pub category: Option<u8>,
+}
+
+/// A line and its place in the log: (second << 32) | the ring's count of lines, so
+/// lines of one ring keep their order and rings merge by second, without reading the
+/// clock again on the answer path.
 type Slot = Mutex<Option<(u64, LogEntry)>>;
 
 /// One thread's part of the log (see `stats`: answering threads never share a ring).
@@ -44,8 +58,6 @@ struct Ring {
 
 pub struct QueryLog {
     rings: Box<[Ring]>,
-    /// Lines are ordered across rings by nanoseconds since this instant.
-    epoch: std::time::Instant,
 }
 
 impl QueryLog {
@@ -64,7 +76,6 @@ impl QueryLog {
                     next: AtomicUsize::new(0),
                 })
                 .collect(),
-            epoch: std::time::Instant::now(),
         }
     }
 
@@ -73,14 +84,28 @@ impl QueryLog {
     }
 
     /// Records a line; never waits (a slot being read is skipped, the line dropped).
-    pub fn push(&self, entry: LogEntry) {
+    pub fn push(&self, entry: Line<'_>) {
         let Some(ring) = self.rings.get(super::stats::stripe()) else {
             return;
         };
-        let i = ring.next.fetch_add(1, Ordering::Relaxed) % ring.slots.len();
-        let seq = self.epoch.elapsed().as_nanos() as u64;
+        let n = ring.next.fetch_add(1, Ordering::Relaxed);
+        let i = n % ring.slots.len();
+        let seq = (entry.at << 32) | (n as u64 & 0xffff_ffff);
         if let Ok(mut slot) = ring.slots[i].try_lock() {
-            *slot = Some((seq, entry));
+            let mut name = slot.take().map(|(_, old)| old.name).unwrap_or_default();
+            name.clear();
+            name.push_str(entry.name);
+            *slot = Some((
+                seq,
+                LogEntry {
+                    at: entry.at,
+                    client: entry.client,
+                    name,
+                    qtype: entry.qtype,
+                    outcome: entry.outcome,
+                    category: entry.category,
+                },
+            ));
         }
     }
 
@@ -106,11 +131,11 @@ impl QueryLog {
 mod tests {
     use super::*;
 
-    fn entry(i: u64, client: &str) -> LogEntry {
-        LogEntry {
+    fn entry<'a>(i: u64, client: &str, name: &'a str) -> Line<'a> {
+        Line {
             at: i,
             client: client.parse().unwrap(),
-            name: format!("n{i}.test").into(),
+            name,
             qtype: 1,
             outcome: Outcome::Allowed,
             category: None,
@@ -122,7 +147,12 @@ mod tests {
         // One thread writes one ring: capacity 4 per ring.
         let log = QueryLog::new(4 * super::super::stats::STRIPES);
         for i in 0..10 {
-            log.push(entry(i, if i % 2 == 0 { "10.0.0.1" } else { "10.0.0.2" }));
+            let name = format!("n{i}.test");
+            log.push(entry(
+                i,
+                if i % 2 == 0 { "10.0.0.1" } else { "10.0.0.2" },
+                &name,
+            ));
         }
         let all: Vec<u64> = log.recent(100, None).iter().map(|e| e.at).collect();
         assert_eq!(all, [9, 8, 7, 6]);
@@ -134,7 +164,7 @@ mod tests {
         assert_eq!(one, [8, 6]);
         assert_eq!(log.recent(1, None).len(), 1);
         let off = QueryLog::new(0);
-        off.push(entry(1, "10.0.0.1"));
+        off.push(entry(1, "10.0.0.1", "x.test"));
         assert!(off.recent(10, None).is_empty());
     }
 }

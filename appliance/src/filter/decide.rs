@@ -63,6 +63,18 @@ pub enum Reason<'n> {
     NotOnAllowList,
 }
 
+/// What is already known of a name in the lists, carried between queries by the DNS
+/// cache: a cached name's answer then skips the index, whose probe (one slot of a
+/// table of millions) is the answer path's costliest cache miss. Policy-independent:
+/// it says the lists hold none of the name's suffixes, whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Not known: the index is looked up (and the answer noted if it is `Unlisted`).
+    Unknown,
+    /// No suffix of the name is in the index.
+    Unlisted,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict<'n> {
     pub action: Action,
@@ -87,6 +99,20 @@ impl Filter {
         client: IpAddr,
         now: LocalTime,
         device: Option<&DeviceRule>,
+    ) -> Verdict<'n> {
+        self.decide_with(name, client, now, device, &mut Listing::Unknown)
+    }
+
+    /// [`Filter::decide`], with what is known of the name in this filter's index:
+    /// `Unlisted` skips the index; `Unknown` becomes `Unlisted` when the lookup
+    /// finds none of the name's suffixes.
+    pub fn decide_with<'n>(
+        &self,
+        name: &'n str,
+        client: IpAddr,
+        now: LocalTime,
+        device: Option<&DeviceRule>,
+        listing: &mut Listing,
     ) -> Verdict<'n> {
         let policy = self.policies.for_client(client, now);
         let p = self.policies.get(policy);
@@ -119,8 +145,10 @@ impl Filter {
         if let Some(entry) = p.deny.covering(name) {
             return verdict(Action::Block(p.block_mode), Reason::Denied { entry });
         }
-        if p.blocked != 0 {
+        if p.blocked != 0 && *listing == Listing::Unknown {
+            let mut listed = false;
             for hit in self.index.lookup(name) {
+                listed = true;
                 let blocked = hit.categories & p.blocked;
                 if let Some(category) = ids(blocked).next() {
                     return verdict(
@@ -132,6 +160,9 @@ impl Filter {
                         },
                     );
                 }
+            }
+            if !listed {
+                *listing = Listing::Unlisted;
             }
         }
         verdict(Action::Allow, Reason::NotListed)
@@ -288,6 +319,26 @@ mod tests {
             LocalTime::new(1, 10, 0),
             None,
         )
+    }
+
+    /// The memo is set only when no suffix is listed (whatever the policy blocks),
+    /// and a memo says "skip the index".
+    #[test]
+    fn a_lookup_that_finds_nothing_is_noted_and_then_skipped() {
+        let (f, _d) = filter(&configs());
+        let now = LocalTime::new(1, 10, 0);
+        let teacher: IpAddr = TEACHER.parse().unwrap();
+        let mut listing = Listing::Unknown;
+        let v = f.decide_with("www.example.test", teacher, now, None, &mut listing);
+        assert_eq!((v.action, listing), (Action::Allow, Listing::Unlisted));
+        // Listed in a category teachers do not block: allowed, but not "unlisted".
+        let mut listing = Listing::Unknown;
+        let v = f.decide_with("www.social.test", teacher, now, None, &mut listing);
+        assert_eq!((v.action, listing), (Action::Allow, Listing::Unknown));
+        let pupil: IpAddr = PUPIL.parse().unwrap();
+        let mut listing = Listing::Unlisted;
+        let v = f.decide_with("www.social.test", pupil, now, None, &mut listing);
+        assert_eq!(v.action, Action::Allow, "the memo is trusted: no lookup");
     }
 
     #[test]

@@ -169,6 +169,9 @@ pub fn name_hash(name: &[u8]) -> u64 {
 
 /// The immutable, compiled lists.
 pub struct Index {
+    /// Unique to this index in the process: what a memo of a lookup is valid for
+    /// (see `decide::Listing`); a reload makes a new one.
+    generation: u64,
     table: Table,
     /// Sorted by address.
     addresses: Vec<(u32, CategorySet)>,
@@ -194,7 +197,18 @@ pub struct Hit<'a> {
     pub categories: CategorySet,
 }
 
+/// A number no index of this process had before (never 0).
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Index {
+    /// This index's generation (never 0): memos of its lookups carry it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// An index with no category and no name.
     pub fn empty() -> Index {
         Index::build(Vec::new(), Vec::new()).expect("an empty index always builds")
@@ -245,6 +259,7 @@ impl Index {
             }
         }
         Ok(Index {
+            generation: next_generation(),
             table,
             addresses,
             categories: cats,
@@ -423,6 +438,7 @@ impl Index {
             }
         }
         Some(Index {
+            generation: next_generation(),
             table: {
                 let table = Table {
                     keys,
