@@ -66,6 +66,33 @@ pub struct EngineConfig {
     pub limits: Limits,
 }
 
+#[cfg(test)]
+impl EngineConfig {
+    /// For unit tests: every client allowed, no rebinding check, no rate limit, no
+    /// query log.
+    pub(crate) fn open(
+        local: hashbrown::HashMap<String, Vec<IpAddr>>,
+        max_stale: Duration,
+        clock: Clock,
+    ) -> EngineConfig {
+        EngineConfig {
+            local,
+            box_addresses: Vec::new(),
+            cache_entries: 100,
+            max_stale,
+            clock,
+            query_log: 0,
+            allow_clients: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            rebind: None,
+            limits: Limits {
+                rate: 0,
+                burst: 0,
+                exempt: Vec::new(),
+            },
+        }
+    }
+}
+
 /// Why a fetch has no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failure {
@@ -710,21 +737,7 @@ mod tests {
                 Duration::from_millis(1500),
                 None,
             ),
-            EngineConfig {
-                local: Default::default(),
-                box_addresses: Vec::new(),
-                cache_entries: 100,
-                max_stale: Duration::from_secs(3600),
-                clock,
-                query_log: 0,
-                allow_clients: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
-                rebind: None,
-                limits: crate::dns::ratelimit::Limits {
-                    rate: 0,
-                    burst: 0,
-                    exempt: Vec::new(),
-                },
-            },
+            EngineConfig::open(Default::default(), Duration::from_secs(3600), clock),
         ))
     }
 

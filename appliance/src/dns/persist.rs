@@ -22,31 +22,7 @@ fn unix_now(engine: &Engine) -> u64 {
 
 /// Replaces the saved cache with the engine's current one.
 pub(crate) async fn save_cache(engine: &Engine, store: &Store) -> Result<usize, StoreError> {
-    let now = engine.clock().instant();
-    let unix = unix_now(engine);
-    let rows: Vec<(Key, Vec<u8>, u64)> = engine
-        .cache()
-        .entries()
-        .into_iter()
-        .map(|(k, e)| {
-            let stored_at = unix.saturating_sub(e.age(now));
-            (k, e.wire().to_vec(), stored_at)
-        })
-        .collect();
-    let count = rows.len();
-    store
-        .write(move |t| {
-            t.execute("DELETE FROM dns_cache", [])?;
-            let mut insert = t.prepare_cached(
-                "INSERT INTO dns_cache(name, qtype, qclass, response, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (k, wire, stored_at) in &rows {
-                insert.execute(params![&*k.name, k.qtype, k.qclass, wire, *stored_at as i64])?;
-            }
-            Ok(())
-        })
-        .await?;
-    Ok(count)
+    write_entries(engine, store, engine.cache().entries(), true).await
 }
 
 /// Writes the answers learned since the last call (new rows, or newer answers for
@@ -56,15 +32,29 @@ pub(crate) async fn save_learned(engine: &Engine, store: &Store) -> Result<usize
     if learned.is_empty() {
         return Ok(0);
     }
+    write_entries(engine, store, learned, false).await
+}
+
+/// Stores `entries` (each with the Unix time it was learned) in one transaction, after
+/// emptying the table if `replace_all`.
+async fn write_entries(
+    engine: &Engine,
+    store: &Store,
+    entries: Vec<(Key, std::sync::Arc<super::cache::Entry>)>,
+    replace_all: bool,
+) -> Result<usize, StoreError> {
     let now = engine.clock().instant();
     let unix = unix_now(engine);
-    let rows: Vec<(Key, Vec<u8>, u64)> = learned
+    let rows: Vec<(Key, Vec<u8>, u64)> = entries
         .into_iter()
         .map(|(k, e)| (k, e.wire().to_vec(), unix.saturating_sub(e.age(now))))
         .collect();
     let count = rows.len();
     store
         .write(move |t| {
+            if replace_all {
+                t.execute("DELETE FROM dns_cache", [])?;
+            }
             let mut upsert = t.prepare_cached(
                 "INSERT OR REPLACE INTO dns_cache(name, qtype, qclass, response, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;

@@ -198,21 +198,11 @@ mod tests {
         Arc::new(Engine::new(
             Filter { index, policies },
             Forwarder::new(Vec::new(), Duration::from_millis(200), None),
-            EngineConfig {
+            EngineConfig::open(
                 local,
-                box_addresses: Vec::new(),
-                cache_entries: 100,
-                max_stale: Duration::from_secs(60),
-                clock: crate::base::clock::Clock::system(jiff::tz::TimeZone::UTC),
-                query_log: 0,
-                allow_clients: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
-                rebind: None,
-                limits: crate::dns::ratelimit::Limits {
-                    rate: 0,
-                    burst: 0,
-                    exempt: Vec::new(),
-                },
-            },
+                Duration::from_secs(60),
+                crate::base::clock::Clock::system(jiff::tz::TimeZone::UTC),
+            ),
         ))
     }
 
