@@ -40,7 +40,8 @@ pub struct FilterService {
     central_policies: std::sync::Mutex<Option<Vec<PolicyConfig>>>,
     /// Why the last reload failed, until one succeeds.
     reload_error: std::sync::Mutex<Option<String>>,
-    /// The problems last worked out, and a wake-up when they may have changed.
+    /// The problems last said (logged and shown), and a wake-up when they may have
+    /// changed.
     problems: std::sync::Mutex<Vec<String>>,
     recheck: Notify,
 }
@@ -194,12 +195,19 @@ impl Service for FilterService {
             ctx.ready();
             let mut look = tokio::time::interval(RECHECK_EVERY);
             loop {
+                // Said once when they change, not at every look.
                 let problems = self.problems();
-                for p in &problems {
-                    tracing::warn!("filter degraded: {p}");
-                }
-                if *self.problems.lock().unwrap_or_else(|e| e.into_inner()) != problems {
-                    *self.problems.lock().unwrap_or_else(|e| e.into_inner()) = problems.clone();
+                {
+                    let mut said = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+                    if *said != problems {
+                        for p in problems.iter().filter(|p| !said.contains(p)) {
+                            tracing::warn!("filter degraded: {p}");
+                        }
+                        if problems.is_empty() {
+                            tracing::info!("filter no longer degraded");
+                        }
+                        *said = problems.clone();
+                    }
                 }
                 ctx.problems(problems);
                 tokio::select! {
