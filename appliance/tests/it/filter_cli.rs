@@ -172,3 +172,36 @@ fn a_bad_domain_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a domain name"));
 }
+
+/// The UT1 snapshot ships `adult` without its list: `filter lists` says so, naming
+/// the policies that block it, instead of showing a silent zero.
+#[test]
+fn lists_warns_of_categories_with_no_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("blacklists");
+    for (category, domains) in [("adult", None), ("gambling", Some("casino.test\n"))] {
+        std::fs::create_dir_all(tree.join(category)).unwrap();
+        std::fs::write(tree.join(category).join("usage"), "black\n").unwrap();
+        if let Some(d) = domains {
+            std::fs::write(tree.join(category).join("domains"), d).unwrap();
+        }
+    }
+    let config = write(
+        dir.path(),
+        "box.toml",
+        &format!(
+            "[appliance]\ndata_dir = \"{}\"\n[filter]\nut1_dir = \"{}\"\n[[filter.policy]]\nname = \"ecole\"\nblock = [\"adult\", \"gambling\"]\n",
+            dir.path().join("data").display(),
+            tree.display()
+        ),
+    );
+    let out = run(&["filter", "lists", "--config", &config]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: category `adult` holds no names")
+            && stderr.contains("policies ecole block it"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("`gambling` holds no names"), "{stderr}");
+}
