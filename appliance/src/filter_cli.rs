@@ -17,7 +17,7 @@ use crate::filter::{load, name};
 /// central side's, once it sent some) and the hub's rules for each tablet. Without
 /// one, the lists are compiled here with the policies the daemon would start with:
 /// the central side's stored ones if any, else the configuration file's.
-pub fn test(
+pub async fn test(
     config: &Config,
     domain: &str,
     client: IpAddr,
@@ -26,8 +26,8 @@ pub fn test(
     let Some(name) = name::normalize(domain) else {
         anyhow::bail!("`{domain}` is not a domain name");
     };
-    let daemon = daemon_addr(config.http.listen);
-    match ask_daemon(daemon, &name, client, at) {
+    let daemon = crate::status_client::local_address(config.http.listen);
+    match ask_daemon(daemon, &name, client, at).await {
         Ok(answer) => {
             return Ok(format!(
                 "{}(asked the running daemon at {daemon}; policies from {})\n",
@@ -54,56 +54,28 @@ pub fn test(
     ))
 }
 
-/// Where a daemon of this configuration answers on the box itself.
-fn daemon_addr(listen: SocketAddr) -> SocketAddr {
-    match listen.ip() {
-        IpAddr::V4(v4) if v4.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], listen.port())),
-        IpAddr::V6(v6) if v6.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
-        }
-        _ => listen,
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct DaemonAnswer {
     explanation: String,
     policies_from: String,
 }
 
-/// `GET /api/v1/filter/test` on the daemon (plain HTTP/1.0 on loopback: no runtime
-/// needed for one request).
-fn ask_daemon(
+/// `GET /api/v1/filter/test` on the daemon.
+async fn ask_daemon(
     addr: SocketAddr,
     name: &str,
     client: IpAddr,
     at: Option<&str>,
 ) -> anyhow::Result<DaemonAnswer> {
-    use std::io::{Read, Write};
-    let timeout = std::time::Duration::from_secs(5);
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
     let mut path = format!("/api/v1/filter/test?name={name}&client={client}");
     if let Some(at) = at {
         path.push_str(&format!("&at={}", at.trim().replace(' ', "T")));
     }
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.take(1 << 20).read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("the daemon's answer has no body")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        anyhow::bail!("the daemon answered {status}: {}", body.trim());
+    let r = cartable_agent::http::request(addr, "GET", &path, &[], None).await?;
+    if r.status != 200 {
+        anyhow::bail!("the daemon answered {}: {}", r.status, r.body.trim());
     }
-    serde_json::from_str(body).context("the daemon's answer is not a verdict")
+    serde_json::from_str(&r.body).context("the daemon's answer is not a verdict")
 }
 
 /// The central side's policies the daemon stored, when its store exists.

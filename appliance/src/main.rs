@@ -126,13 +126,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Filter { command } => match filter_command(command) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -187,7 +180,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     }
 }
 
-fn filter_command(command: FilterCommand) -> anyhow::Result<ExitCode> {
+async fn filter_command(command: FilterCommand) -> anyhow::Result<ExitCode> {
     match command {
         FilterCommand::Test {
             domain,
@@ -198,7 +191,7 @@ fn filter_command(command: FilterCommand) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_deref())?;
             print!(
                 "{}",
-                filter_cli::test(&config, &domain, client, at.as_deref())?
+                filter_cli::test(&config, &domain, client, at.as_deref()).await?
             );
         }
         FilterCommand::Lists { config } => {
@@ -291,7 +284,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", admin_cli::add(&config, &login, &password).await?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Filter { command } => filter_command(command),
+        Command::Filter { command } => filter_command(command).await,
     }
 }
 

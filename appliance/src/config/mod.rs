@@ -127,7 +127,7 @@ impl Default for DnsConfig {
             stale_max_hours: 24 * 7,
             upstream_timeout_ms: 1500,
             query_log: 10_000,
-            allow_clients: [
+            allow_clients: subnets(&[
                 "10.0.0.0/8",
                 "172.16.0.0/12",
                 "192.168.0.0/16",
@@ -137,10 +137,7 @@ impl Default for DnsConfig {
                 "::1/128",
                 "fc00::/7",
                 "fe80::/10",
-            ]
-            .iter()
-            .map(|c| c.parse().expect("a valid built-in subnet"))
-            .collect(),
+            ]),
             rebind_protection: true,
             // Special-use and private-use names (RFC 6761, 6762, 8375): never public.
             rebind_allow: ["test", "localhost", "local", "lan", "home.arpa", "internal"]
@@ -152,12 +149,17 @@ impl Default for DnsConfig {
                 .collect(),
             client_rate: 500,
             client_burst: 1000,
-            rate_exempt: ["127.0.0.0/8", "::1/128"]
-                .iter()
-                .map(|c| c.parse().expect("a valid built-in subnet"))
-                .collect(),
+            rate_exempt: subnets(&["127.0.0.0/8", "::1/128"]),
         }
     }
+}
+
+/// Built-in subnets, written as text.
+fn subnets(cidrs: &[&str]) -> Vec<crate::filter::policy::Cidr> {
+    cidrs
+        .iter()
+        .map(|c| c.parse().expect("a valid built-in subnet"))
+        .collect()
 }
 
 /// Block lists and policies.

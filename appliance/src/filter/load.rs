@@ -71,16 +71,33 @@ fn fingerprint(sources: &Sources) -> Option<String> {
 /// when no source is configured (then nothing can be checked).
 pub fn category_names(sources: &Sources) -> Result<Option<Vec<String>>, FilterError> {
     let mut names = match (&sources.ut1_dir, &sources.ut1_archive) {
-        (Some(dir), _) => ut1::read_tree(dir)?
-            .into_iter()
-            .flat_map(|c| std::iter::once(c.name).chain(c.aliases))
-            .collect(),
-        (None, Some(archive)) => ut1::archive_category_names(archive)?,
+        (Some(dir), _) => names_in_tree(dir)?,
+        (None, Some(archive)) => match unpacked_copy(archive, &sources.unpack_dir) {
+            Some(tree) => names_in_tree(&tree)?,
+            None => ut1::archive_category_names(archive)?,
+        },
         (None, None) if sources.lists.is_empty() => return Ok(None),
         (None, None) => Vec::new(),
     };
     names.extend(sources.lists.iter().map(|(c, _)| c.clone()));
     Ok(Some(names))
+}
+
+fn names_in_tree(root: &Path) -> Result<Vec<String>, FilterError> {
+    Ok(ut1::read_tree(root)?
+        .into_iter()
+        .flat_map(|c| std::iter::once(c.name).chain(c.aliases))
+        .collect())
+}
+
+/// The tree `unpack` made of `archive`, if it was made after the archive's last
+/// change: its folders name the same categories, read without decompressing the
+/// archive again at every start.
+fn unpacked_copy(archive: &Path, unpack_dir: &Path) -> Option<PathBuf> {
+    let tree = unpack_dir.join("ut1");
+    let unpacked = std::fs::metadata(&tree).ok()?.modified().ok()?;
+    let changed = std::fs::metadata(archive).ok()?.modified().ok()?;
+    (unpacked >= changed).then(|| tree.join("blacklists"))
 }
 
 /// A compiled filter and what was noticed on the way.

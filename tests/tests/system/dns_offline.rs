@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cartable_systests::appliance::Appliance;
-use cartable_systests::bins::bin;
+use cartable_systests::bins::{bin, cartable_ok};
 use cartable_systests::blackhole::BlackHole;
 use cartable_systests::dig::dig;
 use cartable_systests::dnsmasq::Dnsmasq;
@@ -148,16 +148,7 @@ fn a_misspelled_category_is_refused_by_check_config_and_at_start() {
         text.replace("block = [\"gamblig\"]", "block = [\"gambling\"]"),
     )
     .unwrap();
-    let ok = Command::new(bin("cartable"))
-        .arg("check-config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    cartable_ok([std::ffi::OsStr::new("check-config"), config.as_os_str()]);
 }
 
 /// A list file deleted under a running box: the lists in service stay, and the box
@@ -231,17 +222,14 @@ fn filter_test_asks_the_running_daemon() {
     )
     .unwrap();
     let ask = |box_: &Appliance| {
-        let out = Command::new(bin("cartable"))
-            .args(["filter", "test", "000-online-casino.com", "--config"])
-            .arg(&box_.config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        let config = box_.config.to_str().expect("utf-8 path");
+        cartable_ok([
+            "filter",
+            "test",
+            "000-online-casino.com",
+            "--config",
+            config,
+        ])
     };
     let running = ask(&box_);
     assert!(running.contains("gambling"), "{running}");

@@ -496,19 +496,17 @@ async fn the_root_leads_to_the_sign_in_page() {
 fn admin_add(app: &Appliance, login: &str, password: &str) -> String {
     let file = app.dir.path().join("admin-password");
     std::fs::write(&file, format!("{password}\n")).unwrap();
-    let out = std::process::Command::new(cartable_systests::bins::bin("cartable"))
-        .args(["admin", "add", login, "--password-file"])
-        .arg(&file)
-        .arg("--config")
-        .arg(&app.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let file = file.to_str().expect("utf-8 path");
+    let config = app.config.to_str().expect("utf-8 path");
+    cartable_systests::bins::cartable_ok([
+        "admin",
+        "add",
+        login,
+        "--password-file",
+        file,
+        "--config",
+        config,
+    ])
 }
 
 /// A school's IT admin at a laptop on the LAN got 403 on `/admin`: now admins have
