@@ -69,6 +69,18 @@ fn wait_after(failures: u32) -> Duration {
     crate::base::backoff::doubling(Duration::from_secs(1), MAX_WAIT, failures - FREE_FAILURES)
 }
 
+/// The first whole second at which an address may try again, `wait` after a failure
+/// at `now_ms`: rounded up, so a one-second wait is never cut short by the second
+/// ticking just after the failure (an address that failed at 11.99 s waits until 13 s,
+/// not 12 s).
+fn blocked_until(now_ms: i64, wait: Duration) -> i64 {
+    if wait.is_zero() {
+        return now_ms.div_euclid(1000);
+    }
+    let until_ms = now_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+    until_ms.saturating_add(999).div_euclid(1000)
+}
+
 impl Limiter {
     /// The limiter of `purpose`, with the failures the store remembers.
     pub(crate) fn load(
@@ -125,7 +137,8 @@ impl Limiter {
 
     /// Counts a failure of `client`; returns how long it must now wait.
     pub(crate) async fn failed(&self, client: IpAddr) -> Duration {
-        let now = self.clock.unix();
+        let now_ms = self.clock.now().as_millisecond();
+        let now = now_ms.div_euclid(1000);
         let record = {
             let mut map = self.lock();
             if !map.contains_key(&client) && map.len() >= MAX_CLIENTS {
@@ -136,8 +149,7 @@ impl Limiter {
             }
             let r = map.entry(client).or_default();
             r.failures = r.failures.saturating_add(1);
-            let wait = wait_after(r.failures);
-            r.blocked_until = now + wait.as_secs() as i64;
+            r.blocked_until = blocked_until(now_ms, wait_after(r.failures));
             r.last_at = now;
             *r
         };
@@ -232,6 +244,32 @@ mod tests {
         assert!(again.check(pupil).is_ok());
         // The wait is capped.
         assert_eq!(wait_after(100), MAX_WAIT);
+    }
+
+    /// CI saw a guessing address let through 12 ms after its fifth failure: the wait
+    /// ended at the next whole second, not one second later.
+    #[tokio::test]
+    async fn a_wait_is_never_cut_short_by_the_second_ticking() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = jiff::Timestamp::from_millisecond(11_989).unwrap();
+        let clock = Clock::manual(jiff::tz::TimeZone::UTC, at);
+        let l = limiter(dir.path(), &clock);
+        let pupil: IpAddr = [10, 0, 3, 7].into();
+        for _ in 0..FREE_FAILURES {
+            l.failed(pupil).await;
+        }
+        clock.advance(Duration::from_millis(12));
+        assert!(
+            l.check(pupil).is_err(),
+            "12 ms after a one-second wait began"
+        );
+        clock.advance(Duration::from_millis(988));
+        assert!(l.check(pupil).is_err(), "999 ms after");
+        clock.advance(Duration::from_millis(11));
+        assert!(
+            l.check(pupil).is_ok(),
+            "at the whole second after the wait ended"
+        );
     }
 
     #[tokio::test]

@@ -245,11 +245,13 @@ async fn headwind_numbers_cannot_be_guessed() {
     let app = Appliance::start(&format!("[hub]\nheadwind_secret = \"{SECRET}\"\n"));
     let sha1 = cartable::hub::headwind::sha1_hex;
     let attacker: IpAddr = [127, 0, 5, 9].into();
-    let mut statuses = Vec::new();
+    // (status, when the request left, when its answer came)
+    let mut answers = Vec::new();
     for i in 0..20 {
         let number = format!("GUESS{i:019}");
         let path = format!("/rest/notification/polling/{number}");
         let sig = sha1(&format!("{SECRET}{path}"));
+        let sent = std::time::Instant::now();
         let r = request_from(
             Some(attacker),
             app.http,
@@ -260,10 +262,27 @@ async fn headwind_numbers_cannot_be_guessed() {
         )
         .await
         .unwrap();
-        statuses.push(r.status);
+        answers.push((r.status, sent, std::time::Instant::now()));
     }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
     assert_eq!(statuses[..5], [200; 5], "answered error.notfound.device");
-    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(statuses[5..].contains(&429), "{statuses:?}");
+    // A guess past the fifth is answered only once the wait its predecessor earned is
+    // over (1 s after the fifth failure, doubling after): a slow machine may see one,
+    // never sooner.
+    let mut failures = 5;
+    let mut last_failure_sent = answers[4].1;
+    for (status, sent, answered) in &answers[5..] {
+        if *status == 200 {
+            let wait = std::time::Duration::from_secs(1 << (failures - 5));
+            let waited = answered.duration_since(last_failure_sent);
+            assert!(waited >= wait, "let through after {waited:?}: {statuses:?}");
+            failures += 1;
+            last_failure_sent = *sent;
+        } else {
+            assert_eq!(*status, 429, "{statuses:?}");
+        }
+    }
     // A short (typeable) code does not enrol a Headwind tablet.
     let r = call(
         &app,
