@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Two DNS servers at equal CPU, side by side in the same seconds: both pinned to core 1
-# in one cgroup held to CAP_PERCENT % of it, each with its own dnsperf on core 0. The
-# fair scheduler gives both the same CPU, so the ratio of their queries per second is
-# the ratio of their costs per query, and the drift of a shared machine (which moves
-# dns.sh's figures by up to 10 % from one run to the next) hits both alike.
+# in one cgroup held to CAP_PERCENT % of it, each with its own dnsperf on core 0. Each
+# one's CPU per query is measured in the same seconds, so the drift of a shared machine
+# (which moves dns.sh's figures by up to 10 % from one run to the next) hits both alike.
+# The cost ratio is the figure: the scheduler shares the cap per thread, so a server
+# with more busy threads gets more of it, and the q/s ratio flatters it.
 #
 #   tests/bench/dns_duel.sh A B      (each: a cartable binary, or "floor" for dns-floor)
 #   MIX=q-exact.txt ROUNDS=5 tests/bench/dns_duel.sh ...
@@ -63,7 +64,10 @@ for p in $PA $PB; do
   dnsperf -s 127.0.0.1 -p "$p" -d "$WORK/q-allowed.txt" -n 2 -T 1 >/dev/null 2>&1 || true
 done
 for pid in $IA $IB; do taskset -a -cp 1 "$pid" >/dev/null; echo "$pid" > "$CG/cgroup.procs"; done
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
 for _ in $(seq 1 "${ROUNDS:-3}"); do
+  ca=$(cpu_ticks "$IA"); cb=$(cpu_ticks "$IB")
   taskset -c 0 dnsperf -s 127.0.0.1 -p "$PA" -d "$WORK/$MIX" -l 10 -T 1 -c 1 -q 500 > "$WORK/duel-a.out" 2>&1 &
   X=$!
   taskset -c 0 dnsperf -s 127.0.0.1 -p "$PB" -d "$WORK/$MIX" -l 10 -T 1 -c 1 -q 500 > "$WORK/duel-b.out" 2>&1 &
@@ -71,6 +75,11 @@ for _ in $(seq 1 "${ROUNDS:-3}"); do
   wait "$X" "$Y"
   qa=$(awk '/Queries per second/ {printf "%d", $4}' "$WORK/duel-a.out")
   qb=$(awk '/Queries per second/ {printf "%d", $4}' "$WORK/duel-b.out")
-  echo "$MIX: A $qa q/s | B $qb q/s | A/B $(awk "BEGIN {printf \"%.3f\", $qa / $qb}")"
+  ca=$(( $(cpu_ticks "$IA") - ca )); cb=$(( $(cpu_ticks "$IB") - cb ))
+  # CPU per query (µs): the fair scheduler shares the cap per thread, not per process,
+  # so the q/s ratio alone is the cost ratio only when both used the same CPU.
+  ua=$(awk "BEGIN {printf \"%.2f\", $ca / $HZ * 1e6 / ($qa * 10)}")
+  ub=$(awk "BEGIN {printf \"%.2f\", $cb / $HZ * 1e6 / ($qb * 10)}")
+  echo "$MIX: A $qa q/s ($ua µs CPU/query) | B $qb q/s ($ub µs) | A/B q/s $(awk "BEGIN {printf \"%.3f\", $qa / $qb}"), cost B/A $(awk "BEGIN {printf \"%.3f\", $ub / $ua}")"
 done
 for pid in $IA $IB; do echo "$pid" > "$ROOT/cgroup.procs" 2>/dev/null || true; done

@@ -18,12 +18,13 @@ use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{Name, RData, Record};
 use tokio::sync::watch;
 
+use super::batch::Batch;
 use super::cache::{Cache, Entry, Freshness, Key, KeyRef, STALE_TTL};
 use super::forward::Forwarder;
 use super::querylog::{Line, Outcome, QueryLog};
 use super::ratelimit::Limits;
 use super::rebind::Rebind;
-use super::stats::{Counters, Stats};
+use super::stats::{Counters, Stats, Tally};
 use super::wire::{self, Query};
 use crate::base::clock::{Clock, LocalTime};
 use crate::filter::decide::{Action, DeviceRule, Filter, Listing, Reason};
@@ -291,22 +292,47 @@ impl Engine {
         (local, unix)
     }
 
+    /// What a batch of queries shares (see [`Batch`]).
+    pub fn batch(&self) -> Batch<'_> {
+        let (local, unix) = self.local_time();
+        Batch {
+            stats: &self.stats,
+            instant: self.config.clock.instant(),
+            unix,
+            local,
+            filter: self.filter.load(),
+            devices: self.devices.load(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Answers what can be answered now, as a batch of one.
+    pub fn start(self: &Arc<Self>, query: &[u8], client: IpAddr, max_udp: bool) -> Step {
+        self.start_in(&mut self.batch(), query, client, max_udp)
+    }
+
     /// Answers what can be answered now. `max_size` is the UDP limit, `None` for TCP.
     // Long: the answer path, in the order a query meets it (parse, local names, the
     // filter, the cache); kept in one piece so the hot path is read, and profiled, as one.
-    pub fn start(self: &Arc<Self>, query: &[u8], client: IpAddr, max_udp: bool) -> Step {
-        Counters::add(&self.stats.local().queries);
+    pub fn start_in(
+        self: &Arc<Self>,
+        b: &mut Batch<'_>,
+        query: &[u8],
+        client: IpAddr,
+        max_udp: bool,
+    ) -> Step {
+        b.tally.queries += 1;
         // A response (QR=1) is never answered, not even with FORMERR: answering one
         // sent from our own address would loop forever, and two resolvers could be
         // bounced off each other.
         if query.get(2).is_some_and(|flags| flags & 0x80 != 0) {
-            Counters::add(&self.stats.local().malformed);
+            b.tally.malformed += 1;
             return Step::Done(None);
         }
         let q = match wire::parse_query(query) {
             Ok(q) => q,
             Err(e) => {
-                Counters::add(&self.stats.local().malformed);
+                b.tally.malformed += 1;
                 tracing::debug!(%client, error = %e, "malformed query");
                 return Step::Done(wire::id_of(query).map(wire::formerr));
             }
@@ -321,7 +347,7 @@ impl Engine {
             Step::Done(Some(reply))
         };
         if !self.config.allow_clients.iter().any(|c| c.contains(client)) {
-            Counters::add(&self.stats.local().refused);
+            b.tally.refused += 1;
             self.warn_stranger(client);
             return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
         }
@@ -329,30 +355,28 @@ impl Engine {
             return done(wire::error_response(query, &q, wire::RCODE_NOTIMP));
         }
         if q.qclass != wire::CLASS_IN {
-            Counters::add(&self.stats.local().refused);
+            b.tally.refused += 1;
             return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
         }
         let name = q.name.as_str();
         if let Some(addrs) = self.config.local.get(name) {
-            Counters::add(&self.stats.local().local);
-            let at = self.config.clock.unix().max(0) as u64;
-            self.record(at, client, name, q.qtype, Outcome::Local, None);
+            b.tally.local += 1;
+            self.record(b.unix, client, name, q.qtype, Outcome::Local, None);
             return done(wire::address_response(query, &q, addrs, OWN_TTL, true));
         }
         if !q.valid {
-            Counters::add(&self.stats.local().refused);
+            b.tally.refused += 1;
             return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
         }
-        let filter = self.filter.load();
-        let devices = self.devices.load();
-        let device = if devices.is_empty() {
+        let filter = &b.filter;
+        let device = if b.devices.is_empty() {
             None
         } else {
-            devices.get(&client)
+            b.devices.get(&client)
         };
         // The cache first: an answer cached for this name may carry what the lists
         // are known to hold of it, which spares the index lookup (see `Listing`).
-        let now = self.config.clock.instant();
+        let now = b.instant;
         let cached = self.cache.get(KeyRef::of(&q), now);
         let generation = filter.index.generation();
         let known = match &cached {
@@ -360,8 +384,7 @@ impl Engine {
             _ => Listing::Unknown,
         };
         let mut listing = known;
-        let (local_time, unix) = self.local_time();
-        let verdict = filter.decide_with(name, client, local_time, device, &mut listing);
+        let verdict = filter.decide_with(name, client, b.local, device, &mut listing);
         if let (Listing::Unknown, Listing::Unlisted, Some(entry)) = (known, listing, &cached) {
             entry.set_unlisted_in(generation);
         }
@@ -376,36 +399,34 @@ impl Engine {
             }
             (Action::Block(_), _) => (Outcome::Blocked, None),
         };
-        self.record(unix, client, name, q.qtype, outcome, category);
-        self.stats
-            .local()
-            .client(client, outcome == Outcome::Blocked);
+        self.record(b.unix, client, name, q.qtype, outcome, category);
+        b.tally.client(client, outcome == Outcome::Blocked);
         match verdict.action {
             Action::Allow => {}
             Action::Refuse => {
-                Counters::add(&self.stats.local().refused);
+                b.tally.refused += 1;
                 return done(wire::error_response(query, &q, wire::RCODE_REFUSED));
             }
             Action::NxDomain => {
-                Counters::add(&self.stats.local().blocked);
+                b.tally.blocked += 1;
                 return done(wire::error_response(query, &q, wire::RCODE_NXDOMAIN));
             }
             Action::Block(mode) => {
-                Counters::add(&self.stats.local().blocked);
+                b.tally.blocked += 1;
                 if let Reason::Listed { category, .. } = verdict.reason {
-                    self.stats.local().blocked_in(category);
+                    b.tally.blocked_in(category);
                 }
                 return done(self.blocked_reply(query, &q, mode));
             }
             Action::Rewrite(target) => {
-                Counters::add(&self.stats.local().rewritten);
+                b.tally.rewritten += 1;
                 rewrite = Some(target);
             }
         }
         if q.qtype == wire::TYPE_ANY {
             // RFC 8482: one small record instead of everything the name has (a 45-byte
             // query must not buy a 1,000-byte answer aimed at someone else).
-            Counters::add(&self.stats.local().local);
+            b.tally.local += 1;
             return done(wire::hinfo_response(query, &q, ANY_TTL));
         }
         let (key, cached) = match rewrite {
@@ -422,7 +443,7 @@ impl Engine {
         if let Some(entry) = &cached {
             match entry.freshness(now) {
                 Freshness::Fresh { remaining, ttl } => {
-                    Counters::add(&self.stats.local().cache_hits);
+                    b.tally.cache_hits += 1;
                     let hits = entry.hit();
                     if hits >= 1 && (remaining as f32) < PREFETCH_BELOW * ttl as f32 {
                         self.refresh_in_background(&key.to_owned(), entry);
@@ -430,7 +451,7 @@ impl Engine {
                     return done(answer(query, &q, rewrite, entry, now));
                 }
                 Freshness::Stale if self.serve_stale_at_once(now) => {
-                    Counters::add(&self.stats.local().stale_served);
+                    b.tally.stale_served += 1;
                     self.probe_in_background(&key.to_owned(), entry);
                     return done(answer(query, &q, rewrite, entry, now));
                 }

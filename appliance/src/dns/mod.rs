@@ -12,6 +12,7 @@
 //! origins through [`engine::Engine::addresses_upstream`] the same way.
 
 pub(crate) mod admin_api;
+pub(crate) mod batch;
 pub(crate) mod blockpage;
 pub(crate) mod cache;
 pub(crate) mod engine;

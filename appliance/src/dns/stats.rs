@@ -24,46 +24,111 @@ pub(crate) fn stripe() -> usize {
     STRIPE.with(|s| *s)
 }
 
-/// One thread's counters.
-#[repr(align(128))]
-#[derive(Default)]
-pub struct Counters {
-    pub queries: AtomicU64,
-    pub blocked: AtomicU64,
-    pub rewritten: AtomicU64,
-    pub refused: AtomicU64,
-    pub local: AtomicU64,
-    pub cache_hits: AtomicU64,
-    pub stale_served: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub servfail: AtomicU64,
-    pub malformed: AtomicU64,
+/// Declares the counters once, for both the shared stripes ([`Counters`]) and a
+/// batch's plain tally of them ([`Tally`]).
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// One thread's counters.
+        #[repr(align(128))]
+        #[derive(Default)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+            per_category: Vec<AtomicU64>,
+            /// Queries and blocked queries per client.
+            clients: Mutex<HashMap<IpAddr, (u64, u64)>>,
+        }
+
+        /// What one batch of queries adds to the counters, in plain integers: a
+        /// receiving thread counts its batch without an atomic operation or a lock
+        /// per query, and adds it to its stripe once when the batch ends (see
+        /// `dns::batch`).
+        #[derive(Default)]
+        pub struct Tally {
+            $(pub $name: u64,)*
+            /// (category, blocked queries)
+            categories: Vec<(u8, u64)>,
+            /// (client, queries, blocked)
+            clients: Vec<(IpAddr, u64, u64)>,
+        }
+
+        impl Tally {
+            fn add_counts_to(&mut self, c: &Counters) {
+                $(if self.$name != 0 {
+                    c.$name.fetch_add(std::mem::take(&mut self.$name), Ordering::Relaxed);
+                })*
+            }
+        }
+    };
+}
+
+counters! {
+    queries,
+    blocked,
+    rewritten,
+    refused,
+    local,
+    cache_hits,
+    stale_served,
+    forwarded,
+    servfail,
+    malformed,
     /// Dropped: the client was past its rate limit.
-    pub rate_limited: AtomicU64,
-    per_category: Vec<AtomicU64>,
-    /// Queries and blocked queries per client.
-    clients: Mutex<HashMap<IpAddr, (u64, u64)>>,
+    rate_limited,
+}
+
+impl Tally {
+    /// A blocked query in category `id`.
+    pub fn blocked_in(&mut self, category: u8) {
+        match self.categories.iter_mut().find(|(c, _)| *c == category) {
+            Some((_, n)) => *n += 1,
+            None => self.categories.push((category, 1)),
+        }
+    }
+
+    /// A query from `client`.
+    pub fn client(&mut self, client: IpAddr, blocked: bool) {
+        // Most of a batch is a few clients; the last one first.
+        let found = self
+            .clients
+            .iter_mut()
+            .rev()
+            .find(|(ip, _, _)| *ip == client);
+        match found {
+            Some((_, q, b)) => {
+                *q += 1;
+                *b += u64::from(blocked);
+            }
+            None => self.clients.push((client, 1, u64::from(blocked))),
+        }
+    }
+
+    /// Adds everything to `stats` (the calling thread's stripe) and starts again.
+    pub fn add_to(&mut self, stats: &Stats) {
+        let c = stats.local();
+        self.add_counts_to(c);
+        for (category, n) in self.categories.drain(..) {
+            if let Some(counter) = c.per_category.get(usize::from(category)) {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if self.clients.is_empty() {
+            return;
+        }
+        let mut m = c.clients.lock().unwrap_or_else(|e| e.into_inner());
+        for (client, q, b) in self.clients.drain(..) {
+            if m.len() >= CLIENTS_PER_STRIPE && !m.contains_key(&client) {
+                m.clear();
+            }
+            let e = m.entry(client).or_insert((0, 0));
+            e.0 += q;
+            e.1 += b;
+        }
+    }
 }
 
 impl Counters {
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn blocked_in(&self, category: u8) {
-        if let Some(c) = self.per_category.get(usize::from(category)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub fn client(&self, client: IpAddr, blocked: bool) {
-        let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= CLIENTS_PER_STRIPE && !m.contains_key(&client) {
-            m.clear();
-        }
-        let e = m.entry(client).or_insert((0, 0));
-        e.0 += 1;
-        e.1 += u64::from(blocked);
     }
 }
 
@@ -131,18 +196,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stripes_add_up_across_threads() {
+    fn tallies_add_up_across_threads() {
         let stats = std::sync::Arc::new(Stats::default());
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let stats = stats.clone();
                 std::thread::spawn(move || {
+                    let mut tally = Tally::default();
                     for i in 0..1000u32 {
-                        let local = stats.local();
-                        Counters::add(&local.queries);
-                        local.blocked_in(3);
-                        local.client(IpAddr::from([10, 0, 0, (i % 2) as u8]), i % 2 == 0);
+                        tally.queries += 1;
+                        tally.blocked_in(3);
+                        tally.client(IpAddr::from([10, 0, 0, (i % 2) as u8]), i % 2 == 0);
+                        if i % 32 == 31 {
+                            tally.add_to(&stats);
+                        }
                     }
+                    tally.add_to(&stats);
                 })
             })
             .collect();

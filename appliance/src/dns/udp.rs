@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
 use super::ratelimit::RateLimiter;
-use super::stats::Counters;
 
 /// Datagrams taken (and answers sent) per system call.
 const BATCH: usize = 32;
@@ -116,17 +115,18 @@ pub fn serve(
         replies.clear();
         to.clear();
         let now = std::time::Instant::now();
+        let mut batch = engine.batch();
         for (buffer, item) in buffers.iter().zip(&received) {
             let &Some((len, client)) = item else {
-                Counters::add(&engine.stats.local().malformed);
+                batch.tally.malformed += 1;
                 continue;
             };
             if !limiter.allow(client.ip(), now) {
-                Counters::add(&engine.stats.local().rate_limited);
+                batch.tally.rate_limited += 1;
                 continue;
             }
             let query = &buffer[..len];
-            match engine.start(query, client.ip(), true) {
+            match engine.start_in(&mut batch, query, client.ip(), true) {
                 Step::Done(Some(reply)) => {
                     replies.push(reply);
                     to.push(client);
@@ -141,6 +141,7 @@ pub fn serve(
                 }
             }
         }
+        drop(batch);
         send_all(&socket, &replies, &to);
     }
     Ok(())
