@@ -1,5 +1,6 @@
 //! What the queries of one batch share: one reading of the clock, one snapshot of the
-//! filter and of the device rules, and one tally of the counters.
+//! filter and of the device rules, one tally of the counters, and the receiving
+//! thread's table in front of the cache (`dns::front`).
 //!
 //! Why: a receiving thread takes up to 32 queries per system call, and a cached answer
 //! costs about a microsecond of its own work. Reading the clock twice, loading two
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use arc_swap::Guard;
 
+use super::front::Front;
 use super::stats::{Stats, Tally};
 use crate::base::clock::LocalTime;
 use crate::filter::decide::{DeviceRule, Filter};
@@ -32,6 +34,8 @@ pub struct Batch<'a> {
     pub(super) local: LocalTime,
     pub(super) filter: Guard<Arc<Filter>>,
     pub(super) devices: Guard<Arc<HashMap<IpAddr, DeviceRule>>>,
+    /// The receiving thread's table in front of the shared cache, if it has one.
+    pub(super) front: Option<&'a mut Front>,
     pub tally: Tally,
 }
 

@@ -179,6 +179,8 @@ pub struct Entry {
     pub hits: AtomicU32,
     /// A refresh is under way (prefetch or stale refresh).
     pub refreshing: AtomicBool,
+    /// The shared cache replaced or dropped it: a thread's front table lets it go.
+    superseded: AtomicBool,
     /// The upstream response without its OPT record (ID and question as received),
     /// then the offset of each record's TTL, two bytes each, big-endian; the TTL as
     /// received is read from the response at that offset.
@@ -254,6 +256,7 @@ impl Entry {
             unlisted_in: AtomicU64::new(0),
             hits: AtomicU32::new(0),
             refreshing: AtomicBool::new(false),
+            superseded: AtomicBool::new(false),
             data: InlineBytes::new(&bytes),
         })
     }
@@ -335,6 +338,23 @@ impl Entry {
         hits
     }
 
+    /// The question (name, type, class) as the upstream answered it.
+    pub fn question(&self) -> &[u8] {
+        self.data
+            .as_bytes()
+            .get(wire::HEADER..usize::from(self.question_end))
+            .unwrap_or_default()
+    }
+
+    /// Whether the shared cache replaced or dropped it.
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
+    }
+
+    fn supersede(&self) {
+        self.superseded.store(true, Ordering::Relaxed);
+    }
+
     /// The response bytes as stored (for persistence).
     pub fn wire(&self) -> &[u8] {
         &self.data.as_bytes()[..usize::from(self.wire_len)]
@@ -401,7 +421,12 @@ impl Cache {
     pub fn get(&self, key: KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
         let shard = self.shard(key).lock().ok()?;
         let e = shard.get(&key)?;
-        (e.expired_for(now) <= self.max_stale).then(|| e.clone())
+        self.usable(e, now).then(|| e.clone())
+    }
+
+    /// Whether `entry` may still be served (fresh, or stale within `max_stale`).
+    pub fn usable(&self, entry: &Entry, now: Instant) -> bool {
+        entry.expired_for(now) <= self.max_stale
     }
 
     pub fn insert(&self, key: Key, entry: Arc<Entry>, now: Instant) {
@@ -410,7 +435,13 @@ impl Cache {
         };
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
             let max_stale = self.max_stale;
-            shard.retain(|_, e| e.expired_for(now) <= max_stale);
+            shard.retain(|_, e| {
+                let keep = e.expired_for(now) <= max_stale;
+                if !keep {
+                    e.supersede();
+                }
+                keep
+            });
             if shard.len() >= self.per_shard {
                 // Still full of live answers: drop the least used one of a sample.
                 let victim = shard
@@ -418,12 +449,14 @@ impl Cache {
                     .take(32)
                     .min_by_key(|(_, e)| e.hits.load(Ordering::Relaxed))
                     .map(|(k, _)| k.clone());
-                if let Some(v) = victim {
-                    shard.remove(&v);
+                if let Some(gone) = victim.and_then(|v| shard.remove(&v)) {
+                    gone.supersede();
                 }
             }
         }
-        shard.insert(key, entry);
+        if let Some(old) = shard.insert(key, entry) {
+            old.supersede();
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::batch::Batch;
 use super::cache::{Cache, Entry, Freshness, Key, KeyRef, STALE_TTL};
 use super::forward::Forwarder;
+use super::front::{self, Front};
 use super::querylog::{Line, Outcome, QueryLog};
 use super::ratelimit::Limits;
 use super::rebind::Rebind;
@@ -294,6 +295,15 @@ impl Engine {
 
     /// What a batch of queries shares (see [`Batch`]).
     pub fn batch(&self) -> Batch<'_> {
+        self.batch_in_front_of(None)
+    }
+
+    /// A batch of a receiving thread that keeps `front` in front of the cache.
+    pub fn batch_with<'a>(&'a self, front: &'a mut Front) -> Batch<'a> {
+        self.batch_in_front_of(Some(front))
+    }
+
+    fn batch_in_front_of<'a>(&'a self, front: Option<&'a mut Front>) -> Batch<'a> {
         let (local, unix) = self.local_time();
         Batch {
             stats: &self.stats,
@@ -302,8 +312,33 @@ impl Engine {
             local,
             filter: self.filter.load(),
             devices: self.devices.load(),
+            front,
             tally: Tally::default(),
         }
+    }
+
+    /// The cached entry for the question of `query`: from the thread's front table
+    /// when it has it, from the shared cache otherwise (then kept in front).
+    fn cached(
+        &self,
+        front: Option<&mut Front>,
+        now: Instant,
+        query: &[u8],
+        q: &Query,
+    ) -> Option<Arc<Entry>> {
+        let Some(front) = front else {
+            return self.cache.get(KeyRef::of(q), now);
+        };
+        let question = &query[wire::HEADER..q.question_end];
+        let hash = front::question_hash(question);
+        if let Some(entry) = front.get(hash, question)
+            && self.cache.usable(entry, now)
+        {
+            return Some(entry.clone());
+        }
+        let entry = self.cache.get(KeyRef::of(q), now)?;
+        front.put(hash, entry.clone());
+        Some(entry)
     }
 
     /// Answers what can be answered now, as a batch of one.
@@ -377,7 +412,7 @@ impl Engine {
         // The cache first: an answer cached for this name may carry what the lists
         // are known to hold of it, which spares the index lookup (see `Listing`).
         let now = b.instant;
-        let cached = self.cache.get(KeyRef::of(&q), now);
+        let cached = self.cached(b.front.as_deref_mut(), now, query, &q);
         let generation = filter.index.generation();
         let known = match &cached {
             Some(entry) if entry.unlisted_in(generation) => Listing::Unlisted,

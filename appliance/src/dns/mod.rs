@@ -17,6 +17,7 @@ pub(crate) mod blockpage;
 pub(crate) mod cache;
 pub(crate) mod engine;
 pub(crate) mod forward;
+pub(crate) mod front;
 pub(crate) mod persist;
 pub(crate) mod querylog;
 pub(crate) mod ratelimit;

@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
+use super::front::{self, Front};
 use super::ratelimit::RateLimiter;
 
 /// Datagrams taken (and answers sent) per system call.
@@ -89,6 +90,8 @@ pub fn serve(
     let mut replies: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
     let mut to: Vec<SocketAddr> = Vec::with_capacity(BATCH);
     let mut limiter = RateLimiter::new(engine.limits().clone());
+    let mut front = Front::default();
+    let mut hashes: Vec<Option<u64>> = Vec::with_capacity(BATCH);
     while !shutdown.is_cancelled() {
         received.clear();
         {
@@ -114,8 +117,22 @@ pub fn serve(
         }
         replies.clear();
         to.clear();
+        // Every query's slot in the front table, then the entry each slot points to,
+        // are asked for before the first query is answered (see `dns::front`).
+        hashes.clear();
+        for (buffer, item) in buffers.iter().zip(&received) {
+            let question = item.and_then(|(len, _)| front::question(&buffer[..len]));
+            let hash = question.map(front::question_hash);
+            if let Some(hash) = hash {
+                front.prefetch_slot(hash);
+            }
+            hashes.push(hash);
+        }
+        for hash in hashes.iter().flatten() {
+            front.prefetch_entry(*hash);
+        }
         let now = std::time::Instant::now();
-        let mut batch = engine.batch();
+        let mut batch = engine.batch_with(&mut front);
         for (buffer, item) in buffers.iter().zip(&received) {
             let &Some((len, client)) = item else {
                 batch.tally.malformed += 1;
