@@ -152,28 +152,41 @@ fn write_sockaddr(
     }
 }
 
-/// Asks the processor to start bringing `value`'s first cache line in, without
-/// waiting for it.
+/// Asks the processor to start bringing `value` in (every cache line it spans),
+/// without waiting for it.
 ///
 /// A receiving thread answers a batch of up to 32 queries; most of a cached answer's
-/// own cost was waiting on memory, three lookups in a row for each query (the cache's
-/// slot, then the entry). Announcing every query's next address before working on the
-/// first lets those waits overlap instead of adding up. A hint: it changes no value,
-/// faults on no address, and does nothing on a processor without the instruction.
+/// own cost was waiting on memory, lookups in a row for each query (a table's slot,
+/// then the entry it points to). Announcing every query's addresses before working on
+/// the first lets those waits overlap instead of adding up. A hint: it changes no
+/// value, faults on no address, and does nothing on a processor without the
+/// instruction. Meant for small values (an entry of a few lines).
 #[inline]
 pub fn prefetch<T>(value: &T) {
-    let at = std::ptr::from_ref(value).cast::<i8>();
+    let start = std::ptr::from_ref(value).cast::<i8>();
+    let mut offset = 0;
+    while offset < std::mem::size_of::<T>().max(1) {
+        prefetch_line(start.wrapping_add(offset));
+        offset += 64;
+    }
+}
+
+#[inline]
+fn prefetch_line(at: *const i8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 only hints the cache; it reads no memory architecturally and
-    // cannot fault, and `at` comes from a live reference anyway. SSE is part of the
-    // x86_64 baseline.
+    // cannot fault, whatever the address. SSE is part of the x86_64 baseline.
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at);
     }
     #[cfg(target_arch = "aarch64")]
     // SAFETY: PRFM is a hint: it never faults and changes no register or memory.
     unsafe {
-        std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) at, options(nostack, readonly, preserves_flags));
+        std::arch::asm!(
+            "prfm pldl1keep, [{0}]",
+            in(reg) at,
+            options(nostack, readonly, preserves_flags)
+        );
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = at;

@@ -92,23 +92,39 @@ impl Front {
         cartable_sys::prefetch(&self.slots[Self::index(hash)]);
     }
 
-    /// Starts bringing in the entry the slot of `hash` points to.
+    /// The two slots a question may be in: its own, then its pair's (the same cache
+    /// line), so two names a school asks that share a slot do not evict each other.
+    fn ways(hash: u64) -> [usize; 2] {
+        let i = Self::index(hash);
+        [i, i ^ 1]
+    }
+
+    /// Starts bringing in the entries the slots of `hash` point to.
     pub fn prefetch_entry(&self, hash: u64) {
-        if let Some(entry) = &self.slots[Self::index(hash)] {
-            cartable_sys::prefetch(&**entry);
+        for i in Self::ways(hash) {
+            if let Some(entry) = &self.slots[i] {
+                cartable_sys::prefetch(&**entry);
+            }
         }
     }
 
     /// The entry for `question`, while the shared cache still holds it.
     pub fn get(&self, hash: u64, question: &[u8]) -> Option<&Arc<Entry>> {
-        self.slots[Self::index(hash)]
-            .as_ref()
-            .filter(|e| !e.is_superseded() && same_question(e.question(), question))
+        Self::ways(hash).into_iter().find_map(|i| {
+            self.slots[i]
+                .as_ref()
+                .filter(|e| !e.is_superseded() && same_question(e.question(), question))
+        })
     }
 
-    /// Remembers the entry the shared cache gave for `hash`'s question.
+    /// Remembers the entry the shared cache gave for `hash`'s question, in its own
+    /// slot; what was there moves to the pair's slot, unless the cache let it go.
     pub fn put(&mut self, hash: u64, entry: Arc<Entry>) {
-        self.slots[Self::index(hash)] = Some(entry);
+        let [own, pair] = Self::ways(hash);
+        let previous = self.slots[own].replace(entry);
+        if let Some(previous) = previous.filter(|e| !e.is_superseded()) {
+            self.slots[pair] = Some(previous);
+        }
     }
 }
 
@@ -182,6 +198,14 @@ mod tests {
             front.get(hash, question(&other).unwrap()).is_none(),
             "not its question"
         );
+        // Another question put in the same slot leaves this one in the pair's slot.
+        let other_entry = Arc::new(Entry::from_response(&answer("b.test", 3), now).unwrap());
+        front.put(hash, other_entry.clone());
+        assert!(Arc::ptr_eq(front.get(hash, asked).unwrap(), &old));
+        assert!(Arc::ptr_eq(
+            front.get(hash, question(&other).unwrap()).unwrap(),
+            &other_entry
+        ));
         let new = Arc::new(Entry::from_response(&answer("a.test", 2), now).unwrap());
         cache.insert(key.to_owned(), new, now);
         assert!(front.get(hash, asked).is_none(), "replaced in the cache");

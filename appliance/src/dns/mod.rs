@@ -18,6 +18,7 @@ pub(crate) mod cache;
 pub(crate) mod engine;
 pub(crate) mod forward;
 pub(crate) mod front;
+pub(crate) mod inline;
 pub(crate) mod persist;
 pub(crate) mod querylog;
 pub(crate) mod ratelimit;
