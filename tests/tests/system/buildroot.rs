@@ -134,3 +134,98 @@ fn check_package_is_clean_on_the_cartable_package() {
         .and_then(|n| n.parse::<u32>().ok());
     assert!(processed.is_some_and(|n| n > 0), "{text}");
 }
+
+/// The inputs a genimage config reads: every quoted name in a `files` list or after
+/// `image =`, less the images the config makes itself.
+fn genimage_inputs(config: &str) -> Vec<String> {
+    let made: BTreeSet<&str> = config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image ")?.strip_suffix(" {"))
+        .collect();
+    let mut inputs = BTreeSet::new();
+    let mut in_files = false;
+    for line in config.lines().map(str::trim) {
+        if line.starts_with("files = {") {
+            in_files = true;
+            continue;
+        }
+        if in_files && line == "}" {
+            in_files = false;
+            continue;
+        }
+        let quoted = line.split('"').nth(1);
+        let wanted = if in_files {
+            quoted
+        } else if line.starts_with("image = ") {
+            quoted.filter(|name| !made.contains(name))
+        } else {
+            None
+        };
+        inputs.extend(wanted.map(str::to_string));
+    }
+    inputs.into_iter().collect()
+}
+
+#[test]
+fn genimage_accepts_every_board_layout() {
+    let tree = workspace_root().join("buildroot-config/board");
+    let mut boards = Vec::new();
+    for entry in std::fs::read_dir(&tree).unwrap() {
+        let board = entry.unwrap().path();
+        let config = board.join("genimage.cfg");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (input, output, root, tmp) = (
+            dir.path().join("in"),
+            dir.path().join("out"),
+            dir.path().join("root"),
+            dir.path().join("tmp"),
+        );
+        for d in [&input, &output, &root.join("data"), &tmp] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let inputs = genimage_inputs(&text);
+        assert!(!inputs.is_empty(), "{}", config.display());
+        for name in &inputs {
+            let path = input.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            // A name with no extension in a `files` list is a folder (the Pi's overlays).
+            if Path::new(name).extension().is_none() && !name.starts_with("rootfs") {
+                std::fs::create_dir_all(&path).unwrap();
+            } else {
+                std::fs::write(&path, b"").unwrap();
+            }
+        }
+        let out = Command::new("genimage")
+            .arg("--config")
+            .arg(&config)
+            .arg("--inputpath")
+            .arg(&input)
+            .arg("--outputpath")
+            .arg(&output)
+            .arg("--rootpath")
+            .arg(&root)
+            .arg("--tmppath")
+            .arg(&tmp)
+            .env(
+                "PATH",
+                format!("{}:/usr/sbin:/sbin", std::env::var("PATH").unwrap()),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let disk = std::fs::read_dir(&output)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .find(|n| n.ends_with(".img"));
+        assert!(disk.is_some(), "{}: no disk image", config.display());
+        boards.push(board.file_name().unwrap().to_string_lossy().to_string());
+    }
+    boards.sort();
+    assert_eq!(boards, ["rpi4", "x86_64"]);
+}
