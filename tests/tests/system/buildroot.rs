@@ -95,6 +95,17 @@ fn every_defconfig_survives_the_kconfig_round_trip() {
         ] {
             assert!(config.lines().any(|l| l == wanted), "{name}: no {wanted}");
         }
+        // RAUC's bootloader backend needs its tool on the box: grub-editenv on x86,
+        // fw_setenv on the Pi.
+        let backend_tool = if name.contains("x86_64") {
+            "BR2_TARGET_GRUB2_INSTALL_TOOLS=y"
+        } else {
+            "BR2_PACKAGE_UBOOT_TOOLS_FWPRINTENV=y"
+        };
+        assert!(
+            config.lines().any(|l| l == backend_tool),
+            "{name}: no {backend_tool}"
+        );
         checked.push(name);
     }
     checked.sort();
@@ -228,4 +239,39 @@ fn genimage_accepts_every_board_layout() {
     }
     boards.sort();
     assert_eq!(boards, ["rpi4", "x86_64"]);
+}
+
+/// RAUC's own parser (Debian's rauc) loads each board's system.conf: a mistake there
+/// ("Failed to load system config") would only show on a box, at its first update.
+#[test]
+fn rauc_loads_every_board_system_conf() {
+    for board in ["x86_64", "rpi4"] {
+        let conf = workspace_root().join(format!(
+            "buildroot-config/board/{board}/rootfs-overlay/etc/rauc/system.conf"
+        ));
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert!(
+            text.contains(&format!("compatible=cartable-{board}\n")),
+            "{board}"
+        );
+        assert!(text.contains("bootname=A\n") && text.contains("bootname=B\n"));
+        let out = Command::new("rauc")
+            .arg(format!("--conf={}", conf.display()))
+            .arg("status")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !said.contains("Failed to load system config"),
+            "{board}: {said}"
+        );
+        // Past the configuration: it read the data directory, then looked for the
+        // service (which only a booted box runs).
+        assert!(said.contains("/data/rauc/central.raucs"), "{board}: {said}");
+    }
 }
