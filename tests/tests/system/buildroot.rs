@@ -35,6 +35,15 @@ fn lines(path: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// What a tool printed, both streams.
+fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn make(buildroot: &Path, args: &[&str]) {
     let out = Command::new("make")
         .arg("-s")
@@ -43,12 +52,7 @@ fn make(buildroot: &Path, args: &[&str]) {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "make {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "make {args:?}: {}", printed(&out));
 }
 
 #[test]
@@ -132,11 +136,7 @@ fn check_package_is_clean_on_the_cartable_package() {
         .current_dir(&buildroot)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = printed(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.lines().any(|l| l == "0 warnings generated"), "{text}");
     let processed = text
@@ -261,11 +261,7 @@ fn rauc_loads_every_board_system_conf() {
             .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
             .output()
             .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let said = printed(&out);
         assert!(
             !said.contains("Failed to load system config"),
             "{board}: {said}"
