@@ -184,7 +184,10 @@ fn genimage_accepts_every_board_layout() {
     for entry in std::fs::read_dir(&tree).unwrap() {
         let board = entry.unwrap().path();
         let config = board.join("genimage.cfg");
-        let text = std::fs::read_to_string(&config).unwrap();
+        // (`common/` holds what every board's root shares, no layout.)
+        let Ok(text) = std::fs::read_to_string(&config) else {
+            continue;
+        };
         let dir = tempfile::tempdir().unwrap();
         let (input, output, root, tmp) = (
             dir.path().join("in"),
@@ -270,4 +273,36 @@ fn rauc_loads_every_board_system_conf() {
         // service (which only a booted box runs).
         assert!(said.contains("/data/rauc/central.raucs"), "{board}: {said}");
     }
+}
+
+/// The configuration the firmware ships passes `check-config`, keeps the data on
+/// `/data`, and the unit's drop-in lets the daemon write exactly there (the unit
+/// itself only allows its state folder: a data folder it cannot write would stop the
+/// box at its first boot).
+#[test]
+fn the_shipped_config_keeps_its_data_where_the_unit_lets_it_write() {
+    let overlay = workspace_root().join("buildroot-config/board/common/rootfs-overlay");
+    let config = overlay.join("etc/cartable/cartable.toml");
+    let said = cartable_systests::bins::cartable_ok([
+        std::ffi::OsStr::new("check-config"),
+        config.as_os_str(),
+    ]);
+    assert!(said.contains("ok"), "{said}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let data_dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data_dir = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("data_dir is set");
+    assert!(data_dir.starts_with("/data/"), "{data_dir}");
+    let drop_in =
+        std::fs::read_to_string(overlay.join("etc/systemd/system/cartable.service.d/data.conf"))
+            .unwrap();
+    assert!(
+        drop_in
+            .lines()
+            .any(|l| l == format!("ReadWritePaths={data_dir}")),
+        "{drop_in}"
+    );
+    assert!(drop_in.lines().any(|l| l == "RequiresMountsFor=/data"));
 }
