@@ -61,7 +61,6 @@ wait_answer() { # port
   done
   echo "server on $1 never answered" >&2; return 1
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Core 0 for dnsperf, core 1 for the server under test (once it has loaded: loading
 # uses every core).
 CLIENT_CPU=()

@@ -64,7 +64,6 @@ for p in $PA $PB; do
   dnsperf -s 127.0.0.1 -p "$p" -d "$WORK/q-allowed.txt" -n 2 -T 1 >/dev/null 2>&1 || true
 done
 for pid in $IA $IB; do taskset -a -cp 1 "$pid" >/dev/null; echo "$pid" > "$CG/cgroup.procs"; done
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 for _ in $(seq 1 "${ROUNDS:-3}"); do
   ca=$(cpu_ticks "$IA"); cb=$(cpu_ticks "$IB")

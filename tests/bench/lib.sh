@@ -15,3 +15,6 @@ listen = ["$3"]
 system_resolvers = false
 CONF
 }
+
+# CPU seconds (user + system, in clock ticks) process $1 has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -156,12 +156,6 @@ pub struct Entry {
     data: InlineBytes<INLINE_DATA>,
 }
 
-impl std::fmt::Debug for InlineBytes<INLINE_DATA> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} bytes", self.as_bytes().len())
-    }
-}
-
 /// Whether an entry may be used now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -335,7 +329,9 @@ impl Entry {
     }
 }
 
-fn question_end(b: &[u8]) -> Option<usize> {
+/// Where the first question of `b` (uncompressed labels) ends, type and class
+/// included; not checked against `b`'s length.
+pub(super) fn question_end(b: &[u8]) -> Option<usize> {
     let mut at = wire::HEADER;
     loop {
         let len = usize::from(*b.get(at)?);

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::batch::Batch;
 use super::cache::{Cache, Entry, Freshness, Key, KeyRef, STALE_TTL};
 use super::forward::Forwarder;
-use super::front::{self, Front};
+use super::front::Front;
 use super::querylog::{Line, Outcome, QueryLog};
 use super::ratelimit::Limits;
 use super::rebind::Rebind;
@@ -319,18 +319,20 @@ impl Engine {
 
     /// The cached entry for the question of `query`: from the thread's front table
     /// when it has it, from the shared cache otherwise (then kept in front).
+    /// `question_hash`: the question's hash, which the receiving loop worked out to
+    /// prefetch its slot.
     fn cached(
         &self,
         front: Option<&mut Front>,
+        question_hash: Option<u64>,
         now: Instant,
         query: &[u8],
         q: &Query,
     ) -> Option<Arc<Entry>> {
-        let Some(front) = front else {
+        let (Some(front), Some(hash)) = (front, question_hash) else {
             return self.cache.get(KeyRef::of(q), now);
         };
         let question = &query[wire::HEADER..q.question_end];
-        let hash = front::question_hash(question);
         if let Some(entry) = front.get(hash, question)
             && self.cache.usable(entry, now)
         {
@@ -343,16 +345,19 @@ impl Engine {
 
     /// Answers what can be answered now, as a batch of one.
     pub fn start(self: &Arc<Self>, query: &[u8], client: IpAddr, max_udp: bool) -> Step {
-        self.start_in(&mut self.batch(), query, client, max_udp)
+        self.start_in(&mut self.batch(), query, None, client, max_udp)
     }
 
-    /// Answers what can be answered now. `max_size` is the UDP limit, `None` for TCP.
+    /// Answers what can be answered now. `max_size` is the UDP limit, `None` for TCP;
+    /// `question_hash` is the question's hash in the batch's front table
+    /// (`front::question_hash`), when the caller has one.
     // Long: the answer path, in the order a query meets it (parse, local names, the
     // filter, the cache); kept in one piece so the hot path is read, and profiled, as one.
     pub fn start_in(
         self: &Arc<Self>,
         b: &mut Batch<'_>,
         query: &[u8],
+        question_hash: Option<u64>,
         client: IpAddr,
         max_udp: bool,
     ) -> Step {
@@ -412,7 +417,7 @@ impl Engine {
         // The cache first: an answer cached for this name may carry what the lists
         // are known to hold of it, which spares the index lookup (see `Listing`).
         let now = b.instant;
-        let cached = self.cached(b.front.as_deref_mut(), now, query, &q);
+        let cached = self.cached(b.front.as_deref_mut(), question_hash, now, query, &q);
         let generation = filter.index.generation();
         let known = match &cached {
             Some(entry) if entry.unlisted_in(generation) => Listing::Unlisted,

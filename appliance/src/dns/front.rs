@@ -40,18 +40,7 @@ impl Default for Front {
 /// The question of `query` (name, type and class, as on the wire), if it is a plain
 /// one: uncompressed labels, whole.
 pub(crate) fn question(query: &[u8]) -> Option<&[u8]> {
-    let mut at = HEADER;
-    loop {
-        let len = usize::from(*query.get(at)?);
-        if len > 63 {
-            return None;
-        }
-        at += 1 + len;
-        if len == 0 {
-            break;
-        }
-    }
-    query.get(HEADER..at + 4)
+    query.get(HEADER..super::cache::question_end(query)?)
 }
 
 /// The hash of a question: the name's letters without case, type and class as they

@@ -29,12 +29,16 @@ impl<const N: usize> InlineBytes<N> {
             InlineBytes::Heap(b) => b,
         }
     }
-}
 
-impl<const N: usize> InlineBytes<N> {
     /// The bytes as text; made from a whole `&str`, so always UTF-8 (else empty).
     pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for InlineBytes<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.as_bytes().len())
     }
 }
 

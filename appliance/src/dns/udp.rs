@@ -133,7 +133,7 @@ pub fn serve(
         }
         let now = std::time::Instant::now();
         let mut batch = engine.batch_with(&mut front);
-        for (buffer, item) in buffers.iter().zip(&received) {
+        for ((buffer, item), question_hash) in buffers.iter().zip(&received).zip(&hashes) {
             let &Some((len, client)) = item else {
                 batch.tally.malformed += 1;
                 continue;
@@ -143,7 +143,7 @@ pub fn serve(
                 continue;
             }
             let query = &buffer[..len];
-            match engine.start_in(&mut batch, query, client.ip(), true) {
+            match engine.start_in(&mut batch, query, *question_hash, client.ip(), true) {
                 Step::Done(Some(reply)) => {
                     replies.push(reply);
                     to.push(client);
