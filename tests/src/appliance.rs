@@ -100,8 +100,12 @@ impl Appliance {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
-    /// Starts the daemon again on the same configuration and data.
+    /// Starts the daemon again on the same configuration and data. One still running
+    /// is killed first (kill -9, as a power cut) and reaped, so the new one finds its
+    /// ports free: spawning before the old one was dropped raced it for them.
     pub fn restart(&mut self) {
+        let _ = self.child.child.kill();
+        let _ = self.child.child.wait();
         self.child = Self::spawn(&self.dir, &self.config, self.netns.as_deref());
         self.wait_healthy();
     }
