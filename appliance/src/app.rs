@@ -41,6 +41,7 @@ pub struct App {
 
 impl App {
     pub fn build(config: Config) -> anyhow::Result<App> {
+        let config = crate::sync::box_key::resolve_id(config)?;
         let data_dir = config.appliance.data_dir.clone();
         let clock = Clock::system(config.filter.timezone.zone());
         let store = Store::open(&data_dir)

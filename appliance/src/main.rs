@@ -78,6 +78,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the cache's stale temporary files and given-up partial downloads (what
+    /// the daily timer runs).
+    CacheClean {
+        /// The box's configuration (its data folder holds the cache).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,7 +169,7 @@ fn check_config(file: &Path) -> ExitCode {
 }
 
 fn box_key(config: &Path) -> anyhow::Result<()> {
-    let config = load_config(Some(config))?;
+    let config = cartable::box_key::resolve_id(load_config(Some(config))?)?;
     let key = cartable::box_key::load_or_create(&config.appliance.data_dir)?;
     let hex = cartable_protocol::desired::hex(ring::signature::KeyPair::public_key(&key).as_ref());
     println!("box_key = \"{hex}\"");
@@ -210,6 +217,14 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::BoxKey { config } => {
             box_key(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CacheClean { config } => {
+            let config = load_config(Some(&config))?;
+            let dir = &config.appliance.data_dir;
+            let c = cartable::cache::clean::clean(dir, std::time::SystemTime::now())
+                .with_context(|| format!("cleaning the cache in {}", dir.display()))?;
+            println!("removed {} files ({} bytes)", c.files, c.bytes);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {

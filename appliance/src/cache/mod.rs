@@ -4,9 +4,11 @@
 //! [`Cache`] ties the parts together: the content-addressed files ([`objects`]), their
 //! index and quota ([`index`]), the catalogue in force ([`catalogue`]), downloads
 //! ([`fill`]: one per object however many tablets wait for it), the prefetcher
-//! ([`prefetch`]), the HTTP side ([`serve`]) and DNS redirect mode ([`redirect`]).
+//! ([`prefetch`]), the HTTP side ([`serve`]) and DNS redirect mode ([`redirect`]);
+//! the daily removal of what writes and downloads left behind ([`clean`]).
 
 pub(crate) mod catalogue;
+pub mod clean;
 pub(crate) mod fill;
 pub(crate) mod index;
 pub mod objects;

@@ -62,9 +62,49 @@ fn create(path: &Path) -> anyhow::Result<Ed25519KeyPair> {
     Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// `[appliance] id = "auto"`: the box is named after its key. One firmware image goes
+/// to every school, so its configuration cannot name each box; the key made on its
+/// first boot is its own, and so is a name taken from it.
+pub const AUTO_ID: &str = "auto";
+
+/// `box-` and the first 8 hex digits of the key's public half.
+pub fn id_from_key(key: &Ed25519KeyPair) -> String {
+    use ring::signature::KeyPair;
+    let public = cartable_protocol::desired::hex(key.public_key().as_ref());
+    format!("box-{}", &public[..8])
+}
+
+/// The configuration with `id = "auto"` replaced by the name taken from the box's key
+/// (made now if there is none); any other id is kept.
+pub fn resolve_id(mut config: crate::config::Config) -> anyhow::Result<crate::config::Config> {
+    if config.appliance.id.as_str() == AUTO_ID {
+        let key = load_or_create(&config.appliance.data_dir)?;
+        config.appliance.id = id_from_key(&key)
+            .try_into()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+    }
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use ring::signature::KeyPair;
+
+    #[test]
+    fn an_auto_id_is_the_keys_and_any_other_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::default();
+        config.appliance.data_dir = dir.path().to_path_buf();
+        config.appliance.id = "auto".to_string().try_into().unwrap();
+        let id = super::resolve_id(config.clone()).unwrap().appliance.id;
+        let key = super::load_or_create(dir.path()).unwrap();
+        let hex = cartable_protocol::desired::hex(key.public_key().as_ref());
+        assert_eq!(id.as_str(), format!("box-{}", &hex[..8]));
+        assert_eq!(super::resolve_id(config.clone()).unwrap().appliance.id, id);
+        config.appliance.id = "ecole-jaures".to_string().try_into().unwrap();
+        let kept = super::resolve_id(config).unwrap().appliance.id;
+        assert_eq!(kept.as_str(), "ecole-jaures");
+    }
 
     #[test]
     fn the_key_is_made_once_and_kept_private() {
