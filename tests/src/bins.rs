@@ -30,6 +30,24 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The release build of the daemon (what the firmware carries), built if absent
+/// (`tests/run` builds it before the tests).
+pub fn release_cartable() -> PathBuf {
+    let path = target_dir()
+        .parent()
+        .expect("target root")
+        .join("release/cartable");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "cartable", "--bin", "cartable"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build --release failed");
+    }
+    path
+}
+
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -13,3 +13,12 @@ mkdir -p "$target/data" "$target/boot/efi"
 : >"$target/etc/machine-id"
 # The units the firmware starts are enabled by Buildroot's `systemctl preset-all`
 # from the package's presets (systemd/80-cartable.preset).
+
+# RAUC installs only bundles signed for this fleet: its keyring (the fleet's update
+# signing certificate, PEM) comes from the fleet's own release, never from this tree.
+# Without one the firmware builds, and refuses every update.
+if [ -n "${CARTABLE_RAUC_KEYRING:-}" ]; then
+	install -D -m 0644 "$CARTABLE_RAUC_KEYRING" "$target/etc/rauc/keyring.pem"
+else
+	echo "post-build.sh: CARTABLE_RAUC_KEYRING not set: this firmware will refuse every update" >&2
+fi

@@ -86,6 +86,16 @@ fn every_defconfig_survives_the_kconfig_round_trip(buildroot: &Path, dir: &Path)
                 &format!("BR2_DEFCONFIG={}", saved.display()),
             ],
         );
+        // Kconfig keeps a path whatever it names: each file the tree points at exists.
+        for line in lines(&path) {
+            for part in line.split("$(BR2_EXTERNAL_CARTABLE_PATH)/").skip(1) {
+                let file = part.split(['"', ' ']).next().unwrap();
+                assert!(
+                    tree.join(file).exists(),
+                    "{name}: {file} is not in the tree"
+                );
+            }
+        }
         let (committed, kept) = (lines(&path), lines(&saved));
         let dropped: Vec<_> = committed.difference(&kept).collect();
         let added: Vec<_> = kept.difference(&committed).collect();
@@ -102,10 +112,18 @@ fn every_defconfig_survives_the_kconfig_round_trip(buildroot: &Path, dir: &Path)
             "BR2_PACKAGE_HOSTAPD=y",
             "BR2_PACKAGE_NFTABLES=y",
             "BR2_PACKAGE_CA_CERTIFICATES=y",
-            "BR2_TARGET_ROOTFS_EROFS=y",
+            "BR2_TARGET_ROOTFS_SQUASHFS=y",
+            "BR2_TARGET_ROOTFS_SQUASHFS4_XZ=y",
         ] {
             assert!(config.lines().any(|l| l == wanted), "{name}: no {wanted}");
         }
+        // A teenager with a keyboard on the box's console finds no root login.
+        assert!(
+            config
+                .lines()
+                .any(|l| l == "# BR2_TARGET_ENABLE_ROOT_LOGIN is not set"),
+            "{name}: root can log in"
+        );
         // RAUC's bootloader backend needs its tool on the box: grub-editenv on x86,
         // fw_setenv on the Pi.
         let backend_tool = if name.contains("x86_64") {

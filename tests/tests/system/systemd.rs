@@ -20,10 +20,13 @@ fn every_unit_verifies_without_a_warning() {
         if !(name.ends_with(".service") || name.ends_with(".socket") || name.ends_with(".timer")) {
             continue;
         }
-        // The unit names the installed path; point it at the binary just built.
+        // The unit names the installed paths; point them at the binary just built and
+        // at the scripts in the tree.
+        let libexec = workspace_root().join("systemd/libexec/");
         let text = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("/usr/bin/cartable", cartable.to_str().unwrap());
+            .replace("/usr/bin/cartable", cartable.to_str().unwrap())
+            .replace("/usr/libexec/cartable/", libexec.to_str().unwrap());
         let copy = dir.path().join(&name);
         std::fs::write(&copy, text).unwrap();
         units.push(copy);
