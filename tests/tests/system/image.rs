@@ -1,6 +1,7 @@
 //! The test image (image/build-test-image) booted under qemu (image/boot-test), twice:
 //! the firmware's layout boots into a serving box with no network, from a read-only
-//! slot, marks its slot good, grows and keeps `/data`, and shuts down cleanly.
+//! slot, marks its slot good, grows and keeps `/data` (the box's key, and a class an
+//! admin imported from the LAN), and shuts down cleanly.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,11 +9,12 @@ use std::process::Command;
 
 use cartable_systests::bins::{release_cartable, workspace_root};
 
-/// What `image/boot-test` found, by key.
-fn boot(disk: &Path, serial: &Path) -> HashMap<String, String> {
+/// What `image/boot-test` found, by key; `while_up` runs while the box is up.
+fn boot(disk: &Path, serial: &Path, while_up: &str) -> HashMap<String, String> {
     let out = Command::new(workspace_root().join("image/boot-test"))
         .arg(disk)
         .arg(serial)
+        .env("WHILE_UP", while_up)
         .output()
         .expect("image/boot-test runs");
     let said = String::from_utf8_lossy(&out.stdout).to_string();
@@ -55,14 +57,50 @@ fn grubenv(disk: &Path, dir: &Path) -> String {
     run(Command::new("grub-editenv").arg(&env).arg("list"))
 }
 
+const ADMIN: &str = "it-admin";
+const PASSWORD: &str = "craie-verte-42";
+
+/// A shell script an IT admin's laptop runs against the box (curl, the box's HTTP
+/// port in HTTP_PORT): sign in, import `csv` if given, then save the school's
+/// overview to `out`.
+fn admin_script(dir: &Path, csv: Option<&str>, out: &Path) -> String {
+    let import = match csv {
+        Some(csv) => {
+            let file = dir.join("import.csv");
+            std::fs::write(&file, csv).unwrap();
+            format!(
+                "curl -sf -b \"$jar\" -H \"x-csrf-token: $csrf\" -H 'content-type: text/csv' \
+                 --data-binary @{} \"$base/api/v1/admin/import\" >/dev/null\n",
+                file.display()
+            )
+        }
+        None => String::new(),
+    };
+    format!(
+        "set -eu\nbase=http://127.0.0.1:$HTTP_PORT\njar={jar}\n\
+         csrf=$(curl -sf -c \"$jar\" -H 'content-type: application/json' \
+         -d '{{\"login\":\"{ADMIN}\",\"password\":\"{PASSWORD}\"}}' \"$base/api/v1/login\" \
+         | sed -n 's/.*\"csrf\":\"\\([^\"]*\\)\".*/\\1/p')\n\
+         test -n \"$csrf\"\n{import}\
+         curl -sf -b \"$jar\" \"$base/api/v1/admin/school\" >{out}\n",
+        jar = dir.join("cookies").display(),
+        out = out.display(),
+    )
+}
+
 #[test]
 fn the_test_image_boots_into_a_serving_box_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
+    // Provisioned with a first admin account, as a technician would before delivery.
+    let password = dir.path().join("admin-password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
     run(
         Command::new(workspace_root().join("image/build-test-image"))
             .arg(&images)
-            .env("CARTABLE_BIN", release_cartable()),
+            .env("CARTABLE_BIN", release_cartable())
+            .env("CARTABLE_ADMIN", ADMIN)
+            .env("CARTABLE_ADMIN_PASSWORD_FILE", &password),
     );
 
     // Two versions, the layout RAUC's system.conf names, slot B empty.
@@ -88,8 +126,12 @@ fn the_test_image_boots_into_a_serving_box_and_keeps_its_data() {
     file.set_len(image_size + (512 << 20)).unwrap();
     drop(file);
 
+    // Boot 1: the admin signs in from the LAN and imports a class.
+    let school_1 = dir.path().join("school-1.json");
+    let csv = "class;level\nCE2-B;CE2\n";
+    let script = admin_script(dir.path(), Some(csv), &school_1);
     let serial = dir.path().join("serial-1.log");
-    let first = boot(&work, &serial);
+    let first = boot(&work, &serial, &script);
     let console = serial_console(&serial);
     let get = |m: &HashMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
     assert!(!get(&first, "dns_ms").is_empty(), "{first:?}");
@@ -107,6 +149,9 @@ fn the_test_image_boots_into_a_serving_box_and_keeps_its_data() {
     assert!(get(&first, "data").starts_with("rw"), "{first:?}");
     assert_eq!(get(&first, "rauc_booted"), "A", "{first:?}");
     assert_eq!(get(&first, "halted"), "yes", "{console}");
+    assert_eq!(get(&first, "while_up"), "ok", "{first:?}");
+    let school = std::fs::read_to_string(&school_1).unwrap();
+    assert!(school.contains("CE2-B"), "{school}");
     let box_id = get(&first, "box_id");
     assert!(box_id.starts_with("box-"), "{first:?}");
     // /data took the disk's new room (64 MiB in the image).
@@ -118,20 +163,23 @@ fn the_test_image_boots_into_a_serving_box_and_keeps_its_data() {
         get(&first, "multi_user_ms").parse().unwrap(),
     );
     assert!(cartable_ms <= multi_user_ms, "{first:?}");
-    assert!(console.contains("applied migration version=1"), "{console}");
     // The slot that came up was marked good: GRUB will boot it again.
     let env = grubenv(&work, dir.path());
     assert!(env.contains("A_OK=1") && env.contains("A_TRY=0"), "{env}");
 
     // The second boot of the same disk finds what the first stored on /data: the
-    // box's key (so its name) and the store (no migration to apply).
+    // box's key (so its name) and the class in the store.
+    let school_2 = dir.path().join("school-2.json");
+    let script = admin_script(dir.path(), None, &school_2);
     let serial = dir.path().join("serial-2.log");
-    let second = boot(&work, &serial);
+    let second = boot(&work, &serial, &script);
     let console = serial_console(&serial);
     assert_eq!(get(&second, "box_id"), box_id, "{second:?}");
     assert_eq!(get(&second, "data_bytes"), get(&first, "data_bytes"));
     assert_eq!(get(&second, "rauc_booted"), "A");
     assert_eq!(get(&second, "halted"), "yes", "{console}");
     assert!(console.contains("Started cartable.service"), "{console}");
-    assert!(!console.contains("applied migration"), "{console}");
+    assert_eq!(get(&second, "while_up"), "ok", "{second:?}");
+    let school = std::fs::read_to_string(&school_2).unwrap();
+    assert!(school.contains("CE2-B"), "the class is gone: {school}");
 }
