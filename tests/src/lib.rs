@@ -17,5 +17,6 @@ pub mod net;
 pub mod netns;
 pub mod postgres;
 pub mod tls;
+pub mod tool;
 pub mod unbound;
 pub mod upstream;

@@ -7,17 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cartable_systests::bins::workspace_root;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?}: {text}");
-    text
-}
+use cartable_systests::tool::run_ok as run;
 
 /// Every file under `dir` whose first line is a shell's shebang or whose name ends in
 /// `.sh`.

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cartable_systests::bins::{release_cartable, workspace_root};
+use cartable_systests::tool::run_ok as run;
 
 /// What `image/boot-test` found, by key; `while_up` runs while the box is up.
 fn boot(disk: &Path, serial: &Path, while_up: &str) -> HashMap<String, String> {
@@ -32,17 +33,6 @@ fn boot(disk: &Path, serial: &Path, while_up: &str) -> HashMap<String, String> {
 /// What the box printed on its serial console (firmware's bytes are not all UTF-8).
 fn serial_console(serial: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(serial).unwrap_or_default()).into_owned()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 /// GRUB's environment on the disk's EFI system partition (at 1 MiB), as GRUB reads it.

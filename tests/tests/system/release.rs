@@ -8,17 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cartable_systests::bins::workspace_root;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?}: {text}");
-    text
-}
+use cartable_systests::tool::run_ok as run;
 
 fn release(out: &Path) -> (std::path::PathBuf, String) {
     let said = run(Command::new(workspace_root().join("image/release-tarball")).arg(out));
