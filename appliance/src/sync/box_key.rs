@@ -33,6 +33,11 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Ed25519KeyPair> {
 }
 
 fn create(path: &Path) -> anyhow::Result<Ed25519KeyPair> {
+    // A first start may come before anything else made the data folder (the key now
+    // comes first when the box is named after it).
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
     // Written aside and renamed: a power cut leaves no half key behind, and of two
@@ -102,8 +107,13 @@ mod tests {
         assert_eq!(id.as_str(), format!("box-{}", &hex[..8]));
         assert_eq!(super::resolve_id(config.clone()).unwrap().appliance.id, id);
         config.appliance.id = "ecole-jaures".to_string().try_into().unwrap();
-        let kept = super::resolve_id(config).unwrap().appliance.id;
+        let kept = super::resolve_id(config.clone()).unwrap().appliance.id;
         assert_eq!(kept.as_str(), "ecole-jaures");
+        // A data folder not made yet is made (the first start of a new box).
+        config.appliance.data_dir = dir.path().join("not/yet");
+        config.appliance.id = "auto".to_string().try_into().unwrap();
+        let id = super::resolve_id(config).unwrap().appliance.id;
+        assert!(id.as_str().starts_with("box-"), "{id:?}");
     }
 
     #[test]
