@@ -199,9 +199,12 @@ impl Service for DnsService {
             let result = tokio::select! {
                 _ = ctx.shutdown.cancelled() => Ok(()),
                 Some(ended) = tasks.join_next() => {
-                    // A loop only ends on shutdown or a socket error.
+                    // A loop only ends on shutdown or a socket error. (Both branches
+                    // may be ready at shutdown, and select! picks either: a loop that
+                    // left because of it is no failure.)
                     match ended {
                         Ok(Err(e)) => Err(e.into()),
+                        Ok(Ok(())) if ctx.shutdown.is_cancelled() => Ok(()),
                         Ok(Ok(())) => Err(anyhow::anyhow!("a DNS socket loop ended")),
                         Err(e) => Err(e.into()),
                     }
