@@ -98,7 +98,7 @@ echo "  native, this machine, start to first DNS answer (median of 5): $(median 
 
 echo
 echo "sizes:"
-echo "  root slot (squashfs, xz)  $(stat -c %s "$IMAGES/1/rootfs.squashfs") bytes"
+echo "  root slot (squashfs)      $(stat -c %s "$IMAGES/1/rootfs.squashfs") bytes"
 echo "  disk image (as written)   $(stat -c %s "$IMAGES/1/disk.img") bytes, $(du -B1 "$IMAGES/1/disk.img" | cut -f1) allocated"
 echo "  daemon (stripped)         $(strip -o "$WORK/cartable" target/release/cartable && stat -c %s "$WORK/cartable") bytes"
 echo "  disk image, xz -T0 -6     $(xz -T0 -6 -c "$IMAGES/1/disk.img" | wc -c) bytes"
