@@ -41,7 +41,7 @@ pub struct App {
 
 impl App {
     pub fn build(config: Config) -> anyhow::Result<App> {
-        let config = crate::sync::box_key::resolve_id(config)?;
+        let (config, box_key) = crate::sync::box_key::resolve_id(config)?;
         let data_dir = config.appliance.data_dir.clone();
         let clock = Clock::system(config.filter.timezone.zone());
         let store = Store::open(&data_dir)
@@ -92,7 +92,7 @@ impl App {
                 site: config.appliance.site.to_string(),
                 box_id: config.appliance.id.to_string(),
                 fleet_key,
-                box_key: Arc::new(crate::sync::box_key::load_or_create(&data_dir)?),
+                box_key: Arc::new(box_key),
             },
             data_dir: data_dir.clone(),
             clock: clock.clone(),

@@ -169,8 +169,7 @@ fn check_config(file: &Path) -> ExitCode {
 }
 
 fn box_key(config: &Path) -> anyhow::Result<()> {
-    let config = cartable::box_key::resolve_id(load_config(Some(config))?)?;
-    let key = cartable::box_key::load_or_create(&config.appliance.data_dir)?;
+    let (config, key) = cartable::box_key::resolve_id(load_config(Some(config))?)?;
     let hex = cartable_protocol::desired::hex(ring::signature::KeyPair::public_key(&key).as_ref());
     println!("box_key = \"{hex}\"");
     println!(

@@ -17,14 +17,7 @@ static BUILD: Once = Once::new();
 pub fn bin(name: &str) -> PathBuf {
     let path = target_dir().join(name);
     if !path.exists() {
-        BUILD.call_once(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--workspace", "--bins"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "cargo build --workspace --bins failed");
-        });
+        BUILD.call_once(|| cargo_build(&["--workspace", "--bins"]));
     }
     assert!(path.exists(), "{} was not built", path.display());
     path
@@ -38,14 +31,20 @@ pub fn release_cartable() -> PathBuf {
         .expect("target root")
         .join("release/cartable");
     if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "cartable", "--bin", "cartable"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build --release failed");
+        cargo_build(&["--release", "-p", "cartable", "--bin", "cartable"]);
     }
     path
+}
+
+/// `cargo build ARGS`, which must succeed.
+fn cargo_build(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .arg("build")
+        .args(args)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build {args:?} failed");
 }
 
 /// The workspace's root folder.

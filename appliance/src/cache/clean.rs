@@ -10,6 +10,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use super::objects;
+
 /// How long a temporary file may sit untouched.
 pub const TMP_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long a partial download may sit untouched before it is given up.
@@ -26,8 +28,8 @@ pub struct Cleaned {
 /// A data folder with no cache yet has nothing to clean.
 pub fn clean(data_dir: &Path, now: SystemTime) -> std::io::Result<Cleaned> {
     let mut cleaned = Cleaned::default();
-    for (folder, age) in [("tmp", TMP_AGE), ("partial", PARTIAL_AGE)] {
-        let dir = data_dir.join("cache").join(folder);
+    for (folder, age) in [(objects::TMP, TMP_AGE), (objects::PARTIAL, PARTIAL_AGE)] {
+        let dir = data_dir.join(objects::DIR).join(folder);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

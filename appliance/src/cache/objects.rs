@@ -32,17 +32,23 @@ pub enum ObjectError {
     Io(#[from] std::io::Error),
 }
 
+/// The store's folder under the data folder, and its two folders of files that are
+/// not objects yet (also cleaned by [`super::clean`]).
+pub(crate) const DIR: &str = "cache";
+pub(crate) const TMP: &str = "tmp";
+pub(crate) const PARTIAL: &str = "partial";
+
 pub struct Objects {
     dir: PathBuf,
 }
 
 impl Objects {
     pub fn open(data_dir: &Path) -> std::io::Result<Objects> {
-        let dir = data_dir.join("cache");
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        std::fs::create_dir_all(dir.join("partial"))?;
+        let dir = data_dir.join(DIR);
+        std::fs::create_dir_all(dir.join(TMP))?;
+        std::fs::create_dir_all(dir.join(PARTIAL))?;
         // Leftovers of writes cut short (a crash, a full disk) are never objects.
-        for e in std::fs::read_dir(dir.join("tmp"))?.flatten() {
+        for e in std::fs::read_dir(dir.join(TMP))?.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
         Ok(Objects { dir })
@@ -60,7 +66,7 @@ impl Objects {
     ) -> Result<u64, ObjectError> {
         let tmp = self
             .dir
-            .join("tmp")
+            .join(TMP)
             .join(format!("{}.{}", expected.0, std::process::id()));
         let result = (|| {
             let mut file = std::fs::File::create(&tmp)?;
@@ -98,7 +104,7 @@ impl Objects {
     /// Where a download in progress grows; it survives restarts so that the next
     /// attempt asks the origin only for the rest.
     pub fn partial_path(&self, sha: &Sha256) -> PathBuf {
-        self.dir.join("partial").join(&sha.0)
+        self.dir.join(PARTIAL).join(&sha.0)
     }
 
     /// A fresh temporary file's path (cleared at the next start if left behind).
@@ -106,7 +112,7 @@ impl Objects {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.dir
-            .join("tmp")
+            .join(TMP)
             .join(format!("{tag}.{}.{n}", std::process::id()))
     }
 

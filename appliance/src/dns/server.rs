@@ -196,15 +196,15 @@ impl Service for DnsService {
                 }
             });
             ctx.ready();
+            // Shutdown first: the loops stop on its child token, so at shutdown both
+            // branches are ready, and a loop that left because of it is no failure.
             let result = tokio::select! {
+                biased;
                 _ = ctx.shutdown.cancelled() => Ok(()),
                 Some(ended) = tasks.join_next() => {
-                    // A loop only ends on shutdown or a socket error. (Both branches
-                    // may be ready at shutdown, and select! picks either: a loop that
-                    // left because of it is no failure.)
+                    // A loop only ends on shutdown or a socket error.
                     match ended {
                         Ok(Err(e)) => Err(e.into()),
-                        Ok(Ok(())) if ctx.shutdown.is_cancelled() => Ok(()),
                         Ok(Ok(())) => Err(anyhow::anyhow!("a DNS socket loop ended")),
                         Err(e) => Err(e.into()),
                     }

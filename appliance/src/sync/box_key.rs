@@ -79,16 +79,18 @@ pub fn id_from_key(key: &Ed25519KeyPair) -> String {
     format!("box-{}", &public[..8])
 }
 
-/// The configuration with `id = "auto"` replaced by the name taken from the box's key
-/// (made now if there is none); any other id is kept.
-pub fn resolve_id(mut config: crate::config::Config) -> anyhow::Result<crate::config::Config> {
+/// The box's key (made now if there is none), read once, and the configuration with
+/// `id = "auto"` replaced by the name taken from it; any other id is kept.
+pub fn resolve_id(
+    mut config: crate::config::Config,
+) -> anyhow::Result<(crate::config::Config, Ed25519KeyPair)> {
+    let key = load_or_create(&config.appliance.data_dir)?;
     if config.appliance.id.as_str() == AUTO_ID {
-        let key = load_or_create(&config.appliance.data_dir)?;
         config.appliance.id = id_from_key(&key)
             .try_into()
             .map_err(|e: String| anyhow::anyhow!(e))?;
     }
-    Ok(config)
+    Ok((config, key))
 }
 
 #[cfg(test)]
@@ -101,18 +103,21 @@ mod tests {
         let mut config = crate::config::Config::default();
         config.appliance.data_dir = dir.path().to_path_buf();
         config.appliance.id = "auto".to_string().try_into().unwrap();
-        let id = super::resolve_id(config.clone()).unwrap().appliance.id;
+        let id = super::resolve_id(config.clone()).unwrap().0.appliance.id;
         let key = super::load_or_create(dir.path()).unwrap();
         let hex = cartable_protocol::desired::hex(key.public_key().as_ref());
         assert_eq!(id.as_str(), format!("box-{}", &hex[..8]));
-        assert_eq!(super::resolve_id(config.clone()).unwrap().appliance.id, id);
+        assert_eq!(
+            super::resolve_id(config.clone()).unwrap().0.appliance.id,
+            id
+        );
         config.appliance.id = "ecole-jaures".to_string().try_into().unwrap();
-        let kept = super::resolve_id(config.clone()).unwrap().appliance.id;
+        let kept = super::resolve_id(config.clone()).unwrap().0.appliance.id;
         assert_eq!(kept.as_str(), "ecole-jaures");
         // A data folder not made yet is made (the first start of a new box).
         config.appliance.data_dir = dir.path().join("not/yet");
         config.appliance.id = "auto".to_string().try_into().unwrap();
-        let id = super::resolve_id(config).unwrap().appliance.id;
+        let id = super::resolve_id(config).unwrap().0.appliance.id;
         assert!(id.as_str().starts_with("box-"), "{id:?}");
     }
 

@@ -86,8 +86,9 @@ fn every_defconfig_survives_the_kconfig_round_trip(buildroot: &Path, dir: &Path)
                 &format!("BR2_DEFCONFIG={}", saved.display()),
             ],
         );
+        let (committed, kept) = (lines(&path), lines(&saved));
         // Kconfig keeps a path whatever it names: each file the tree points at exists.
-        for line in lines(&path) {
+        for line in &committed {
             for part in line.split("$(BR2_EXTERNAL_CARTABLE_PATH)/").skip(1) {
                 let file = part.split(['"', ' ']).next().unwrap();
                 assert!(
@@ -96,7 +97,6 @@ fn every_defconfig_survives_the_kconfig_round_trip(buildroot: &Path, dir: &Path)
                 );
             }
         }
-        let (committed, kept) = (lines(&path), lines(&saved));
         let dropped: Vec<_> = committed.difference(&kept).collect();
         let added: Vec<_> = kept.difference(&committed).collect();
         assert!(
