@@ -39,6 +39,20 @@ pub struct Batch<'a> {
     pub tally: Tally,
 }
 
+impl Batch<'_> {
+    /// Starts bringing in what answering `question` (its hash in the front table:
+    /// `hash`) will read: the entries its front slots point to, or, with none there
+    /// (a name not answered from the cache lately, as a blocked one), the slots of
+    /// the lists' index its lookup reads. Called for every query of a batch before
+    /// the first is answered (see `dns::front`).
+    pub fn prefetch(&self, question: &[u8], hash: u64) {
+        let in_front = self.front.as_ref().is_some_and(|f| f.prefetch_entry(hash));
+        if !in_front {
+            self.filter.index.prefetch_question(question);
+        }
+    }
+}
+
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.tally.add_to(self.stats);

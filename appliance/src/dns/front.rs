@@ -88,13 +88,17 @@ impl Front {
         [i, i ^ 1]
     }
 
-    /// Starts bringing in the entries the slots of `hash` point to.
-    pub fn prefetch_entry(&self, hash: u64) {
+    /// Starts bringing in the entries the slots of `hash` point to; says whether
+    /// there were any (none: the question was not answered from the cache lately).
+    pub fn prefetch_entry(&self, hash: u64) -> bool {
+        let mut any = false;
         for i in Self::ways(hash) {
             if let Some(entry) = &self.slots[i] {
                 cartable_sys::prefetch(&**entry);
+                any = true;
             }
         }
+        any
     }
 
     /// The entry for `question`, while the shared cache still holds it.

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::engine::{Engine, Step};
 use super::front::{self, Front};
 use super::ratelimit::RateLimiter;
+use super::wire;
 
 /// Datagrams taken (and answers sent) per system call.
 const BATCH: usize = 32;
@@ -117,8 +118,9 @@ pub fn serve(
         }
         replies.clear();
         to.clear();
-        // Every query's slot in the front table, then the entry each slot points to,
-        // are asked for before the first query is answered (see `dns::front`).
+        // Every query's slot in the front table, then the entry each slot points to
+        // (or the index slots its lookup reads), are asked for before the first query
+        // is answered (see `dns::front`).
         hashes.clear();
         for (buffer, item) in buffers.iter().zip(&received) {
             let question = item.and_then(|(len, _)| front::question(&buffer[..len]));
@@ -128,11 +130,13 @@ pub fn serve(
             }
             hashes.push(hash);
         }
-        for hash in hashes.iter().flatten() {
-            front.prefetch_entry(*hash);
-        }
         let now = std::time::Instant::now();
         let mut batch = engine.batch_with(&mut front);
+        for ((buffer, item), hash) in buffers.iter().zip(&received).zip(&hashes) {
+            if let (Some((len, _)), Some(hash)) = (item, hash) {
+                batch.prefetch(&buffer[wire::HEADER..*len], *hash);
+            }
+        }
         for ((buffer, item), question_hash) in buffers.iter().zip(&received).zip(&hashes) {
             let &Some((len, client)) = item else {
                 batch.tally.malformed += 1;

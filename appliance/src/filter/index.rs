@@ -152,19 +152,81 @@ impl Table {
 
 /// The hash a name is kept under; never 0.
 pub fn name_hash(name: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in name {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = NameHasher::new();
+    name.iter().for_each(|&b| h.byte(b));
+    h.finish()
+}
+
+/// [`name_hash`] fed a byte at a time, so the hashes of a wire-format name's suffixes
+/// can be worked out without writing the name as text first.
+struct NameHasher(u64);
+
+impl NameHasher {
+    fn new() -> NameHasher {
+        NameHasher(0xcbf2_9ce4_8422_2325)
     }
-    // The finalizer of MurmurHash3: every input bit reaches every output bit, so the
-    // slot (the hash's high bits) is well spread.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h.max(1)
+
+    fn byte(&mut self, b: u8) {
+        self.0 ^= u64::from(b);
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+
+    fn finish(self) -> u64 {
+        // The finalizer of MurmurHash3: every input bit reaches every output bit, so the
+        // slot (the hash's high bits) is well spread.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        h.max(1)
+    }
+}
+
+/// Suffixes of a question whose slots are announced at most (a name's first few
+/// suffixes are the ones a listing most often covers; deeper ones are read unannounced).
+const PREFETCH_SUFFIXES: usize = 6;
+
+/// The hash of each suffix of the wire-format name that starts `question` (labels as
+/// a client sends them), as [`name_hash`] gives it for the suffix written as the DNS
+/// server reads it (`dns::wire`: lower case, `.` between labels, a byte that is not
+/// printable or is a dot as `?`); at most `PREFETCH_SUFFIXES`, the name itself first.
+fn wire_suffix_hashes(question: &[u8], mut each: impl FnMut(u64)) {
+    let mut start = 0;
+    for _ in 0..PREFETCH_SUFFIXES {
+        let mut h = NameHasher::new();
+        let mut at = start;
+        let mut labels = 0;
+        loop {
+            let Some(&len) = question.get(at) else { return };
+            let len = usize::from(len);
+            if len == 0 {
+                break;
+            }
+            let Some(label) = question.get(at + 1..at + 1 + len).filter(|_| len <= 63) else {
+                return;
+            };
+            if labels > 0 {
+                h.byte(b'.');
+            }
+            for &c in label {
+                let c = if c.is_ascii_graphic() && c != b'.' {
+                    c
+                } else {
+                    b'?'
+                };
+                h.byte(c.to_ascii_lowercase());
+            }
+            labels += 1;
+            at += 1 + len;
+        }
+        if labels == 0 {
+            return;
+        }
+        each(h.finish());
+        start += 1 + usize::from(question[start]);
+    }
 }
 
 /// The immutable, compiled lists.
@@ -275,6 +337,22 @@ impl Index {
                 .get(name_hash(entry.as_bytes()))
                 .map(|categories| Hit { entry, categories })
         })
+    }
+
+    /// Starts bringing in the table slots a lookup of the name in `question` (as on
+    /// the wire, from its first label) will read, one per suffix.
+    ///
+    /// Why: the table is megabytes, so a lookup of a name not asked lately waits on
+    /// memory, once per suffix; a receiving thread announces every query of its batch
+    /// before it answers the first, and the waits overlap (see `dns::front`).
+    pub fn prefetch_question(&self, question: &[u8]) {
+        if self.table.keys.is_empty() {
+            return;
+        }
+        wire_suffix_hashes(question, |hash| {
+            let slot = self.table.slot(hash).min(self.table.keys.len() - 1);
+            cartable_sys::prefetch(&self.table.keys[slot]);
+        });
     }
 
     /// The categories listing `addr`, if any.
@@ -887,6 +965,41 @@ mod tests {
                 (h.entry.to_string(), cats)
             })
             .collect()
+    }
+
+    /// The slots announced for a question are the ones its lookup reads: the hashes
+    /// worked out from the wire are those of the name's suffixes as text.
+    #[test]
+    fn suffix_hashes_from_the_wire_are_the_lookup_hashes() {
+        let mut wire = Vec::new();
+        for label in ["WWW", "Ex_a-mple", "co", "uk"] {
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label.as_bytes());
+        }
+        wire.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let mut got = Vec::new();
+        wire_suffix_hashes(&wire, |h| got.push(h));
+        let want: Vec<u64> = suffixes("www.ex_a-mple.co.uk")
+            .map(|s| name_hash(s.as_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        // A byte the server reads as `?`, and the cap on suffixes.
+        let odd = [1, b'.', 1, b'a', 0];
+        let mut got = Vec::new();
+        wire_suffix_hashes(&odd, |h| got.push(h));
+        assert_eq!(got, vec![name_hash(b"?.a"), name_hash(b"a")]);
+        let deep: Vec<u8> = std::iter::repeat_n([1, b'a'], 10)
+            .flatten()
+            .chain([0])
+            .collect();
+        let mut count = 0;
+        wire_suffix_hashes(&deep, |_| count += 1);
+        assert_eq!(count, PREFETCH_SUFFIXES);
+        // Cut short or compressed: nothing announced past what can be read.
+        let mut count = 0;
+        wire_suffix_hashes(&[3, b'a', b'b'], |_| count += 1);
+        wire_suffix_hashes(&[0xc0, 12], |_| count += 1);
+        assert_eq!(count, 0);
     }
 
     #[test]
