@@ -143,7 +143,9 @@ pub struct Pending {
 pub enum Step {
     /// The reply, or nothing to send (unparseable garbage).
     Done(Option<Vec<u8>>),
-    Upstream(Pending),
+    /// Boxed: the question's name is kept inline, so a `Pending` is a few hundred
+    /// bytes, and only a query that waits on the upstream pays for it.
+    Upstream(Box<Pending>),
 }
 
 impl Engine {
@@ -317,29 +319,37 @@ impl Engine {
         }
     }
 
-    /// The cached entry for the question of `query`: from the thread's front table
-    /// when it has it, from the shared cache otherwise (then kept in front).
-    /// `question_hash`: the question's hash, which the receiving loop worked out to
-    /// prefetch its slot.
-    fn cached(
+    /// The entry for the question of `query` in the thread's front table (`hash`: the
+    /// question's hash there, which the receiving loop worked out to prefetch its
+    /// slot), while the shared cache may still serve it.
+    fn in_front<'f>(
         &self,
-        front: Option<&mut Front>,
+        front: Option<&'f Front>,
         question_hash: Option<u64>,
         now: Instant,
         query: &[u8],
         q: &Query,
-    ) -> Option<Arc<Entry>> {
-        let (Some(front), Some(hash)) = (front, question_hash) else {
-            return self.cache.get(KeyRef::of(q), now);
-        };
+    ) -> Option<&'f Arc<Entry>> {
+        let (front, hash) = (front?, question_hash?);
         let question = &query[wire::HEADER..q.question_end];
-        if let Some(entry) = front.get(hash, question)
-            && self.cache.usable(entry, now)
-        {
-            return Some(entry.clone());
-        }
+        front
+            .get(hash, question)
+            .filter(|entry| self.cache.usable(entry, now))
+    }
+
+    /// The entry for `q` in the shared cache, then kept in the thread's front table
+    /// when there is one.
+    fn shared_cached(
+        &self,
+        front: Option<&mut Front>,
+        question_hash: Option<u64>,
+        now: Instant,
+        q: &Query,
+    ) -> Option<Arc<Entry>> {
         let entry = self.cache.get(KeyRef::of(q), now)?;
-        front.put(hash, entry.clone());
+        if let (Some(front), Some(hash)) = (front, question_hash) {
+            front.put(hash, entry.clone());
+        }
         Some(entry)
     }
 
@@ -414,17 +424,30 @@ impl Engine {
         } else {
             b.devices.get(&client)
         };
-        // The cache first: an answer cached for this name may carry what the lists
-        // are known to hold of it, which spares the index lookup (see `Listing`).
+        // The thread's front table first: an answer served from it lately may carry
+        // what the lists are known to hold of its name, which spares the index lookup
+        // (see `Listing`). The shared cache comes after the filter, and only for what
+        // it allows: a blocked name (never cached) costs no lookup under its lock.
         let now = b.instant;
-        let cached = self.cached(b.front.as_deref_mut(), question_hash, now, query, &q);
+        let front_entry = self
+            .in_front(b.front.as_deref(), question_hash, now, query, &q)
+            .cloned();
         let generation = filter.index.generation();
-        let known = match &cached {
+        let known = match &front_entry {
             Some(entry) if entry.unlisted_in(generation) => Listing::Unlisted,
             _ => Listing::Unknown,
         };
         let mut listing = known;
         let verdict = filter.decide_with(name, client, b.local, device, &mut listing);
+        let cached = match (front_entry, verdict.action) {
+            (Some(entry), _) => Some(entry),
+            (None, Action::Allow) => {
+                self.shared_cached(b.front.as_deref_mut(), question_hash, now, &q)
+            }
+            // Rewritten names are looked up under their target below; refusals need
+            // no answer.
+            (None, _) => None,
+        };
         if let (Listing::Unknown, Listing::Unlisted, Some(entry)) = (known, listing, &cached) {
             entry.set_unlisted_in(generation);
         }
@@ -499,13 +522,13 @@ impl Engine {
             }
         }
         let key = key.to_owned();
-        Step::Upstream(Pending {
+        Step::Upstream(Box::new(Pending {
             q,
             key,
             rewrite,
             stale: cached,
             max_size,
-        })
+        }))
     }
 
     /// Says, at most once a minute, that a client outside `allow_clients` was refused:
@@ -539,7 +562,7 @@ impl Engine {
     }
 
     /// Waits for the upstream (or a stale answer) and makes the reply.
-    pub async fn finish(self: Arc<Self>, query: Vec<u8>, p: Pending) -> Vec<u8> {
+    pub async fn finish(self: Arc<Self>, query: Vec<u8>, p: Box<Pending>) -> Vec<u8> {
         let fetch = self.fetch(p.key.clone(), p.stale.as_ref());
         let entry = match &p.stale {
             Some(stale) => {

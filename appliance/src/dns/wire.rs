@@ -8,6 +8,8 @@
 
 use std::net::IpAddr;
 
+use super::inline::InlineBytes;
+
 pub(crate) const HEADER: usize = 12;
 pub(crate) const TYPE_A: u16 = 1;
 pub(crate) const TYPE_SOA: u16 = 6;
@@ -40,6 +42,62 @@ pub(crate) enum WireError {
     QuestionCount,
 }
 
+/// Longest name as text (RFC 1035: 255 bytes on the wire, 253 written out).
+const MAX_NAME_TEXT: usize = 253;
+
+/// A question's name as text, kept inline when short (most are): the answer path
+/// reads every query's name, and a heap allocation (and its free) per query was a
+/// tenth of a cached answer's own work. Always printable ASCII (see
+/// `read_name_text`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct QName(InlineBytes<INLINE_QNAME>);
+
+/// Names up to this long stay inline (the enum is then 64 bytes).
+const INLINE_QNAME: usize = 62;
+
+/// A name being read, on the stack.
+struct NameText {
+    len: usize,
+    bytes: [u8; MAX_NAME_TEXT],
+}
+
+impl NameText {
+    /// Appends `b`; false (and nothing appended) past `MAX_NAME_TEXT`.
+    fn push(&mut self, b: u8) -> bool {
+        let Some(slot) = self.bytes.get_mut(self.len) else {
+            return false;
+        };
+        *slot = b;
+        self.len += 1;
+        true
+    }
+}
+
+impl QName {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::ops::Deref for QName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for QName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for QName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// What the answer path needs from a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
@@ -47,7 +105,7 @@ pub struct Query {
     pub opcode: u8,
     pub rd: bool,
     /// The name, lower-cased, dot-separated, no trailing dot; "" for the root.
-    pub name: String,
+    pub name: QName,
     /// Whether `name` is a usable domain name (what `filter::name::normalize` accepts).
     pub valid: bool,
     pub qtype: u16,
@@ -62,7 +120,7 @@ impl Query {
     /// The name as the client wrote it (case kept), read again from its bytes.
     pub fn name_as_sent(&self, query: &[u8]) -> String {
         read_name_text(query, HEADER, false)
-            .map(|(n, _, _)| n)
+            .map(|(n, _, _)| n.as_str().to_string())
             .unwrap_or_default()
     }
 
@@ -131,12 +189,11 @@ pub(crate) fn parse_query(b: &[u8]) -> Result<Query, WireError> {
 
 /// Reads an uncompressed question name as text, lower-cased if `lower`; also says
 /// whether it is a valid name (letters, digits, `-`, `_`; labels of 1 to 63 bytes).
-fn read_name_text(
-    b: &[u8],
-    mut at: usize,
-    lower: bool,
-) -> Result<(String, bool, usize), WireError> {
-    let mut name = String::with_capacity(64);
+fn read_name_text(b: &[u8], mut at: usize, lower: bool) -> Result<(QName, bool, usize), WireError> {
+    let mut name = NameText {
+        len: 0,
+        bytes: [0; MAX_NAME_TEXT],
+    };
     let mut valid = true;
     loop {
         let len = usize::from(*b.get(at).ok_or(WireError::Truncated)?);
@@ -149,8 +206,8 @@ fn read_name_text(
             return Err(WireError::BadName);
         }
         let label = b.get(at..at + len).ok_or(WireError::Truncated)?;
-        if !name.is_empty() {
-            name.push('.');
+        if name.len != 0 && !name.push(b'.') {
+            return Err(WireError::BadName);
         }
         for &c in label {
             valid &= c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
@@ -160,13 +217,14 @@ fn read_name_text(
             } else {
                 b'?'
             };
-            name.push(char::from(if lower { c.to_ascii_lowercase() } else { c }));
+            if !name.push(if lower { c.to_ascii_lowercase() } else { c }) {
+                // Longer than a name can be written.
+                return Err(WireError::BadName);
+            }
         }
         at += len;
-        if name.len() > 253 {
-            return Err(WireError::BadName);
-        }
     }
+    let name = QName(InlineBytes::new(&name.bytes[..name.len]));
     Ok((name, valid, at))
 }
 
@@ -376,6 +434,33 @@ mod tests {
         assert_eq!(q.max_udp(), 1232);
         let plain = parse_query(&query_bytes("a.b.", RecordType::A, false)).unwrap();
         assert_eq!((plain.edns, plain.max_udp()), (None, 512));
+    }
+
+    /// A name of 253 characters written out is read whole; one longer (which no
+    /// client builds, but an attacker can send) is malformed, not cut short.
+    #[test]
+    fn names_are_read_up_to_their_longest() {
+        let wire = |labels: &[usize]| {
+            let mut b = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            for (i, &len) in labels.iter().enumerate() {
+                b.push(len as u8);
+                b.extend(std::iter::repeat_n(b'a' + i as u8, len));
+            }
+            b.extend_from_slice(&[0, 0, 1, 0, 1]);
+            b
+        };
+        let longest = parse_query(&wire(&[63, 63, 63, 61])).unwrap();
+        assert_eq!(longest.name.len(), 253);
+        assert!(longest.valid);
+        assert_eq!(longest.name.rsplit('.').next(), Some(&*"d".repeat(61)));
+        assert_eq!(
+            parse_query(&wire(&[63, 63, 63, 62])).unwrap_err(),
+            WireError::BadName
+        );
+        assert_eq!(
+            parse_query(&wire(&[63, 63, 63, 63, 1])).unwrap_err(),
+            WireError::BadName
+        );
     }
 
     #[test]

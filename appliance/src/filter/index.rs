@@ -352,6 +352,8 @@ impl Index {
         wire_suffix_hashes(question, |hash| {
             let slot = self.table.slot(hash).min(self.table.keys.len() - 1);
             cartable_sys::prefetch(&self.table.keys[slot]);
+            // A listed name's category set id sits at (or a slot or two after) its home.
+            cartable_sys::prefetch(&self.table.set_of[slot]);
         });
     }
 
