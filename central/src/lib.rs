@@ -8,5 +8,6 @@ pub mod fuzzing;
 pub mod ingest;
 pub mod keys;
 pub mod publish;
+pub mod release;
 pub mod serve;
 pub mod store;

@@ -112,6 +112,11 @@ enum Command {
         #[command(subcommand)]
         action: Publish,
     },
+    /// Firmware releases: a RAUC bundle cut into chunks and its signed manifest.
+    Release {
+        #[command(subcommand)]
+        action: ReleaseAction,
+    },
     /// The root's revocation list, as `revoke` wrote it.
     Revocations {
         #[command(subcommand)]
@@ -148,6 +153,46 @@ enum Publish {
         /// Policies: JSON `{"policies": [...]}` or TOML `[[policy]]` tables;
         /// catalogue: JSON `{"items": [...]}`.
         file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReleaseAction {
+    /// Cut BUNDLE into chunks under --store (served as they are by any HTTP server at
+    /// --chunk-url), sign the manifest and leave it retained on the broker.
+    // `--version` is the release's here, not the console's.
+    #[command(disable_version_flag = true)]
+    Publish {
+        /// The RAUC bundle (`rauc bundle`, signed with the release certificate).
+        bundle: PathBuf,
+        /// Dotted numbers, newer than what the boxes run.
+        #[arg(long)]
+        version: String,
+        /// The board it is for (x86_64, rpi4, rpi5).
+        #[arg(long)]
+        board: String,
+        /// The folder of chunks (each release's new chunks are added to it).
+        #[arg(long)]
+        store: PathBuf,
+        /// Where boxes fetch the chunks: `<URL>/<sha256>` (repeatable).
+        #[arg(long = "chunk-url", required = true)]
+        chunk_urls: Vec<String>,
+        /// The oldest running version it upgrades.
+        #[arg(long)]
+        min_from: Option<String>,
+        /// Only this share of the boxes, 1 to 100.
+        #[arg(long)]
+        wave: Option<u8>,
+        /// Only these sites (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        sites: Vec<String>,
+        /// When boxes may install, school-local time: HH:MM-HH:MM.
+        #[arg(long)]
+        window: Option<String>,
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
@@ -285,6 +330,47 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let catalogue = cartable_central::publish::read_catalogue(&file)?;
             publish(Body::Catalogue(catalogue), target, broker, &rt)
+        }
+        Command::Release {
+            action:
+                ReleaseAction::Publish {
+                    bundle,
+                    version,
+                    board,
+                    store,
+                    chunk_urls,
+                    min_from,
+                    wave,
+                    sites,
+                    window,
+                    target,
+                    broker,
+                },
+        } => {
+            let cut = cartable_central::release::cut(&bundle, &store)?;
+            let release = cartable_protocol::release::Release {
+                version,
+                board,
+                bundle: cut.bundle,
+                chunks: cut.chunks,
+                chunk_urls,
+                min_from,
+                rollout: cartable_protocol::release::Rollout {
+                    wave_percent: wave,
+                    sites,
+                },
+                window,
+            };
+            release.check().context("the release would be refused")?;
+            println!(
+                "{} chunks, {} new ({} of {} bytes) in {}",
+                release.chunks.len(),
+                cut.new_chunks,
+                cut.new_bytes,
+                release.bundle.size,
+                store.display()
+            );
+            publish(Body::Release(release), target, broker, &rt)
         }
         Command::Revocations {
             action: PublishFile::Publish { file, broker },

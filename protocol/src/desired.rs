@@ -14,6 +14,7 @@ use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
 
 use crate::keyring::{self, Certificate, KeyringError, WorkingKey};
+pub use crate::release::Release;
 use crate::topics::{DesiredKind, Scope};
 
 /// Signed bytes start with this, so a fleet signature is good for nothing else.
@@ -145,16 +146,6 @@ pub struct CatalogueItem {
     /// Lower goes first.
     #[serde(default)]
     pub priority: i32,
-}
-
-/// A firmware release for the A/B updater.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Release {
-    pub version: String,
-    pub urls: Vec<String>,
-    pub size: u64,
-    pub sha256: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod desired;
 pub mod device;
 pub mod events;
 pub mod keyring;
+pub mod release;
 pub mod sealed;
 pub mod status;
 pub mod topics;

@@ -20,3 +20,17 @@ pub mod tls;
 pub mod tool;
 pub mod unbound;
 pub mod upstream;
+
+/// `len` bytes that neither compress nor repeat (xorshift64 from `seed`): garbage for
+/// a parser, or the body of a firmware bundle for a chunker.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -92,7 +92,7 @@ async fn desired_state(
     payload: &[u8],
 ) -> Outcome {
     match check(identity, store, topic, payload).await {
-        Ok(Checked::Apply(d, signer, envelope)) => apply(store, sinks, d, signer, envelope).await,
+        Ok(Checked::Apply(d, signer, envelope)) => apply(store, sinks, *d, signer, envelope).await,
         Ok(Checked::Done(o)) => o,
         Err(o) => o,
     }
@@ -197,8 +197,9 @@ fn kind_of(topic: &str) -> Option<DesiredKind> {
 }
 
 enum Checked {
-    /// The document, the working key that signed it, and the envelope as received.
-    Apply(Desired, String, String),
+    /// The document (boxed: a release manifest makes it large), the working key that
+    /// signed it, and the envelope as received.
+    Apply(Box<Desired>, String, String),
     Done(Outcome),
 }
 
@@ -296,7 +297,7 @@ async fn check(
         )),
         Some(v) if d.version == v => Ok(Checked::Done(Outcome::AlreadyInForce)),
         _ => Ok(Checked::Apply(
-            d,
+            Box::new(d),
             signer,
             String::from_utf8_lossy(payload).into_owned(),
         )),
@@ -333,8 +334,14 @@ async fn apply(
             }
             None
         }
-        // The updater reads its release from the store when it comes.
-        _ => None,
+        // The updater reads its release from the store; a manifest it could not
+        // follow is refused here, with its fault, before it replaces anything.
+        (Body::Release(r), _) => {
+            if let Err(e) = r.check() {
+                return refuse("invalid", e.to_string());
+            }
+            None
+        }
     };
     let (version, scope) = (d.version, d.scope.label());
     let stored = store

@@ -263,18 +263,8 @@ fn malformed_packets_get_formerr_or_nothing_and_the_server_goes_on() {
         vec![0xAB, 0xCD, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63],
         vec![0xFF; 4000],
     ];
-    let mut seed = 0x2545F491u32;
-    for len in [12usize, 13, 40, 300, 512, 1400] {
-        garbage.push(
-            (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    seed as u8
-                })
-                .collect(),
-        );
+    for (seed, len) in [12usize, 13, 40, 300, 512, 1400].into_iter().enumerate() {
+        garbage.push(cartable_systests::noise(len, 0x2545_F491 + seed as u64));
     }
     for g in &garbage {
         socket.send_to(g, s.box_.dns).unwrap();

@@ -14,4 +14,5 @@ mod image;
 mod release;
 mod sync;
 mod systemd;
+mod update;
 mod ut1_import;

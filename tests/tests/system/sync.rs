@@ -293,6 +293,33 @@ pub(crate) mod desired {
         conn.query_row(sql, [param], |r| r.get(0)).unwrap()
     }
 
+    /// The console's arguments that sign with `key` for this test's box, through
+    /// `broker`.
+    pub(crate) fn target(key: &std::path::Path, broker: &Mosquitto) -> Vec<String> {
+        let key = key.to_str().unwrap();
+        [
+            "--key",
+            key,
+            "--broker",
+            &broker.address(),
+            "--site",
+            SITE,
+            "--box",
+            BOX,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// Waits for the box to have stored a document of `kind`.
+    pub(crate) fn wait_stored(app: &Appliance, kind: &str) {
+        wait_until(
+            &format!("the {kind} stored"),
+            Duration::from_secs(20),
+            || store_number(app, "SELECT count(*) FROM desired WHERE kind = ?1", kind) == 1,
+        );
+    }
+
     pub(crate) fn refused(app: &Appliance, reason: &str) -> i64 {
         store_number(
             app,
@@ -308,12 +335,11 @@ pub(crate) mod desired {
             .expect("cartable-central runs")
     }
 
-    #[test]
-    fn the_fleet_console_signs_and_publishes_policies_and_catalogues_from_files() {
-        let broker = Mosquitto::start();
-        let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-        // The ceremony: the root (offline), a working key, the root's certificate.
+    /// The fleet's key ceremony with the console's own commands, in `dir`: the root
+    /// (offline), a working key, the root's certificate for it. Returns the line a box
+    /// pins the root with, and the working key's path.
+    pub(crate) fn ceremony(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
         let printed = |args: &[&str], prefix: &str| {
             let out = central(args);
             assert!(
@@ -348,29 +374,24 @@ pub(crate) mod desired {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let key = dir.path().join("fleet.key");
-        let app = Appliance::start(&sync_config(
-            &broker.url(),
-            &format!("fleet_public_key = {pin}\n"),
-        ));
+        (format!("fleet_public_key = {pin}\n"), dir.join("fleet.key"))
+    }
+
+    #[test]
+    fn the_fleet_console_signs_and_publishes_policies_and_catalogues_from_files() {
+        let broker = Mosquitto::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (pin, key) = ceremony(dir.path());
+        let app = Appliance::start(&sync_config(&broker.url(), &pin));
         let policies = dir.path().join("policies.toml");
         std::fs::write(
             &policies,
             "[[policy]]\nname = \"ecole-central\"\ndeny = [\"from-toml.test\"]\ndefault = true\n",
         )
         .unwrap();
-        let target = [
-            "--key",
-            key.to_str().unwrap(),
-            "--broker",
-            &broker.address(),
-            "--site",
-            SITE,
-            "--box",
-            BOX,
-        ];
+        let target = target(&key, &broker);
         let mut args = vec!["policy", "publish", policies.to_str().unwrap()];
-        args.extend(target);
+        args.extend(target.iter().map(String::as_str));
         let out = central(&args);
         assert!(
             out.status.success(),
@@ -396,7 +417,7 @@ pub(crate) mod desired {
         };
         std::fs::write(&catalogue, item("nothex")).unwrap();
         let mut args = vec!["catalogue", "publish", catalogue.to_str().unwrap()];
-        args.extend(target);
+        args.extend(target.iter().map(String::as_str));
         let out = central(&args);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("sha256"));
@@ -409,13 +430,7 @@ pub(crate) mod desired {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        wait_until("the catalogue stored", Duration::from_secs(20), || {
-            store_number(
-                &app,
-                "SELECT count(*) FROM desired WHERE kind = ?1",
-                "catalogue",
-            ) == 1
-        });
+        wait_stored(&app, "catalogue");
         wait_until(
             "the catalogue's item fetched",
             Duration::from_secs(20),
