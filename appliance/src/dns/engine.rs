@@ -143,8 +143,8 @@ pub struct Pending {
 pub enum Step {
     /// The reply, or nothing to send (unparseable garbage).
     Done(Option<Vec<u8>>),
-    /// Boxed: the question's name is kept inline, so a `Pending` is a few hundred
-    /// bytes, and only a query that waits on the upstream pays for it.
+    /// Boxed: with the question's name kept inline a `Pending` is some 200 bytes,
+    /// and only a query that waits on the upstream pays for moving it.
     Upstream(Box<Pending>),
 }
 

@@ -212,11 +212,7 @@ fn read_name_text(b: &[u8], mut at: usize, lower: bool) -> Result<(QName, bool, 
         for &c in label {
             valid &= c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
             // Keep names printable; other bytes become `?`, which is not valid.
-            let c = if c.is_ascii_graphic() && c != b'.' {
-                c
-            } else {
-                b'?'
-            };
+            let c = crate::filter::name::text_byte(c);
             if !name.push(if lower { c.to_ascii_lowercase() } else { c }) {
                 // Longer than a name can be written.
                 return Err(WireError::BadName);

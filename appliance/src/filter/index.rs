@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::FilterError;
 use super::list::{self, Line, Skipped};
-use super::name::suffixes;
+use super::name::{suffixes, text_byte};
 use super::ut1::{Kind, Ut1Category};
 
 /// At most this many categories, so a category set fits in a `u128`.
@@ -211,12 +211,7 @@ fn wire_suffix_hashes(question: &[u8], mut each: impl FnMut(u64)) {
                 h.byte(b'.');
             }
             for &c in label {
-                let c = if c.is_ascii_graphic() && c != b'.' {
-                    c
-                } else {
-                    b'?'
-                };
-                h.byte(c.to_ascii_lowercase());
+                h.byte(text_byte(c).to_ascii_lowercase());
             }
             labels += 1;
             at += 1 + len;

@@ -34,6 +34,18 @@ pub fn normalize(raw: &str) -> Option<String> {
     Some(out)
 }
 
+/// A byte of a label received on the wire as the name's text holds it: itself, or `?`
+/// for a byte that is not printable or is a dot (such a name is not valid; `?` keeps it
+/// printable and its labels apart). The DNS server reads names with it, and the lists'
+/// index hashes wire names with it to announce its lookups: the two must agree.
+pub fn text_byte(c: u8) -> u8 {
+    if c.is_ascii_graphic() && c != b'.' {
+        c
+    } else {
+        b'?'
+    }
+}
+
 /// `name` and each of its parent domains, longest first: `a.b.c`, `b.c`, `c`.
 pub fn suffixes(name: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(name);
