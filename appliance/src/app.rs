@@ -32,6 +32,8 @@ use crate::web::HttpService;
 use crate::web::status::StatusState;
 
 pub struct App {
+    /// Cancelled by the update agent's directory backend to "reboot".
+    exit: CancellationToken,
     hub: Arc<Hub>,
     store: Store,
     supervisor: Supervisor,
@@ -40,6 +42,8 @@ pub struct App {
 }
 
 impl App {
+    // Long: the wiring in build order, one component after another, each handed the
+    // handles of those before; split, the order would be harder to read, not easier.
     pub fn build(config: Config) -> anyhow::Result<App> {
         let (config, box_key) = crate::sync::box_key::resolve_id(config)?;
         let data_dir = config.appliance.data_dir.clone();
@@ -86,6 +90,18 @@ impl App {
             fleet_key: fleet_key.clone(),
         })?;
 
+        let exit = CancellationToken::new();
+        let update = config.update.build(crate::update::UpdateDeps {
+            store: store.clone(),
+            clock: clock.clone(),
+            data_dir: data_dir.clone(),
+            site: config.appliance.site.to_string(),
+            box_id: config.appliance.id.to_string(),
+            fleet_key: fleet_key.clone(),
+            chunks: chunk_source(&cache),
+            exit: exit.clone(),
+        })?;
+
         let (sync, sync_view) = config.sync.build(SyncDeps {
             store: store.clone(),
             identity: Identity {
@@ -97,8 +113,9 @@ impl App {
             data_dir: data_dir.clone(),
             clock: clock.clone(),
             uplink: uplink.subscribe(),
-            sinks: sinks(&filter, &cache),
+            sinks: sinks(&filter, &cache, &update.wake),
         });
+        let link = sync_view.clone();
 
         let http = http_service(
             &config,
@@ -111,10 +128,20 @@ impl App {
                 engine: &engine,
                 filter: &filter,
                 clock,
+                update: update.status(),
             },
             hub.routes,
         )?;
         let http_addr = http.local_addr()?;
+        let services = health.clone();
+        let update = update.service(crate::update::HealthProbe {
+            services: Arc::new(move || services.snapshot()),
+            broker: Arc::new(move || link.link_state()),
+            uplink: uplink.subscribe(),
+            dns: dns_addrs.first().copied(),
+            http: http_addr,
+            store: store.clone(),
+        });
 
         // Start order; the supervisor stops them in reverse, the store last.
         let mut supervisor = Supervisor::new(health.clone());
@@ -128,11 +155,12 @@ impl App {
             Arc::new(sync),
         ];
         let prefetch = Arc::new(crate::cache::prefetch::PrefetchService::new(cache));
-        let last: [Arc<dyn Service>; 2] = [prefetch, Arc::new(http)];
+        let last: [Arc<dyn Service>; 3] = [prefetch, Arc::new(http), update];
         for service in first.into_iter().chain(hub.services).chain(last) {
             supervisor.add(service);
         }
         Ok(App {
+            exit,
             hub: hub.hub,
             store,
             supervisor,
@@ -162,6 +190,12 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops every service and closes the
     /// store once its last writes are committed.
     pub async fn run(self, shutdown: CancellationToken, on_ready: impl FnOnce()) {
+        let (exit, stop) = (self.exit.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            exit.cancelled().await;
+            tracing::info!("rebooting (the directory backend): the daemon stops");
+            stop.cancel();
+        });
         self.supervisor.run(shutdown, on_ready).await;
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
@@ -178,6 +212,7 @@ struct Parts<'a> {
     engine: &'a Arc<Engine>,
     filter: &'a Arc<crate::dns::reload::FilterService>,
     clock: Clock,
+    update: Arc<dyn Fn() -> cartable_protocol::status::UpdateStatus + Send + Sync>,
 }
 
 /// Every service's routes on one router, behind the cache's redirect mode, served
@@ -205,6 +240,7 @@ fn http_service(
             let cache = p.cache.clone();
             Arc::new(move || cache.status())
         },
+        update: p.update,
     };
     let router = crate::web::status::routes(status)
         .merge(crate::web::audit_api::routes(p.store.clone()))
@@ -245,9 +281,30 @@ fn filter_spec(config: &Config, store: &Store, fleet_key: Option<&[u8]>) -> Filt
     }
 }
 
+/// A release's chunks come through the cache, under its windows.
+fn chunk_source(cache: &Arc<crate::cache::Cache>) -> crate::update::ChunkSource {
+    let (fetch, window) = (cache.clone(), cache.clone());
+    crate::update::ChunkSource {
+        fetch: Arc::new(move |c: crate::update::ChunkFetch| {
+            let cache = fetch.clone();
+            Box::pin(async move {
+                cache
+                    .fetch_object(&c.sha256, c.size, c.urls, &c.label)
+                    .await
+            })
+        }),
+        in_window: Arc::new(move || window.in_window()),
+    }
+}
+
 /// Verified desired state from the sync: policies to the filter, catalogues checked
-/// by the cache and fetched at once.
-fn sinks(filter: &Arc<FilterService>, cache: &Arc<crate::cache::Cache>) -> Sinks {
+/// by the cache and fetched at once, a release to the update agent.
+fn sinks(
+    filter: &Arc<FilterService>,
+    cache: &Arc<crate::cache::Cache>,
+    update: &Arc<tokio::sync::Notify>,
+) -> Sinks {
+    let update = update.clone();
     let (filter, checked, woken) = (filter.clone(), cache.clone(), cache.clone());
     Sinks {
         policies: Some(Arc::new(move |configs| {
@@ -257,5 +314,6 @@ fn sinks(filter: &Arc<FilterService>, cache: &Arc<crate::cache::Cache>) -> Sinks
         })),
         check_catalogue: Some(Arc::new(move |c| checked.check_catalogue(c))),
         catalogue_applied: Some(Arc::new(move || woken.wake.notify_one())),
+        release_applied: Some(Arc::new(move || update.notify_one())),
     }
 }

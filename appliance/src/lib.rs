@@ -23,6 +23,7 @@ pub mod status_client;
 pub mod store;
 pub(crate) mod supervisor;
 pub(crate) mod sync;
+pub(crate) mod update;
 /// The box's own signing key, for `cartable box-key`.
 pub use sync::box_key;
 pub(crate) mod web;

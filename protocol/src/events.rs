@@ -80,6 +80,17 @@ pub enum EventBody {
         #[serde(default)]
         bytes: u64,
     },
+    /// A firmware release's step on this box (the update agent's state changes).
+    Release {
+        version: String,
+        state: crate::status::UpdateState,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+        /// The firmware running when the event was written.
+        running: String,
+        #[serde(default)]
+        progress: crate::status::UpdateProgress,
+    },
     /// Desired state applied or refused.
     Desired {
         kind: DesiredKind,
@@ -93,7 +104,9 @@ pub enum EventBody {
 impl EventBody {
     pub fn priority(&self) -> Priority {
         match self {
-            EventBody::Audit { .. } | EventBody::Desired { .. } => Priority::Audit,
+            EventBody::Audit { .. } | EventBody::Desired { .. } | EventBody::Release { .. } => {
+                Priority::Audit
+            }
             EventBody::Attendance { .. } | EventBody::UpdateProgress { .. } => Priority::Record,
             EventBody::DnsHourly { .. } | EventBody::AppUsage { .. } => Priority::Statistics,
         }

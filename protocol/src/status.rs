@@ -21,6 +21,98 @@ pub struct StatusReport {
     /// The app and update cache: what it holds and what it is fetching.
     #[serde(default)]
     pub cache: CacheStatus,
+    /// The firmware: what runs, and the release being taken, if any.
+    #[serde(default)]
+    pub update: UpdateStatus,
+}
+
+/// The firmware update agent's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    /// The firmware version running.
+    pub running: String,
+    /// The slot booted ("A", "B"), when the installer knows slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// The installer: "rauc", "directory", or "none" (releases are only stored).
+    pub backend: String,
+    pub state: UpdateState,
+    /// The release the state is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub progress: UpdateProgress,
+    /// Why the release is refused, failing, waiting or rolled back.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// How far a release's bundle is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UpdateProgress {
+    pub chunks_done: u32,
+    pub chunks: u32,
+    /// Bytes in place, of the bundle's.
+    pub bytes_done: u64,
+    pub bytes: u64,
+    /// Of the bytes in place, those copied from the bundle installed before (the rest
+    /// crossed the link or came from a peer).
+    pub bytes_local: u64,
+}
+
+/// Where a release is on a box. `Committed`, `RolledBack` and `Refused` are final
+/// for that version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    /// Nothing to take.
+    #[default]
+    Idle,
+    Downloading,
+    /// The bundle is whole, its SHA-256 and RAUC signature checked.
+    Verified,
+    WaitingForWindow,
+    Installing,
+    Rebooting,
+    /// Booted into the new slot, checking its health.
+    Checking,
+    Committed,
+    RolledBack,
+    Refused,
+}
+
+impl UpdateState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateState::Idle => "idle",
+            UpdateState::Downloading => "downloading",
+            UpdateState::Verified => "verified",
+            UpdateState::WaitingForWindow => "waiting_for_window",
+            UpdateState::Installing => "installing",
+            UpdateState::Rebooting => "rebooting",
+            UpdateState::Checking => "checking",
+            UpdateState::Committed => "committed",
+            UpdateState::RolledBack => "rolled_back",
+            UpdateState::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UpdateState> {
+        [
+            UpdateState::Idle,
+            UpdateState::Downloading,
+            UpdateState::Verified,
+            UpdateState::WaitingForWindow,
+            UpdateState::Installing,
+            UpdateState::Rebooting,
+            UpdateState::Checking,
+            UpdateState::Committed,
+            UpdateState::RolledBack,
+            UpdateState::Refused,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
 }
 
 /// The app and update cache's state.
@@ -181,9 +273,26 @@ mod tests {
             },
             sync: SyncStatus::default(),
             cache: CacheStatus::default(),
+            update: UpdateStatus {
+                running: "2026.12.1".into(),
+                state: UpdateState::WaitingForWindow,
+                ..UpdateStatus::default()
+            },
         };
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains(r#""state":"failed""#), "{json}");
+        assert!(json.contains(r#""state":"waiting_for_window""#), "{json}");
+        for s in [
+            UpdateState::Idle,
+            UpdateState::RolledBack,
+            UpdateState::Checking,
+        ] {
+            assert_eq!(UpdateState::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
         assert!(json.contains(r#""state":"down""#), "{json}");
         let back: StatusReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);

@@ -88,6 +88,23 @@ impl Appliance {
         }
     }
 
+    /// Waits for the daemon to exit on its own (a reboot of the update agent's
+    /// directory backend); its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the appliance did not exit: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `GET /healthz`: (status code, body).
     pub fn healthz(&self) -> (u16, String) {
         let out = Self::command(self.netns.as_deref(), "curl")

@@ -229,7 +229,7 @@ enum AttemptError {
 
 /// Runs one download to its end and records the outcome.
 #[tracing::instrument(skip_all, fields(item = %fill.item, version = %fill.version, sha256 = %fill.sha.as_str(), size = fill.size))]
-pub(crate) async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool) {
+pub(crate) async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool, evict: bool) {
     if cache.objects.contains(&fill.sha) {
         fill.state.send_replace(FillState::Done);
         return;
@@ -239,8 +239,6 @@ pub(crate) async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool) {
         .map(|m| m.len())
         .unwrap_or(0)
         .min(fill.size);
-    // The prefetcher evicts only for what must be held; a tablet's request may.
-    let evict = !paced || cache.is_pinned(fill.sha.as_str());
     let reservation = match cache.make_room(fill.size - have, evict).await {
         Ok(r) => r,
         Err(e) => {

@@ -300,6 +300,40 @@ impl Cache {
     /// The download of `item`'s object: the one in progress, or a new one. Every
     /// caller shares it, so one object is fetched once however many wait.
     pub fn fill(self: &Arc<Self>, item: &CatalogueItem, paced: bool) -> Arc<Fill> {
+        // The prefetcher evicts only for what must be held; a tablet's request may.
+        let evict = !paced || self.is_pinned(&item.sha256);
+        self.fill_with(item, paced, evict)
+    }
+
+    /// Fetches an object no catalogue names (a firmware release's chunk): paced like
+    /// the prefetcher (its rate cap), evicting like a pinned item (the update must
+    /// be held). The verified file's path, once it is in place.
+    pub async fn fetch_object(
+        self: &Arc<Self>,
+        sha256: &str,
+        size: u64,
+        urls: Vec<String>,
+        label: &str,
+    ) -> Result<PathBuf, String> {
+        let sha = Sha256::parse(sha256).ok_or_else(|| format!("`{sha256}` is not a SHA-256"))?;
+        let item = CatalogueItem {
+            id: label.to_string(),
+            version: String::new(),
+            urls,
+            size,
+            sha256: sha.as_str().to_string(),
+            pinned: false,
+            audience: Vec::new(),
+            priority: 0,
+        };
+        self.fill_with(&item, true, true)
+            .done()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(self.objects.path(&sha))
+    }
+
+    fn fill_with(self: &Arc<Self>, item: &CatalogueItem, paced: bool, evict: bool) -> Arc<Fill> {
         let sha = match Sha256::parse(&item.sha256) {
             Some(s) => s,
             None => return Fill::failed(item, "the catalogue's hash is not a SHA-256"),
@@ -313,7 +347,7 @@ impl Cache {
         drop(fills);
         let (cache, f) = (self.clone(), fill.clone());
         tokio::spawn(async move {
-            fill::run(&cache, &f, paced).await;
+            fill::run(&cache, &f, paced, evict).await;
             cache
                 .fills
                 .lock()

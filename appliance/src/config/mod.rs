@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod checks;
+mod update;
 
 pub use crate::filter::policy::{BlockMode, PolicyConfig};
+pub use update::{FirmwareVersion, InstallWindow, PeerUrl, UpdateBackend, UpdateConfig};
 
 /// The whole configuration of one box. Each service reads only its own section.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -402,11 +404,6 @@ impl From<FleetKey> for String {
         cartable_protocol::desired::hex(&k.0)
     }
 }
-
-/// The firmware update agent. No keys yet: every default is built in.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpdateConfig {}
 
 /// A short identifier safe in MQTT topics, file names and URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]

@@ -347,6 +347,42 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ) STRICT, WITHOUT ROWID;
     ",
     },
+    Migration {
+        version: 15,
+        name: "update",
+        sql: "
+        -- The release the update agent is taking: its manifest (as verified), where it
+        -- is, and the firmware it was taken from.
+        CREATE TABLE update_target (
+            id          INTEGER PRIMARY KEY CHECK (id = 1),
+            version     TEXT NOT NULL,
+            manifest    TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            detail      TEXT NOT NULL DEFAULT '',
+            from_version TEXT NOT NULL,
+            bytes_local INTEGER NOT NULL DEFAULT 0,
+            changed_at  INTEGER NOT NULL
+        ) STRICT;
+        -- The target's chunks in place in its bundle file: a row is written only after
+        -- the bytes were synced, so a chunk recorded here is never fetched again.
+        CREATE TABLE update_chunks (
+            idx INTEGER PRIMARY KEY
+        ) STRICT;
+        -- Versions never taken again, and why (rolled back, a bad signature).
+        CREATE TABLE update_never (
+            version TEXT PRIMARY KEY,
+            reason  TEXT NOT NULL,
+            at      INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        -- The release installed last: its bundle is kept, and its chunks are copied
+        -- from it for the next release instead of crossing the link.
+        CREATE TABLE update_installed (
+            id       INTEGER PRIMARY KEY CHECK (id = 1),
+            version  TEXT NOT NULL,
+            manifest TEXT NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

@@ -61,6 +61,13 @@ pub struct SyncView {
     box_key: String,
 }
 
+impl SyncView {
+    /// Where the MQTT link is now.
+    pub(crate) fn link_state(&self) -> LinkState {
+        self.rx.borrow().state
+    }
+}
+
 /// The link's state and the backlog, for `/api/v1/status`.
 pub(crate) async fn status(view: &SyncView, store: &Store) -> SyncStatus {
     let info = view.rx.borrow().clone();
@@ -98,6 +105,8 @@ pub struct Sinks {
     pub check_catalogue: Option<CatalogueCheck>,
     /// Told when a new catalogue is in force (the cache fetches it at once).
     pub catalogue_applied: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Told when a new release is stored (the update agent takes it at once).
+    pub release_applied: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// See [`Sinks::check_catalogue`].
@@ -503,14 +512,19 @@ impl Service for SyncService {
                         let outcome =
                             desired::handle(&identity, &store, &sinks, &m.topic, &m.payload).await;
                         tracing::debug!(topic = m.topic, ?outcome, "desired state message");
-                        if let (
+                        use cartable_protocol::topics::DesiredKind;
+                        let hook = match &outcome {
                             desired::Outcome::Applied {
-                                kind: cartable_protocol::topics::DesiredKind::Catalogue,
+                                kind: DesiredKind::Catalogue,
                                 ..
-                            },
-                            Some(hook),
-                        ) = (&outcome, &sinks.catalogue_applied)
-                        {
+                            } => sinks.catalogue_applied.as_ref(),
+                            desired::Outcome::Applied {
+                                kind: DesiredKind::Release,
+                                ..
+                            } => sinks.release_applied.as_ref(),
+                            _ => None,
+                        };
+                        if let Some(hook) = hook {
                             hook();
                         }
                         applied.notify_one();

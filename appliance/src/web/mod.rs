@@ -128,6 +128,7 @@ mod tests {
             started: Instant::now(),
             sync: Arc::new(|| Box::pin(async { SyncStatus::default() })),
             cache: Arc::new(CacheStatus::default),
+            update: Arc::new(cartable_protocol::status::UpdateStatus::default),
         });
         let mut sup = Supervisor::new(health.clone());
         sup.add(Arc::new(Broken));

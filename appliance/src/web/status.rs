@@ -38,6 +38,7 @@ pub(crate) struct StatusState {
     pub started: Instant,
     pub sync: SyncReporter,
     pub cache: CacheReporter,
+    pub update: Arc<dyn Fn() -> cartable_protocol::status::UpdateStatus + Send + Sync>,
 }
 
 pub(crate) fn routes(state: StatusState) -> Router {
@@ -112,5 +113,6 @@ async fn report(s: &StatusState) -> StatusReport {
         disk,
         sync,
         cache: (s.cache)(),
+        update: (s.update)(),
     }
 }

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const SERVICES: [&str; 6] = ["dns", "cache", "hub", "sync", "net", "web"];
+const SERVICES: [&str; 7] = ["dns", "cache", "hub", "sync", "net", "web", "update"];
 const MAX_CODE_LINES: usize = 700;
 const MAX_FN_LINES: usize = 100;
 

@@ -1,0 +1,573 @@
+//! The agent's state machine: one step at a time from the state in the store, each
+//! transition written with its outbox event before the next step starts, so a kill
+//! -9 anywhere resumes at the step it interrupted.
+//!
+//! ```text
+//! (release stored) ─▶ downloading ─▶ verified ─▶ waiting_for_window ─▶ installing
+//!        │                                                                  │
+//!        └▶ refused                        rebooting ◀──────────────────────┘
+//!                                              │ (first boot of the new slot)
+//!                                          checking ─▶ committed | rolled_back
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cartable_protocol::desired::Body;
+use cartable_protocol::release::Release;
+use cartable_protocol::status::{UpdateProgress, UpdateState, UpdateStatus};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::ChunkSource;
+use super::assemble::{self, AssembleError, Assembly, Tally};
+use super::backend::{self, Booted, Installer};
+use super::health::{self, HealthProbe};
+use super::plan::{self, BoxFacts, Decision};
+use super::progress::{self, Target};
+use crate::base::clock::Clock;
+use crate::store::Store;
+
+pub(super) struct Settings {
+    pub(crate) site: String,
+    pub(crate) box_id: String,
+    pub(crate) board: String,
+    /// The install window when the release names none.
+    pub(crate) window: String,
+    pub(crate) health_timeout: Duration,
+    pub(crate) peers: Vec<String>,
+    pub(crate) keyring: PathBuf,
+    /// `data_dir/update`: the bundle being rebuilt and the one installed last.
+    pub(crate) dir: PathBuf,
+}
+
+pub(super) struct Agent {
+    pub(crate) settings: Settings,
+    pub(crate) store: Store,
+    pub(crate) clock: Clock,
+    pub(crate) fleet_key: Option<Vec<u8>>,
+    pub(crate) installer: Option<Box<dyn Installer>>,
+    pub(crate) booted: Booted,
+    pub(crate) source: ChunkSource,
+    pub(crate) status: watch::Sender<UpdateStatus>,
+    pub(crate) wake: std::sync::Arc<Notify>,
+}
+
+/// What to do after a step.
+enum Next {
+    /// Another step at once.
+    Now,
+    /// Nothing until woken or this long.
+    Wait(Duration),
+}
+
+/// How long an idle agent sleeps when nothing wakes it.
+const IDLE: Duration = Duration::from_secs(3600);
+/// A failed download or install waits this long, doubled at each failure, ...
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// ... up to this.
+const RETRY_MAX: Duration = Duration::from_secs(900);
+/// Installs that fail this many times in a row refuse the release.
+const INSTALL_TRIES: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Assemble(#[from] AssembleError),
+}
+
+impl Agent {
+    fn bundle(&self) -> PathBuf {
+        self.settings.dir.join("bundle.raucb")
+    }
+
+    fn installed_bundle(&self) -> PathBuf {
+        self.settings.dir.join("installed.raucb")
+    }
+
+    pub(crate) async fn run(
+        &self,
+        probe: &HealthProbe,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.after_boot(probe, shutdown).await?;
+        let mut failures = 0u32;
+        loop {
+            let next = match self.step(&mut failures).await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "update step failed");
+                    self.status.send_modify(|s| s.detail = e.to_string());
+                    failures += 1;
+                    Next::Wait(retry_wait(failures))
+                }
+            };
+            let wait = match next {
+                Next::Now => continue,
+                Next::Wait(d) => d,
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// The release in force, verified again with the pinned key.
+    async fn release(&self) -> Result<Option<Release>, StepError> {
+        let Some(key) = self.fleet_key.clone() else {
+            return Ok(None);
+        };
+        let envelope = self.store.read(progress::release_envelope).await?;
+        let Some(envelope) = envelope else {
+            return Ok(None);
+        };
+        match cartable_protocol::desired::open(envelope.as_bytes(), &key) {
+            Ok(v) => match v.desired.body {
+                Body::Release(r) if r.check().is_ok() => Ok(Some(r)),
+                _ => Ok(None),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "the stored release does not verify; ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    fn facts(&self) -> BoxFacts<'_> {
+        BoxFacts {
+            site: &self.settings.site,
+            box_id: &self.settings.box_id,
+            board: &self.settings.board,
+            running: &self.booted.version,
+        }
+    }
+
+    /// Shows `target` in the status.
+    fn show(&self, t: &Target, tally: Option<Tally>) {
+        self.status.send_modify(|s| {
+            s.state = t.state;
+            s.version = Some(t.release.version.clone());
+            s.detail = t.detail.clone();
+            s.progress.chunks = t.release.chunks.len() as u32;
+            s.progress.bytes = t.release.bundle.size;
+            if let Some(tally) = tally {
+                s.progress.chunks_done = tally.chunks_done;
+                s.progress.bytes_done = tally.bytes_done;
+                s.progress.bytes_local = tally.bytes_local;
+            }
+        });
+    }
+
+    /// Moves the target to `state`, with its event, and shows it.
+    async fn transition(
+        &self,
+        t: &mut Target,
+        state: UpdateState,
+        detail: impl Into<String>,
+    ) -> Result<(), StepError> {
+        let detail = detail.into();
+        tracing::info!(version = %t.release.version, state = state.as_str(), detail, "update");
+        let (version, running, progress) = (
+            t.release.version.clone(),
+            self.booted.version.clone(),
+            self.status.borrow().progress.clone(),
+        );
+        let (d, at) = (detail.clone(), self.clock.unix());
+        let never = matches!(state, UpdateState::Refused | UpdateState::RolledBack);
+        self.store
+            .write(move |tx| {
+                progress::set_state(tx, state, &d, at)?;
+                if never {
+                    progress::add_never(tx, &version, &d, at)?;
+                }
+                progress::report(tx, at, &version, state, &d, &running, progress)
+            })
+            .await?;
+        t.state = state;
+        t.detail = detail;
+        self.show(t, None);
+        Ok(())
+    }
+
+    /// Writes a new target (a release taken or refused) with its event.
+    /// A refusal is final for the version unless the box itself is what is missing
+    /// (`never` false: no installer configured yet).
+    async fn begin(
+        &self,
+        release: Release,
+        state: UpdateState,
+        detail: String,
+        never: bool,
+    ) -> Result<Target, StepError> {
+        tracing::info!(version = %release.version, state = state.as_str(), detail, "release");
+        let t = Target {
+            release,
+            state,
+            detail,
+            from_version: self.booted.version.clone(),
+            bytes_local: 0,
+        };
+        let (row, at, running) = (t.clone(), self.clock.unix(), self.booted.version.clone());
+        self.store
+            .write(move |tx| {
+                progress::start(tx, &row, at)?;
+                if never && row.state == UpdateState::Refused {
+                    progress::add_never(tx, &row.release.version, &row.detail, at)?;
+                }
+                progress::report(
+                    tx,
+                    at,
+                    &row.release.version,
+                    row.state,
+                    &row.detail,
+                    &running,
+                    UpdateProgress::default(),
+                )
+            })
+            .await?;
+        self.status
+            .send_modify(|s| s.progress = UpdateProgress::default());
+        self.show(&t, None);
+        Ok(t)
+    }
+
+    // Long: the state machine's one dispatch, each arm a step of the diagram above.
+    async fn step(&self, failures: &mut u32) -> Result<Next, StepError> {
+        let target = self.store.read(progress::target).await?;
+        let Some(release) = self.release().await? else {
+            if let Some(t) = &target {
+                self.show(t, None);
+            }
+            return Ok(Next::Wait(IDLE));
+        };
+        let mut t = match target {
+            Some(t) if t.release.version == release.version => t,
+            _ => {
+                let never = self
+                    .store
+                    .read({
+                        let v = release.version.clone();
+                        move |c| progress::never(c, &v)
+                    })
+                    .await?;
+                match plan::decide(&release, &self.facts(), never.as_deref()) {
+                    Decision::Running => {
+                        self.status.send_modify(|s| {
+                            s.state = UpdateState::Idle;
+                            s.version = Some(release.version.clone());
+                            s.detail = format!("release {} runs", release.version);
+                        });
+                        return Ok(Next::Wait(IDLE));
+                    }
+                    Decision::NotYet(why) => {
+                        self.status.send_modify(|s| {
+                            s.state = UpdateState::Idle;
+                            s.version = Some(release.version.clone());
+                            s.detail = why;
+                        });
+                        return Ok(Next::Wait(IDLE));
+                    }
+                    Decision::Refuse(why) => {
+                        self.begin(release, UpdateState::Refused, why, true).await?;
+                        return Ok(Next::Wait(IDLE));
+                    }
+                    Decision::Take if self.installer.is_none() => {
+                        self.begin(
+                            release,
+                            UpdateState::Refused,
+                            "this box has no installer ([update] backend = \"none\")".into(),
+                            false,
+                        )
+                        .await?;
+                        return Ok(Next::Wait(IDLE));
+                    }
+                    Decision::Take => {
+                        *failures = 0;
+                        self.begin(release, UpdateState::Downloading, String::new(), false)
+                            .await?
+                    }
+                }
+            }
+        };
+        match t.state {
+            UpdateState::Downloading => self.download(&mut t, failures).await,
+            UpdateState::Verified => self.verify_signature(&mut t).await,
+            UpdateState::WaitingForWindow => self.wait_for_window(&mut t).await,
+            UpdateState::Installing => self.install(&mut t, failures).await,
+            UpdateState::Idle
+            | UpdateState::Rebooting
+            | UpdateState::Checking
+            | UpdateState::Committed
+            | UpdateState::RolledBack
+            | UpdateState::Refused => {
+                self.show(&t, None);
+                Ok(Next::Wait(IDLE))
+            }
+        }
+    }
+
+    async fn download(&self, t: &mut Target, failures: &mut u32) -> Result<Next, StepError> {
+        let bundle = self.bundle();
+        assemble::prepare(&self.store, &t.release, &bundle).await?;
+        let installed = self
+            .store
+            .read(progress::installed)
+            .await?
+            .map(|r| (r, self.installed_bundle()));
+        let status = self.status.clone();
+        let on_progress = move |tally: Tally| {
+            status.send_modify(|s| {
+                s.progress.chunks_done = tally.chunks_done;
+                s.progress.bytes_done = tally.bytes_done;
+                s.progress.bytes_local = tally.bytes_local;
+            });
+        };
+        let assembly = Assembly {
+            store: &self.store,
+            release: &t.release,
+            bundle: &bundle,
+            installed,
+            source: &self.source,
+            peers: &self.settings.peers,
+            on_progress: &on_progress,
+        };
+        self.show(t, None);
+        let bytes_local = self
+            .store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT bytes_local FROM update_target WHERE id = 1",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .await?;
+        match assembly.run(bytes_local.max(0) as u64).await {
+            Ok(_) => {}
+            Err(AssembleError::OutsideWindow) => {
+                self.status
+                    .send_modify(|s| s.detail = "outside the download window".into());
+                return Ok(Next::Wait(Duration::from_secs(300)));
+            }
+            Err(e @ AssembleError::Fetch { .. }) => {
+                *failures += 1;
+                self.status.send_modify(|s| s.detail = e.to_string());
+                tracing::warn!(error = %e, "a chunk could not be had; retrying later");
+                return Ok(Next::Wait(retry_wait(*failures)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match assemble::check_whole(&t.release, &bundle).await? {
+            Ok(()) => {
+                *failures = 0;
+                self.transition(t, UpdateState::Verified, "").await?;
+                Ok(Next::Now)
+            }
+            Err(bad) if bad.is_empty() => {
+                // Every chunk is what the manifest says, yet the whole is not: the
+                // manifest contradicts itself.
+                self.transition(
+                    t,
+                    UpdateState::Refused,
+                    "the chunks put together do not hash to the bundle's SHA-256",
+                )
+                .await?;
+                Ok(Next::Wait(IDLE))
+            }
+            Err(bad) => {
+                tracing::warn!(
+                    chunks = bad.len(),
+                    "chunks damaged on disk; fetching them again"
+                );
+                self.store
+                    .write(move |tx| progress::forget_chunks(tx, &bad))
+                    .await?;
+                *failures += 1;
+                Ok(Next::Wait(retry_wait(*failures)))
+            }
+        }
+    }
+
+    /// RAUC's own signature check, and the manifest inside the bundle agreeing with
+    /// the signed release.
+    async fn verify_signature(&self, t: &mut Target) -> Result<Next, StepError> {
+        let (bundle, keyring) = (self.bundle(), self.settings.keyring.clone());
+        let info = tokio::task::spawn_blocking(move || backend::rauc_info(&bundle, &keyring))
+            .await
+            .map_err(|e| crate::store::StoreError::Commit(e.to_string()))?;
+        let compatible = format!("cartable-{}", t.release.board);
+        let fault = match info {
+            Err(e) => Some(format!("the bundle's signature does not verify: {e}")),
+            Ok(i) if i.compatible != compatible => Some(format!(
+                "the bundle is for `{}`, the release says `{compatible}`",
+                i.compatible
+            )),
+            Ok(i) if i.version.as_deref() != Some(t.release.version.as_str()) => Some(format!(
+                "the bundle is version {}, the release says {}",
+                i.version.as_deref().unwrap_or("(none)"),
+                t.release.version
+            )),
+            Ok(_) => None,
+        };
+        match fault {
+            Some(why) => {
+                self.transition(t, UpdateState::Refused, why).await?;
+                Ok(Next::Wait(IDLE))
+            }
+            None => {
+                self.transition(t, UpdateState::WaitingForWindow, "")
+                    .await?;
+                Ok(Next::Now)
+            }
+        }
+    }
+
+    async fn wait_for_window(&self, t: &mut Target) -> Result<Next, StepError> {
+        let window = t
+            .release
+            .window
+            .clone()
+            .unwrap_or_else(|| self.settings.window.clone());
+        let now = self.clock.local().minute;
+        if plan::in_window(&window, now) {
+            self.transition(t, UpdateState::Installing, "").await?;
+            return Ok(Next::Now);
+        }
+        self.status
+            .send_modify(|s| s.detail = format!("installs between {window}"));
+        // Looked at again every minute: the window's start, to the minute.
+        Ok(Next::Wait(Duration::from_secs(60)))
+    }
+
+    async fn install(&self, t: &mut Target, failures: &mut u32) -> Result<Next, StepError> {
+        let Some(installer) = &self.installer else {
+            return Ok(Next::Wait(IDLE));
+        };
+        let (bundle, version) = (self.bundle(), t.release.version.clone());
+        let result = tokio::task::block_in_place(|| installer.install(&bundle, &version));
+        if let Err(e) = result {
+            *failures += 1;
+            tracing::error!(error = %e, "install failed");
+            if *failures >= INSTALL_TRIES {
+                self.transition(t, UpdateState::Refused, format!("install failed: {e}"))
+                    .await?;
+                return Ok(Next::Wait(IDLE));
+            }
+            self.status
+                .send_modify(|s| s.detail = format!("install failed: {e}"));
+            return Ok(Next::Wait(retry_wait(*failures)));
+        }
+        self.transition(t, UpdateState::Rebooting, "").await?;
+        if let Err(e) = tokio::task::block_in_place(|| installer.reboot()) {
+            tracing::error!(error = %e, "cannot reboot");
+            self.status
+                .send_modify(|s| s.detail = format!("installed; the reboot failed: {e}"));
+        }
+        Ok(Next::Wait(IDLE))
+    }
+
+    /// At start: the first boot of new firmware is checked and committed or sent
+    /// back; a boot that came back to the old slot is a rollback; any other boot
+    /// confirms the running slot (as the bootloader's counting expects).
+    async fn after_boot(
+        &self,
+        probe: &HealthProbe,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(installer) = &self.installer else {
+            return Ok(());
+        };
+        let target = self.store.read(progress::target).await?;
+        let mut t = match target {
+            Some(t) if matches!(t.state, UpdateState::Rebooting | UpdateState::Checking) => t,
+            other => {
+                if let Some(t) = &other {
+                    self.show(t, None);
+                }
+                // Confirms this boot to the bootloader's counting. A failure is said,
+                // not fatal: the box serves on, and the bootloader decides at the
+                // next boot.
+                if let Err(e) = tokio::task::block_in_place(|| installer.mark_good()) {
+                    tracing::error!(error = %e, "cannot mark the booted slot good");
+                    self.status
+                        .send_modify(|s| s.detail = format!("cannot mark the slot good: {e}"));
+                }
+                return Ok(());
+            }
+        };
+        self.show(&t, None);
+        if self.booted.version != t.release.version {
+            tokio::task::block_in_place(|| installer.mark_good())?;
+            let why = format!(
+                "the new firmware did not come up: the box booted {} again",
+                self.booted.version
+            );
+            self.transition(&mut t, UpdateState::RolledBack, why)
+                .await?;
+            return Ok(());
+        }
+        self.transition(&mut t, UpdateState::Checking, "").await?;
+        let checked = tokio::select! {
+            r = health::check(probe, self.settings.health_timeout) => r,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        match checked {
+            Ok(()) => {
+                tokio::task::block_in_place(|| installer.mark_good())?;
+                self.keep_installed(&t.release).await?;
+                self.transition(&mut t, UpdateState::Committed, "").await?;
+            }
+            Err(why) => {
+                tokio::task::block_in_place(|| installer.mark_bad())?;
+                self.transition(
+                    &mut t,
+                    UpdateState::RolledBack,
+                    format!("health check failed: {why}"),
+                )
+                .await?;
+                tokio::task::block_in_place(|| installer.reboot())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The committed bundle becomes the one the next release copies chunks from.
+    async fn keep_installed(&self, release: &Release) -> Result<(), StepError> {
+        let (from, to) = (self.bundle(), self.installed_bundle());
+        let moved = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {
+                    if let Some(dir) = to.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
+                    Ok(true)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(to.exists()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| crate::store::StoreError::Commit(e.to_string()))?
+        .map_err(|e| AssembleError::Io {
+            what: "keeping the installed bundle".into(),
+            source: e,
+        })?;
+        if moved {
+            let r = release.clone();
+            self.store
+                .write(move |tx| progress::set_installed(tx, &r))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn retry_wait(failures: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(RETRY_MAX)
+}
