@@ -357,17 +357,9 @@ fn a_release_resumes_after_a_cut_installs_commits_and_the_next_fetches_only_its_
     app.restart();
     fleet.serve(&r2, half..r2.chunks.len());
     reboot(&mut app);
-    // No chunk crossed the link twice: the origin sent the bundle's bytes once.
+    // No byte crossed the link twice: the origin sent the bundle's bytes once (a
+    // request cut under load resumes with a Range, so requests may be more).
     assert_eq!(fleet.origin.bytes_sent(), bundle_size);
-    for c in &r2.chunks[..half] {
-        assert_eq!(
-            fleet
-                .origin
-                .requests(&format!("/chunks/{}", c.sha256))
-                .len(),
-            1
-        );
-    }
     wait_update(&app, "2026.12.2 committed", |u| {
         u["state"] == "committed" && u["running"] == "2026.12.2" && u["slot"] == "B"
     });
