@@ -3,7 +3,6 @@
 //! that does not parse is reported and the box keeps serving what it holds.
 
 use cartable_protocol::desired::{Body, Catalogue};
-use rusqlite::OptionalExtension;
 
 use super::objects::Sha256;
 use crate::store::Store;
@@ -73,14 +72,9 @@ pub(crate) fn current(
     file: Option<&std::path::Path>,
 ) -> Result<Catalogue, CatalogueError> {
     if let Some(key) = fleet_key {
-        let envelope: Option<String> = store
+        let envelope = store
             .read_blocking(|c| {
-                Ok(c.query_row(
-                    "SELECT envelope FROM desired WHERE kind = 'catalogue'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?)
+                crate::store::desired_envelope(c, cartable_protocol::topics::DesiredKind::Catalogue)
             })
             .ok()
             .flatten();

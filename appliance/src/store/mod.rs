@@ -61,6 +61,20 @@ pub enum StoreError {
     Import(#[from] import::ImportError),
 }
 
+/// The signed envelope of the desired state in force for `kind`, as the sync stored
+/// it. Readers verify it again: the store is not a trusted channel.
+pub(crate) fn desired_envelope(
+    c: &Connection,
+    kind: cartable_protocol::topics::DesiredKind,
+) -> Result<Option<String>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(
+        c.prepare_cached("SELECT envelope FROM desired WHERE kind = ?1")?
+            .query_row([kind.as_str()], |r| r.get(0))
+            .optional()?,
+    )
+}
+
 /// A handler that meets a store error answers 503 (and the error is logged).
 impl From<StoreError> for crate::base::http::HttpError {
     fn from(e: StoreError) -> Self {

@@ -421,14 +421,8 @@ pub(crate) fn stored_policies(
     fleet_key: Option<&[u8]>,
 ) -> Option<Vec<PolicyConfig>> {
     let key = fleet_key?;
-    let envelope: Option<String> = store
-        .read_blocking(|c| {
-            Ok(
-                c.prepare("SELECT envelope FROM desired WHERE kind = 'policies'")?
-                    .query_row([], |r| r.get(0))
-                    .optional()?,
-            )
-        })
+    let envelope = store
+        .read_blocking(|c| crate::store::desired_envelope(c, DesiredKind::Policies))
         .ok()
         .flatten();
     let d = desired::open(envelope?.as_bytes(), key).ok()?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use cartable_protocol::desired::Body;
 use cartable_protocol::release::Release;
 use cartable_protocol::status::{UpdateProgress, UpdateState, UpdateStatus};
+use cartable_protocol::topics::DesiredKind;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -121,7 +122,10 @@ impl Agent {
         let Some(key) = self.fleet_key.clone() else {
             return Ok(None);
         };
-        let envelope = self.store.read(progress::release_envelope).await?;
+        let envelope = self
+            .store
+            .read(|c| crate::store::desired_envelope(c, DesiredKind::Release))
+            .await?;
         let Some(envelope) = envelope else {
             return Ok(None);
         };
@@ -147,18 +151,13 @@ impl Agent {
     }
 
     /// Shows `target` in the status.
-    fn show(&self, t: &Target, tally: Option<Tally>) {
+    fn show(&self, t: &Target) {
         self.status.send_modify(|s| {
             s.state = t.state;
             s.version = Some(t.release.version.clone());
             s.detail = t.detail.clone();
             s.progress.chunks = t.release.chunks.len() as u32;
             s.progress.bytes = t.release.bundle.size;
-            if let Some(tally) = tally {
-                s.progress.chunks_done = tally.chunks_done;
-                s.progress.bytes_done = tally.bytes_done;
-                s.progress.bytes_local = tally.bytes_local;
-            }
         });
     }
 
@@ -189,7 +188,7 @@ impl Agent {
             .await?;
         t.state = state;
         t.detail = detail;
-        self.show(t, None);
+        self.show(t);
         Ok(())
     }
 
@@ -231,7 +230,7 @@ impl Agent {
             .await?;
         self.status
             .send_modify(|s| s.progress = UpdateProgress::default());
-        self.show(&t, None);
+        self.show(&t);
         Ok(t)
     }
 
@@ -240,7 +239,7 @@ impl Agent {
         let target = self.store.read(progress::target).await?;
         let Some(release) = self.release().await? else {
             if let Some(t) = &target {
-                self.show(t, None);
+                self.show(t);
             }
             return Ok(Next::Wait(IDLE));
         };
@@ -255,15 +254,11 @@ impl Agent {
                     })
                     .await?;
                 match plan::decide(&release, &self.facts(), never.as_deref()) {
-                    Decision::Running => {
-                        self.status.send_modify(|s| {
-                            s.state = UpdateState::Idle;
-                            s.version = Some(release.version.clone());
-                            s.detail = format!("release {} runs", release.version);
-                        });
-                        return Ok(Next::Wait(IDLE));
-                    }
-                    Decision::NotYet(why) => {
+                    d @ (Decision::Running | Decision::NotYet(_)) => {
+                        let why = match d {
+                            Decision::NotYet(why) => why,
+                            _ => format!("release {} runs", release.version),
+                        };
                         self.status.send_modify(|s| {
                             s.state = UpdateState::Idle;
                             s.version = Some(release.version.clone());
@@ -304,7 +299,7 @@ impl Agent {
             | UpdateState::Committed
             | UpdateState::RolledBack
             | UpdateState::Refused => {
-                self.show(&t, None);
+                self.show(&t);
                 Ok(Next::Wait(IDLE))
             }
         }
@@ -335,18 +330,8 @@ impl Agent {
             peers: &self.settings.peers,
             on_progress: &on_progress,
         };
-        self.show(t, None);
-        let bytes_local = self
-            .store
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT bytes_local FROM update_target WHERE id = 1",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )?)
-            })
-            .await?;
-        match assembly.run(bytes_local.max(0) as u64).await {
+        self.show(t);
+        match assembly.run(t.bytes_local).await {
             Ok(_) => {}
             Err(AssembleError::OutsideWindow) => {
                 self.status
@@ -432,8 +417,7 @@ impl Agent {
             .window
             .clone()
             .unwrap_or_else(|| self.settings.window.clone());
-        let now = self.clock.local().minute;
-        if plan::in_window(&window, now) {
+        if plan::in_window(&window, self.clock.local()) {
             self.transition(t, UpdateState::Installing, "").await?;
             return Ok(Next::Now);
         }
@@ -486,7 +470,7 @@ impl Agent {
             Some(t) if matches!(t.state, UpdateState::Rebooting | UpdateState::Checking) => t,
             other => {
                 if let Some(t) = &other {
-                    self.show(t, None);
+                    self.show(t);
                 }
                 // Confirms this boot to the bootloader's counting. A failure is said,
                 // not fatal: the box serves on, and the bootloader decides at the
@@ -499,7 +483,7 @@ impl Agent {
                 return Ok(());
             }
         };
-        self.show(&t, None);
+        self.show(&t);
         if self.booted.version != t.release.version {
             tokio::task::block_in_place(|| installer.mark_good())?;
             let why = format!(

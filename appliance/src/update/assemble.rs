@@ -107,14 +107,7 @@ pub(crate) async fn prepare(
     })?
     .map_err(io(format!("preparing {}", bundle.display())))?;
     if fresh {
-        let all: Vec<u32> = (0..r.chunks.len() as u32).collect();
-        store
-            .write(move |tx| {
-                progress::forget_chunks(tx, &all)?;
-                tx.execute("UPDATE update_target SET bytes_local = 0 WHERE id = 1", [])?;
-                Ok(())
-            })
-            .await?;
+        store.write(progress::forget_all_chunks).await?;
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 
 use cartable_protocol::release::{Release, Version, parse_window};
 
+use crate::base::clock::{self, ClockTime, Days, LocalTime};
+
 /// What the box is, for the decision.
 #[derive(Debug, Clone)]
 pub(crate) struct BoxFacts<'a> {
@@ -87,14 +89,12 @@ pub(crate) fn place_in_fleet(site: &str, box_id: &str) -> u32 {
     (u64::from_be_bytes(first) % 100) as u32
 }
 
-/// Whether `minute` (of the school-local day) is inside `window` ("HH:MM-HH:MM",
-/// may pass midnight). An unreadable window is never open.
-pub(crate) fn in_window(window: &str, minute: u16) -> bool {
-    match parse_window(window) {
-        Some((from, to)) if from < to => (from..to).contains(&minute),
-        Some((from, to)) => minute >= from || minute < to,
-        None => false,
-    }
+/// Whether `now` (school-local) is inside `window` ("HH:MM-HH:MM", every day, may
+/// pass midnight). An unreadable window is never open.
+pub(crate) fn in_window(window: &str, now: LocalTime) -> bool {
+    parse_window(window).is_some_and(|(from, to)| {
+        clock::in_window(&[Days::ALL], ClockTime(from), ClockTime(to), now)
+    })
 }
 
 #[cfg(test)]
@@ -164,11 +164,12 @@ mod tests {
 
     #[test]
     fn windows_pass_midnight() {
-        assert!(in_window("20:00-06:00", 23 * 60));
-        assert!(in_window("20:00-06:00", 5 * 60 + 59));
-        assert!(!in_window("20:00-06:00", 6 * 60));
-        assert!(!in_window("20:00-06:00", 12 * 60));
-        assert!(in_window("12:00-13:30", 13 * 60));
-        assert!(!in_window("nonsense", 13 * 60));
+        let at = |h, m| LocalTime::new(2, h, m);
+        assert!(in_window("20:00-06:00", at(23, 0)));
+        assert!(in_window("20:00-06:00", at(5, 59)));
+        assert!(!in_window("20:00-06:00", at(6, 0)));
+        assert!(!in_window("20:00-06:00", at(12, 0)));
+        assert!(in_window("12:00-13:30", at(13, 0)));
+        assert!(!in_window("nonsense", at(13, 0)));
     }
 }

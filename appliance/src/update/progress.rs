@@ -126,6 +126,13 @@ pub(crate) fn forget_chunks(tx: &Transaction<'_>, idx: &[u32]) -> Result<(), Sto
     Ok(())
 }
 
+/// Forgets every chunk of the target (its bundle file was made anew).
+pub(crate) fn forget_all_chunks(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM update_chunks", [])?;
+    tx.execute("UPDATE update_target SET bytes_local = 0 WHERE id = 1", [])?;
+    Ok(())
+}
+
 /// Why `version` is never taken again, if it is not.
 pub(crate) fn never(c: &Connection, version: &str) -> Result<Option<String>, StoreError> {
     Ok(
@@ -193,14 +200,4 @@ pub(crate) fn report(
         },
     )?;
     Ok(())
-}
-
-/// The release envelope in force (the sync stored it once verified; it is verified
-/// again by the reader: the store is not a trusted channel).
-pub(crate) fn release_envelope(c: &Connection) -> Result<Option<String>, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT envelope FROM desired WHERE kind = 'release'")?
-            .query_row([], |r| r.get(0))
-            .optional()?,
-    )
 }

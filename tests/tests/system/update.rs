@@ -52,25 +52,13 @@ fn a_release_is_cut_signed_and_stored_and_a_manifest_the_box_cannot_follow_is_re
     let store = dir.path().join("chunks");
     let bundle = dir.path().join("cartable-2026.12.1.raucb");
     std::fs::write(&bundle, cartable_systests::noise(3 << 20, 5)).unwrap();
-    let target = target(&key, &broker);
+    let fleet = Fleet {
+        dir: dir.path(),
+        target: target(&key, &broker),
+        origin: Upstream::start(),
+    };
     let publish = |bundle: &std::path::Path, version: &str, window: &str| {
-        let mut args = vec![
-            "release",
-            "publish",
-            bundle.to_str().unwrap(),
-            "--version",
-            version,
-            "--board",
-            "x86_64",
-            "--store",
-            store.to_str().unwrap(),
-            "--chunk-url",
-            "http://127.0.0.1:9/chunks",
-            "--window",
-            window,
-        ];
-        args.extend(target.iter().map(String::as_str));
-        central(&args)
+        fleet.command(bundle, version, "x86_64", &["--window", window])
     };
     let out = publish(&bundle, "2026.12.1", "22:00-05:00");
     assert!(
@@ -252,8 +240,14 @@ impl Fleet<'_> {
         self.dir.join("chunks")
     }
 
-    /// `release publish`, then the manifest as the box stored it.
-    fn publish(&self, app: &Appliance, bundle: &Path, version: &str, board: &str) -> Release {
+    /// `release publish` of `bundle`, with `extra` arguments.
+    fn command(
+        &self,
+        bundle: &Path,
+        version: &str,
+        board: &str,
+        extra: &[&str],
+    ) -> std::process::Output {
         let store = self.store();
         let url = self.origin.url("/chunks");
         let mut args = vec![
@@ -269,9 +263,15 @@ impl Fleet<'_> {
             "--chunk-url",
             &url,
         ];
+        args.extend(extra);
         args.extend(self.target.iter().map(String::as_str));
+        central(&args)
+    }
+
+    /// `release publish`, then the manifest as the box stored it.
+    fn publish(&self, app: &Appliance, bundle: &Path, version: &str, board: &str) -> Release {
         let before = desired_version(app);
-        let out = central(&args);
+        let out = self.command(bundle, version, board, &[]);
         assert!(
             out.status.success(),
             "{}",
