@@ -114,6 +114,7 @@ impl App {
             clock: clock.clone(),
             uplink: uplink.subscribe(),
             sinks: sinks(&filter, &cache, &update.wake),
+            firmware: (update.status())().running,
         });
         let link = sync_view.clone();
 

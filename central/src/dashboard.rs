@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::rollout::control::Report;
 use crate::store::{BoxRow, Usage};
 
 /// A box not heard from for this long shows as offline, whatever its last presence.
@@ -36,7 +37,7 @@ fn ago(now: i64, t: i64) -> String {
     }
 }
 
-pub fn render(boxes: &[BoxRow], usage: &Usage, now: i64) -> String {
+pub fn render(boxes: &[BoxRow], usage: &Usage, releases: &Report, now: i64) -> String {
     let mut h = String::from(
         "<!doctype html><html lang=\"fr\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width\">\
@@ -93,6 +94,7 @@ th{background:#f3f3f3}.on{color:#0a0;font-weight:bold}.off{color:#b00;font-weigh
         );
     }
     h.push_str("</table>");
+    releases_section(&mut h, releases);
     section(
         &mut h,
         "Tablettes actives par jour / Active tablets per day",
@@ -122,6 +124,89 @@ th{background:#f3f3f3}.on{color:#0a0;font-weight:bold}.off{color:#b00;font-weigh
     );
     h.push_str("</body></html>");
     h
+}
+
+/// Each rollout with its groups, then each box's word on releases.
+fn releases_section(h: &mut String, report: &Report) {
+    h.push_str(
+        "<h2>Mises à jour / Releases</h2><table><tr><th>Portée / Scope</th><th>Version</th>\
+<th>Carte / Board</th><th>État / State</th><th>Groupes / Groups (validés / committed, \
+échecs / failed, en cours / in progress, en attente / pending)</th></tr>",
+    );
+    if report.rollouts.is_empty() {
+        h.push_str("<tr><td colspan=\"5\">—</td></tr>");
+    }
+    for v in &report.rollouts {
+        let r = &v.rollout;
+        let groups: Vec<String> = v
+            .groups
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} %{} : {}/{} ✓, {} ✗, {} …, {} ?",
+                    g.percent,
+                    if g.started {
+                        ""
+                    } else {
+                        " (à venir / to come)"
+                    },
+                    g.committed,
+                    g.boxes,
+                    g.failed,
+                    g.in_progress,
+                    g.pending
+                )
+            })
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}{}</td><td>{}</td></tr>",
+            esc(&r.scope.label()),
+            esc(&r.release.version),
+            esc(&r.release.board),
+            if matches!(
+                r.state,
+                crate::rollout::RolloutState::Halted | crate::rollout::RolloutState::Aborted
+            ) {
+                "off"
+            } else {
+                "on"
+            },
+            r.state.as_str(),
+            if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", esc(&r.detail))
+            },
+            groups
+                .iter()
+                .map(|g| esc(g))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        );
+    }
+    h.push_str(
+        "</table><table><tr><th>Site</th><th>Box</th><th>Version en service / Running</th>\
+<th>Mise à jour / Release</th><th>État / State</th><th>Détail / Detail</th></tr>",
+    );
+    let mut any = false;
+    for b in report.boxes.iter().filter(|b| b.version.is_some()) {
+        any = true;
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&b.site),
+            esc(&b.r#box),
+            esc(&b.running),
+            esc(b.version.as_deref().unwrap_or_default()),
+            b.state.map_or("—", |s| s.as_str()),
+            esc(&b.detail)
+        );
+    }
+    if !any {
+        h.push_str("<tr><td colspan=\"6\">—</td></tr>");
+    }
+    h.push_str("</table>");
 }
 
 /// The pinned key, in full (admins compare it with `cartable box-key` on the box), and
@@ -182,12 +267,16 @@ mod tests {
             key: Some("ab".repeat(32)),
             held: 2,
         }];
-        let html = render(&rows, &Usage::default(), 110);
+        let none = Report {
+            rollouts: Vec::new(),
+            boxes: Vec::new(),
+        };
+        let html = render(&rows, &Usage::default(), &none, 110);
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("en ligne / online"));
         assert!(html.contains(&"ab".repeat(32)) && html.contains("2 messages retenus"));
-        let html = render(&rows, &Usage::default(), 100 + STALE_SECS + 1);
+        let html = render(&rows, &Usage::default(), &none, 100 + STALE_SECS + 1);
         assert!(html.contains("hors ligne / offline"));
     }
 }

@@ -9,5 +9,6 @@ pub mod ingest;
 pub mod keys;
 pub mod publish;
 pub mod release;
+pub mod rollout;
 pub mod serve;
 pub mod store;

@@ -38,6 +38,8 @@ struct Target {
     desired_version: Option<u64>,
 }
 
+// Parsed once at start: the size of the largest command costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Make an Ed25519 key: a working key (default) or, with --root, the fleet's root
@@ -96,6 +98,14 @@ enum Command {
         /// away, so keep it stable.
         #[arg(long, default_value = "cartable-central")]
         client_id: String,
+        /// The working key that signs each group's manifest as a rollout widens (its
+        /// certificate at the same path + `.cert`); without it rollouts wait for
+        /// `release widen`.
+        #[arg(long)]
+        release_key: Option<PathBuf>,
+        /// Seconds between two looks at the rollouts.
+        #[arg(long, default_value_t = 60)]
+        rollout_every: u64,
     },
     /// The boxes' own keys, which seal everything they publish.
     Box {
@@ -160,6 +170,7 @@ enum Publish {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ReleaseAction {
     /// Cut BUNDLE into chunks under --store (served as they are by any HTTP server at
@@ -193,11 +204,78 @@ enum ReleaseAction {
         /// When boxes may install, school-local time: HH:MM-HH:MM.
         #[arg(long)]
         window: Option<String>,
+        /// A rollback order: boxes on a newer version go back to this one.
+        #[arg(long)]
+        downgrade: bool,
+        /// A rollout in groups, as cumulative percents of the boxes ending at 100
+        /// (e.g. 10,50,100); `serve --release-key` starts each group in turn.
+        #[arg(long, value_delimiter = ',', conflicts_with = "wave")]
+        waves: Vec<u8>,
+        /// Percent of a group committed before the next starts.
+        #[arg(long, default_value_t = 80)]
+        success: u8,
+        /// Boxes rolled back or refused that halt the rollout: a count (3) or a
+        /// percent of the boxes started (10%).
+        #[arg(long, default_value = "1")]
+        error_threshold: cartable_central::rollout::Threshold,
+        /// Record the rollout in the console's database (`release status` and the
+        /// dashboard follow it; `serve` moves its groups).
+        #[arg(long)]
+        database: Option<String>,
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
         broker: BrokerArgs,
     },
+    /// Every rollout, its groups, and every box's version and update state.
+    Status {
+        #[arg(long, default_value = "central.db")]
+        database: String,
+        /// As JSON (what /api/v1/releases serves).
+        #[arg(long)]
+        json: bool,
+    },
+    /// No further group starts until `resume` (boxes already started go on).
+    Pause {
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Groups start again as their thresholds are met; failures seen so far accepted.
+    Resume {
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Start the next group now (or the group reaching --to percent).
+    Widen {
+        #[arg(long)]
+        to: Option<u8>,
+        #[arg(long, default_value = "central.db")]
+        database: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+    /// Boxes that have not installed the release stop and drop it; final.
+    Abort {
+        #[arg(long, default_value = "central.db")]
+        database: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+}
+
+/// Which rollout: the one of the fleet, a site or a box.
+#[derive(clap::Args, Clone)]
+struct Which {
+    #[arg(long)]
+    site: Option<String>,
+    #[arg(long = "box")]
+    box_id: Option<String>,
+    #[arg(long, default_value = "central.db")]
+    database: String,
 }
 
 #[derive(Subcommand)]
@@ -282,11 +360,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             database,
             listen,
             client_id,
+            release_key,
+            rollout_every,
         } => rt.block_on(serve(
             cartable_central::serve::ServeConfig {
                 broker,
                 client_id,
                 database,
+                rollouts: release_key
+                    .map(|k| keys::signer(&k, None))
+                    .transpose()?
+                    .map(|s| (s, std::time::Duration::from_secs(rollout_every.max(1)))),
             },
             listen,
         )),
@@ -331,47 +415,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let catalogue = cartable_central::publish::read_catalogue(&file)?;
             publish(Body::Catalogue(catalogue), target, broker, &rt)
         }
-        Command::Release {
-            action:
-                ReleaseAction::Publish {
-                    bundle,
-                    version,
-                    board,
-                    store,
-                    chunk_urls,
-                    min_from,
-                    wave,
-                    sites,
-                    window,
-                    target,
-                    broker,
-                },
-        } => {
-            let cut = cartable_central::release::cut(&bundle, &store)?;
-            let release = cartable_protocol::release::Release {
-                version,
-                board,
-                bundle: cut.bundle,
-                chunks: cut.chunks,
-                chunk_urls,
-                min_from,
-                rollout: cartable_protocol::release::Rollout {
-                    wave_percent: wave,
-                    sites,
-                },
-                window,
-            };
-            release.check().context("the release would be refused")?;
-            println!(
-                "{} chunks, {} new ({} of {} bytes) in {}",
-                release.chunks.len(),
-                cut.new_chunks,
-                cut.new_bytes,
-                release.bundle.size,
-                store.display()
-            );
-            publish(Body::Release(release), target, broker, &rt)
-        }
+        Command::Release { action } => rt.block_on(release(action)),
         Command::Revocations {
             action: PublishFile::Publish { file, broker },
         } => {
@@ -384,6 +428,162 @@ fn run(command: Command) -> anyhow::Result<()> {
                 &broker, &topic, bytes, true,
             ))?;
             println!("published the revocation list on {topic} (retained)");
+            Ok(())
+        }
+    }
+}
+
+// Long: one arm per release subcommand, each unpacking its arguments.
+async fn release(action: ReleaseAction) -> anyhow::Result<()> {
+    use cartable_central::rollout::{self, Plan, Rollout, control};
+    let open = |database: String| async move {
+        cartable_central::store::Db::open(&database)
+            .await
+            .with_context(|| format!("opening the database {database}"))
+    };
+    match action {
+        ReleaseAction::Publish {
+            bundle,
+            version,
+            board,
+            store,
+            chunk_urls,
+            min_from,
+            wave,
+            sites,
+            window,
+            downgrade,
+            waves,
+            success,
+            error_threshold,
+            database,
+            target,
+            broker,
+        } => {
+            let cut = cartable_central::release::cut(&bundle, &store)?;
+            let release = cartable_protocol::release::Release {
+                version,
+                board,
+                bundle: cut.bundle,
+                chunks: cut.chunks,
+                chunk_urls,
+                min_from,
+                rollout: cartable_protocol::release::Rollout {
+                    wave_percent: wave,
+                    sites,
+                    aborted: false,
+                },
+                window,
+                downgrade,
+            };
+            release.check().context("the release would be refused")?;
+            println!(
+                "{} chunks, {} new ({} of {} bytes) in {}",
+                release.chunks.len(),
+                cut.new_chunks,
+                cut.new_bytes,
+                release.bundle.size,
+                store.display()
+            );
+            let scope = cartable_central::publish::scope(target.site, target.box_id)?;
+            let signer = keys::signer(&target.key, target.certificate.as_deref())?;
+            let Some(database) = database else {
+                if !waves.is_empty() {
+                    anyhow::bail!("--waves needs --database: the console follows the groups");
+                }
+                let (topic, version) = cartable_central::publish::publish(
+                    &signer,
+                    &broker,
+                    scope,
+                    cartable_protocol::desired::Body::Release(release),
+                    target.desired_version,
+                )
+                .await?;
+                println!("published version {version} on {topic} (retained)");
+                return Ok(());
+            };
+            let groups = if waves.is_empty() {
+                vec![wave.unwrap_or(100)]
+            } else {
+                waves
+            };
+            let groups = if groups.last() == Some(&100) {
+                groups
+            } else {
+                [groups, vec![100]].concat()
+            };
+            let plan = Plan::new(&groups, success, error_threshold).map_err(anyhow::Error::msg)?;
+            let db = open(database).await?;
+            let r = Rollout::new(scope, release, plan, cartable_central::store::now());
+            let p = control::Publisher {
+                signer: &signer,
+                broker: &broker,
+            };
+            let (topic, version) = control::start(&db, &p, r).await?;
+            println!(
+                "rollout started: group 1 of {} ({} %); published version {version} on {topic} (retained)",
+                groups.len(),
+                groups[0]
+            );
+            Ok(())
+        }
+        ReleaseAction::Status { database, json } => {
+            let report = control::report(&open(database).await?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", rollout::show(&report, cartable_central::store::now()));
+            }
+            Ok(())
+        }
+        ReleaseAction::Pause { which } => {
+            let scope = cartable_central::publish::scope(which.site, which.box_id)?;
+            let r = control::set_running(&open(which.database).await?, &scope, false).await?;
+            println!("rollout of {} paused", r.release.version);
+            Ok(())
+        }
+        ReleaseAction::Resume { which } => {
+            let scope = cartable_central::publish::scope(which.site, which.box_id)?;
+            let r = control::set_running(&open(which.database).await?, &scope, true).await?;
+            println!(
+                "rollout of {} resumed ({} failures accepted)",
+                r.release.version, r.failures_accepted
+            );
+            Ok(())
+        }
+        ReleaseAction::Widen {
+            to,
+            database,
+            target,
+            broker,
+        } => {
+            let scope = cartable_central::publish::scope(target.site, target.box_id)?;
+            let signer = keys::signer(&target.key, target.certificate.as_deref())?;
+            let p = control::Publisher {
+                signer: &signer,
+                broker: &broker,
+            };
+            let r = control::widen(&open(database).await?, &p, &scope, to).await?;
+            println!(
+                "rollout of {} widened to {} %",
+                r.release.version,
+                r.percent(r.group)
+            );
+            Ok(())
+        }
+        ReleaseAction::Abort {
+            database,
+            target,
+            broker,
+        } => {
+            let scope = cartable_central::publish::scope(target.site, target.box_id)?;
+            let signer = keys::signer(&target.key, target.certificate.as_deref())?;
+            let p = control::Publisher {
+                signer: &signer,
+                broker: &broker,
+            };
+            let r = control::abort(&open(database).await?, &p, &scope).await?;
+            println!("rollout of {} aborted", r.release.version);
             Ok(())
         }
     }

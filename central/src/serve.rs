@@ -26,6 +26,9 @@ pub struct ServeConfig {
     pub client_id: String,
     /// A SQLite file, or `postgres://...`.
     pub database: String,
+    /// The key that signs a rollout's next group, and how often rollouts are looked
+    /// at; none: rollouts move only by hand.
+    pub rollouts: Option<(crate::keys::Signer, Duration)>,
 }
 
 /// Runs until `shutdown`: the broker subscriber and the HTTP server on `listener`.
@@ -98,18 +101,32 @@ pub async fn run(
         }
     });
 
+    let rollouts = config.rollouts.map(|(signer, every)| {
+        tokio::spawn(crate::rollout::control::run(
+            db.clone(),
+            signer,
+            config.broker.clone(),
+            every,
+            shutdown.clone(),
+        ))
+    });
+
     let app = axum::Router::new()
         .route("/", axum::routing::get(dashboard))
         .route("/api/v1/boxes", axum::routing::get(api_boxes))
         .route("/api/v1/events", axum::routing::get(api_events))
         .route("/api/v1/usage", axum::routing::get(api_usage))
         .route("/api/v1/counters", axum::routing::get(api_counters))
+        .route("/api/v1/releases", axum::routing::get(api_releases))
         .with_state(db);
     let stop = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     let _ = mqtt.await;
+    if let Some(r) = rollouts {
+        let _ = r.await;
+    }
     writer.abort();
     Ok(())
 }
@@ -156,12 +173,23 @@ async fn api_counters(State(db): State<Db>) -> Response {
     }
 }
 
+async fn api_releases(State(db): State<Db>) -> Response {
+    match crate::rollout::control::report(&db).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 async fn dashboard(State(db): State<Db>) -> Response {
-    let (boxes, usage) = match (db.boxes().await, db.usage().await) {
-        (Ok(b), Ok(u)) => (b, u),
-        (Err(e), _) | (_, Err(e)) => return internal(e),
+    let (boxes, usage, releases) = match (
+        db.boxes().await,
+        db.usage().await,
+        crate::rollout::control::report(&db).await,
+    ) {
+        (Ok(b), Ok(u), Ok(r)) => (b, u, r),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return internal(e),
     };
-    let html = crate::dashboard::render(&boxes, &usage, crate::store::now());
+    let html = crate::dashboard::render(&boxes, &usage, &releases, crate::store::now());
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 

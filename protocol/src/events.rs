@@ -88,6 +88,10 @@ pub enum EventBody {
         detail: String,
         /// The firmware running when the event was written.
         running: String,
+        /// The box's board, so the fleet tells a release that did not apply (another
+        /// board) from one that failed.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        board: String,
         #[serde(default)]
         progress: crate::status::UpdateProgress,
     },

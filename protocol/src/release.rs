@@ -42,6 +42,11 @@ pub struct Release {
     /// none: the box's own configured window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
+    /// A rollback order: boxes running a newer version take this older one. Signed
+    /// like every release, so a downgrade is something the fleet decided, never
+    /// something a replayed old manifest can do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub downgrade: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -70,6 +75,23 @@ pub struct Rollout {
     /// Only boxes of these sites (empty: no restriction).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
+    /// The rollout is aborted: a box that has not installed the release stops and
+    /// drops what it fetched; a box already running it keeps it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aborted: bool,
+}
+
+/// A box's stable place in the fleet, 0 to 99: a wave of P % takes the boxes below P,
+/// so widening a wave keeps every box it had. From the box's names alone, so the box
+/// and the central side compute the same place.
+pub fn place_in_fleet(site: &str, box_id: &str) -> u32 {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("cartable-wave/{site}/{box_id}").as_bytes(),
+    );
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d.as_ref()[..8]);
+    (u64::from_be_bytes(first) % 100) as u32
 }
 
 /// Why a manifest is refused before anything is fetched.

@@ -79,6 +79,8 @@ pub enum UpdateState {
     Committed,
     RolledBack,
     Refused,
+    /// The fleet aborted the rollout before this box installed it.
+    Aborted,
 }
 
 impl UpdateState {
@@ -94,6 +96,7 @@ impl UpdateState {
             UpdateState::Committed => "committed",
             UpdateState::RolledBack => "rolled_back",
             UpdateState::Refused => "refused",
+            UpdateState::Aborted => "aborted",
         }
     }
 
@@ -109,6 +112,7 @@ impl UpdateState {
             UpdateState::Committed,
             UpdateState::RolledBack,
             UpdateState::Refused,
+            UpdateState::Aborted,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)

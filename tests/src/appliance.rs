@@ -34,8 +34,16 @@ impl Appliance {
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = dir.path().join("cartable.toml");
+        // `extra` may start with its own [appliance] lines (a box's site and id):
+        // they join the table the data folder is set in.
+        let (own, extra) = match extra.strip_prefix("[appliance]\n") {
+            Some(rest) => rest
+                .split_once("\n[")
+                .map_or((rest, ""), |(own, _)| (own, &rest[own.len() + 1..])),
+            None => ("", extra),
+        };
         let text = format!(
-            "[appliance]\ndata_dir = \"{}\"\n[http]\nlisten = \"{http}\"\n{extra}\n",
+            "[appliance]\ndata_dir = \"{}\"\n{own}\n[http]\nlisten = \"{http}\"\n{extra}\n",
             dir.path().join("data").display()
         );
         // `extra` may open its own [dns]; the defaults for tests go in only if not.

@@ -89,6 +89,7 @@ pub struct SyncService {
     sinks: Sinks,
     uplink: watch::Receiver<UplinkStatus>,
     info: watch::Sender<LinkInfo>,
+    firmware: String,
     started: Instant,
     /// The current connection's session number (see [`next_session`]).
     session: AtomicU64,
@@ -127,6 +128,9 @@ pub struct SyncDeps {
     pub clock: Clock,
     pub uplink: watch::Receiver<UplinkStatus>,
     pub sinks: Sinks,
+    /// The firmware version running, as the presence and state report it (the fleet's
+    /// rollouts read it).
+    pub firmware: String,
 }
 
 impl SyncConfig {
@@ -146,6 +150,7 @@ impl SyncConfig {
                 sinks: deps.sinks,
                 uplink: deps.uplink,
                 info,
+                firmware: deps.firmware,
                 started: Instant::now(),
                 session: AtomicU64::new(0),
             },
@@ -209,7 +214,7 @@ impl SyncService {
     fn presence(&self, online: bool) -> Vec<u8> {
         let body = serde_json::to_vec(&Presence {
             online,
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: self.firmware.clone(),
         })
         .unwrap_or_default();
         let topic = topics::presence(&self.identity.site, &self.identity.box_id);
@@ -256,7 +261,7 @@ impl SyncService {
             })
             .await;
         let mut state = ReportedState {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: self.firmware.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
             disk_free_bytes: disk,
             ..ReportedState::default()

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cartable_protocol::desired::Body;
+use cartable_protocol::events::EventBody;
 use cartable_protocol::release::Release;
 use cartable_protocol::status::{UpdateProgress, UpdateState, UpdateStatus};
 use cartable_protocol::topics::DesiredKind;
@@ -150,6 +151,24 @@ impl Agent {
         }
     }
 
+    /// The outbox event of a step.
+    fn event(
+        &self,
+        version: &str,
+        state: UpdateState,
+        detail: &str,
+        progress: UpdateProgress,
+    ) -> EventBody {
+        EventBody::Release {
+            version: version.to_string(),
+            state,
+            detail: detail.to_string(),
+            running: self.booted.version.clone(),
+            board: self.settings.board.clone(),
+            progress,
+        }
+    }
+
     /// Shows `target` in the status.
     fn show(&self, t: &Target) {
         self.status.send_modify(|s| {
@@ -170,11 +189,9 @@ impl Agent {
     ) -> Result<(), StepError> {
         let detail = detail.into();
         tracing::info!(version = %t.release.version, state = state.as_str(), detail, "update");
-        let (version, running, progress) = (
-            t.release.version.clone(),
-            self.booted.version.clone(),
-            self.status.borrow().progress.clone(),
-        );
+        let version = t.release.version.clone();
+        let progress = self.status.borrow().progress.clone();
+        let event = self.event(&version, state, &detail, progress);
         let (d, at) = (detail.clone(), self.clock.unix());
         let never = matches!(state, UpdateState::Refused | UpdateState::RolledBack);
         self.store
@@ -183,7 +200,7 @@ impl Agent {
                 if never {
                     progress::add_never(tx, &version, &d, at)?;
                 }
-                progress::report(tx, at, &version, state, &d, &running, progress)
+                progress::report(tx, at, &event)
             })
             .await?;
         t.state = state;
@@ -210,22 +227,20 @@ impl Agent {
             from_version: self.booted.version.clone(),
             bytes_local: 0,
         };
-        let (row, at, running) = (t.clone(), self.clock.unix(), self.booted.version.clone());
+        let event = self.event(
+            &t.release.version,
+            t.state,
+            &t.detail,
+            UpdateProgress::default(),
+        );
+        let (row, at) = (t.clone(), self.clock.unix());
         self.store
             .write(move |tx| {
                 progress::start(tx, &row, at)?;
                 if never && row.state == UpdateState::Refused {
                     progress::add_never(tx, &row.release.version, &row.detail, at)?;
                 }
-                progress::report(
-                    tx,
-                    at,
-                    &row.release.version,
-                    row.state,
-                    &row.detail,
-                    &running,
-                    UpdateProgress::default(),
-                )
+                progress::report(tx, at, &event)
             })
             .await?;
         self.status
@@ -243,8 +258,15 @@ impl Agent {
             }
             return Ok(Next::Wait(IDLE));
         };
+        let aborted = release.rollout.aborted;
         let mut t = match target {
-            Some(t) if t.release.version == release.version => t,
+            // An aborted release published again is taken afresh.
+            Some(t)
+                if t.release.version == release.version
+                    && (aborted || t.state != UpdateState::Aborted) =>
+            {
+                t
+            }
             _ => {
                 let never = self
                     .store
@@ -288,6 +310,13 @@ impl Agent {
                 }
             }
         };
+        let before_install = matches!(
+            t.state,
+            UpdateState::Downloading | UpdateState::Verified | UpdateState::WaitingForWindow
+        );
+        if aborted && before_install {
+            return self.abort(&mut t).await;
+        }
         match t.state {
             UpdateState::Downloading => self.download(&mut t, failures).await,
             UpdateState::Verified => self.verify_signature(&mut t).await,
@@ -298,11 +327,33 @@ impl Agent {
             | UpdateState::Checking
             | UpdateState::Committed
             | UpdateState::RolledBack
-            | UpdateState::Refused => {
+            | UpdateState::Refused
+            | UpdateState::Aborted => {
                 self.show(&t);
                 Ok(Next::Wait(IDLE))
             }
         }
+    }
+
+    /// The fleet aborted the rollout before this box installed: the partial bundle
+    /// and its progress go (the space is the school's), the running slot is untouched.
+    async fn abort(&self, t: &mut Target) -> Result<Next, StepError> {
+        let bundle = self.bundle();
+        match std::fs::remove_file(&bundle) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(AssembleError::Io {
+                    what: format!("removing {}", bundle.display()),
+                    source: e,
+                }
+                .into());
+            }
+        }
+        self.store.write(progress::forget_all_chunks).await?;
+        self.transition(t, UpdateState::Aborted, "the fleet aborted the rollout")
+            .await?;
+        Ok(Next::Wait(IDLE))
     }
 
     async fn download(&self, t: &mut Target, failures: &mut u32) -> Result<Next, StepError> {

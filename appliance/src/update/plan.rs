@@ -3,7 +3,7 @@
 //! rollout's wave and sites; and whether now is inside the install window. Pure: the
 //! agent hands it the facts.
 
-use cartable_protocol::release::{Release, Version, parse_window};
+use cartable_protocol::release::{Release, Version, parse_window, place_in_fleet};
 
 use crate::base::clock::{self, ClockTime, Days, LocalTime};
 
@@ -41,14 +41,21 @@ pub(crate) fn decide(r: &Release, b: &BoxFacts<'_>, never: Option<&str>) -> Deci
         if new == *running {
             return Decision::Running;
         }
-        if new < *running {
+        if new < *running && !r.downgrade {
             return Decision::Refuse(format!(
                 "release {} is older than the running {}",
                 r.version, b.running
             ));
         }
+        if new > *running && r.downgrade {
+            return Decision::Refuse(format!(
+                "release {} is a rollback order, and this box runs the older {}",
+                r.version, b.running
+            ));
+        }
         if let Some(min) = r.min_from.as_deref().and_then(Version::parse)
             && *running < min
+            && !r.downgrade
         {
             return Decision::Refuse(format!(
                 "release {} upgrades from {} or later; this box runs {}",
@@ -60,6 +67,9 @@ pub(crate) fn decide(r: &Release, b: &BoxFacts<'_>, never: Option<&str>) -> Deci
     }
     if let Some(why) = never {
         return Decision::Refuse(format!("release {} is not taken again: {why}", r.version));
+    }
+    if r.rollout.aborted {
+        return Decision::NotYet(format!("the rollout of {} is aborted", r.version));
     }
     if !r.rollout.sites.is_empty() && !r.rollout.sites.iter().any(|s| s == b.site) {
         return Decision::NotYet(format!("release {} is for other sites for now", r.version));
@@ -74,19 +84,6 @@ pub(crate) fn decide(r: &Release, b: &BoxFacts<'_>, never: Option<&str>) -> Deci
         }
     }
     Decision::Take
-}
-
-/// The box's stable place in the fleet, 0 to 99: a wave of P % takes the boxes below
-/// P, so widening a wave keeps every box it had. From the box's name alone, so the
-/// central side computes the same place.
-pub(crate) fn place_in_fleet(site: &str, box_id: &str) -> u32 {
-    let d = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("cartable-wave/{site}/{box_id}").as_bytes(),
-    );
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&d.as_ref()[..8]);
-    (u64::from_be_bytes(first) % 100) as u32
 }
 
 /// Whether `now` (school-local) is inside `window` ("HH:MM-HH:MM", every day, may
@@ -141,10 +138,29 @@ mod tests {
         r.rollout = Rollout {
             wave_percent: None,
             sites: vec!["ecole-b".into()],
+            ..Rollout::default()
         };
         assert!(matches!(decide(&r, &BOX, None), Decision::NotYet(_)));
         r.rollout.sites.push("ecole-a".into());
         assert_eq!(decide(&r, &BOX, None), Decision::Take);
+    }
+
+    #[test]
+    fn an_older_release_is_taken_only_as_a_signed_rollback_order() {
+        let mut r = release("2026.11.9");
+        r.downgrade = true;
+        r.min_from = Some("2027.1".into());
+        assert_eq!(decide(&r, &BOX, None), Decision::Take);
+        // A rollback order never moves a box forward.
+        let mut r = release("2026.12.2");
+        r.downgrade = true;
+        assert!(
+            matches!(decide(&r, &BOX, None), Decision::Refuse(m) if m.contains("rollback order"))
+        );
+        // An aborted rollout starts nowhere.
+        let mut r = release("2026.12.2");
+        r.rollout.aborted = true;
+        assert!(matches!(decide(&r, &BOX, None), Decision::NotYet(m) if m.contains("aborted")));
     }
 
     #[test]

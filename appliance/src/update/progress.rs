@@ -4,7 +4,7 @@
 
 use cartable_protocol::events::EventBody;
 use cartable_protocol::release::Release;
-use cartable_protocol::status::{UpdateProgress, UpdateState};
+use cartable_protocol::status::UpdateState;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::store::{StoreError, outbox};
@@ -179,25 +179,7 @@ pub(crate) fn set_installed(tx: &Transaction<'_>, release: &Release) -> Result<(
 }
 
 /// The release event for the outbox.
-pub(crate) fn report(
-    tx: &Transaction<'_>,
-    at: i64,
-    version: &str,
-    state: UpdateState,
-    detail: &str,
-    running: &str,
-    progress: UpdateProgress,
-) -> Result<(), StoreError> {
-    outbox::append(
-        tx,
-        at,
-        &EventBody::Release {
-            version: version.to_string(),
-            state,
-            detail: detail.to_string(),
-            running: running.to_string(),
-            progress,
-        },
-    )?;
+pub(crate) fn report(tx: &Transaction<'_>, at: i64, event: &EventBody) -> Result<(), StoreError> {
+    outbox::append(tx, at, event)?;
     Ok(())
 }

@@ -324,6 +324,40 @@ impl Db {
         }
     }
 
+    /// Events of one type, per box in sequence order: (site, box, body).
+    pub async fn events_of_type(
+        &self,
+        kind: &'static str,
+    ) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
+        match self {
+            Db::Sqlite { path, .. } => {
+                Self::read_sqlite(path, move |c| sqlite::events_of_type(c, kind)).await
+            }
+            Db::Postgres(c) => postgres::events_of_type(c, kind).await,
+        }
+    }
+
+    /// Every rollout (see `rollout::Rollout`), one per scope.
+    pub async fn rollouts(&self) -> anyhow::Result<Vec<crate::rollout::Rollout>> {
+        let rows = match self {
+            Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::rollouts).await?,
+            Db::Postgres(c) => postgres::rollouts(c).await?,
+        };
+        rows.iter()
+            .map(|r| serde_json::from_str(r).context("a rollout in the database"))
+            .collect()
+    }
+
+    pub async fn put_rollout(&self, r: &crate::rollout::Rollout) -> anyhow::Result<()> {
+        let (scope, body) = (r.scope.label(), serde_json::to_string(r)?);
+        match self {
+            Db::Sqlite { writer, .. } => {
+                Self::write_sqlite(writer, move |c| sqlite::put_rollout(c, &scope, &body)).await
+            }
+            Db::Postgres(c) => postgres::put_rollout(c, &scope, &body).await,
+        }
+    }
+
     pub async fn counters(&self) -> anyhow::Result<BTreeMap<&'static str, i64>> {
         let mut out = BTreeMap::new();
         for name in COUNTERS {

@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     received_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS quarantine_by_key ON quarantine(site, box, public_key);
+CREATE TABLE IF NOT EXISTS rollouts (
+    scope      TEXT PRIMARY KEY,
+    body       JSONB NOT NULL,
+    changed_at BIGINT NOT NULL
+);
 ";
 
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
@@ -436,4 +441,45 @@ pub async fn usage(c: &Client) -> anyhow::Result<Usage> {
         top_apps: triples(top_apps),
         blocked_categories: triples(blocked),
     })
+}
+
+/// Events of one type, per box in sequence order: (site, box, body).
+pub async fn events_of_type(
+    c: &Client,
+    kind: &str,
+) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
+    let rows = c
+        .query(
+            "SELECT site, box, body::text FROM events WHERE type = $1 ORDER BY site, box, seq",
+            &[&kind],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                serde_json::from_str(r.get::<_, &str>(2)).unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Every rollout's row, as JSON text.
+pub async fn rollouts(c: &Client) -> anyhow::Result<Vec<String>> {
+    let rows = c
+        .query("SELECT body::text FROM rollouts ORDER BY scope", &[])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn put_rollout(c: &Client, scope: &str, body: &str) -> anyhow::Result<()> {
+    c.execute(
+        "INSERT INTO rollouts(scope, body, changed_at) VALUES ($1, $2::text::jsonb, $3)
+         ON CONFLICT(scope) DO UPDATE SET body = excluded.body, changed_at = excluded.changed_at",
+        &[&scope, &body, &now()],
+    )
+    .await?;
+    Ok(())
 }

@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     received_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS quarantine_by_key ON quarantine(site, box, public_key);
+CREATE TABLE IF NOT EXISTS rollouts (
+    scope      TEXT PRIMARY KEY,
+    body       TEXT NOT NULL,
+    changed_at INTEGER NOT NULL
+) STRICT;
 ";
 
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -395,4 +400,38 @@ pub fn usage(conn: &Connection) -> rusqlite::Result<Usage> {
         top_apps,
         blocked_categories,
     })
+}
+
+/// Events of one type, per box in sequence order: (site, box, body).
+pub fn events_of_type(
+    conn: &Connection,
+    kind: &str,
+) -> rusqlite::Result<Vec<(String, String, serde_json::Value)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT site, box, body FROM events WHERE type = ?1 ORDER BY site, box, seq",
+    )?;
+    st.query_map([kind], |r| {
+        let body: String = r.get(2)?;
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            serde_json::from_str(&body).unwrap_or_default(),
+        ))
+    })?
+    .collect()
+}
+
+/// Every rollout's row, as JSON text.
+pub fn rollouts(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare_cached("SELECT body FROM rollouts ORDER BY scope")?;
+    st.query_map([], |r| r.get(0))?.collect()
+}
+
+pub fn put_rollout(conn: &Connection, scope: &str, body: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO rollouts(scope, body, changed_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(scope) DO UPDATE SET body = excluded.body, changed_at = excluded.changed_at",
+    )?
+    .execute(params![scope, body, now()])?;
+    Ok(())
 }

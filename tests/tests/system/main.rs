@@ -15,4 +15,5 @@ mod release;
 mod sync;
 mod systemd;
 mod update;
+mod update_rollout;
 mod ut1_import;

@@ -22,7 +22,7 @@ use crate::sync::desired::{central, ceremony, refused, target, wait_stored};
 use crate::sync::{BOX, SITE, sync_config, wait_until};
 
 /// The manifest in force on the box, as it stored it.
-fn stored_release(app: &Appliance) -> Release {
+pub(crate) fn stored_release(app: &Appliance) -> Release {
     let conn = rusqlite::Connection::open_with_flags(
         app.database(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -129,10 +129,10 @@ fn a_release_is_cut_signed_and_stored_and_a_manifest_the_box_cannot_follow_is_re
 
 // ---- The update agent, with the directory backend ----
 
-const RUNNING: &str = "2026.12.1";
+pub(crate) const RUNNING: &str = "2026.12.1";
 
 /// A test release CA (certificate, key) made with openssl, as a fleet's would be.
-fn release_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn release_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
@@ -157,7 +157,12 @@ fn release_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// A real RAUC bundle of `rootfs`, signed by `ca`.
-fn rauc_bundle(dir: &Path, version: &str, rootfs: &[u8], ca: &(PathBuf, PathBuf)) -> PathBuf {
+pub(crate) fn rauc_bundle(
+    dir: &Path,
+    version: &str,
+    rootfs: &[u8],
+    ca: &(PathBuf, PathBuf),
+) -> PathBuf {
     let content = dir.join(format!("content-{version}"));
     std::fs::create_dir_all(&content).unwrap();
     std::fs::write(content.join("rootfs.img"), rootfs).unwrap();
@@ -187,7 +192,7 @@ fn rauc_bundle(dir: &Path, version: &str, rootfs: &[u8], ca: &(PathBuf, PathBuf)
 
 /// An install window open all day but for one minute half a day away, whatever the
 /// time the test runs at and the box's time zone.
-fn window_open_now() -> String {
+pub(crate) fn window_open_now() -> String {
     let now = (fleet::now() / 60) % 1440;
     let closed = (now + 720) % 1440;
     let open = (closed + 1) % 1440;
@@ -197,21 +202,34 @@ fn window_open_now() -> String {
 
 /// The box: synced with `broker`, updates through the directory backend.
 fn updating_box(broker: &Mosquitto, pin: &str, keyring: &Path) -> Appliance {
-    Appliance::start(&sync_config(
-        &broker.url(),
-        &format!(
-            "{pin}\n[update]\nbackend = \"directory\"\nkeyring = \"{}\"\nboard = \"x86_64\"\nversion = \"{RUNNING}\"\nwindow = \"{}\"\nhealth_timeout_secs = 8\n",
-            keyring.display(),
-            window_open_now()
-        ),
+    updating_box_named(broker, pin, keyring, BOX)
+}
+
+/// [`updating_box`] named `id` in the site.
+pub(crate) fn updating_box_named(
+    broker: &Mosquitto,
+    pin: &str,
+    keyring: &Path,
+    id: &str,
+) -> Appliance {
+    Appliance::start(&format!(
+        "[appliance]\nid = \"{id}\"\n{}",
+        sync_config(
+            &broker.url(),
+            &format!(
+                "{pin}\n[update]\nbackend = \"directory\"\nkeyring = \"{}\"\nboard = \"x86_64\"\nversion = \"{RUNNING}\"\nwindow = \"{}\"\nhealth_timeout_secs = 8\n",
+                keyring.display(),
+                window_open_now()
+            ),
+        )
     ))
 }
 
-fn update_status(app: &Appliance) -> serde_json::Value {
+pub(crate) fn update_status(app: &Appliance) -> serde_json::Value {
     app.get_json("/api/v1/status")["update"].clone()
 }
 
-fn wait_update(app: &Appliance, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+pub(crate) fn wait_update(app: &Appliance, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let last = update_status(app);
@@ -228,20 +246,20 @@ fn wait_update(app: &Appliance, what: &str, ok: impl Fn(&serde_json::Value) -> b
 }
 
 /// The console and the chunk store an origin serves.
-struct Fleet<'a> {
-    dir: &'a Path,
+pub(crate) struct Fleet<'a> {
+    pub(crate) dir: &'a Path,
     /// The console's key and broker arguments.
-    target: Vec<String>,
-    origin: Upstream,
+    pub(crate) target: Vec<String>,
+    pub(crate) origin: Upstream,
 }
 
 impl Fleet<'_> {
-    fn store(&self) -> PathBuf {
+    pub(crate) fn store(&self) -> PathBuf {
         self.dir.join("chunks")
     }
 
     /// `release publish` of `bundle`, with `extra` arguments.
-    fn command(
+    pub(crate) fn command(
         &self,
         bundle: &Path,
         version: &str,
@@ -286,7 +304,7 @@ impl Fleet<'_> {
     }
 
     /// Puts the release's chunks `range` on the origin.
-    fn serve(&self, r: &Release, range: std::ops::Range<usize>) {
+    pub(crate) fn serve(&self, r: &Release, range: std::ops::Range<usize>) {
         for c in &r.chunks[range] {
             let bytes = std::fs::read(self.store().join(&c.sha256)).unwrap();
             self.origin
@@ -296,7 +314,7 @@ impl Fleet<'_> {
 }
 
 /// The version of the release document in force (each publish signs a newer one).
-fn desired_version(app: &Appliance) -> Option<i64> {
+pub(crate) fn desired_version(app: &Appliance) -> Option<i64> {
     let conn = rusqlite::Connection::open_with_flags(
         app.database(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -311,7 +329,7 @@ fn desired_version(app: &Appliance) -> Option<i64> {
 }
 
 /// The box reboots into its new slot: the daemon exits, and starts again.
-fn reboot(app: &mut Appliance) {
+pub(crate) fn reboot(app: &mut Appliance) {
     assert_eq!(
         app.wait_exit(Duration::from_secs(60)),
         Some(0),
@@ -501,7 +519,7 @@ fn new_firmware_failing_its_health_check_is_rolled_back_and_never_taken_again() 
     refused_for(&app, "2026.12.2", "not taken again: health check failed");
 }
 
-fn refused_for(app: &Appliance, version: &str, says: &str) {
+pub(crate) fn refused_for(app: &Appliance, version: &str, says: &str) {
     wait_update(app, &format!("{version} refused"), |u| {
         u["state"] == "refused"
             && u["version"] == version
