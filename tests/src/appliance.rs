@@ -135,6 +135,20 @@ impl Appliance {
         self.wait_healthy();
     }
 
+    /// kill -9 and reaps it, without starting it again (a test changes what the next
+    /// start finds first).
+    pub fn kill9(&mut self) {
+        let _ = self.child.child.kill();
+        let _ = self.child.child.wait();
+    }
+
+    /// Starts the daemon again without waiting for it to serve (it may be meant to
+    /// stop on its own at once, as a reboot does).
+    pub fn respawn(&mut self) {
+        self.kill9();
+        self.child = Self::spawn(&self.dir, &self.config, self.netns.as_deref());
+    }
+
     /// The daemon's data folder.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -383,6 +383,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 16,
+        name: "update_boot",
+        sql: "
+        -- The boot the agent asked to reboot from: a start in the same boot means the
+        -- reboot never happened (the daemon was killed first), not that the
+        -- bootloader fell back.
+        ALTER TABLE update_target ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

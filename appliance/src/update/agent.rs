@@ -194,9 +194,16 @@ impl Agent {
         let event = self.event(&version, state, &detail, progress);
         let (d, at) = (detail.clone(), self.clock.unix());
         let never = matches!(state, UpdateState::Refused | UpdateState::RolledBack);
+        let boot_id = match (&self.installer, state) {
+            (Some(i), UpdateState::Rebooting) => Some(i.boot_id()),
+            _ => None,
+        };
         self.store
             .write(move |tx| {
                 progress::set_state(tx, state, &d, at)?;
+                if let Some(b) = &boot_id {
+                    progress::set_boot_id(tx, b)?;
+                }
                 if never {
                     progress::add_never(tx, &version, &d, at)?;
                 }
@@ -209,15 +216,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Writes a new target (a release taken or refused) with its event.
-    /// A refusal is final for the version unless the box itself is what is missing
-    /// (`never` false: no installer configured yet).
+    /// Writes a new target (a release taken or refused) with its event. A refusal
+    /// here is for what this box is (board, version, no installer), never a verdict
+    /// on the release: the versions never taken again are those that failed a check
+    /// or rolled back (`transition`).
     async fn begin(
         &self,
         release: Release,
         state: UpdateState,
         detail: String,
-        never: bool,
     ) -> Result<Target, StepError> {
         tracing::info!(version = %release.version, state = state.as_str(), detail, "release");
         let t = Target {
@@ -226,6 +233,7 @@ impl Agent {
             detail,
             from_version: self.booted.version.clone(),
             bytes_local: 0,
+            boot_id: String::new(),
         };
         let event = self.event(
             &t.release.version,
@@ -237,9 +245,6 @@ impl Agent {
         self.store
             .write(move |tx| {
                 progress::start(tx, &row, at)?;
-                if never && row.state == UpdateState::Refused {
-                    progress::add_never(tx, &row.release.version, &row.detail, at)?;
-                }
                 progress::report(tx, at, &event)
             })
             .await?;
@@ -260,9 +265,11 @@ impl Agent {
         };
         let aborted = release.rollout.aborted;
         let mut t = match target {
-            // An aborted release published again is taken afresh.
+            // The same order goes on where it is. Another order for the same version
+            // (a rollback order after a refusal as older, another bundle) and an
+            // aborted release published again are decided afresh.
             Some(t)
-                if t.release.version == release.version
+                if same_order(&t.release, &release)
                     && (aborted || t.state != UpdateState::Aborted) =>
             {
                 t
@@ -288,8 +295,10 @@ impl Agent {
                         });
                         return Ok(Next::Wait(IDLE));
                     }
+                    // Refused for what this box is (its board, its version), not for
+                    // what the release is: a later order (a rollback) may take it.
                     Decision::Refuse(why) => {
-                        self.begin(release, UpdateState::Refused, why, true).await?;
+                        self.begin(release, UpdateState::Refused, why).await?;
                         return Ok(Next::Wait(IDLE));
                     }
                     Decision::Take if self.installer.is_none() => {
@@ -297,14 +306,13 @@ impl Agent {
                             release,
                             UpdateState::Refused,
                             "this box has no installer ([update] backend = \"none\")".into(),
-                            false,
                         )
                         .await?;
                         return Ok(Next::Wait(IDLE));
                     }
                     Decision::Take => {
                         *failures = 0;
-                        self.begin(release, UpdateState::Downloading, String::new(), false)
+                        self.begin(release, UpdateState::Downloading, String::new())
                             .await?
                     }
                 }
@@ -535,6 +543,16 @@ impl Agent {
             }
         };
         self.show(&t);
+        if t.state == UpdateState::Rebooting
+            && !t.boot_id.is_empty()
+            && t.boot_id == installer.boot_id()
+        {
+            // Still the boot the reboot was asked from: the daemon was killed or
+            // restarted before the machine went down. Not a fallback: reboot now.
+            tracing::warn!(version = %t.release.version, "the reboot never happened; rebooting");
+            tokio::task::block_in_place(|| installer.reboot())?;
+            return Ok(());
+        }
         if self.booted.version != t.release.version {
             tokio::task::block_in_place(|| installer.mark_good())?;
             let why = format!(
@@ -605,4 +623,10 @@ fn retry_wait(failures: u32) -> Duration {
     RETRY_FIRST
         .saturating_mul(1 << failures.saturating_sub(1).min(10))
         .min(RETRY_MAX)
+}
+
+/// Whether two manifests give the same order: the same bundle of the same version, an
+/// upgrade both or a rollback both. Rollout changes (pause, widen) are the same order.
+fn same_order(a: &Release, b: &Release) -> bool {
+    a.version == b.version && a.bundle == b.bundle && a.downgrade == b.downgrade
 }

@@ -52,6 +52,9 @@ pub(crate) trait Installer: Send + Sync {
     fn mark_bad(&self) -> Result<(), InstallError>;
     /// Asks for the reboot; returns once it is under way.
     fn reboot(&self) -> Result<(), InstallError>;
+    /// Names this boot: a start with the same id as when the reboot was asked is the
+    /// same boot (the daemon was restarted, the machine was not).
+    fn boot_id(&self) -> String;
 }
 
 /// Runs `program args`, its standard output on success, else the error it printed.
@@ -97,6 +100,12 @@ impl Installer for Rauc {
         "rauc"
     }
 
+    fn boot_id(&self) -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
     fn booted(&self) -> Result<Booted, InstallError> {
         let out = run("rauc", &["status", "--output-format=json"])?;
         let status: RaucStatus = serde_json::from_str(&out).map_err(|e| InstallError::Command {
@@ -135,6 +144,7 @@ pub(crate) struct Directory {
     dir: PathBuf,
     keyring: PathBuf,
     booted: Booted,
+    boot_id: String,
     /// Cancelled to "reboot": the daemon stops, and its next start boots.
     exit: CancellationToken,
 }
@@ -149,6 +159,9 @@ struct BootEnv {
     booted: String,
     /// A reboot was asked for: the next start of the daemon is a boot.
     reboot: bool,
+    /// Boots so far (the boot's id).
+    #[serde(default)]
+    boots: u64,
 }
 
 const SLOTS: [&str; 2] = ["A", "B"];
@@ -177,12 +190,14 @@ impl Directory {
                     r#try: [("A".into(), false), ("B".into(), false)].into(),
                     booted: "A".into(),
                     reboot: false,
+                    boots: 0,
                 }
             }
             Err(e) => return Err(io(format!("reading {}", env_path.display()))(e)),
         };
         if env.reboot {
             env.reboot = false;
+            env.boots += 1;
             env.booted = boot(&mut env)?;
             tracing::info!(slot = %env.booted, "booted (directory backend)");
         }
@@ -193,6 +208,7 @@ impl Directory {
         Ok(Directory {
             dir: dir.to_path_buf(),
             keyring: keyring.to_path_buf(),
+            boot_id: format!("directory-boot-{}", env.boots),
             booted: Booted {
                 slot: Some(env.booted),
                 version,
@@ -253,6 +269,10 @@ fn sync_dir(dir: &Path) -> Result<(), InstallError> {
 impl Installer for Directory {
     fn name(&self) -> &'static str {
         "directory"
+    }
+
+    fn boot_id(&self) -> String {
+        self.boot_id.clone()
     }
 
     fn booted(&self) -> Result<Booted, InstallError> {

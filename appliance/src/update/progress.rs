@@ -18,6 +18,8 @@ pub(crate) struct Target {
     /// The firmware running when the release was taken (what a rollback goes to).
     pub(crate) from_version: String,
     pub(crate) bytes_local: u64,
+    /// The boot the reboot was asked from (empty until then).
+    pub(crate) boot_id: String,
 }
 
 fn bad(e: serde_json::Error) -> StoreError {
@@ -27,8 +29,8 @@ fn bad(e: serde_json::Error) -> StoreError {
 pub(crate) fn target(c: &Connection) -> Result<Option<Target>, StoreError> {
     let row = c
         .prepare_cached(
-            "SELECT manifest, state, detail, from_version, bytes_local FROM update_target
-             WHERE id = 1",
+            "SELECT manifest, state, detail, from_version, bytes_local, boot_id
+             FROM update_target WHERE id = 1",
         )?
         .query_row([], |r| {
             Ok((
@@ -37,10 +39,11 @@ pub(crate) fn target(c: &Connection) -> Result<Option<Target>, StoreError> {
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
             ))
         })
         .optional()?;
-    let Some((manifest, state, detail, from_version, bytes_local)) = row else {
+    let Some((manifest, state, detail, from_version, bytes_local, boot_id)) = row else {
         return Ok(None);
     };
     Ok(Some(Target {
@@ -49,6 +52,7 @@ pub(crate) fn target(c: &Connection) -> Result<Option<Target>, StoreError> {
         detail,
         from_version,
         bytes_local: bytes_local.max(0) as u64,
+        boot_id,
     }))
 }
 
@@ -58,12 +62,12 @@ pub(crate) fn start(tx: &Transaction<'_>, t: &Target, at: i64) -> Result<(), Sto
     let manifest = serde_json::to_string(&t.release).map_err(bad)?;
     tx.prepare_cached(
         "INSERT INTO update_target(id, version, manifest, state, detail, from_version,
-           bytes_local, changed_at)
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, 0, ?6)
+           bytes_local, changed_at, boot_id)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, 0, ?6, '')
          ON CONFLICT(id) DO UPDATE SET version = excluded.version,
            manifest = excluded.manifest, state = excluded.state, detail = excluded.detail,
            from_version = excluded.from_version, bytes_local = 0,
-           changed_at = excluded.changed_at",
+           changed_at = excluded.changed_at, boot_id = ''",
     )?
     .execute(params![
         t.release.version,
@@ -86,6 +90,13 @@ pub(crate) fn set_state(
         "UPDATE update_target SET state = ?1, detail = ?2, changed_at = ?3 WHERE id = 1",
     )?
     .execute(params![state.as_str(), detail, at])?;
+    Ok(())
+}
+
+/// Records the boot a reboot is asked from.
+pub(crate) fn set_boot_id(tx: &Transaction<'_>, boot_id: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE update_target SET boot_id = ?1 WHERE id = 1")?
+        .execute([boot_id])?;
     Ok(())
 }
 

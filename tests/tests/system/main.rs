@@ -15,5 +15,6 @@ mod release;
 mod sync;
 mod systemd;
 mod update;
+mod update_kill;
 mod update_rollout;
 mod ut1_import;

@@ -270,3 +270,58 @@ fn a_refusal_halts_the_rollout_and_resume_widen_and_abort_reach_the_boxes() {
     wait_rollout(&c, "aborted", |r| r["state"] == "aborted");
     drop::<(Appliance, Appliance)>((a, b));
 }
+
+#[test]
+fn a_signed_rollback_order_takes_a_box_back_to_an_older_release() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (pin, key) = ceremony(dir.path());
+    let ca = release_ca(dir.path(), "release-ca");
+    let c = console(&broker, &key);
+    let mut a = updating_box_named(&broker, &pin, &ca.0, &named_in(0..100));
+    let fleet = Fleet {
+        dir: dir.path(),
+        target: [
+            "--key",
+            key.to_str().unwrap(),
+            "--broker",
+            &broker.address(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        origin: Upstream::start(),
+    };
+    let old_root = cartable_systests::noise(1 << 20, 44);
+    let old = rauc_bundle(dir.path(), RUNNING, &old_root, &ca);
+    let new = rauc_bundle(
+        dir.path(),
+        "2026.12.2",
+        &cartable_systests::noise(1 << 20, 45),
+        &ca,
+    );
+    publish(&fleet, &c, &new, "2026.12.2", &[]);
+    let r: cartable_protocol::release::Release =
+        serde_json::from_value(status(&c)["rollouts"][0]["release"].clone()).unwrap();
+    fleet.serve(&r, 0..r.chunks.len());
+    reboot(&mut a);
+    wait_update(&a, "2026.12.2 committed", |u| {
+        u["state"] == "committed" && u["running"] == "2026.12.2"
+    });
+    // The old release published as it was is refused: older than what runs.
+    publish(&fleet, &c, &old, RUNNING, &[]);
+    wait_update(&a, "an unsigned downgrade refused", |u| {
+        u["state"] == "refused" && u["detail"].as_str().unwrap_or("").contains("older")
+    });
+    // A rollback order is a decision of the fleet, signed: the box goes back. The
+    // refusal above is no verdict on the version, so it is taken now.
+    publish(&fleet, &c, &old, RUNNING, &["--downgrade"]);
+    let r: cartable_protocol::release::Release =
+        serde_json::from_value(status(&c)["rollouts"][0]["release"].clone()).unwrap();
+    assert!(r.downgrade);
+    fleet.serve(&r, 0..r.chunks.len());
+    reboot(&mut a);
+    wait_update(&a, "back on the old release", |u| {
+        u["state"] == "committed" && u["running"] == RUNNING && u["slot"] == "A"
+    });
+    wait_rollout(&c, "the rollback finished", |r| r["state"] == "finished");
+}
