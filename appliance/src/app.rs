@@ -282,9 +282,10 @@ fn filter_spec(config: &Config, store: &Store, fleet_key: Option<&[u8]>) -> Filt
     }
 }
 
-/// A release's chunks come through the cache, under its windows.
+/// A release's chunks come through the cache, under its windows, and are offered by
+/// it to the site's other boxes.
 fn chunk_source(cache: &Arc<crate::cache::Cache>) -> crate::update::ChunkSource {
-    let (fetch, window) = (cache.clone(), cache.clone());
+    let (fetch, window, offer) = (cache.clone(), cache.clone(), cache.clone());
     crate::update::ChunkSource {
         fetch: Arc::new(move |c: crate::update::ChunkFetch| {
             let cache = fetch.clone();
@@ -295,6 +296,7 @@ fn chunk_source(cache: &Arc<crate::cache::Cache>) -> crate::update::ChunkSource 
             })
         }),
         in_window: Arc::new(move || window.in_window()),
+        offer: Arc::new(move |r| offer.offer(r)),
     }
 }
 

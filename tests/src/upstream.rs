@@ -27,6 +27,8 @@ pub struct Seen {
     pub path: String,
     pub host: String,
     pub range: Option<String>,
+    /// Whether the object was there to send (a 404 otherwise).
+    pub found: bool,
 }
 
 #[derive(Default)]
@@ -117,17 +119,19 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     }
     let found = {
         let mut st = state.lock().unwrap();
-        st.seen.push(Seen {
-            path: path.clone(),
-            host,
-            range: range.clone(),
-        });
-        st.objects.get_mut(&path).map(|(body, faults)| {
+        let found = st.objects.get_mut(&path).map(|(body, faults)| {
             let now = faults.clone();
             faults.drop_after = None;
             faults.corrupt = faults.corrupt.saturating_sub(1);
             (body.clone(), now)
-        })
+        });
+        st.seen.push(Seen {
+            path: path.clone(),
+            host,
+            range: range.clone(),
+            found: found.is_some(),
+        });
+        found
     };
     let mut out = conn;
     let Some((body, faults)) = found else {

@@ -12,6 +12,7 @@ pub mod clean;
 pub(crate) mod fill;
 pub(crate) mod index;
 pub mod objects;
+pub(crate) mod offered;
 pub(crate) mod origin;
 pub(crate) mod prefetch;
 pub(crate) mod redirect;
@@ -73,6 +74,14 @@ struct Room {
     used: u64,
     /// Bytes promised to downloads in progress.
     reserved: u64,
+}
+
+/// An object the cache fetches when a client asks for it.
+pub(crate) struct Wanted {
+    pub(crate) item: CatalogueItem,
+    /// A release's chunk for another box: paced and under the windows, like the
+    /// box's own chunks.
+    pub(crate) chunk: bool,
 }
 
 /// Where the catalogue comes from, so that it can be read again when it changes.
@@ -152,6 +161,8 @@ pub struct Cache {
     pub redirect_hosts: HashMap<String, String>,
     /// The index's references match the catalogue in force.
     refs_written: std::sync::atomic::AtomicBool,
+    /// The signed release's chunks, fetched for the site's other boxes.
+    offered: ArcSwap<offered::Offered>,
 }
 
 impl Cache {
@@ -189,6 +200,7 @@ impl Cache {
             failures: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             refs_written: std::sync::atomic::AtomicBool::new(false),
+            offered: ArcSwap::from_pointee(offered::Offered::default()),
         }))
     }
 
@@ -262,14 +274,31 @@ impl Cache {
         self.wake.notify_one();
     }
 
-    /// The catalogue item that names `sha`, if any.
-    pub fn item_for(&self, sha: &Sha256) -> Option<CatalogueItem> {
-        self.catalogue
+    /// What `sha` is, when the cache may fetch it for a client that asks: an item
+    /// of the catalogue, or a chunk of the release on offer to the site's boxes.
+    pub(crate) fn wanted(&self, sha: &Sha256) -> Option<Wanted> {
+        if let Some(item) = self
+            .catalogue
             .load()
             .items
             .iter()
             .find(|i| i.sha256.eq_ignore_ascii_case(sha.as_str()))
-            .cloned()
+        {
+            return Some(Wanted {
+                item: item.clone(),
+                chunk: false,
+            });
+        }
+        let item = self.offered.load().item(sha.as_str())?;
+        Some(Wanted { item, chunk: true })
+    }
+
+    /// Offers the chunks of `release` (the signed one the box stored) to the site's
+    /// other boxes; none withdraws the offer.
+    pub(crate) fn offer(&self, release: Option<&cartable_protocol::release::Release>) {
+        if !self.offered.load().is_of(release) {
+            self.offered.store(Arc::new(offered::Offered::of(release)));
+        }
     }
 
     /// Notes that an object was served (its last access goes to the index later).
@@ -303,6 +332,12 @@ impl Cache {
         // The prefetcher evicts only for what must be held; a tablet's request may.
         let evict = !paced || self.is_pinned(&item.sha256);
         self.fill_with(item, paced, evict)
+    }
+
+    /// The download of a release's chunk another box asked for: paced and evicting
+    /// like the box's own chunks ([`Cache::fetch_object`]), shared with them.
+    pub(crate) fn fill_chunk(self: &Arc<Self>, item: &CatalogueItem) -> Arc<Fill> {
+        self.fill_with(item, true, true)
     }
 
     /// Fetches an object no catalogue names (a firmware release's chunk): paced like

@@ -148,9 +148,19 @@ pub(crate) async fn serve(
 ) -> Response {
     let etag = format!("\"{}\"", sha.as_str());
     let held = cache.objects.contains(sha);
-    let item = if held { None } else { cache.item_for(sha) };
-    if !held && item.is_none() {
-        return (StatusCode::NOT_FOUND, "not in the cache\n").into_response();
+    let item = if held { None } else { cache.wanted(sha) };
+    match &item {
+        None if !held => return (StatusCode::NOT_FOUND, "not in the cache\n").into_response(),
+        // Another box asks outside the windows: it goes to the origin itself, or
+        // waits, as its own windows say.
+        Some(w) if w.chunk && !cache.in_window() => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outside the cache's download windows\n",
+            )
+                .into_response();
+        }
+        _ => {}
     }
     if headers
         .get(header::IF_NONE_MATCH)
@@ -169,7 +179,7 @@ pub(crate) async fn serve(
             Err(_) => return (StatusCode::NOT_FOUND, "not in the cache\n").into_response(),
         }
     } else {
-        (item.as_ref().map_or(0, |i| i.size), None)
+        (item.as_ref().map_or(0, |w| w.item.size), None)
     };
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let Some((partial, start, end)) = plan_range(range, size) else {
@@ -196,8 +206,12 @@ pub(crate) async fn serve(
                 256 * 1024,
             ))
         }
-        (None, Some(item)) => {
-            let fill = cache.fill(&item, false);
+        (None, Some(w)) => {
+            let fill = if w.chunk {
+                cache.fill_chunk(&w.item)
+            } else {
+                cache.fill(&w.item, false)
+            };
             // Answer only once the origin answered: a dead origin is a clear 502,
             // not a response cut at byte 0.
             let mut rx = fill.subscribe();

@@ -118,8 +118,15 @@ impl Agent {
         }
     }
 
-    /// The release in force, verified again with the pinned key.
+    /// The release in force, verified again with the pinned key, and offered to the
+    /// site's other boxes (they may ask this box for its chunks).
     async fn release(&self) -> Result<Option<Release>, StepError> {
+        let release = self.verified_release().await?;
+        (self.source.offer)(release.as_ref());
+        Ok(release)
+    }
+
+    async fn verified_release(&self) -> Result<Option<Release>, StepError> {
         let Some(key) = self.fleet_key.clone() else {
             return Ok(None);
         };

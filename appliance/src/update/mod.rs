@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cartable_protocol::release::Release;
 use cartable_protocol::status::{UpdateState, UpdateStatus};
 use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, watch};
@@ -46,6 +47,9 @@ pub(crate) struct ChunkFetch {
     pub(crate) label: String,
 }
 
+/// Offers a release's chunks to the site's other boxes (none: withdrawn).
+pub(crate) type Offer = dyn Fn(Option<&Release>) + Send + Sync;
+
 /// Where chunks come from, handed in by `app` (the cache: verified, resumable, one
 /// download per chunk, under its rate cap).
 #[derive(Clone)]
@@ -55,6 +59,8 @@ pub(crate) struct ChunkSource {
         Arc<dyn Fn(ChunkFetch) -> BoxFuture<'static, Result<PathBuf, String>> + Send + Sync>,
     /// Whether downloads may use the uplink now (the cache's windows).
     pub(crate) in_window: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Offers the release's chunks to the site's other boxes (none: withdrawn).
+    pub(crate) offer: Arc<Offer>,
 }
 
 /// What the agent is built with, besides its own `[update]` section.

@@ -16,5 +16,6 @@ mod sync;
 mod systemd;
 mod update;
 mod update_kill;
+mod update_peers;
 mod update_rollout;
 mod ut1_import;

@@ -200,6 +200,15 @@ pub(crate) fn window_open_now() -> String {
     format!("{}-{}", hm(open), hm(closed))
 }
 
+/// An install window of one minute half a day away: closed whenever the test runs.
+pub(crate) fn window_closed_now() -> String {
+    let (open, closed) = window_open_now()
+        .split_once('-')
+        .map(|(o, c)| (o.to_string(), c.to_string()))
+        .unwrap();
+    format!("{closed}-{open}")
+}
+
 /// The box: synced with `broker`, updates through the directory backend.
 fn updating_box(broker: &Mosquitto, pin: &str, keyring: &Path) -> Appliance {
     updating_box_named(broker, pin, keyring, BOX)
@@ -212,14 +221,26 @@ pub(crate) fn updating_box_named(
     keyring: &Path,
     id: &str,
 ) -> Appliance {
+    updating_box_with(broker, pin, keyring, id, &window_open_now(), "")
+}
+
+/// [`updating_box_named`] with its install `window` and `more` lines in its `[update]`
+/// section.
+pub(crate) fn updating_box_with(
+    broker: &Mosquitto,
+    pin: &str,
+    keyring: &Path,
+    id: &str,
+    window: &str,
+    more: &str,
+) -> Appliance {
     Appliance::start(&format!(
         "[appliance]\nid = \"{id}\"\n{}",
         sync_config(
             &broker.url(),
             &format!(
-                "{pin}\n[update]\nbackend = \"directory\"\nkeyring = \"{}\"\nboard = \"x86_64\"\nversion = \"{RUNNING}\"\nwindow = \"{}\"\nhealth_timeout_secs = 8\n",
+                "{pin}\n[update]\nbackend = \"directory\"\nkeyring = \"{}\"\nboard = \"x86_64\"\nversion = \"{RUNNING}\"\nwindow = \"{window}\"\nhealth_timeout_secs = 8\n{more}",
                 keyring.display(),
-                window_open_now()
             ),
         )
     ))
