@@ -39,6 +39,9 @@ pub struct App {
     supervisor: Supervisor,
     http_addr: SocketAddr,
     dns_addrs: Vec<SocketAddr>,
+    /// The sync's link, and the update agent's wake-up: a download waiting out its
+    /// backoff goes on as soon as the broker answers again.
+    reconnects: (crate::sync::SyncView, Arc<tokio::sync::Notify>),
 }
 
 impl App {
@@ -117,6 +120,7 @@ impl App {
             firmware: (update.status())().running,
         });
         let link = sync_view.clone();
+        let reconnects = (sync_view.clone(), update.wake.clone());
 
         let http = http_service(
             &config,
@@ -167,6 +171,7 @@ impl App {
             supervisor,
             http_addr,
             dns_addrs,
+            reconnects,
         })
     }
 
@@ -197,6 +202,8 @@ impl App {
             tracing::info!("rebooting (the directory backend): the daemon stops");
             stop.cancel();
         });
+        let (link, wake) = self.reconnects;
+        tokio::spawn(link.on_reconnect(move || wake.notify_one()));
         self.supervisor.run(shutdown, on_ready).await;
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;

@@ -36,6 +36,8 @@ struct State {
     objects: HashMap<String, (Arc<Vec<u8>>, Faults)>,
     seen: Vec<Seen>,
     bytes_sent: u64,
+    /// Body bytes sent, per path.
+    sent_by_path: HashMap<String, u64>,
 }
 
 pub struct Upstream {
@@ -95,6 +97,32 @@ impl Upstream {
 
     pub fn bytes_sent(&self) -> u64 {
         self.state.lock().unwrap().bytes_sent
+    }
+
+    /// Body bytes sent for each path, and each object's size: what was sent beyond
+    /// an object's size was sent twice.
+    pub fn sent_by_path(&self) -> Vec<(String, u64, u64)> {
+        let st = self.state.lock().unwrap();
+        st.sent_by_path
+            .iter()
+            .map(|(p, n)| {
+                (
+                    p.clone(),
+                    *n,
+                    st.objects.get(p).map_or(0, |o| o.0.len() as u64),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether `path` is served.
+    pub fn has(&self, path: &str) -> bool {
+        self.state.lock().unwrap().objects.contains_key(path)
+    }
+
+    /// Requests seen so far.
+    pub fn request_count(&self) -> usize {
+        self.state.lock().unwrap().seen.len()
     }
 }
 
@@ -174,7 +202,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         .map_or(data.len(), |n| (n as usize).min(data.len()));
     for chunk in data[..limit].chunks(64 * 1024) {
         out.write_all(chunk)?;
-        state.lock().unwrap().bytes_sent += chunk.len() as u64;
+        let mut st = state.lock().unwrap();
+        st.bytes_sent += chunk.len() as u64;
+        *st.sent_by_path.entry(path.clone()).or_default() += chunk.len() as u64;
+        drop(st);
         if !faults.trickle.is_zero() {
             std::thread::sleep(faults.trickle);
         }

@@ -66,6 +66,20 @@ impl SyncView {
     pub(crate) fn link_state(&self) -> LinkState {
         self.rx.borrow().state
     }
+
+    /// Calls `then` each time the link comes up again after being down: the uplink
+    /// is back, so what waits for it (a firmware download in its backoff after a
+    /// long cut) may try now rather than at its next attempt. Ends with the sync.
+    pub(crate) async fn on_reconnect(mut self, then: impl Fn()) {
+        let mut was = self.rx.borrow_and_update().state;
+        while self.rx.changed().await.is_ok() {
+            let now = self.rx.borrow_and_update().state;
+            if now == LinkState::Connected && was != LinkState::Connected {
+                then();
+            }
+            was = now;
+        }
+    }
 }
 
 /// The link's state and the backlog, for `/api/v1/status`.

@@ -67,8 +67,10 @@ enum Next {
 const IDLE: Duration = Duration::from_secs(3600);
 /// A failed download or install waits this long, doubled at each failure, ...
 const RETRY_FIRST: Duration = Duration::from_secs(5);
-/// ... up to this.
-const RETRY_MAX: Duration = Duration::from_secs(900);
+/// ... up to this (the sync's own longest wait: a try costs one connection, and a
+/// link back after a long cut is found by the next try or by the sync's reconnect,
+/// whichever comes first).
+const RETRY_MAX: Duration = Duration::from_secs(300);
 /// Installs that fail this many times in a row refuse the release.
 const INSTALL_TRIES: u32 = 3;
 
