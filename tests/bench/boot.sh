@@ -28,7 +28,7 @@ fi
 # unit that waits for it to mark the slot good).
 cp --sparse=always "$IMAGES/1/disk.img" "$WORK/masked.img"
 mcopy -o -i "$WORK/masked.img@@1M" ::EFI/BOOT/grub.cfg "$WORK/grub.cfg"
-sed -i 's/^set CMDLINE="/set CMDLINE="systemd.mask=cartable.service systemd.mask=cartable-mark-good.service /' "$WORK/grub.cfg"
+sed -i 's/^set CMDLINE="/set CMDLINE="systemd.mask=cartable.service /' "$WORK/grub.cfg"
 grep -q 'systemd.mask=cartable.service' "$WORK/grub.cfg"
 mcopy -o -i "$WORK/masked.img@@1M" "$WORK/grub.cfg" ::EFI/BOOT/grub.cfg
 

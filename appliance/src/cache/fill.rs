@@ -45,6 +45,8 @@ pub struct Fill {
     pub version: String,
     pub urls: Vec<String>,
     pub partial: PathBuf,
+    /// Whether its outcome goes to the outbox.
+    pub report: bool,
     state: watch::Sender<FillState>,
 }
 
@@ -55,7 +57,7 @@ const CHUNK: usize = 64 * 1024;
 const WRITE_BUFFER: usize = 256 * 1024;
 
 impl Fill {
-    pub fn new(item: &CatalogueItem, sha: Sha256, partial: PathBuf) -> Arc<Fill> {
+    pub fn new(item: &CatalogueItem, sha: Sha256, partial: PathBuf, report: bool) -> Arc<Fill> {
         Arc::new(Fill {
             sha,
             size: item.size,
@@ -63,13 +65,14 @@ impl Fill {
             version: item.version.clone(),
             urls: item.urls.clone(),
             partial,
+            report,
             state: watch::channel(FillState::Running(0)).0,
         })
     }
 
     /// A fill that failed before it started.
     pub fn failed(item: &CatalogueItem, why: &str) -> Arc<Fill> {
-        let f = Fill::new(item, zero_sha(), PathBuf::new());
+        let f = Fill::new(item, zero_sha(), PathBuf::new(), false);
         f.state.send_replace(FillState::Failed(why.into()));
         f
     }
@@ -252,21 +255,23 @@ pub(crate) async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool, evict
             Ok(size) => {
                 cache.stored(size);
                 drop(reservation);
-                let (sha, item) = (fill.sha.clone(), fill.item.clone());
+                let (sha, item, report) = (fill.sha.clone(), fill.item.clone(), fill.report);
                 let recorded = cache
                     .store
                     .write(move |tx| {
                         let at = now();
                         index::insert(tx, &sha, size, super::now_ms(), None)?;
-                        crate::store::outbox::append(
-                            tx,
-                            at,
-                            &EventBody::UpdateProgress {
-                                item,
-                                state: "stored".into(),
-                                bytes: size,
-                            },
-                        )?;
+                        if report {
+                            crate::store::outbox::append(
+                                tx,
+                                at,
+                                &EventBody::UpdateProgress {
+                                    item,
+                                    state: "stored".into(),
+                                    bytes: size,
+                                },
+                            )?;
+                        }
                         Ok(())
                     })
                     .await;
@@ -301,6 +306,10 @@ pub(crate) async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool, evict
 
 async fn fail(cache: &Cache, fill: &Fill, why: String) {
     tracing::warn!(error = %why, "not stored");
+    if !fill.report {
+        fill.state.send_replace(FillState::Failed(why.into()));
+        return;
+    }
     let (item, have) = (
         fill.item.clone(),
         match fill.state() {

@@ -331,13 +331,13 @@ impl Cache {
     pub fn fill(self: &Arc<Self>, item: &CatalogueItem, paced: bool) -> Arc<Fill> {
         // The prefetcher evicts only for what must be held; a tablet's request may.
         let evict = !paced || self.is_pinned(&item.sha256);
-        self.fill_with(item, paced, evict)
+        self.fill_with(item, paced, evict, true)
     }
 
     /// The download of a release's chunk another box asked for: paced and evicting
     /// like the box's own chunks ([`Cache::fetch_object`]), shared with them.
     pub(crate) fn fill_chunk(self: &Arc<Self>, item: &CatalogueItem) -> Arc<Fill> {
-        self.fill_with(item, true, true)
+        self.fill_with(item, true, true, false)
     }
 
     /// Fetches an object no catalogue names (a firmware release's chunk): paced like
@@ -361,14 +361,22 @@ impl Cache {
             audience: Vec::new(),
             priority: 0,
         };
-        self.fill_with(&item, true, true)
+        self.fill_with(&item, true, true, false)
             .done()
             .await
             .map_err(|e| e.to_string())?;
         Ok(self.objects.path(&sha))
     }
 
-    fn fill_with(self: &Arc<Self>, item: &CatalogueItem, paced: bool, evict: bool) -> Arc<Fill> {
+    /// `report`: each object stored or failed goes to the outbox (a catalogue's
+    /// items; a release's chunks are reported by the update agent, as a whole).
+    fn fill_with(
+        self: &Arc<Self>,
+        item: &CatalogueItem,
+        paced: bool,
+        evict: bool,
+        report: bool,
+    ) -> Arc<Fill> {
         let sha = match Sha256::parse(&item.sha256) {
             Some(s) => s,
             None => return Fill::failed(item, "the catalogue's hash is not a SHA-256"),
@@ -377,7 +385,7 @@ impl Cache {
         if let Some(f) = fills.get(sha.as_str()) {
             return f.clone();
         }
-        let fill = Fill::new(item, sha.clone(), self.objects.partial_path(&sha));
+        let fill = Fill::new(item, sha.clone(), self.objects.partial_path(&sha), report);
         fills.insert(sha.as_str().to_string(), fill.clone());
         drop(fills);
         let (cache, f) = (self.clone(), fill.clone());

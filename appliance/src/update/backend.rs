@@ -84,7 +84,8 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, InstallError> 
     })
 }
 
-/// RAUC on the firmware image: `rauc install`, `rauc status`, `systemctl reboot`.
+/// RAUC on the firmware image: `rauc install`, `rauc status`, and a reboot asked of
+/// cartable-reboot.path.
 pub(crate) struct Rauc {
     /// The running firmware's version (`IMAGE_VERSION` of the root it booted).
     pub(crate) version: String,
@@ -132,9 +133,22 @@ impl Installer for Rauc {
     }
 
     fn reboot(&self) -> Result<(), InstallError> {
+        // The daemon runs unprivileged on the firmware: it asks, and root's
+        // cartable-reboot.path reboots. Elsewhere (run by hand, as root), systemctl.
+        let runtime = Path::new(REBOOT_REQUEST)
+            .parent()
+            .unwrap_or(Path::new("/run"));
+        if runtime.is_dir() {
+            return std::fs::write(REBOOT_REQUEST, b"a firmware update is installed\n")
+                .map_err(io(format!("asking for a reboot in {REBOOT_REQUEST}")));
+        }
         run("systemctl", &["reboot"]).map(drop)
     }
 }
+
+/// Where the daemon asks for a reboot: cartable.service's runtime folder, watched by
+/// cartable-reboot.path (systemd/).
+const REBOOT_REQUEST: &str = "/run/cartable/reboot";
 
 /// Two slots in a folder: `A/` and `B/` hold what `rauc extract` took out of a
 /// bundle and its `version`; `boot.json` is the bootloader's environment. A reboot

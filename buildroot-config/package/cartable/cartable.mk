@@ -21,7 +21,7 @@ endef
 # The units, their presets (what Buildroot's `systemctl preset-all` enables) and the
 # data partition's growth script.
 define CARTABLE_INSTALL_INIT_SYSTEMD
-	$(foreach unit,$(wildcard $(@D)/systemd/*.service $(@D)/systemd/*.timer),\
+	$(foreach unit,$(wildcard $(@D)/systemd/*.service $(@D)/systemd/*.path $(@D)/systemd/*.timer),\
 		$(INSTALL) -D -m 0644 $(unit) \
 			$(TARGET_DIR)/usr/lib/systemd/system/$(notdir $(unit))$(sep))
 	$(INSTALL) -D -m 0644 $(@D)/systemd/80-cartable.preset \

@@ -17,7 +17,10 @@ fn every_unit_verifies_without_a_warning() {
     for entry in std::fs::read_dir(workspace_root().join("systemd")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if !(name.ends_with(".service") || name.ends_with(".socket") || name.ends_with(".timer")) {
+        if ![".service", ".socket", ".timer", ".path"]
+            .iter()
+            .any(|s| name.ends_with(s))
+        {
             continue;
         }
         // The unit names the installed paths; point them at the binary just built and
