@@ -460,6 +460,9 @@ async fn release(action: ReleaseAction) -> anyhow::Result<()> {
             target,
             broker,
         } => {
+            if let Some(warning) = cartable_central::release::delta_warning(&bundle) {
+                eprintln!("warning: {warning}");
+            }
             let cut = cartable_central::release::cut(&bundle, &store)?;
             let release = cartable_protocol::release::Release {
                 version,

@@ -20,7 +20,9 @@
 #
 # Environment: PARTS (default "delta link site"), IMAGES=DIR (reuse images a previous
 # run built there: DIR/1, DIR/2), OLD_REV (HEAD~1; or OLD_BIN, its daemon built), RATE (2mbit), DELAY (20ms),
-# CUT_SECS (3600), BOXES (50), WORK (/tmp/cartable-bench-update).
+# CUT_SECS (3600), BOXES (50), WORK (/tmp/cartable-bench-update), MKSQUASHFS_ARGS (how
+# the bundles' squashfs is made; default "-noI -noD -noF -noX", as the README says: its
+# blocks stored as they are; "" for RAUC's default, compressed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PARTS=${PARTS:-delta link site}
@@ -30,6 +32,7 @@ DELAY=${DELAY:-20ms}
 CUT_SECS=${CUT_SECS:-3600}
 BOXES=${BOXES:-50}
 WORK=${WORK:-/tmp/cartable-bench-update}
+MKSQUASHFS_ARGS=${MKSQUASHFS_ARGS--noI -noD -noF -noX}
 export PATH="$PATH:/usr/sbin:/sbin"
 for tool in mosquitto tc ip curl python3 openssl rauc casync mmdebstrap; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run tests/run first" >&2; exit 1; }
@@ -42,6 +45,9 @@ pct() { awk "BEGIN {printf \"%.1f\", 100 * $1 / $2}"; }
 
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
+# What a previous run left: its keys, boxes and stop mark.
+rm -rf "$WORK"/root.key "$WORK"/fleet.key* "$WORK"/delta-box* "$WORK"/link-box* \
+  "$WORK"/site-* "$WORK/stop" "$WORK"/origin-*
 say "building (release)"
 cargo build --release -p cartable -p cartable-central -p cartable-systests --bins >/dev/null 2>&1
 BIN=$PWD/target/release
@@ -72,7 +78,8 @@ bundle() { # version image-dir out
   cp "$2/rootfs.squashfs" "$WORK/content/rootfs.img"
   printf '[update]\ncompatible=cartable-x86_64\nversion=%s\n\n[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.img\n' \
     "$1" >"$WORK/content/manifest.raucm"
-  rauc --cert="$WORK/ca.pem" --key="$WORK/ca.key" bundle "$WORK/content" "$3" >/dev/null
+  rauc --cert="$WORK/ca.pem" --key="$WORK/ca.key" bundle \
+    ${MKSQUASHFS_ARGS:+"--mksquashfs-args=$MKSQUASHFS_ARGS"} "$WORK/content" "$3" >/dev/null
 }
 B1=$WORK/cartable-$V1.raucb; B2=$WORK/cartable-$V2.raucb
 bundle "$V1" "$IMAGES/1" "$B1"
@@ -273,7 +280,7 @@ fi
 
 echo
 echo "Releases: $V1 -> $V2 (the daemon of $OLD_REV -> this checkout's, $(basename "${DEB:-libssl3 upgraded}"))"
-echo "Bundles (RAUC, verity, signed): $(mb "$SIZE1") MB and $(mb "$SIZE2") MB"
+echo "Bundles (RAUC, verity, signed, mksquashfs ${MKSQUASHFS_ARGS:-defaults}): $(mb "$SIZE1") MB and $(mb "$SIZE2") MB"
 if [ -n "${DELTA_ROWS:-}" ]; then
   echo
   echo "| fetched for $V2 by a box on $V1 | bytes | of the bundle |"

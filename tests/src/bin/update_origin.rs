@@ -23,8 +23,13 @@ fn main() -> anyhow::Result<()> {
         for entry in std::fs::read_dir(dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = format!("/chunks/{name}");
-            if !origin.has(&path) {
-                origin.put(&path, std::fs::read(entry.path())?, Faults::default());
+            // Chunks only (named by their SHA-256): not a file being written.
+            let chunk = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if chunk
+                && !origin.has(&path)
+                && let Ok(bytes) = std::fs::read(entry.path())
+            {
+                origin.put(&path, bytes, Faults::default());
             }
         }
         let per_path = origin.sent_by_path();

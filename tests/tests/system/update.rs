@@ -178,6 +178,9 @@ pub(crate) fn rauc_bundle(
         .arg(format!("--cert={}", ca.0.display()))
         .arg(format!("--key={}", ca.1.display()))
         .arg("bundle")
+        // As the README says to: the root image's bytes as they are, so releases
+        // share chunks.
+        .arg("--mksquashfs-args=-noI -noD -noF -noX")
         .arg(&content)
         .arg(&bundle)
         .output()
