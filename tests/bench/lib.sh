@@ -18,3 +18,26 @@ CONF
 
 # CPU seconds (user + system, in clock ticks) process $1 has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# A network namespace $1 behind a veth pair ($2 here, $3 there) on NET.0/30 ($4: "10.232.0":
+# .1 here, .2 there, its default route), shaped to RATE both ways: netem where the
+# kernel has it, DELAY added; else a token bucket at the same rate (no added delay).
+# Says which in SHAPER.
+shaped_link() { # ns out in net
+  ip netns add "$1"
+  ip link add "$2" type veth peer name "$3"
+  ip link set "$3" netns "$1"
+  ip addr add "$4.1/30" dev "$2"; ip link set "$2" up
+  ip netns exec "$1" ip link set lo up
+  ip netns exec "$1" ip addr add "$4.2/30" dev "$3"
+  ip netns exec "$1" ip link set "$3" up
+  ip netns exec "$1" ip route add default via "$4.1"
+  if tc qdisc add dev "$2" root netem rate "$RATE" delay "$DELAY" 2>/dev/null; then
+    ip netns exec "$1" tc qdisc add dev "$3" root netem rate "$RATE" delay "$DELAY"
+    SHAPER="tc netem, $RATE each way, $DELAY delay"
+  else
+    tc qdisc add dev "$2" root tbf rate "$RATE" burst 16kb latency 400ms
+    ip netns exec "$1" tc qdisc add dev "$3" root tbf rate "$RATE" burst 16kb latency 400ms
+    SHAPER="tc tbf (this kernel has no netem), $RATE each way"
+  fi
+}

@@ -49,23 +49,7 @@ cleanup() {
   ip netns del "$NS" 2>/dev/null || true
 }
 trap cleanup EXIT
-ip netns add "$NS"
-ip link add "$OUT" type veth peer name "$IN"
-ip link set "$IN" netns "$NS"
-ip addr add 10.232.0.1/30 dev "$OUT"; ip link set "$OUT" up
-ip netns exec "$NS" ip link set lo up
-ip netns exec "$NS" ip addr add 10.232.0.2/30 dev "$IN"
-ip netns exec "$NS" ip link set "$IN" up
-ip netns exec "$NS" ip route add default via 10.232.0.1
-# netem where the kernel has it; else a token bucket at the same rate (no added delay).
-if tc qdisc add dev "$OUT" root netem rate "$RATE" delay "$DELAY" 2>/dev/null; then
-  ip netns exec "$NS" tc qdisc add dev "$IN" root netem rate "$RATE" delay "$DELAY"
-  SHAPER="tc netem, $RATE each way, $DELAY delay"
-else
-  tc qdisc add dev "$OUT" root tbf rate "$RATE" burst 16kb latency 400ms
-  ip netns exec "$NS" tc qdisc add dev "$IN" root tbf rate "$RATE" burst 16kb latency 400ms
-  SHAPER="tc tbf (this kernel has no netem), $RATE each way"
-fi
+shaped_link "$NS" "$OUT" "$IN" 10.232.0
 tx_bytes() { ip netns exec "$NS" cat "/sys/class/net/$IN/statistics/tx_bytes"; }
 rx_bytes() { ip netns exec "$NS" cat "/sys/class/net/$IN/statistics/rx_bytes"; }
 

@@ -10,8 +10,8 @@
 #         takes release 1, then release 2: bytes the origin sent for release 2, against
 #         the bundle, and against casync (`casync make` a chunk store of each bundle;
 #         what the second's store adds to the first's, compressed as casync serves it).
-#  link   A fresh box in a network namespace behind RATE (tc netem, as sync.sh) takes
-#         release 1; at half the bundle the link is cut (100 % loss) for CUT_SECS.
+#  link   A fresh box in a network namespace behind RATE (tc netem, or tbf, as sync.sh)
+#         takes release 1; at half the bundle the link is cut (down) for CUT_SECS.
 #         Time and bytes to a verified bundle, and bytes the origin sent twice.
 #  site   BOXES boxes of one site, one the others' peer ([update] peers), take release
 #         1 then release 2: bytes the origin sent for each, per site and per box.
@@ -213,19 +213,8 @@ fi
 if [[ " $PARTS " == *" link "* ]]; then
   say "link: a fresh box takes $V1 over $RATE, cut for $CUT_SECS s at half"
   NS=cartable-bench-upd-$$; OUT=cuout$$; IN=cuin$$
-  ip netns add "$NS"
-  ip link add "$OUT" type veth peer name "$IN"
-  ip link set "$IN" netns "$NS"
-  ip addr add 10.233.0.1/30 dev "$OUT"; ip link set "$OUT" up
-  ip netns exec "$NS" ip link set lo up
-  ip netns exec "$NS" ip addr add 10.233.0.2/30 dev "$IN"
-  ip netns exec "$NS" ip link set "$IN" up
-  ip netns exec "$NS" ip route add default via 10.233.0.1
-  shape() { # change|add, extra netem args
-    tc qdisc "$1" dev "$OUT" root netem rate "$RATE" delay "$DELAY" ${2:-}
-    ip netns exec "$NS" tc qdisc "$1" dev "$IN" root netem rate "$RATE" delay "$DELAY" ${2:-}
-  }
-  shape add
+  # The cut: the host's end of the link down (no carrier, every packet lost), then up.
+  shaped_link "$NS" "$OUT" "$IN" 10.233.0
   rx_bytes() { ip netns exec "$NS" cat "/sys/class/net/$IN/statistics/rx_bytes"; }
   LP=$(free_port); start_broker 10.233.0.1 "$LP"
   OL=10.233.0.1:$(free_port); start_origin "$OL" "$WORK/chunks" "$WORK/origin-link.json"
@@ -236,9 +225,9 @@ if [[ " $PARTS " == *" link "* ]]; then
   box link-box "10.233.0.1:$LP" "$H" "" "$ALL_DAY" "$NS"
   until read -r _ _ got total <<<"$(status "$H" "$NS")" && [ "$total" -gt 0 ] && [ $((got * 2)) -ge "$total" ]; do sleep 1; done
   say "link: cut at $(mb "$got") of $(mb "$total") MB, $(( $(now_s) - T0 )) s in"
-  shape change "loss 100%"
+  ip link set "$OUT" down
   sleep "$CUT_SECS"
-  shape change
+  ip link set "$OUT" up
   say "link: back"
   until case $(status "$H" "$NS" | awk '{print $1}') in
       verified|waiting_for_window|installing|rebooting|checking|committed) true ;;
@@ -247,7 +236,7 @@ if [[ " $PARTS " == *" link "* ]]; then
   LINK_SENT=$(origin_settled "$WORK/origin-link.json" bytes_sent)
   LINK_TWICE=$(origin "$WORK/origin-link.json" bytes_sent_twice)
   pkill -f -- "--config $WORK/link-box" || true
-  LINK_ROW="| $RATE, $DELAY each way, cut $CUT_SECS s at half | $(( T1 - T0 )) s | $(mb "$LINK_SENT") MB | $(mb $((RX1 - RX0))) MB | $(mb "$LINK_TWICE") MB |"
+  LINK_ROW="| $SHAPER, cut $CUT_SECS s at half | $(( T1 - T0 )) s | $(mb "$LINK_SENT") MB | $(mb $((RX1 - RX0))) MB | $(mb "$LINK_TWICE") MB |"
   say "link: $(( T1 - T0 )) s, twice $LINK_TWICE bytes"
 fi
 

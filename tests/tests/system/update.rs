@@ -278,6 +278,23 @@ pub(crate) struct Fleet<'a> {
 }
 
 impl Fleet<'_> {
+    /// The console signing with `key`, publishing to the whole fleet through
+    /// `broker`, and a fresh origin.
+    pub(crate) fn whole<'a>(dir: &'a Path, key: &Path, broker: &Mosquitto) -> Fleet<'a> {
+        Fleet {
+            dir,
+            target: [
+                "--key",
+                key.to_str().unwrap(),
+                "--broker",
+                &broker.address(),
+            ]
+            .map(String::from)
+            .to_vec(),
+            origin: Upstream::start(),
+        }
+    }
+
     pub(crate) fn store(&self) -> PathBuf {
         self.dir.join("chunks")
     }

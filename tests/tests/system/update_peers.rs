@@ -5,7 +5,6 @@
 
 use cartable_protocol::release::Release;
 use cartable_systests::mosquitto::Mosquitto;
-use cartable_systests::upstream::Upstream;
 
 use crate::sync::desired::ceremony;
 use crate::update::{
@@ -43,18 +42,7 @@ fn boxes_pointed_at_a_peer_make_each_chunk_cross_the_link_once_and_do_without_it
         .iter()
         .map(|id| updating_box_with(&broker, &pin, &ca.0, id, &window_open_now(), &peers))
         .collect();
-    let fleet = Fleet {
-        dir: dir.path(),
-        target: [
-            "--key",
-            key.to_str().unwrap(),
-            "--broker",
-            &broker.address(),
-        ]
-        .map(String::from)
-        .to_vec(),
-        origin: Upstream::start(),
-    };
+    let fleet = Fleet::whole(dir.path(), &key, &broker);
     let bundle = rauc_bundle(
         dir.path(),
         "2026.12.2",

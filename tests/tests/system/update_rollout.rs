@@ -11,7 +11,6 @@ use cartable_protocol::release::place_in_fleet;
 use cartable_systests::appliance::Appliance;
 use cartable_systests::central::Central;
 use cartable_systests::mosquitto::Mosquitto;
-use cartable_systests::upstream::Upstream;
 
 use crate::sync::desired::{central, ceremony};
 use crate::sync::{SITE, wait_until};
@@ -101,18 +100,7 @@ fn a_rollout_starts_its_second_group_only_when_the_first_has_committed() {
     let (first, second) = (named_in(0..50), named_in(50..100));
     let mut a = updating_box_named(&broker, &pin, &ca.0, &first);
     let mut b = updating_box_named(&broker, &pin, &ca.0, &second);
-    let fleet = Fleet {
-        dir: dir.path(),
-        target: [
-            "--key",
-            key.to_str().unwrap(),
-            "--broker",
-            &broker.address(),
-        ]
-        .map(String::from)
-        .to_vec(),
-        origin: Upstream::start(),
-    };
+    let fleet = Fleet::whole(dir.path(), &key, &broker);
     let bundle = rauc_bundle(
         dir.path(),
         "2026.12.2",
@@ -205,18 +193,7 @@ fn a_refusal_halts_the_rollout_and_resume_widen_and_abort_reach_the_boxes() {
     let (first, second) = (named_in(0..50), named_in(50..100));
     let a = updating_box_named(&broker, &pin, &ca.0, &first);
     let b = updating_box_named(&broker, &pin, &ca.0, &second);
-    let fleet = Fleet {
-        dir: dir.path(),
-        target: [
-            "--key",
-            key.to_str().unwrap(),
-            "--broker",
-            &broker.address(),
-        ]
-        .map(String::from)
-        .to_vec(),
-        origin: Upstream::start(),
-    };
+    let fleet = Fleet::whole(dir.path(), &key, &broker);
     // Signed by a CA the boxes do not trust: the first box refuses it.
     let forged = rauc_bundle(
         dir.path(),
@@ -279,18 +256,7 @@ fn a_signed_rollback_order_takes_a_box_back_to_an_older_release() {
     let ca = release_ca(dir.path(), "release-ca");
     let c = console(&broker, &key);
     let mut a = updating_box_named(&broker, &pin, &ca.0, &named_in(0..100));
-    let fleet = Fleet {
-        dir: dir.path(),
-        target: [
-            "--key",
-            key.to_str().unwrap(),
-            "--broker",
-            &broker.address(),
-        ]
-        .map(String::from)
-        .to_vec(),
-        origin: Upstream::start(),
-    };
+    let fleet = Fleet::whole(dir.path(), &key, &broker);
     let old_root = cartable_systests::noise(1 << 20, 44);
     let old = rauc_bundle(dir.path(), RUNNING, &old_root, &ca);
     let new = rauc_bundle(
