@@ -41,6 +41,7 @@ fn every_shell_script_parses() {
     for needed in [
         "image/build-test-image",
         "image/boot-test",
+        "image/update-test",
         "systemd/libexec/grow-data",
         "buildroot-config/board/common/post-build.sh",
         "buildroot-config/board/x86_64/post-image.sh",
