@@ -13,8 +13,9 @@
 #  link   A fresh box in a network namespace behind RATE (tc netem, or tbf, as sync.sh)
 #         takes release 1; at half the bundle the link is cut (down) for CUT_SECS.
 #         Time and bytes to a verified bundle, and bytes the origin sent twice.
-#  site   BOXES boxes of one site, one the others' peer ([update] peers), take release
-#         1 then release 2: bytes the origin sent for each, per site and per box.
+#  site   BOXES boxes of one site, one the others' peer ([update] peers; it installs
+#         at night, they at once), take release 1 then release 2: bytes the origin
+#         sent for each, per site and per box.
 #
 #   tests/bench/update.sh            (needs root and tests/run first)
 #
@@ -160,10 +161,13 @@ status() { # http [netns] -> "state running bytes_done bytes"
 import json, sys
 u = json.load(sys.stdin)["update"]
 p = u.get("progress", {})
-print(u["state"], u["running"], p.get("bytes_done", 0), p.get("bytes", 0))' 2>/dev/null || echo "down - 0 0"
+print(u["state"], u["running"], p.get("bytes_done", 0), p.get("bytes", 0), u.get("version") or "-")' 2>/dev/null || echo "down - 0 0 -"
 }
 wait_running() { # http version [netns]
   until [ "$(status "$1" "${3:-}" | awk '{print $1, $2}')" = "committed $2" ]; do sleep 1; done
+}
+wait_holding() { # http version: verified, waiting for its install window
+  until [ "$(status "$1" | awk '{print $1, $5}')" = "waiting_for_window $2" ]; do sleep 1; done
 }
 publish() { # bundle version broker origin-url
   "$C" release publish "$1" --version "$2" --board x86_64 --store "$WORK/chunks" \
@@ -223,7 +227,7 @@ if [[ " $PARTS " == *" link "* ]]; then
   H=127.0.0.1:$(free_port)
   RX0=$(rx_bytes); T0=$(now_s)
   box link-box "10.233.0.1:$LP" "$H" "" "$ALL_DAY" "$NS"
-  until read -r _ _ got total <<<"$(status "$H" "$NS")" && [ "$total" -gt 0 ] && [ $((got * 2)) -ge "$total" ]; do sleep 1; done
+  until read -r _ _ got total _ <<<"$(status "$H" "$NS")" && [ "$total" -gt 0 ] && [ $((got * 2)) -ge "$total" ]; do sleep 1; done
   say "link: cut at $(mb "$got") of $(mb "$total") MB, $(( $(now_s) - T0 )) s in"
   ip link set "$OUT" down
   sleep "$CUT_SECS"
@@ -249,16 +253,21 @@ if [[ " $PARTS " == *" site "* ]]; then
   for i in $(seq 0 $((BOXES - 1))); do
     HTTP+=("127.0.0.1:$(free_port)")
   done
-  for i in $(seq 0 $((BOXES - 1))); do
-    peers=""
-    [ "$i" -gt 0 ] && peers="\"http://${HTTP[0]}\""
-    box "site-$i" "127.0.0.1:$SP" "${HTTP[$i]}" "$peers" "$ALL_DAY"
+  # The peer installs at night, as every box of a school would (its window is closed
+  # now, half a day away): it holds each release all day for the others, which here
+  # install at once.
+  h=$(( (10#$(date +%H) + 12) % 24 ))
+  NIGHT=$(printf '%02d:00-%02d:01' "$h" "$h")
+  box site-0 "127.0.0.1:$SP" "${HTTP[0]}" "" "$NIGHT"
+  for i in $(seq 1 $((BOXES - 1))); do
+    box "site-$i" "127.0.0.1:$SP" "${HTTP[$i]}" "\"http://${HTTP[0]}\"" "$ALL_DAY"
   done
   for v in 1 2; do
     b=B$v; ver=V$v
     BEFORE=$(origin_settled "$WORK/origin-site.json" bytes_sent)
     publish "${!b}" "${!ver}" "127.0.0.1:$SP" "http://$OS"
-    for h in "${HTTP[@]}"; do wait_running "$h" "${!ver}"; done
+    wait_holding "${HTTP[0]}" "${!ver}"
+    for h in "${HTTP[@]:1}"; do wait_running "$h" "${!ver}"; done
     SENT=$(( $(origin_settled "$WORK/origin-site.json" bytes_sent) - BEFORE ))
     SITE_ROWS="${SITE_ROWS:-}| ${!ver} ($([ $v = 1 ] && echo "first install" || echo "the delta")) | $(mb "$SENT") MB | $(mb $((SENT / BOXES))) MB |
 "
