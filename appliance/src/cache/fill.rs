@@ -306,32 +306,30 @@ pub(crate) async fn run(cache: &Arc<Cache>, fill: &Arc<Fill>, paced: bool, evict
 
 async fn fail(cache: &Cache, fill: &Fill, why: String) {
     tracing::warn!(error = %why, "not stored");
-    if !fill.report {
-        fill.state.send_replace(FillState::Failed(why.into()));
-        return;
+    if fill.report {
+        let (item, have) = (
+            fill.item.clone(),
+            match fill.state() {
+                FillState::Running(n) => n,
+                _ => 0,
+            },
+        );
+        let _ = cache
+            .store
+            .write(move |tx| {
+                crate::store::outbox::append(
+                    tx,
+                    now(),
+                    &EventBody::UpdateProgress {
+                        item,
+                        state: "failed".into(),
+                        bytes: have,
+                    },
+                )?;
+                Ok(())
+            })
+            .await;
     }
-    let (item, have) = (
-        fill.item.clone(),
-        match fill.state() {
-            FillState::Running(n) => n,
-            _ => 0,
-        },
-    );
-    let _ = cache
-        .store
-        .write(move |tx| {
-            crate::store::outbox::append(
-                tx,
-                now(),
-                &EventBody::UpdateProgress {
-                    item,
-                    state: "failed".into(),
-                    bytes: have,
-                },
-            )?;
-            Ok(())
-        })
-        .await;
     fill.state.send_replace(FillState::Failed(why.into()));
 }
 

@@ -361,7 +361,7 @@ impl Cache {
             audience: Vec::new(),
             priority: 0,
         };
-        self.fill_with(&item, true, true, false)
+        self.fill_chunk(&item)
             .done()
             .await
             .map_err(|e| e.to_string())?;

@@ -135,20 +135,19 @@ impl Installer for Rauc {
     fn reboot(&self) -> Result<(), InstallError> {
         // The daemon runs unprivileged on the firmware: it asks, and root's
         // cartable-reboot.path reboots. Elsewhere (run by hand, as root), systemctl.
-        let runtime = Path::new(REBOOT_REQUEST)
-            .parent()
-            .unwrap_or(Path::new("/run"));
+        let runtime = Path::new(RUNTIME_DIR);
         if runtime.is_dir() {
-            return std::fs::write(REBOOT_REQUEST, b"a firmware update is installed\n")
-                .map_err(io(format!("asking for a reboot in {REBOOT_REQUEST}")));
+            let request = runtime.join("reboot");
+            return std::fs::write(&request, b"a firmware update is installed\n")
+                .map_err(io(format!("asking for a reboot in {}", request.display())));
         }
         run("systemctl", &["reboot"]).map(drop)
     }
 }
 
-/// Where the daemon asks for a reboot: cartable.service's runtime folder, watched by
-/// cartable-reboot.path (systemd/).
-const REBOOT_REQUEST: &str = "/run/cartable/reboot";
+/// cartable.service's runtime folder: the daemon asks for a reboot by leaving
+/// `reboot` there, which cartable-reboot.path (systemd/) watches.
+const RUNTIME_DIR: &str = "/run/cartable";
 
 /// Two slots in a folder: `A/` and `B/` hold what `rauc extract` took out of a
 /// bundle and its `version`; `boot.json` is the bootloader's environment. A reboot

@@ -329,8 +329,20 @@ impl Fleet<'_> {
 
     /// `release publish`, then the manifest as the box stored it.
     fn publish(&self, app: &Appliance, bundle: &Path, version: &str, board: &str) -> Release {
+        self.publish_with(app, bundle, version, board, &[])
+    }
+
+    /// [`Fleet::publish`] with `extra` arguments.
+    pub(crate) fn publish_with(
+        &self,
+        app: &Appliance,
+        bundle: &Path,
+        version: &str,
+        board: &str,
+        extra: &[&str],
+    ) -> Release {
         let before = desired_version(app);
-        let out = self.command(bundle, version, board, &[]);
+        let out = self.command(bundle, version, board, extra);
         assert!(
             out.status.success(),
             "{}",

@@ -8,7 +8,7 @@
 //! bootloader's counting falls back to the slot that was good). The box is the
 //! directory backend: a "power cut" is a kill -9 whose next start is a boot.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cartable_systests::appliance::Appliance;
@@ -16,10 +16,9 @@ use cartable_systests::mosquitto::Mosquitto;
 use cartable_systests::upstream::Upstream;
 
 use crate::sync::desired::{ceremony, target};
-use crate::sync::wait_until;
 use crate::update::{
-    Fleet, RUNNING, desired_version, rauc_bundle, reboot, release_ca, update_status,
-    updating_box_named, wait_update, window_open_now,
+    Fleet, RUNNING, rauc_bundle, reboot, release_ca, update_status, updating_box_named,
+    wait_update, window_open_now,
 };
 
 fn slots(app: &Appliance) -> PathBuf {
@@ -48,24 +47,6 @@ fn set_target(app: &Appliance, sql: &str) {
     assert_eq!(conn.execute(sql, []).unwrap(), 1, "{sql}");
 }
 
-/// `release publish` with `extra`, then waits for the box to store it.
-fn publish(fleet: &Fleet<'_>, app: &Appliance, bundle: &Path, version: &str, extra: &[&str]) {
-    let before = desired_version(app);
-    let out = fleet.command(bundle, version, "x86_64", extra);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_until("the release stored", Duration::from_secs(20), || {
-        desired_version(app) != before
-    });
-}
-
-fn manifest(app: &Appliance) -> cartable_protocol::release::Release {
-    crate::update::stored_release(app)
-}
-
 #[test]
 fn a_kill_at_every_step_leaves_a_box_that_boots_and_finishes_or_rolls_back() {
     let mut broker = Mosquitto::start();
@@ -86,8 +67,7 @@ fn a_kill_at_every_step_leaves_a_box_that_boots_and_finishes_or_rolls_back() {
     // 1. Checked and waiting for the window: a power cut fetches nothing again.
     let root2 = cartable_systests::noise(1 << 20, 51);
     let v2 = rauc_bundle(dir.path(), "2026.12.2", &root2, &ca);
-    publish(&fleet, &app, &v2, "2026.12.2", &["--window", &closed]);
-    let r2 = manifest(&app);
+    let r2 = fleet.publish_with(&app, &v2, "2026.12.2", "x86_64", &["--window", &closed]);
     fleet.serve(&r2, 0..r2.chunks.len());
     wait_update(&app, "waiting for the window", |u| {
         u["state"] == "waiting_for_window"
@@ -120,8 +100,7 @@ fn a_kill_at_every_step_leaves_a_box_that_boots_and_finishes_or_rolls_back() {
     // never went down. The next start sees the same boot and reboots, not a fallback.
     let root3 = cartable_systests::noise(1 << 20, 52);
     let v3 = rauc_bundle(dir.path(), "2026.12.3", &root3, &ca);
-    publish(&fleet, &app, &v3, "2026.12.3", &[]);
-    let r3 = manifest(&app);
+    let r3 = fleet.publish_with(&app, &v3, "2026.12.3", "x86_64", &[]);
     fleet.serve(&r3, 0..r3.chunks.len());
     assert_eq!(app.wait_exit(Duration::from_secs(60)), Some(0));
     boot_env(&app, |env| env["reboot"] = false.into());
@@ -144,8 +123,7 @@ fn a_kill_at_every_step_leaves_a_box_that_boots_and_finishes_or_rolls_back() {
         &cartable_systests::noise(1 << 20, 53),
         &ca,
     );
-    publish(&fleet, &app, &v4, "2026.12.4", &[]);
-    let r4 = manifest(&app);
+    let r4 = fleet.publish_with(&app, &v4, "2026.12.4", "x86_64", &[]);
     fleet.serve(&r4, 0..r4.chunks.len());
     assert_eq!(app.wait_exit(Duration::from_secs(60)), Some(0));
     broker.stop();

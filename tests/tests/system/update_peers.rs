@@ -4,6 +4,7 @@
 //! box goes to the origin.
 
 use cartable_protocol::release::Release;
+use cartable_systests::appliance::Appliance;
 use cartable_systests::mosquitto::Mosquitto;
 
 use crate::sync::desired::ceremony;
@@ -26,6 +27,16 @@ fn sent(fleet: &Fleet<'_>, r: &Release) -> Vec<usize> {
                 .count()
         })
         .collect()
+}
+
+/// Each box installs `version`, reboots into it and commits it.
+fn commit_all(boxes: &mut [Appliance], version: &str) {
+    for b in boxes {
+        reboot(b);
+        wait_update(b, &format!("{version} committed"), |u| {
+            u["state"] == "committed" && u["running"] == version
+        });
+    }
 }
 
 #[test]
@@ -60,12 +71,7 @@ fn boxes_pointed_at_a_peer_make_each_chunk_cross_the_link_once_and_do_without_it
     });
     let r = stored_release(&seed);
     fleet.serve(&r, 0..r.chunks.len());
-    for b in &mut boxes {
-        reboot(b);
-        wait_update(b, "2026.12.2 committed", |u| {
-            u["state"] == "committed" && u["running"] == "2026.12.2"
-        });
-    }
+    commit_all(&mut boxes, "2026.12.2");
     wait_update(
         &seed,
         "the seed verified it and waits for its window",
@@ -94,12 +100,7 @@ fn boxes_pointed_at_a_peer_make_each_chunk_cross_the_link_once_and_do_without_it
     let first = r;
     let r = stored_release(&boxes[0]);
     fleet.serve(&r, 0..r.chunks.len());
-    for b in &mut boxes {
-        reboot(b);
-        wait_update(b, "2026.12.3 committed", |u| {
-            u["state"] == "committed" && u["running"] == "2026.12.3"
-        });
-    }
+    commit_all(&mut boxes, "2026.12.3");
     // Chunks the boxes held already (in the bundle before: sent once, then) were
     // copied, not fetched.
     let expected: Vec<usize> = r
