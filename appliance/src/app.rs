@@ -42,6 +42,11 @@ pub struct App {
     /// The sync's link, and the update agent's wake-up: a download waiting out its
     /// backoff goes on as soon as the broker answers again.
     reconnects: (crate::sync::SyncView, Arc<tokio::sync::Notify>),
+    /// The cart's leases, and the DNS engine that follows tablets by MAC with them.
+    leases: (
+        tokio::sync::watch::Receiver<Vec<crate::net::dhcp::pool::Lease>>,
+        Arc<Engine>,
+    ),
 }
 
 impl App {
@@ -55,6 +60,8 @@ impl App {
             .with_context(|| format!("opening the store in {}", data_dir.display()))?;
         let health = Health::default();
         let (uplink, uplink_rx) = UplinkWatch::new();
+        // Cart mode: the LAN exists before the DNS server binds its address.
+        let tls_extra = config.net.prepare()?;
         let fleet_key = config.sync.fleet_public_key.as_ref().map(|k| k.0.clone());
 
         let Dns {
@@ -67,8 +74,18 @@ impl App {
             uplink: uplink.subscribe(),
             filter: filter_spec(&config, &store, fleet_key.as_deref()),
             box_names: config.cache.redirect_hosts(),
+            data_dir: data_dir.clone(),
+            tls_extra,
         })?;
         let dns_addrs = dns.local_addrs();
+        let net = config.net.build(crate::net::NetDeps {
+            store: store.clone(),
+            clock: clock.clone(),
+            data_dir: data_dir.clone(),
+            dns_port: dns_addrs.first().map_or(53, |a| a.port()),
+            dot_port: dns.tls_addrs().first().map(|a| a.port()),
+            http_port: config.http.listen.port(),
+        })?;
 
         let rules_to = engine.clone();
         let hub = config
@@ -135,7 +152,7 @@ impl App {
                 clock,
                 update: update.status(),
             },
-            hub.routes,
+            hub.routes.merge(net.routes),
         )?;
         let http_addr = http.local_addr()?;
         let services = health.clone();
@@ -150,18 +167,26 @@ impl App {
 
         // Start order; the supervisor stops them in reverse, the store last.
         let mut supervisor = Supervisor::new(health.clone());
-        let first: [Arc<dyn Service>; 5] = [
+        let first: [Arc<dyn Service>; 4] = [
             Arc::new(StoreService {
                 store: store.clone(),
             }),
             Arc::new(uplink),
             filter,
             Arc::new(dns),
-            Arc::new(sync),
         ];
         let prefetch = Arc::new(crate::cache::prefetch::PrefetchService::new(cache));
         let last: [Arc<dyn Service>; 3] = [prefetch, Arc::new(http), update];
-        for service in first.into_iter().chain(hub.services).chain(last) {
+        // The firewall after the DNS (it redirects to it), DHCP after the firewall (a
+        // tablet with an address is already kept on the filter).
+        let sync: Arc<dyn Service> = Arc::new(sync);
+        for service in first
+            .into_iter()
+            .chain(net.services)
+            .chain([sync])
+            .chain(hub.services)
+            .chain(last)
+        {
             supervisor.add(service);
         }
         Ok(App {
@@ -172,6 +197,7 @@ impl App {
             http_addr,
             dns_addrs,
             reconnects,
+            leases: (net.leases, engine),
         })
     }
 
@@ -204,9 +230,35 @@ impl App {
         });
         let (link, wake) = self.reconnects;
         tokio::spawn(link.on_reconnect(move || wake.notify_one()));
+        tokio::spawn(follow_leases(
+            self.leases.0,
+            self.leases.1,
+            self.hub.clone(),
+        ));
         self.supervisor.run(shutdown, on_ready).await;
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+/// Hands every change of the cart's lease table to the DNS engine (policies by MAC)
+/// and the hub (tablets' rules and tiles by MAC).
+async fn follow_leases(
+    mut leases: tokio::sync::watch::Receiver<Vec<crate::net::dhcp::pool::Lease>>,
+    engine: Arc<Engine>,
+    hub: Arc<crate::hub::Hub>,
+) {
+    loop {
+        let pairs: Vec<_> = leases
+            .borrow_and_update()
+            .iter()
+            .map(|l| (l.mac, std::net::IpAddr::V4(l.address)))
+            .collect();
+        engine.set_leases(pairs.iter().map(|(m, a)| (*a, *m)).collect());
+        hub.set_leases(&pairs);
+        if leases.changed().await.is_err() {
+            return;
+        }
     }
 }
 

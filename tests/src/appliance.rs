@@ -30,8 +30,13 @@ impl Appliance {
 
     /// Like [`Appliance::start`], inside the network namespace `netns`.
     pub fn start_in(netns: Option<&str>, extra: &str) -> Appliance {
+        Self::start_at(netns, ([127, 0, 0, 1], free_port()).into(), extra)
+    }
+
+    /// Like [`Appliance::start_in`], its DNS server on `dns` (a cart's box serves
+    /// its LAN on 0.0.0.0:53 in its own namespace).
+    pub fn start_at(netns: Option<&str>, dns: SocketAddr, extra: &str) -> Appliance {
         let dir = tempfile::tempdir().expect("temp dir");
-        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = dir.path().join("cartable.toml");
         // `extra` may start with its own [appliance] lines (a box's site and id):

@@ -26,7 +26,48 @@ impl DigAnswer {
 
 /// Queries `server` for `name`/`rtype`; `extra` are more dig options (`-b`, `+tcp`...).
 pub fn dig(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> DigAnswer {
-    let out = Command::new("dig")
+    dig_with(Command::new("dig"), server, name, rtype, extra)
+}
+
+/// [`dig`] run inside the network namespace `netns`.
+pub fn dig_in(
+    netns: &str,
+    server: SocketAddr,
+    name: &str,
+    rtype: &str,
+    extra: &[&str],
+) -> DigAnswer {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", netns, "dig"]);
+    dig_with(c, server, name, rtype, extra)
+}
+
+/// `kdig` over TLS (RFC 7858) inside `netns`, without checking the certificate
+/// (opportunistic, as Android's automatic Private DNS).
+pub fn kdig_tls_in(netns: &str, server: SocketAddr, name: &str, rtype: &str) -> DigAnswer {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", netns, "kdig", "+tls", "+time=3", "+retry=0",
+        ])
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .arg(name)
+        .args(["-t", rtype])
+        .output()
+        .expect("kdig is installed (tests/run installs knot-dnsutils)");
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    parse(&text)
+}
+
+fn dig_with(
+    mut cmd: Command,
+    server: SocketAddr,
+    name: &str,
+    rtype: &str,
+    extra: &[&str],
+) -> DigAnswer {
+    let out = cmd
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
         .args(["+time=2", "+tries=1", "+noall", "+comments", "+answer"])
@@ -46,7 +87,13 @@ fn parse(text: &str) -> DigAnswer {
     let mut in_answer = false;
     for line in text.lines() {
         if let Some(rest) = line.split("status: ").nth(1) {
-            a.status = rest.split(',').next().unwrap_or("").trim().to_string();
+            // dig ends the status with a comma, kdig with a semicolon.
+            a.status = rest
+                .split([',', ';'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
         }
         if let Some(rest) = line.strip_prefix(";; flags: ") {
             a.flags = rest

@@ -7,6 +7,7 @@ pub mod appliance;
 pub mod bins;
 pub mod blackhole;
 pub mod browser;
+pub mod cart;
 pub mod central;
 pub mod child;
 pub mod dig;

@@ -5,6 +5,28 @@
 use super::{Config, Problem};
 
 impl Config {
+    /// `[net]`'s checks that need more than one key, each at its section's line.
+    pub(super) fn net_checks(&self, text: &str) -> Vec<Problem> {
+        self.net
+            .problems()
+            .into_iter()
+            .map(|message| {
+                let section = message
+                    .trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or("net")
+                    .trim_start_matches('[')
+                    .to_string();
+                let line = text
+                    .lines()
+                    .position(|l| l.trim().trim_matches(['[', ']']) == section)
+                    .map_or(0, |i| i + 1);
+                Problem { line, message }
+            })
+            .collect()
+    }
+
     /// Every category a written policy blocks must be one the lists provide (or be
     /// marked optional): a misspelled category would otherwise block nothing, silently.
     /// With no list configured at all nothing can be checked; the running filter then

@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod checks;
+mod net;
 mod update;
 
 pub use crate::filter::policy::{BlockMode, PolicyConfig};
+pub use net::{
+    ApConfig, ApSecurity, DhcpConfig, FirewallConfig, IfName, Ipv4Net, LanConfig, Mac, NetConfig,
+    NetMode, Passphrase, StaticLease,
+};
 pub use update::{FirmwareVersion, InstallWindow, PeerUrl, UpdateBackend, UpdateConfig};
 
 /// The whole configuration of one box. Each service reads only its own section.
@@ -29,6 +34,7 @@ pub struct Config {
     pub hub: HubConfig,
     pub sync: SyncConfig,
     pub update: UpdateConfig,
+    pub net: NetConfig,
 }
 
 /// Who this box is and where it keeps its state.
@@ -74,6 +80,14 @@ impl Default for HttpConfig {
 pub struct DnsConfig {
     /// Addresses to serve on, UDP and TCP each.
     pub listen: Vec<SocketAddr>,
+    /// Addresses to serve DNS over TLS on (RFC 7858; Android's Private DNS tries the
+    /// box's port 853 first). In cart mode the LAN address's port 853 is added.
+    pub tls_listen: Vec<SocketAddr>,
+    /// The DNS-over-TLS certificate chain and key (PEM); without them a self-signed
+    /// pair is made at first start under `data_dir/dns/tls/` (enough for Android's
+    /// opportunistic mode, which encrypts without checking the name).
+    pub tls_cert_file: Option<ExistingPath>,
+    pub tls_key_file: Option<ExistingPath>,
     /// Where allowed names are resolved: `IP[:port]`, or `tls://IP[:port]#name` for
     /// DNS over TLS.
     pub upstreams: Vec<Upstream>,
@@ -119,6 +133,9 @@ impl Default for DnsConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 53))],
+            tls_listen: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
             upstreams: Vec::new(),
             upstream_ca_file: None,
             system_resolvers: true,
@@ -612,7 +629,8 @@ impl Config {
                     if let Some(p) = config.cross_checks(text) {
                         return Err(vec![p]);
                     }
-                    let problems = config.category_checks(text);
+                    let mut problems = config.net_checks(text);
+                    problems.extend(config.category_checks(text));
                     return if problems.is_empty() {
                         Ok(config)
                     } else {

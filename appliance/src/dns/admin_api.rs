@@ -66,10 +66,18 @@ pub(crate) async fn test(
         None => state.clock.local(),
     };
     let device = engine.device_rule(client);
+    let mac = engine.mac_of(client);
     let policies_from = state.filter.policies_from();
     // One decision; its explanation reads list files, so off the async threads.
     let answer = tokio::task::spawn_blocking(move || {
-        let v = filter.decide(&name, client, now, device.as_ref());
+        let v = filter.decide_for(
+            &name,
+            client,
+            mac.as_ref(),
+            now,
+            device.as_ref(),
+            &mut crate::filter::decide::Listing::Unknown,
+        );
         let verdict = match v.action {
             Action::Allow => "allow",
             Action::Block(_) => "block",

@@ -21,6 +21,7 @@ use super::front::Front;
 use super::stats::{Stats, Tally};
 use crate::base::clock::LocalTime;
 use crate::filter::decide::{DeviceRule, Filter};
+use crate::filter::policy::MacAddr;
 
 /// One batch's shared readings; its counts go to the shared counters when it is
 /// dropped.
@@ -34,6 +35,8 @@ pub struct Batch<'a> {
     pub(super) local: LocalTime,
     pub(super) filter: Guard<Arc<Filter>>,
     pub(super) devices: Guard<Arc<HashMap<IpAddr, DeviceRule>>>,
+    /// The cart's leases (address -> MAC), read only when a policy names MACs.
+    pub(super) leases: Guard<Arc<HashMap<IpAddr, MacAddr>>>,
     /// The receiving thread's table in front of the shared cache, if it has one.
     pub(super) front: Option<&'a mut Front>,
     pub tally: Tally,

@@ -63,7 +63,15 @@ pub(crate) async fn page(
     };
     let filter = engine.filter();
     let now = state.clock.local();
-    let verdict = filter.decide(&name, client.ip(), now, None);
+    let mac = engine.mac_of(client.ip());
+    let verdict = filter.decide_for(
+        &name,
+        client.ip(),
+        mac.as_ref(),
+        now,
+        None,
+        &mut crate::filter::decide::Listing::Unknown,
+    );
     if !matches!(verdict.action, Action::Block(_) | Action::Refuse) {
         return not_blocked(&uri, the_box);
     }

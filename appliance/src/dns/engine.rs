@@ -109,6 +109,8 @@ type FetchResult = Result<Arc<Entry>, Failure>;
 pub struct Engine {
     filter: ArcSwap<Filter>,
     devices: ArcSwap<HashMap<IpAddr, DeviceRule>>,
+    /// The cart's DHCP leases: which MAC has which address.
+    leases: ArcSwap<HashMap<IpAddr, crate::filter::policy::MacAddr>>,
     config: EngineConfig,
     cache: Cache,
     forwarder: Forwarder,
@@ -154,6 +156,7 @@ impl Engine {
         Engine {
             filter: ArcSwap::from_pointee(filter),
             devices: ArcSwap::from_pointee(HashMap::default()),
+            leases: ArcSwap::from_pointee(HashMap::default()),
             cache: Cache::new(config.cache_entries, config.max_stale),
             forwarder,
             inflight: Mutex::new(HashMap::new()),
@@ -187,6 +190,17 @@ impl Engine {
     /// Replaces every device rule (from the hub).
     pub fn set_devices(&self, devices: HashMap<IpAddr, DeviceRule>) {
         self.devices.store(Arc::new(devices));
+    }
+
+    /// The cart's leases, so that a policy naming a tablet's MAC follows it to
+    /// whatever address DHCP gave it.
+    pub fn set_leases(&self, leases: HashMap<IpAddr, crate::filter::policy::MacAddr>) {
+        self.leases.store(Arc::new(leases));
+    }
+
+    /// The MAC of the tablet at `client`, if the cart leased it that address.
+    pub fn mac_of(&self, client: IpAddr) -> Option<crate::filter::policy::MacAddr> {
+        self.leases.load().get(&client).copied()
     }
 
     /// With the uplink down, stale answers go out at once instead of after a timeout.
@@ -314,6 +328,7 @@ impl Engine {
             local,
             filter: self.filter.load(),
             devices: self.devices.load(),
+            leases: self.leases.load(),
             front,
             tally: Tally::default(),
         }
@@ -438,7 +453,12 @@ impl Engine {
             _ => Listing::Unknown,
         };
         let mut listing = known;
-        let verdict = filter.decide_with(name, client, b.local, device, &mut listing);
+        let mac = if filter.policies.by_mac() {
+            b.leases.get(&client)
+        } else {
+            None
+        };
+        let verdict = filter.decide_for(name, client, mac, b.local, device, &mut listing);
         let cached = match (front_entry, verdict.action) {
             (Some(entry), _) => Some(entry),
             (None, Action::Allow) => {

@@ -54,6 +54,10 @@ pub struct DnsDeps {
     pub filter: reload::FilterSpec,
     /// More names answered with `box_addresses` (the cache's redirect-mode hosts).
     pub box_names: Vec<String>,
+    /// Where the self-signed DNS-over-TLS certificate is kept.
+    pub data_dir: std::path::PathBuf,
+    /// More DNS-over-TLS addresses (the cart's LAN address, port 853).
+    pub tls_extra: Vec<std::net::SocketAddr>,
 }
 
 /// The built DNS side: the engine (shared with the HTTP side and, through `app`'s
@@ -96,6 +100,24 @@ impl DnsConfig {
         let server =
             server::DnsService::bind(&self.listen, engine.clone(), deps.uplink, deps.store)
                 .with_context(|| format!("binding [dns] listen = {:?}", self.listen))?;
+        let tls_listen: Vec<std::net::SocketAddr> = self
+            .tls_listen
+            .iter()
+            .chain(
+                deps.tls_extra
+                    .iter()
+                    .filter(|a| !self.tls_listen.contains(a)),
+            )
+            .copied()
+            .collect();
+        let server = if tls_listen.is_empty() {
+            server
+        } else {
+            let config = self.tls_server_config(&deps.data_dir, &tls_listen)?;
+            server
+                .with_tls(&tls_listen, config)
+                .with_context(|| format!("binding DNS over TLS on {tls_listen:?}"))?
+        };
         let filter = Arc::new(reload::FilterService::new(
             engine.clone(),
             deps.filter,
@@ -106,6 +128,35 @@ impl DnsConfig {
             server,
             filter,
         })
+    }
+
+    /// The given certificate, else the box's own self-signed one (named after the
+    /// box's addresses, so a client that checks sees what it asked).
+    fn tls_server_config(
+        &self,
+        data_dir: &std::path::Path,
+        listen: &[std::net::SocketAddr],
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let (cert, key) = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => (c.as_path().to_path_buf(), k.as_path().to_path_buf()),
+            (Some(_), None) | (None, Some(_)) => {
+                anyhow::bail!("[dns] tls_cert_file and tls_key_file go together")
+            }
+            (None, None) => {
+                let mut names = vec!["cartable.local".to_string()];
+                names.extend(
+                    listen
+                        .iter()
+                        .map(|a| a.ip())
+                        .filter(|ip| !ip.is_unspecified())
+                        .map(|ip| ip.to_string()),
+                );
+                crate::base::tls::self_signed(&data_dir.join("dns").join("tls"), names)
+                    .map_err(|e| anyhow::anyhow!("the DNS-over-TLS certificate: {e}"))?
+            }
+        };
+        crate::base::tls::server_config(&cert, &key, &[b"dot"])
+            .map_err(|e| anyhow::anyhow!("DNS over TLS: {e}"))
     }
 
     /// The upstreams: the configured ones, else the system's (`/etc/resolv.conf`,

@@ -1,5 +1,6 @@
 //! The sockets: UDP threads (`udp`) that answer on the spot whatever needs no upstream,
-//! and TCP connections (length-prefixed, pipelined, idle-limited).
+//! and TCP connections (length-prefixed, pipelined, idle-limited), plain or in TLS
+//! (DNS over TLS, RFC 7858: the same framing inside the session).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
@@ -55,6 +56,9 @@ pub struct DnsService {
     /// Per listening address, one socket per UDP thread.
     udp: Vec<Vec<Arc<UdpSocket>>>,
     tcp: Vec<TcpListener>,
+    /// DNS over TLS: its listeners and the session's configuration.
+    dot: Vec<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     engine: Arc<Engine>,
     uplink: watch::Receiver<UplinkStatus>,
     store: Store,
@@ -79,11 +83,36 @@ impl DnsService {
         Ok(DnsService {
             udp,
             tcp,
+            dot: Vec::new(),
+            tls: None,
             engine,
             uplink,
             store,
             flushed: Arc::default(),
         })
+    }
+
+    /// Serves DNS over TLS on `listen` too, with `config`.
+    pub(crate) fn with_tls(
+        mut self,
+        listen: &[SocketAddr],
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<DnsService> {
+        for addr in listen {
+            let t = TcpListener::bind(addr)?;
+            t.set_nonblocking(true)?;
+            self.dot.push(t);
+        }
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        Ok(self)
+    }
+
+    /// Where DNS over TLS is served.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.dot
+            .iter()
+            .filter_map(|t| t.local_addr().ok())
+            .collect()
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -118,6 +147,41 @@ fn bind_pair(addr: SocketAddr) -> std::io::Result<(Vec<Arc<UdpSocket>>, TcpListe
     }
 }
 
+impl DnsService {
+    /// A blocking thread per UDP socket, an accept loop per TCP and DoT listener.
+    fn spawn_listeners(
+        &self,
+        tasks: &mut JoinSet<std::io::Result<()>>,
+        stop_all: &CancellationToken,
+    ) -> std::io::Result<()> {
+        for socket in self.udp.iter().flatten() {
+            let (socket, engine, stop) = (socket.clone(), self.engine.clone(), stop_all.clone());
+            let runtime = tokio::runtime::Handle::current();
+            tasks.spawn_blocking(move || udp::serve(socket, engine, runtime, stop));
+        }
+        for t in &self.tcp {
+            let listener = tokio::net::TcpListener::from_std(t.try_clone()?)?;
+            tasks.spawn(tcp_accept(
+                listener,
+                self.engine.clone(),
+                stop_all.clone(),
+                None,
+            ));
+        }
+        for t in &self.dot {
+            let listener = tokio::net::TcpListener::from_std(t.try_clone()?)?;
+            let tls = self.tls.clone();
+            tasks.spawn(tcp_accept(
+                listener,
+                self.engine.clone(),
+                stop_all.clone(),
+                tls,
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Service for DnsService {
     fn name(&self) -> &'static str {
         "dns"
@@ -133,16 +197,7 @@ impl Service for DnsService {
             // Every loop of this run stops with it, failed or asked to.
             let stop_all = ctx.shutdown.child_token();
             let mut tasks = JoinSet::new();
-            for socket in self.udp.iter().flatten() {
-                let (socket, engine, stop) =
-                    (socket.clone(), self.engine.clone(), stop_all.clone());
-                let runtime = tokio::runtime::Handle::current();
-                tasks.spawn_blocking(move || udp::serve(socket, engine, runtime, stop));
-            }
-            for t in &self.tcp {
-                let listener = tokio::net::TcpListener::from_std(t.try_clone()?)?;
-                tasks.spawn(tcp_accept(listener, self.engine.clone(), stop_all.clone()));
-            }
+            self.spawn_listeners(&mut tasks, &stop_all)?;
             // Serve stale answers at once while the uplink is down.
             let mut uplink = self.uplink.clone();
             let engine = self.engine.clone();
@@ -291,10 +346,14 @@ impl Drop for ClientSlot {
     }
 }
 
+/// A TLS handshake that has not finished by then is dropped.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
+
 async fn tcp_accept(
     listener: tokio::net::TcpListener,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
     let shared = TcpShared::new(&engine);
     loop {
@@ -322,10 +381,24 @@ async fn tcp_accept(
         let engine = engine.clone();
         let shutdown = shutdown.clone();
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _held = (permit, slot);
+            let serve = async {
+                match tls {
+                    None => tcp_connection(stream, client, engine, &shared).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                            Ok(Ok(session)) => {
+                                tcp_connection(session, client, engine, &shared).await
+                            }
+                            _ => tracing::debug!(%client, "DNS over TLS: no handshake"),
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                _ = tcp_connection(stream, client, engine, &shared) => {}
+                _ = serve => {}
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -369,7 +442,8 @@ pub(crate) async fn tcp_connection<S>(
         let mut framed = Vec::with_capacity(reply.len() + 2);
         framed.extend_from_slice(&(reply.len().min(65535) as u16).to_be_bytes());
         framed.extend_from_slice(&reply[..reply.len().min(65535)]);
-        if stream.write_all(&framed).await.is_err() {
+        // A TLS session holds what it was given until flushed (a no-op on TCP).
+        if stream.write_all(&framed).await.is_err() || stream.flush().await.is_err() {
             return;
         }
     }

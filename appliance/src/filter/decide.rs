@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::index::{CategorySet, Index, ids};
-use super::policy::{BlockMode, Policies, SuffixSet};
+use super::policy::{BlockMode, MacAddr, Policies, SuffixSet};
 use super::safesearch::{self, Engine};
 use crate::base::clock::LocalTime;
 
@@ -19,6 +19,49 @@ pub const BYPASS_CANARIES: &[&str] = &[
     "mask.icloud.com",
     "mask-h2.icloud.com",
 ];
+
+/// Hostnames of public resolvers that Android's Private DNS ("strict" mode) and
+/// browsers' secure DNS are set to, with their subdomains (NextDNS's per-account
+/// names): NXDOMAIN, so a tablet set to one fails visibly ("Private DNS server cannot
+/// be accessed") instead of leaving the filter. Their addresses are refused by the
+/// cart's firewall; their DoH names are also in UT1's `doh` category.
+pub const STRICT_PRIVATE_DNS: &[&str] = &[
+    "dns.google",
+    "one.one.one.one",
+    "1dot1dot1dot1.cloudflare-dns.com",
+    "cloudflare-dns.com",
+    "security.cloudflare-dns.com",
+    "family.cloudflare-dns.com",
+    "dns.quad9.net",
+    "dns9.quad9.net",
+    "dns10.quad9.net",
+    "dns11.quad9.net",
+    "dns.adguard.com",
+    "dns.adguard-dns.com",
+    "dns-family.adguard.com",
+    "family.adguard-dns.com",
+    "unfiltered.adguard-dns.com",
+    "dns.nextdns.io",
+    "dns.opendns.com",
+    "familyshield.opendns.com",
+    "doh.opendns.com",
+    "dns.mullvad.net",
+    "dns.controld.com",
+    "dot.sb",
+    "doh.sb",
+    "dns.cleanbrowsing.org",
+];
+
+/// Is `name` a bypass name: a canary (exactly), or a strict-mode resolver's (or
+/// under one)? No allocation, no hashing: a few byte comparisons per query.
+fn is_bypass_name(name: &str) -> bool {
+    BYPASS_CANARIES.contains(&name)
+        || STRICT_PRIVATE_DNS.iter().any(|r| {
+            name.len() >= r.len()
+                && name.ends_with(r)
+                && (name.len() == r.len() || name.as_bytes()[name.len() - r.len() - 1] == b'.')
+        })
+}
 
 /// What the hub has decided for one device, enforced here as well as by its agent.
 #[derive(Debug, Clone)]
@@ -114,7 +157,21 @@ impl Filter {
         device: Option<&DeviceRule>,
         listing: &mut Listing,
     ) -> Verdict<'n> {
-        let policy = self.policies.for_client(client, now);
+        self.decide_for(name, client, None, now, device, listing)
+    }
+
+    /// [`Filter::decide_with`] for a client whose MAC is known (a cart's DHCP lease):
+    /// a policy that names the MAC wins over one that names the address.
+    pub fn decide_for<'n>(
+        &self,
+        name: &'n str,
+        client: IpAddr,
+        mac: Option<&MacAddr>,
+        now: LocalTime,
+        device: Option<&DeviceRule>,
+        listing: &mut Listing,
+    ) -> Verdict<'n> {
+        let policy = self.policies.for_client(client, mac, now);
         let p = self.policies.get(policy);
         let verdict = |action: Action, reason: Reason<'n>| Verdict {
             action,
@@ -133,7 +190,7 @@ impl Filter {
             }
             None => {}
         }
-        if p.no_bypass && BYPASS_CANARIES.contains(&name) {
+        if p.no_bypass && is_bypass_name(name) {
             return verdict(Action::NxDomain, Reason::Bypass);
         }
         if let Some((engine, target)) = safesearch::rewrite(name, p.safe_search, p.youtube) {
@@ -408,6 +465,17 @@ mod tests {
             decide(&f, "mask-h2.icloud.com", PUPIL).reason,
             Reason::Bypass
         );
+        // Android's strict Private DNS hostnames, and NextDNS's per-account ones.
+        for strict in ["dns.google", "one.one.one.one", "abc123.dns.nextdns.io"] {
+            assert_eq!(
+                decide(&f, strict, PUPIL).action,
+                Action::NxDomain,
+                "{strict}"
+            );
+        }
+        for not in ["google", "notdns.google", "www.google.com", "one.one.one"] {
+            assert_ne!(decide(&f, not, PUPIL).reason, Reason::Bypass, "{not}");
+        }
     }
 
     #[test]

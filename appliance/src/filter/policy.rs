@@ -67,6 +67,10 @@ pub struct PolicyConfig {
     /// Addresses and subnets (CIDR) whose clients get this policy.
     #[serde(default)]
     pub clients: Vec<Cidr>,
+    /// Tablets, by MAC address, that get this policy whatever address they are given
+    /// (the cart's DHCP leases say which address is whose); before `clients`.
+    #[serde(default)]
+    pub macs: Vec<MacAddr>,
     /// The policy of every client no other policy claims (exactly one).
     #[serde(default)]
     pub default: bool,
@@ -203,6 +207,44 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// A MAC address, `aa:bb:cc:dd:ee:ff` (or with `-`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacAddr(pub [u8; 6]);
+
+impl TryFrom<String> for MacAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        let mut mac = [0u8; 6];
+        let ok = parts.len() == 6
+            && parts
+                .iter()
+                .zip(mac.iter_mut())
+                .all(|(p, b)| p.len() == 2 && u8::from_str_radix(p, 16).map(|v| *b = v).is_ok());
+        if ok {
+            Ok(MacAddr(mac))
+        } else {
+            Err(format!(
+                "`{s}` is not a MAC address (like 02:00:00:aa:bb:cc)"
+            ))
+        }
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(m: MacAddr) -> String {
+        m.to_string()
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
 /// A policy ready for lookups: category names resolved against one index.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -251,6 +293,8 @@ impl SuffixSet {
 pub struct Policies {
     policies: Vec<Policy>,
     by_ip: HashMap<IpAddr, usize>,
+    /// Tablets by MAC (empty unless a policy names some).
+    by_mac: HashMap<MacAddr, usize>,
     /// Longest prefix first.
     subnets: Vec<(Cidr, usize)>,
     default: usize,
@@ -356,24 +400,43 @@ impl Policies {
             }
         }
         subnets.sort_by_key(|(c, _)| std::cmp::Reverse(c.prefix));
+        let mut by_mac: HashMap<MacAddr, usize> = HashMap::new();
+        for (i, c) in configs.iter().enumerate() {
+            for mac in &c.macs {
+                if let Some(j) = by_mac.insert(*mac, i).filter(|&j| j != i) {
+                    return Err(PolicyError::Claimed {
+                        client: mac.to_string(),
+                        a: configs[j].name.clone(),
+                        b: c.name.clone(),
+                    });
+                }
+            }
+        }
         Ok(Policies {
             policies,
             by_ip,
+            by_mac,
             subnets,
             default,
             unknown_categories: unknown,
         })
     }
 
-    /// The policy index a client gets at `now`, before any device rule.
-    pub fn for_client(&self, client: IpAddr, now: LocalTime) -> usize {
+    /// Does any policy name tablets by MAC? (Only then is a client's MAC looked up.)
+    pub fn by_mac(&self) -> bool {
+        !self.by_mac.is_empty()
+    }
+
+    /// The policy index a client gets at `now`, before any device rule: by its MAC
+    /// when its lease is known, else by address.
+    pub fn for_client(&self, client: IpAddr, mac: Option<&MacAddr>, now: LocalTime) -> usize {
         let client = match client {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
             v4 => v4,
         };
-        let base = self
-            .by_ip
-            .get(&client)
+        let base = mac
+            .and_then(|m| self.by_mac.get(m))
+            .or_else(|| self.by_ip.get(&client))
             .copied()
             .or_else(|| {
                 self.subnets
@@ -493,6 +556,7 @@ pub fn builtin() -> Vec<PolicyConfig> {
         no_bypass: true,
         block_mode: None,
         clients: vec![],
+        macs: vec![],
         default,
         schedule: vec![],
     };
@@ -640,7 +704,11 @@ mod tests {
         configs[2].clients = vec!["10.1.0.0/16".parse().unwrap(), "10.0.0.9".parse().unwrap()];
         let p = Policies::compile(&configs, &Index::empty(), BlockMode::Nxdomain).unwrap();
         let now = LocalTime::new(0, 10, 0);
-        let name = |ip: &str| p.get(p.for_client(ip.parse().unwrap(), now)).name.clone();
+        let name = |ip: &str| {
+            p.get(p.for_client(ip.parse().unwrap(), None, now))
+                .name
+                .clone()
+        };
         assert_eq!(name("10.2.3.4"), "college");
         assert_eq!(name("10.1.3.4"), "enseignants");
         assert_eq!(name("10.0.0.9"), "enseignants");

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::base::clock::Clock;
 use crate::filter::decide::DeviceRule;
-use crate::filter::policy::SuffixSet;
+use crate::filter::policy::{MacAddr, SuffixSet};
 use crate::store::{Store, StoreError};
 use limit::{Limiter, Purpose};
 
@@ -57,6 +57,18 @@ struct Conn {
     tx: mpsc::Sender<ToDevice>,
     ip: IpAddr,
     session: u64,
+    /// Its MAC, when the cart's DHCP leased it the address it connected from: its DNS
+    /// rules then follow the MAC to whatever address it is given next.
+    mac: Option<MacAddr>,
+}
+
+impl Conn {
+    /// Where the tablet is now: its MAC's leased address, else where it connected from.
+    fn address(&self, leases: &HashMap<MacAddr, IpAddr>) -> IpAddr {
+        self.mac
+            .and_then(|m| leases.get(&m).copied())
+            .unwrap_or(self.ip)
+    }
 }
 
 struct Device {
@@ -78,6 +90,9 @@ struct Device {
 struct Registry {
     devices: HashMap<i64, Device>,
     by_token: HashMap<[u8; 32], i64>,
+    /// The cart's DHCP leases, both ways (empty on a school's LAN).
+    mac_at: HashMap<IpAddr, MacAddr>,
+    address_of: HashMap<MacAddr, IpAddr>,
 }
 
 /// The acknowledgements of one command.
@@ -108,6 +123,9 @@ pub struct Tile {
     /// True when `pupil` signed in with a card (the profile is wiped at logout).
     pub pupil_session: bool,
     pub connected: bool,
+    /// Where the connected tablet is, and its MAC on a cart (from its DHCP lease).
+    pub address: Option<IpAddr>,
+    pub mac: Option<String>,
     pub desired: DesiredState,
     pub reported: Reported,
     pub acked: Option<u64>,
@@ -335,6 +353,33 @@ impl Hub {
         self.changes.subscribe()
     }
 
+    /// The cart's DHCP leases (MAC, address): a connected tablet's MAC is learned from
+    /// the address it connected from, and its DNS rules move with its lease.
+    pub fn set_leases(&self, leases: &[(MacAddr, IpAddr)]) {
+        let classes: HashSet<i64> = {
+            let mut reg = lock(&self.registry);
+            reg.mac_at = leases.iter().map(|(m, a)| (*a, *m)).collect();
+            reg.address_of = leases.iter().copied().collect();
+            let Registry {
+                devices, mac_at, ..
+            } = &mut *reg;
+            devices
+                .values_mut()
+                .filter_map(|d| {
+                    let c = d.conn.as_mut()?;
+                    if c.mac.is_none() {
+                        c.mac = mac_at.get(&c.ip).copied();
+                    }
+                    d.class_id
+                })
+                .collect()
+        };
+        self.refresh_dns();
+        for class in classes {
+            self.changed(Some(class));
+        }
+    }
+
     fn changed(&self, class: Option<i64>) {
         if let Some(c) = class {
             let _ = self.changes.send(c);
@@ -397,8 +442,14 @@ impl Hub {
         let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
         let (name, desired) = {
             let mut reg = lock(&self.registry);
+            let mac = reg.mac_at.get(&ip).copied();
             let d = reg.devices.get_mut(&id)?;
-            d.conn = Some(Conn { tx, ip, session });
+            d.conn = Some(Conn {
+                tx,
+                ip,
+                session,
+                mac,
+            });
             (d.name.clone(), d.desired.clone())
         };
         // Only a tablet with a rule changes what the DNS server must know.
@@ -675,6 +726,8 @@ impl Hub {
                     .or_else(|| d.pupil.clone()),
                 pupil_session: d.session.is_some(),
                 connected: d.conn.is_some(),
+                address: d.conn.as_ref().map(|c| c.address(&reg.address_of)),
+                mac: d.conn.as_ref().and_then(|c| c.mac).map(|m| m.to_string()),
                 desired: d.desired.clone(),
                 reported: d.reported.clone(),
                 acked: d.acked,
@@ -718,22 +771,23 @@ impl Hub {
             .collect()
     }
 
-    /// Gives the DNS server the rules of every connected device that is not on.
+    /// Gives the DNS server the rules of every connected device that is not on, at
+    /// the address each has now (its MAC's lease on a cart).
     fn refresh_dns(&self) {
         let Some(sink) = &self.rules else { return };
         let mut rules = HashMap::new();
-        let mut seen: HashSet<IpAddr> = HashSet::new();
-        for d in lock(&self.registry).devices.values() {
+        let reg = lock(&self.registry);
+        for d in reg.devices.values() {
             let Some(c) = &d.conn else { continue };
-            seen.insert(c.ip);
+            let ip = c.address(&reg.address_of);
             match &d.desired.internet {
                 Internet::On => {}
                 Internet::Off => {
-                    rules.insert(c.ip, DeviceRule::InternetOff);
+                    rules.insert(ip, DeviceRule::InternetOff);
                 }
                 Internet::AllowList { domains } => {
                     rules.insert(
-                        c.ip,
+                        ip,
                         DeviceRule::AllowListOnly(Arc::new(SuffixSet::new(
                             domains.iter().map(String::as_str),
                         ))),
@@ -741,6 +795,7 @@ impl Hub {
                 }
             }
         }
+        drop(reg);
         sink(rules);
     }
 }

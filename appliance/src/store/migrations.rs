@@ -393,6 +393,25 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ALTER TABLE update_target ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
     ",
     },
+    Migration {
+        version: 17,
+        name: "cart_net",
+        sql: "
+        -- The cart's DHCP leases: a reboot gives each tablet its address again.
+        CREATE TABLE dhcp_leases (
+            mac      TEXT PRIMARY KEY,
+            address  TEXT NOT NULL UNIQUE,
+            hostname TEXT NOT NULL DEFAULT '',
+            expires  INTEGER NOT NULL
+        ) STRICT;
+        -- Public resolvers' addresses the cart's firewall refuses (DNS over HTTPS by
+        -- address): the built-in set, and what the central side adds.
+        CREATE TABLE resolver_addresses (
+            address TEXT PRIMARY KEY,
+            source  TEXT NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

@@ -142,3 +142,50 @@ fn an_unreadable_file_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[test]
+fn a_passphrase_hostapd_would_refuse_is_refused_with_its_line() {
+    // Too short (hostapd: 8 to 63), and a character hostapd does not take.
+    assert_one(
+        "[net]\nmode = \"cart\"\n\n[net.ap]\nenabled = true\npassphrase = \"court\"\n",
+        6,
+        &["[net.ap] passphrase", "8 to 63"],
+    );
+    assert_one(
+        "[net.ap]\npassphrase = \"élève-de-cm2\"\n",
+        2,
+        &["printable ASCII"],
+    );
+    // An access point with no passphrase at all would be open.
+    assert_one(
+        "[net]\nmode = \"cart\"\n\n[net.ap]\nenabled = true\n",
+        4,
+        &["[net.ap] passphrase is missing"],
+    );
+}
+
+#[test]
+fn a_cart_lan_that_does_not_hold_together_is_refused() {
+    let (code, stderr) = check(
+        "[net]\nmode = \"cart\"\n\n[net.lan]\naddress = \"10.42.0.1/24\"\n\n\
+         [net.dhcp]\nrange_start = \"10.42.1.10\"\nrange_end = \"10.42.0.20\"\n\n\
+         [[net.dhcp.static]]\nmac = \"02:00:00:00:00:01\"\naddress = \"10.42.0.1\"\n",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("range_start = 10.42.1.10 is not a host of the LAN 10.42.0.0/24"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("range_start comes after range_end"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is not a tablet's address"), "{stderr}");
+    assert!(stderr.starts_with("FILE:7: "), "{stderr}");
+    assert_one(
+        "[[net.dhcp.static]]\nmac = \"02:00:00:00:00\"\naddress = \"10.42.0.9\"\n",
+        2,
+        &["not a MAC address"],
+    );
+    assert_one("[net.ap]\nchannel = 14\n", 2, &["not a wifi channel"]);
+}

@@ -2,6 +2,7 @@
 
 mod buildroot;
 mod cache;
+mod cart;
 mod dns;
 mod dns_lan;
 mod dns_offline;
