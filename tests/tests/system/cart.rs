@@ -21,13 +21,19 @@ const RECORDS: &[(&str, &str)] = &[
 /// public resolver, the second tablet's static lease, the first tablet's own policy
 /// by MAC (it also denies `games.test`).
 fn box_config(cart: &Cart) -> String {
+    let static_lease = match cart.tablets.get(1) {
+        Some(t) => format!(
+            "[[net.dhcp.static]]\nmac = \"{}\"\naddress = \"10.42.0.7\"\nname = \"tablette-2\"\n\n",
+            t.mac
+        ),
+        None => String::new(),
+    };
     cart.config(&format!(
-        "[[net.dhcp.static]]\nmac = \"{}\"\naddress = \"10.42.0.7\"\nname = \"tablette-2\"\n\n\
-         [net.firewall]\nresolver_addresses = [\"{PUBLIC_RESOLVER}\"]\n\n\
+        "{static_lease}[net.firewall]\nresolver_addresses = [\"{PUBLIC_RESOLVER}\"]\n\n\
          [dns]\nupstreams = [\"{RESOLVER}\"]\nblock_mode = \"nxdomain\"\n\n\
          [[filter.policy]]\nname = \"ecole\"\ndefault = true\ndeny = [\"blocked.test\"]\n\n\
          [[filter.policy]]\nname = \"cm2\"\nmacs = [\"{}\"]\ndeny = [\"blocked.test\", \"games.test\"]\n",
-        cart.tablets[1].mac, cart.tablets[0].mac
+        cart.tablets[0].mac
     ))
 }
 
@@ -204,4 +210,50 @@ fn leases_and_rules_outlive_a_crash_and_leave_with_the_daemon() {
     // A clean stop removes the table.
     assert_eq!(app.stop(), Some(0));
     assert!(cart.ruleset().is_none(), "the ruleset outlived the daemon");
+}
+
+/// Android's own DHCP exchange (the NetworkStack module's messages, replayed byte for
+/// byte by `dhcp-client android`), read back as Android reads it: a lease with the
+/// box as router, DNS and server, and the captive-portal API (RFC 8910).
+#[test]
+fn an_android_tablet_gets_its_lease_and_the_portal() {
+    if !Netns::available() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let cart = Cart::create("d", 1, RECORDS);
+    let app = start_box(&cart);
+    let t = &cart.tablets[0];
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.ns])
+        .arg(cartable_systests::bins::bin("dhcp-client"))
+        .args(["android", "eth0", &t.mac, "Tablette-CM2"])
+        .output()
+        .expect("dhcp-client runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        app.log()
+    );
+    let lease: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(lease["prefix"], 24, "{lease}");
+    assert_eq!(lease["router"], "10.42.0.1", "{lease}");
+    assert_eq!(lease["dns"], serde_json::json!(["10.42.0.1"]), "{lease}");
+    assert_eq!(lease["server_id"], "10.42.0.1", "{lease}");
+    assert_eq!(lease["offer_server_id"], "10.42.0.1", "{lease}");
+    assert_eq!(lease["lease"], 43200, "{lease}");
+    assert_eq!(lease["from"], "10.42.0.1:67", "{lease}");
+    let portal = lease["captive_portal"].as_str().unwrap_or_default();
+    assert!(
+        portal.starts_with("http://10.42.0.1:") && portal.ends_with("/captive-portal/api"),
+        "{lease}"
+    );
+    // The box knows the tablet by its MAC and the name it gave.
+    let net = app.get_json("/api/v1/net");
+    let leases = net["leases"].as_array().expect("leases");
+    assert_eq!(leases.len(), 1, "{net}");
+    assert_eq!(leases[0]["mac"], t.mac.as_str());
+    assert_eq!(leases[0]["hostname"], "Tablette-CM2");
+    assert_eq!(leases[0]["address"], lease["address"]);
 }
