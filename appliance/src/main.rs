@@ -78,6 +78,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Turn IPv4 forwarding on when the configuration is a cart's that NATs its LAN
+    /// (systemd runs this as root before the daemon, which may not write kernel
+    /// settings); says what it did.
+    NetForward {
+        /// The box's configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Remove the cache's stale temporary files and given-up partial downloads (what
     /// the daily timer runs).
     CacheClean {
@@ -216,6 +224,17 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::BoxKey { config } => {
             box_key(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NetForward { config } => {
+            let config = load_config(Some(&config))?;
+            if config.net.forwards() {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                    .context("turning IPv4 forwarding on")?;
+                println!("cart mode: IPv4 forwarding on");
+            } else {
+                println!("school mode (or no NAT): forwarding left as it is");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::CacheClean { config } => {

@@ -125,24 +125,9 @@ impl Cart {
     /// dnsmasq on 192.0.2.53:53, and TCP listeners on 192.0.2.53:853, :8080 and
     /// 192.0.2.99:443 that answer one line.
     fn start_internet(&mut self, records: &[(&str, &str)]) {
-        let mut cmd = self.inet(&["dnsmasq"]);
-        cmd.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            "--user=root",
-            "--pid-file=",
-            "--local=/test/",
-            "--port=53",
-        ])
-        .arg(format!("--listen-address={RESOLVER}"))
-        .stderr(Stdio::null());
-        for (name, addr) in records {
-            cmd.arg(format!("--address=/{name}/{addr}"));
-        }
+        let listen = RESOLVER.to_string();
+        let mut cmd = crate::dnsmasq::Dnsmasq::command(self.inet(&["dnsmasq"]), &listen, records);
+        cmd.arg("--port=53").stderr(Stdio::null());
         self.peers
             .push(TestChild::spawn(cmd).expect("dnsmasq starts"));
         for (addr, port) in [(RESOLVER, 853), (RESOLVER, 8080), (PUBLIC_RESOLVER, 443)] {

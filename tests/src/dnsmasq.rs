@@ -16,11 +16,10 @@ pub struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    /// Starts dnsmasq answering each (name, address) with `ttl`.
-    pub fn start(records: &[(&str, &str)], ttl: u32) -> Dnsmasq {
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut cmd = Command::new("dnsmasq");
+    /// dnsmasq as an authoritative resolver for `records` (and NXDOMAIN for the rest
+    /// of `.test`) on `listen`, asking nobody; `program` is `dnsmasq`, or `ip netns
+    /// exec NS dnsmasq` for one inside a namespace.
+    pub fn command(mut cmd: Command, listen: &str, records: &[(&str, &str)]) -> Command {
         cmd.args([
             "--keep-in-foreground",
             "--conf-file=/dev/null",
@@ -28,20 +27,28 @@ impl Dnsmasq {
             "--no-hosts",
             "--no-poll",
             "--bind-interfaces",
-            "--listen-address=127.0.0.1",
             "--user=root",
             "--pid-file=",
             "--local=/test/",
-            "--log-queries",
         ])
-        .arg(format!("--log-facility={}", log.path().display()))
-        .arg(format!("--port={port}"))
-        .arg(format!("--local-ttl={ttl}"))
-        .arg(format!("--auth-ttl={ttl}"))
-        .stderr(Stdio::null());
+        .arg(format!("--listen-address={listen}"));
         for (name, addr) in records {
             cmd.arg(format!("--address=/{name}/{addr}"));
         }
+        cmd
+    }
+
+    /// Starts dnsmasq answering each (name, address) with `ttl`.
+    pub fn start(records: &[(&str, &str)], ttl: u32) -> Dnsmasq {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut cmd = Self::command(Command::new("dnsmasq"), "127.0.0.1", records);
+        cmd.arg("--log-queries")
+            .arg(format!("--log-facility={}", log.path().display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--local-ttl={ttl}"))
+            .arg(format!("--auth-ttl={ttl}"))
+            .stderr(Stdio::null());
         let child =
             TestChild::spawn(cmd).expect("dnsmasq starts (tests/run installs dnsmasq-base)");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();

@@ -52,6 +52,11 @@ pub fn device_frame(data: &[u8]) {
     }
 }
 
+/// A datagram to the cart's DHCP server: decoded (dhcproto), decided, answered.
+pub fn dhcp(data: &[u8]) {
+    crate::net::dhcp::handle_for_fuzzing(data);
+}
+
 /// A list file's bytes.
 pub fn list(data: &[u8]) {
     let parsed = crate::filter::list::parse(data);
@@ -99,6 +104,23 @@ mod tests {
                 input[3] &= 0xf0;
             }
             super::packet(&input);
+        }
+    }
+
+    #[test]
+    fn dhcp_messages_never_panic() {
+        for mut input in inputs(20_000, 600) {
+            super::dhcp(&input);
+            // A request's header and the cookie: the options reach the decisions.
+            if input.len() >= 244 {
+                input[..4].copy_from_slice(&[1, 1, 6, 0]);
+                input[24..28].fill(0);
+                input[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
+                input[240] = 53;
+                input[241] = 1;
+                input[242] = input[242] % 8 + 1;
+            }
+            super::dhcp(&input);
         }
     }
 

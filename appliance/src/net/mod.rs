@@ -69,6 +69,11 @@ impl NetConfig {
         )])
     }
 
+    /// Does this box route its LAN to the uplink (cart mode with NAT)?
+    pub fn forwards(&self) -> bool {
+        self.mode == NetMode::Cart && self.firewall.enabled && self.firewall.nat
+    }
+
     /// The cart's services (none in school mode) and the network's routes.
     pub(crate) fn build(&self, deps: NetDeps) -> anyhow::Result<Net> {
         let mut services: Vec<Arc<dyn Service>> = Vec::new();

@@ -8,7 +8,8 @@
 //! `DhcpPacket.toDhcpResults` read them (xid, chaddr, a contiguous mask, a server id).
 //!
 //! `dhcp-client android IFACE MAC HOSTNAME`: one exchange; prints the lease as JSON.
-//! `dhcp-client load IFACE CLIENTS WINDOW`: that many clients (MACs 02:cc:...),
+//! `dhcp-client load IFACE CLIENTS WINDOW [TAG]`: that many clients (MACs 02:TAG:...,
+//! TAG cc by default),
 //! WINDOW in flight, broadcast flag set (so any server's answer reaches the one
 //! socket); prints leases per second and the last lease's latency.
 
@@ -297,14 +298,14 @@ struct Pending {
 }
 
 /// `clients` exchanges, `window` at a time.
-fn load(iface: &str, clients: u32, window: usize) -> String {
+fn load(iface: &str, clients: u32, window: usize, tag: u8) -> String {
     let s = client_socket(iface);
     let mut buf = [0u8; 1500];
     let mut pending: HashMap<u32, Pending> = HashMap::new();
     let (mut next, mut done) = (0u32, 0u32);
     let start = Instant::now();
     let mut last_latency = Duration::ZERO;
-    let mut resent = 0u64;
+    let (mut resent, mut naks) = (0u64, 0u64);
     let send = |p: &Pending, xid: u32| {
         let ask = Ask::discover(xid, p.mac, true, "");
         let msg = match p.offer {
@@ -318,7 +319,7 @@ fn load(iface: &str, clients: u32, window: usize) -> String {
             let xid = 0x1000_0000 + next;
             let n = next.to_be_bytes();
             let p = Pending {
-                mac: [0x02, 0xcc, n[0], n[1], n[2], n[3]],
+                mac: [0x02, tag, n[0], n[1], n[2], n[3]],
                 started: Instant::now(),
                 sent: Instant::now(),
                 offer: None,
@@ -347,6 +348,13 @@ fn load(iface: &str, clients: u32, window: usize) -> String {
                         pending.remove(&r.xid);
                         done += 1;
                     }
+                    // As Android's DhcpRequestingState: back to INIT, a new DISCOVER.
+                    NAK if p.offer.is_some() => {
+                        naks += 1;
+                        p.offer = None;
+                        p.sent = Instant::now();
+                        send(p, r.xid);
+                    }
                     _ => {}
                 }
             }
@@ -363,7 +371,7 @@ fn load(iface: &str, clients: u32, window: usize) -> String {
     }
     let secs = start.elapsed().as_secs_f64();
     format!(
-        "leases={done} secs={secs:.3} per_sec={:.0} last_latency_ms={:.2} resent={resent}",
+        "leases={done} secs={secs:.3} per_sec={:.0} last_latency_ms={:.2} resent={resent} naks={naks}",
         f64::from(done) / secs,
         last_latency.as_secs_f64() * 1000.0
     )
@@ -381,13 +389,18 @@ fn main() {
                 }
             }
         }
-        Some("load") if args.len() == 5 => {
+        Some("load") if args.len() == 5 || args.len() == 6 => {
             let clients: u32 = args[3].parse().expect("CLIENTS");
             let window: usize = args[4].parse().expect("WINDOW");
-            println!("{}", load(&args[2], clients, window));
+            let tag = args
+                .get(5)
+                .map_or(0xcc, |t| u8::from_str_radix(t, 16).expect("TAG"));
+            println!("{}", load(&args[2], clients, window, tag));
         }
         _ => {
-            eprintln!("usage: dhcp-client android IFACE MAC HOSTNAME | load IFACE CLIENTS WINDOW");
+            eprintln!(
+                "usage: dhcp-client android IFACE MAC HOSTNAME | load IFACE CLIENTS WINDOW [TAG]"
+            );
             std::process::exit(2);
         }
     }

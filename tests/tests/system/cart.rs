@@ -45,18 +45,26 @@ fn start_box(cart: &Cart) -> Appliance {
     )
 }
 
+/// The topology and its box started, or `None` (the test is skipped) without root.
+fn cart_with_box(tag: &str, tablets: usize) -> Option<(Cart, Appliance)> {
+    if !Netns::available() {
+        eprintln!("skipped: network namespaces need root");
+        return None;
+    }
+    let cart = Cart::create(tag, tablets, RECORDS);
+    let app = start_box(&cart);
+    Some((cart, app))
+}
+
 fn lan(port: u16) -> SocketAddr {
     SocketAddr::from(([10, 42, 0, 1], port))
 }
 
 #[test]
 fn tablets_get_their_own_addresses_and_cannot_leave_the_filter() {
-    if !Netns::available() {
-        eprintln!("skipped: network namespaces need root");
+    let Some((cart, app)) = cart_with_box("a", 2) else {
         return;
-    }
-    let cart = Cart::create("a", 2, RECORDS);
-    let app = start_box(&cart);
+    };
     let (t1, t2) = (&cart.tablets[0], &cart.tablets[1]);
 
     // Malformed DHCP first: the real exchanges after it prove it was read and dropped.
@@ -173,12 +181,9 @@ fn tablets_get_their_own_addresses_and_cannot_leave_the_filter() {
 
 #[test]
 fn leases_and_rules_outlive_a_crash_and_leave_with_the_daemon() {
-    if !Netns::available() {
-        eprintln!("skipped: network namespaces need root");
+    let Some((cart, mut app)) = cart_with_box("k", 1) else {
         return;
-    }
-    let cart = Cart::create("k", 1, RECORDS);
-    let mut app = start_box(&cart);
+    };
     let t1 = &cart.tablets[0];
     let first = t1
         .dhcp()
@@ -217,12 +222,9 @@ fn leases_and_rules_outlive_a_crash_and_leave_with_the_daemon() {
 /// box as router, DNS and server, and the captive-portal API (RFC 8910).
 #[test]
 fn an_android_tablet_gets_its_lease_and_the_portal() {
-    if !Netns::available() {
-        eprintln!("skipped: network namespaces need root");
+    let Some((cart, app)) = cart_with_box("d", 1) else {
         return;
-    }
-    let cart = Cart::create("d", 1, RECORDS);
-    let app = start_box(&cart);
+    };
     let t = &cart.tablets[0];
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &t.ns])

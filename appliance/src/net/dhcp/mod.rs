@@ -137,7 +137,7 @@ impl DhcpServer {
     /// Reads one datagram's message, counting what is not one.
     fn read(&self, bytes: &[u8]) -> Option<(Message, Ask)> {
         add(&self.counters.received);
-        let Ok(msg) = Message::from_bytes(bytes) else {
+        let Some(msg) = decode(bytes) else {
             add(&self.counters.malformed);
             return None;
         };
@@ -236,6 +236,91 @@ impl DhcpServer {
         let mut v: Vec<Lease> = self.table.borrow().clone();
         v.sort_by_key(|l| (l.expires, l.address));
         v
+    }
+}
+
+/// The message in `bytes`, if it is one: its options laid out as RFC 2132 says
+/// first (dhcproto reads some options at their expected size whatever length they
+/// declare, and checks a few lengths with `debug_assert!` only: a message that would
+/// desynchronize or stop it never reaches it), and a panic inside the decoder, should
+/// another one hide there, is a malformed message too, never a dead server.
+fn decode(bytes: &[u8]) -> Option<Message> {
+    if !options_well_formed(bytes) {
+        return None;
+    }
+    std::panic::catch_unwind(|| Message::from_bytes(bytes).ok()).ok()?
+}
+
+/// The fixed header, the cookie, then options each inside the datagram, with the
+/// lengths their codes require, and no overload of `sname`/`file` (option 52).
+fn options_well_formed(bytes: &[u8]) -> bool {
+    const OPTIONS: usize = 240;
+    if bytes.len() < OPTIONS || bytes[236..240] != [0x63, 0x82, 0x53, 0x63] {
+        return false;
+    }
+    let mut i = OPTIONS;
+    while i < bytes.len() {
+        match bytes[i] {
+            0 => i += 1,
+            255 => return true,
+            code => {
+                let Some(&len) = bytes.get(i + 1) else {
+                    return false;
+                };
+                let fits = match code {
+                    52 => false,
+                    53 => len == 1,
+                    57 => len == 2,
+                    50 | 51 | 54 | 58 | 59 | 152..=155 => len == 4,
+                    80 => len == 0,
+                    94 => len == 3,
+                    81 => len >= 3,
+                    151 => len >= 1,
+                    _ => true,
+                };
+                i += 2 + usize::from(len);
+                if !fits || i > bytes.len() {
+                    return false;
+                }
+            }
+        }
+    }
+    // No end option: dhcproto reads to the end of the datagram.
+    true
+}
+
+/// One datagram through everything the server does with it but the socket and the
+/// store: decode, read the ask, decide on a small pool, encode the reply and decode
+/// it back (the fuzzers' entry point).
+pub(crate) fn handle_for_fuzzing(bytes: &[u8]) {
+    let Some(msg) = decode(bytes) else {
+        return;
+    };
+    let Ok(ask) = ask_of(&msg) else { return };
+    let lan = Ipv4Net::try_from("10.42.0.1/24".to_string()).expect("a valid LAN");
+    let mut pool = Pool::new(
+        lan,
+        (Ipv4Addr::new(10, 42, 0, 100), Ipv4Addr::new(10, 42, 0, 103)),
+        3600,
+        [],
+    );
+    let offerings = Offerings {
+        lan,
+        captive_portal: Some("http://10.42.0.1/captive-portal/api".into()),
+    };
+    for now in [0, 10, 7200] {
+        let (kind, yiaddr) = match pool.decide(&ask, now) {
+            Decision::Offer(a) => (MessageType::Offer, a),
+            Decision::Ack(l) => (MessageType::Ack, l.address),
+            Decision::Inform => (MessageType::Ack, Ipv4Addr::UNSPECIFIED),
+            Decision::Nak(_) => (MessageType::Nak, Ipv4Addr::UNSPECIFIED),
+            Decision::Silent(_) => continue,
+        };
+        let bytes = reply(&msg, kind, yiaddr, 3600, &offerings)
+            .to_vec()
+            .expect("a reply encodes");
+        let back = Message::from_bytes(&bytes).expect("a reply decodes");
+        assert_eq!(back.opts().msg_type(), Some(kind));
     }
 }
 
