@@ -85,6 +85,10 @@ impl App {
             dns_port: dns_addrs.first().map_or(53, |a| a.port()),
             dot_port: dns.tls_addrs().first().map(|a| a.port()),
             http_port: config.http.listen.port(),
+            central_resolvers: {
+                let (store, key) = (store.clone(), fleet_key.clone());
+                Arc::new(move || crate::sync::desired::stored_resolvers(&store, key.as_deref()))
+            },
         })?;
 
         let rules_to = engine.clone();
@@ -133,7 +137,7 @@ impl App {
             data_dir: data_dir.clone(),
             clock: clock.clone(),
             uplink: uplink.subscribe(),
-            sinks: sinks(&filter, &cache, &update.wake),
+            sinks: sinks(&filter, &cache, &update.wake, &net.firewall_wake),
             firmware: (update.status())().running,
         });
         let link = sync_view.clone();
@@ -359,20 +363,26 @@ fn chunk_source(cache: &Arc<crate::cache::Cache>) -> crate::update::ChunkSource 
     }
 }
 
-/// Verified desired state from the sync: policies to the filter, catalogues checked
-/// by the cache and fetched at once, a release to the update agent.
+/// Verified desired state from the sync: policies to the filter (and their resolver
+/// addresses to the cart's firewall), catalogues checked by the cache and fetched at
+/// once, a release to the update agent.
 fn sinks(
     filter: &Arc<FilterService>,
     cache: &Arc<crate::cache::Cache>,
     update: &Arc<tokio::sync::Notify>,
+    firewall: &Arc<tokio::sync::Notify>,
 ) -> Sinks {
-    let update = update.clone();
+    let (update, firewall) = (update.clone(), firewall.clone());
     let (filter, checked, woken) = (filter.clone(), cache.clone(), cache.clone());
     Sinks {
         policies: Some(Arc::new(move |configs| {
             let prepared = filter.prepare_policies(&configs)?;
-            let filter = filter.clone();
-            Ok(Box::new(move || filter.put_in_force(prepared, configs)))
+            let (filter, firewall) = (filter.clone(), firewall.clone());
+            Ok(Box::new(move || {
+                filter.put_in_force(prepared, configs);
+                // The policies carry the cart's resolver addresses too.
+                firewall.notify_one();
+            }))
         })),
         check_catalogue: Some(Arc::new(move |c| checked.check_catalogue(c))),
         catalogue_applied: Some(Arc::new(move || woken.wake.notify_one())),

@@ -23,9 +23,25 @@ pub fn read_policies(path: &Path) -> anyhow::Result<PolicySet> {
         #[serde(deny_unknown_fields)]
         struct File {
             policy: Vec<desired::Policy>,
+            /// Public resolvers' addresses carts refuse (DNS over HTTPS by address).
+            #[serde(default)]
+            resolver_addresses: Vec<String>,
         }
         let f: File = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        Ok(PolicySet { policies: f.policy })
+        if let Some(bad) = f
+            .resolver_addresses
+            .iter()
+            .find(|a| a.parse::<std::net::IpAddr>().is_err())
+        {
+            bail!(
+                "{}: resolver_addresses: `{bad}` is not an IP address",
+                path.display()
+            );
+        }
+        Ok(PolicySet {
+            policies: f.policy,
+            resolver_addresses: f.resolver_addresses,
+        })
     } else {
         serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
     }
@@ -128,4 +144,30 @@ pub async fn send(
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_policy_file_carries_the_carts_resolver_addresses_and_refuses_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policies.toml");
+        let policy =
+            "[[policy]]\nname = \"ecole\"\ndefault = true\nmacs = [\"02:00:00:00:00:01\"]\n";
+        std::fs::write(
+            &path,
+            format!("resolver_addresses = [\"203.0.113.53\", \"2001:db8::53\"]\n{policy}"),
+        )
+        .unwrap();
+        let set = super::read_policies(&path).unwrap();
+        assert_eq!(set.resolver_addresses, ["203.0.113.53", "2001:db8::53"]);
+        assert_eq!(set.policies[0].macs, ["02:00:00:00:00:01"]);
+        std::fs::write(
+            &path,
+            format!("resolver_addresses = [\"dns.example\"]\n{policy}"),
+        )
+        .unwrap();
+        let e = super::read_policies(&path).unwrap_err().to_string();
+        assert!(e.contains("`dns.example` is not an IP address"), "{e}");
+    }
 }

@@ -80,6 +80,11 @@ pub enum Body {
 #[serde(deny_unknown_fields)]
 pub struct PolicySet {
     pub policies: Vec<Policy>,
+    /// Public resolvers' addresses a cart's firewall refuses to tablets (DNS over
+    /// HTTPS by address), on top of its built-in set: the fleet keeps the list current
+    /// as resolvers come and go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolver_addresses: Vec<String>,
 }
 
 /// One policy, with the keys and meanings of a `[[filter.policy]]` table.
@@ -105,6 +110,9 @@ pub struct Policy {
     pub block_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<String>,
+    /// Tablets by MAC address (a cart's DHCP leases say where each one is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -267,6 +275,7 @@ mod tests {
                     default: true,
                     ..Policy::default()
                 }],
+                resolver_addresses: Vec::new(),
             }),
         }
     }

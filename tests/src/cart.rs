@@ -16,6 +16,8 @@ pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 pub const PUBLIC_RESOLVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
 /// The box's uplink address.
 pub const BOX_UPLINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// Another public resolver, refused only once the central side lists it.
+pub const LISTED_LATER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 98);
 
 pub struct Cart {
     pub box_ns: String,
@@ -23,6 +25,8 @@ pub struct Cart {
     pub tablets: Vec<Tablet>,
     dir: tempfile::TempDir,
     peers: Vec<TestChild>,
+    /// The veth end in this namespace of the box's link to a broker, if any.
+    broker_link: Option<String>,
 }
 
 pub struct Tablet {
@@ -53,6 +57,7 @@ impl Cart {
             tablets: Vec::new(),
             dir,
             peers: Vec::new(),
+            broker_link: None,
         };
         for ns in [&box_ns, &inet_ns] {
             run(&["netns", "add", ns]);
@@ -72,7 +77,7 @@ impl Cart {
             "up0",
         ]);
         run(&["-n", &box_ns, "link", "set", "up0", "up"]);
-        for a in [RESOLVER, PUBLIC_RESOLVER] {
+        for a in [RESOLVER, PUBLIC_RESOLVER, LISTED_LATER] {
             run(&[
                 "-n",
                 &inet_ns,
@@ -130,7 +135,7 @@ impl Cart {
         cmd.arg("--port=53").stderr(Stdio::null());
         self.peers
             .push(TestChild::spawn(cmd).expect("dnsmasq starts"));
-        for (addr, port) in [(RESOLVER, 853), (RESOLVER, 8080), (PUBLIC_RESOLVER, 443)] {
+        for (addr, port) in LISTENERS {
             let mut c = self.inet(&["socat"]);
             c.arg(format!("TCP-LISTEN:{port},bind={addr},fork,reuseaddr"))
                 .arg("SYSTEM:echo open")
@@ -139,12 +144,44 @@ impl Cart {
         }
         // The box reaches each one (its own traffic is not the tablets').
         let deadline = Instant::now() + Duration::from_secs(10);
-        for (addr, port) in [(RESOLVER, 853), (RESOLVER, 8080), (PUBLIC_RESOLVER, 443)] {
+        for (addr, port) in LISTENERS {
             while !self.tcp_open(&self.box_ns, SocketAddr::from((addr, port))) {
                 assert!(Instant::now() < deadline, "{addr}:{port} never listened");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// A veth pair from this namespace to the box's (10.233.N.1 here, .2 there), for a
+    /// broker the test runs here: its address on this side.
+    pub fn broker_link(&mut self, n: u8) -> Ipv4Addr {
+        let here = format!("cmq{}{n}", std::process::id() % 100_000);
+        run(&[
+            "link",
+            "add",
+            &here,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "mq0",
+            "netns",
+            &self.box_ns,
+        ]);
+        run(&["addr", "add", &format!("10.233.{n}.1/30"), "dev", &here]);
+        run(&["link", "set", &here, "up"]);
+        run(&[
+            "-n",
+            &self.box_ns,
+            "addr",
+            "add",
+            &format!("10.233.{n}.2/30"),
+            "dev",
+            "mq0",
+        ]);
+        run(&["-n", &self.box_ns, "link", "set", "mq0", "up"]);
+        self.broker_link = Some(here);
+        Ipv4Addr::new(10, 233, n, 1)
     }
 
     fn inet(&self, program: &[&str]) -> Command {
@@ -200,6 +237,15 @@ impl Cart {
             .then(|| String::from_utf8_lossy(&out.stdout).to_string())
     }
 }
+
+/// The internet's TCP listeners: DoT and a web server on the resolver, HTTPS on the
+/// two public resolvers.
+const LISTENERS: [(Ipv4Addr, u16); 4] = [
+    (RESOLVER, 853),
+    (RESOLVER, 8080),
+    (PUBLIC_RESOLVER, 443),
+    (LISTED_LATER, 443),
+];
 
 /// udhcpc's event script: applies the lease to the tablet's interface and writes
 /// what the server gave to `$OUT` (never to /etc/resolv.conf).
@@ -267,6 +313,9 @@ impl Tablet {
 impl Drop for Cart {
     fn drop(&mut self) {
         self.peers.clear();
+        if let Some(link) = &self.broker_link {
+            let _ = Command::new("ip").args(["link", "del", link]).status();
+        }
         for t in &self.tablets {
             let _ = Command::new("ip").args(["netns", "del", &t.ns]).status();
         }

@@ -287,8 +287,10 @@ impl From<Ssid> for String {
     }
 }
 
-/// A WPA passphrase hostapd takes: 8 to 63 printable ASCII characters (its
-/// `wpa_passphrase`, also SAE's password in WPA3 and transition modes).
+/// A WPA passphrase hostapd takes: 8 to 63 bytes (its `wpa_passphrase`, also SAE's
+/// password in WPA3 and transition modes), on one line of its file. hostapd counts
+/// bytes, so a non-ASCII character counts as its UTF-8 bytes (and some tablets cannot
+/// type it: printable ASCII is the safe choice).
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Passphrase(pub String);
@@ -304,14 +306,14 @@ impl TryFrom<String> for Passphrase {
     fn try_from(s: String) -> Result<Self, String> {
         if !(8..=63).contains(&s.len()) {
             return Err(format!(
-                "the passphrase has {} characters: hostapd takes 8 to 63",
-                s.chars().count()
+                "the passphrase has {} bytes: hostapd takes 8 to 63",
+                s.len()
             ));
         }
-        if let Some(c) = s.chars().find(|c| !(' '..='~').contains(c)) {
-            return Err(format!(
-                "the passphrase holds {c:?}: hostapd takes printable ASCII only"
-            ));
+        if s.contains(['\n', '\r', '\0']) {
+            return Err(
+                "the passphrase holds a line break or a NUL: hostapd's file is one per line".into(),
+            );
         }
         Ok(Passphrase(s))
     }

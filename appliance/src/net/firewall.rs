@@ -191,9 +191,17 @@ pub(crate) fn remove() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The firewall as a service: applied when it runs, removed when it stops.
+/// The central side's resolver addresses in force (verified policies), read at each
+/// apply.
+pub(crate) type CentralResolvers = Arc<dyn Fn() -> Vec<IpAddr> + Send + Sync>;
+
+/// The firewall as a service: applied when it runs, again when the central side's
+/// resolver addresses change (`wake`), removed when it stops.
 pub(crate) struct Firewall {
+    /// The ruleset; its `resolvers` are the built-in and configured ones.
     pub ruleset: Ruleset,
+    pub central: CentralResolvers,
+    pub wake: Arc<tokio::sync::Notify>,
     /// Where the rendered file is kept (the admin reads what was applied).
     pub file: PathBuf,
     /// Turns IPv4 forwarding on, which NAT needs.
@@ -202,7 +210,11 @@ pub(crate) struct Firewall {
 
 impl Firewall {
     fn apply(&self) -> anyhow::Result<()> {
-        let text = self.ruleset.render();
+        let mut ruleset = self.ruleset.clone();
+        ruleset.resolvers.extend((self.central)());
+        ruleset.resolvers.sort();
+        ruleset.resolvers.dedup();
+        let text = ruleset.render();
         if let Some(dir) = self.file.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -216,7 +228,7 @@ impl Firewall {
         }
         tracing::info!(
             file = %self.file.display(),
-            resolvers = self.ruleset.resolvers.len(),
+            resolvers = ruleset.resolvers.len(),
             "no-bypass ruleset applied"
         );
         Ok(())
@@ -233,7 +245,18 @@ impl Service for Firewall {
             let me = self.clone();
             tokio::task::spawn_blocking(move || me.apply()).await??;
             ctx.ready();
-            ctx.shutdown.cancelled().await;
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = self.wake.notified() => {
+                        // Replaced whole, in one transaction: no moment without rules.
+                        let me = self.clone();
+                        if let Err(e) = tokio::task::spawn_blocking(move || me.apply()).await? {
+                            tracing::warn!(error = %e, "cannot apply the new resolver addresses; the rules before stay");
+                        }
+                    }
+                }
+            }
             let gone = tokio::task::spawn_blocking(remove).await.unwrap_or(false);
             tracing::info!(removed = gone, "no-bypass ruleset removed");
             Ok(())

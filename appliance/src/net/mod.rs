@@ -45,6 +45,8 @@ pub(crate) struct NetDeps {
     pub dot_port: Option<u16>,
     /// The web server's port (the captive-portal URI).
     pub http_port: u16,
+    /// The central side's resolver addresses (its verified policies).
+    pub central_resolvers: firewall::CentralResolvers,
 }
 
 /// The built network side.
@@ -53,6 +55,8 @@ pub(crate) struct Net {
     pub(crate) routes: Router,
     /// The cart's leases (empty in school mode), on every change.
     pub(crate) leases: tokio::sync::watch::Receiver<Vec<dhcp::pool::Lease>>,
+    /// Tells the firewall that the central side's resolver addresses changed.
+    pub(crate) firewall_wake: Arc<tokio::sync::Notify>,
 }
 
 impl NetConfig {
@@ -80,9 +84,10 @@ impl NetConfig {
         let mut dhcp_server = None;
         let (_, empty) = tokio::sync::watch::channel(Vec::new());
         let mut leases = empty;
+        let firewall_wake = Arc::new(tokio::sync::Notify::new());
         if self.mode == NetMode::Cart {
             if self.firewall.enabled {
-                services.push(Arc::new(self.firewall(&deps)));
+                services.push(Arc::new(self.firewall(&deps, firewall_wake.clone())));
             }
             if self.dhcp.enabled {
                 let server = Arc::new(self.dhcp_server(&deps)?);
@@ -107,10 +112,11 @@ impl NetConfig {
             services,
             routes,
             leases,
+            firewall_wake,
         })
     }
 
-    fn firewall(&self, deps: &NetDeps) -> firewall::Firewall {
+    fn firewall(&self, deps: &NetDeps, wake: Arc<tokio::sync::Notify>) -> firewall::Firewall {
         let mut resolvers: Vec<IpAddr> = firewall::BUILTIN_RESOLVERS
             .iter()
             .filter_map(|a| a.parse().ok())
@@ -127,6 +133,8 @@ impl NetConfig {
                 nat: self.firewall.nat.then(|| self.lan.uplink.clone()),
                 resolvers,
             },
+            central: deps.central_resolvers.clone(),
+            wake,
             file: deps.data_dir.join("net").join("cartable.nft"),
             forward: self.firewall.nat,
         }

@@ -404,12 +404,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             hostname TEXT NOT NULL DEFAULT '',
             expires  INTEGER NOT NULL
         ) STRICT;
-        -- Public resolvers' addresses the cart's firewall refuses (DNS over HTTPS by
-        -- address): the built-in set, and what the central side adds.
-        CREATE TABLE resolver_addresses (
-            address TEXT PRIMARY KEY,
-            source  TEXT NOT NULL
-        ) STRICT;
     ",
     },
 ];

@@ -386,6 +386,7 @@ async fn apply(
 
 /// The protocol's policies as the filter's, checked the way the config file's are.
 pub(crate) fn policy_configs(set: &desired::PolicySet) -> Result<Vec<PolicyConfig>, String> {
+    resolver_addresses(set)?;
     set.policies
         .iter()
         .map(|p| {
@@ -394,6 +395,38 @@ pub(crate) fn policy_configs(set: &desired::PolicySet) -> Result<Vec<PolicyConfi
                 .map_err(|e| format!("policy `{}`: {e}", p.name))
         })
         .collect()
+}
+
+/// The set's resolver addresses, each an IP address (else the set is refused whole).
+pub(crate) fn resolver_addresses(
+    set: &desired::PolicySet,
+) -> Result<Vec<std::net::IpAddr>, String> {
+    set.resolver_addresses
+        .iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|_| format!("resolver_addresses: `{a}` is not an IP address"))
+        })
+        .collect()
+}
+
+/// The resolver addresses of the central side's policies in force (verified again),
+/// for the cart's firewall.
+pub(crate) fn stored_resolvers(store: &Store, fleet_key: Option<&[u8]>) -> Vec<std::net::IpAddr> {
+    let Some(key) = fleet_key else {
+        return Vec::new();
+    };
+    let envelope = store
+        .read_blocking(|c| crate::store::desired_envelope(c, DesiredKind::Policies))
+        .ok()
+        .flatten();
+    let Some(d) = envelope.and_then(|e| desired::open(e.as_bytes(), key).ok()) else {
+        return Vec::new();
+    };
+    match d.desired.body {
+        Body::Policies(set) => resolver_addresses(&set).unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// The desired state in force for `kind`, if any.

@@ -152,10 +152,12 @@ fn a_passphrase_hostapd_would_refuse_is_refused_with_its_line() {
         &["[net.ap] passphrase", "8 to 63"],
     );
     assert_one(
-        "[net.ap]\npassphrase = \"élève-de-cm2\"\n",
+        "[net.ap]\npassphrase = \"ligne\\ncoupée\"\n",
         2,
-        &["printable ASCII"],
+        &["line break"],
     );
+    // hostapd counts bytes: "ééé" is 6.
+    assert_one("[net.ap]\npassphrase = \"ééé\"\n", 2, &["6 bytes"]);
     // An access point with no passphrase at all would be open.
     assert_one(
         "[net]\nmode = \"cart\"\n\n[net.ap]\nenabled = true\n",

@@ -259,3 +259,166 @@ fn an_android_tablet_gets_its_lease_and_the_portal() {
     assert_eq!(leases[0]["hostname"], "Tablette-CM2");
     assert_eq!(leases[0]["address"], lease["address"]);
 }
+
+/// The fleet keeps the list of public resolvers current: addresses in the signed
+/// policies are refused to tablets as soon as the box applies them (the table replaced
+/// whole), and still after a restart.
+#[test]
+fn resolver_addresses_from_the_central_side_are_refused() {
+    use crate::sync::desired::publish;
+    use cartable_protocol::desired::{Body, Desired, Policy, PolicySet};
+    use cartable_protocol::topics::Scope;
+    use cartable_systests::cart::LISTED_LATER;
+    use cartable_systests::fleet::{self, Fleet};
+    use cartable_systests::mosquitto::Mosquitto;
+
+    if !Netns::available() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let mut cart = Cart::create("c", 1, RECORDS);
+    let broker = Mosquitto::start_on(cart.broker_link(40).into());
+    let fleet = Fleet::new();
+    let config = format!(
+        "{}\n{}",
+        crate::sync::sync_config(&broker.url(), &fleet.pin()),
+        box_config(&cart)
+    );
+    let mut app = Appliance::start_at(
+        Some(&cart.box_ns),
+        SocketAddr::from(([0, 0, 0, 0], 53)),
+        &config,
+    );
+    let t = &cart.tablets[0];
+    t.dhcp()
+        .unwrap_or_else(|| panic!("no lease: {}", app.log()));
+    let later = SocketAddr::from((LISTED_LATER, 443));
+    assert!(cart.tcp_open(&t.ns, later), "not listed yet: open");
+
+    let doc = Desired {
+        version: 1,
+        scope: Scope::Fleet,
+        issued_at: fleet::now(),
+        body: Body::Policies(PolicySet {
+            policies: vec![Policy {
+                name: "ecole".into(),
+                deny: vec!["blocked.test".into()],
+                default: true,
+                ..Policy::default()
+            }],
+            resolver_addresses: vec![LISTED_LATER.to_string()],
+        }),
+    };
+    publish(&broker, fleet.seal(&doc));
+    crate::sync::wait_until(
+        "the address in the ruleset",
+        Duration::from_secs(20),
+        || {
+            cart.ruleset()
+                .is_some_and(|r| r.contains(&LISTED_LATER.to_string()))
+        },
+    );
+    assert!(!cart.tcp_open(&t.ns, later), "listed: refused");
+    assert!(
+        cart.tcp_open(&cart.box_ns, later),
+        "the box itself is not a tablet"
+    );
+
+    // Read back from the store at the next start (verified again).
+    app.stop();
+    app.restart();
+    let rules = cart.ruleset().expect("the table is back");
+    assert!(rules.contains(&LISTED_LATER.to_string()), "{rules}");
+}
+
+/// hostapd is the judge of the access point's configuration: the file the box
+/// renders for each security mode parses (hostapd gets as far as the radio's driver,
+/// absent here), and `check-config` refuses exactly the passphrases hostapd refuses.
+#[test]
+fn the_access_point_configuration_is_one_hostapd_takes() {
+    if !Netns::available() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let cart = Cart::create("h", 1, RECORDS);
+    let dir = tempfile::tempdir().unwrap();
+    let hostapd = |file: &std::path::Path| -> String {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &cart.box_ns,
+                "timeout",
+                "10",
+                "/usr/sbin/hostapd",
+            ])
+            .arg(file)
+            .output()
+            .expect("hostapd runs (tests/run installs hostapd)");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let parsed = |said: &str| {
+        !said.contains("errors found in configuration file")
+            && said.contains("Failed to initialize driver")
+    };
+    for security in ["wpa2", "wpa3", "wpa2-wpa3"] {
+        let file = dir.path().join(format!("hostapd-{security}.conf"));
+        let ap = format!(
+            "[net.ap]\nenabled = true\nssid = \"Classe mobile CM2\"\npassphrase = \"cartable-cm2\"\n\
+             security = \"{security}\"\nchannel = 36\nconfig_file = \"{}\"\n",
+            file.display()
+        );
+        let mut app = Appliance::start_at(
+            Some(&cart.box_ns),
+            SocketAddr::from(([0, 0, 0, 0], 53)),
+            &format!("{ap}\n{}", box_config(&cart)),
+        );
+        let said = hostapd(&file);
+        assert!(parsed(&said), "{security}: {said}");
+        app.stop();
+        // Every passphrase: check-config and hostapd agree.
+        if security != "wpa2" {
+            continue;
+        }
+        let rendered = std::fs::read_to_string(&file).unwrap();
+        for pass in [
+            "1234567",
+            "12345678",
+            &"x".repeat(63),
+            &"x".repeat(64),
+            "élève-cm2-2026",
+        ] {
+            let changed = dir.path().join("changed.conf");
+            let text: String = rendered
+                .lines()
+                .map(|l| {
+                    if l.starts_with("wpa_passphrase=") {
+                        format!("wpa_passphrase={pass}\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
+                .collect();
+            std::fs::write(&changed, text).unwrap();
+            let hostapd_takes = parsed(&hostapd(&changed));
+            let toml = dir.path().join("check.toml");
+            std::fs::write(&toml, format!("[net.ap]\npassphrase = \"{pass}\"\n")).unwrap();
+            let check = std::process::Command::new(cartable_systests::bins::bin("cartable"))
+                .args(["check-config"])
+                .arg(&toml)
+                .output()
+                .unwrap();
+            assert_eq!(
+                check.status.success(),
+                hostapd_takes,
+                "{pass:?}: check-config {} / hostapd {}",
+                String::from_utf8_lossy(&check.stderr),
+                hostapd_takes
+            );
+        }
+    }
+}

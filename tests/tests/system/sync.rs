@@ -267,6 +267,7 @@ pub(crate) mod desired {
                     default: true,
                     ..Policy::default()
                 }],
+                resolver_addresses: Vec::new(),
             }),
         }
     }
