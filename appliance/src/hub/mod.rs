@@ -884,6 +884,34 @@ mod tests {
         assert!(seen.lock().unwrap().last().unwrap().is_empty());
     }
 
+    /// On a cart, a tablet's rule follows its MAC: learned from the lease of the
+    /// address it connected from, moved when DHCP gives it another address, and the
+    /// old address (now perhaps another tablet's) keeps no rule.
+    #[tokio::test]
+    async fn a_tablets_rule_follows_its_lease() {
+        let (_dir, hub, ids, seen, _) = hub(1).await;
+        let mac = MacAddr([2, 0, 0, 0, 1, 1]);
+        let (old, new) = (
+            IpAddr::from([10, 42, 0, 100]),
+            IpAddr::from([10, 42, 0, 101]),
+        );
+        hub.set_leases(&[(mac, old)]);
+        let _conn = hub.connect(ids[0], old).unwrap();
+        let (_, persist) = hub.command(&[ids[0]], Action::InternetOff);
+        persist.await.unwrap();
+        assert!(seen.lock().unwrap().last().unwrap().contains_key(&old));
+        let tile = &hub.tiles(None)[0];
+        assert_eq!(tile.mac.as_deref(), Some("02:00:00:00:01:01"));
+        hub.set_leases(&[(mac, new)]);
+        let rules = seen.lock().unwrap().last().cloned().unwrap();
+        assert!(
+            matches!(rules.get(&new), Some(DeviceRule::InternetOff)),
+            "{rules:?}"
+        );
+        assert!(!rules.contains_key(&old));
+        assert_eq!(hub.tiles(None)[0].address, Some(new));
+    }
+
     /// A one-shot for an offline tablet waits in its queue for `one_shot_ttl` on the
     /// hub's clock, then is dropped.
     #[tokio::test]
