@@ -182,9 +182,11 @@ fn nft() -> &'static str {
     }
 }
 
-/// Deletes the box's table; true if there was one.
+/// Deletes the box's table; true if there was one (false too where nft is missing
+/// or not allowed: then there is nothing of ours to remove).
 pub(crate) fn remove() -> bool {
     std::process::Command::new(nft())
+        .stdout(std::process::Stdio::null())
         .args(["delete", "table", "inet", TABLE])
         .stderr(std::process::Stdio::null())
         .status()

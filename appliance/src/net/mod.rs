@@ -61,9 +61,15 @@ pub(crate) struct Net {
 
 impl NetConfig {
     /// Cart mode: the LAN bridge up with the box's address, before any socket is
-    /// bound; the DNS-over-TLS address to add. School mode: nothing.
+    /// bound; the DNS-over-TLS address to add. School mode: nothing, but a cart's
+    /// table a crash left behind is removed.
     pub fn prepare(&self) -> anyhow::Result<Vec<SocketAddr>> {
         if self.mode != NetMode::Cart {
+            // A cart's table left by a kill -9 before the box was switched to school
+            // mode: ours to remove (nothing else of the firewall is touched).
+            if firewall::remove() {
+                tracing::info!("removed the cart's no-bypass rules left by an earlier run");
+            }
             return Ok(Vec::new());
         }
         links::set_up(&self.lan).context("setting the cart's LAN up")?;

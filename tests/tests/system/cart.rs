@@ -215,6 +215,19 @@ fn leases_and_rules_outlive_a_crash_and_leave_with_the_daemon() {
     // A clean stop removes the table.
     assert_eq!(app.stop(), Some(0));
     assert!(cart.ruleset().is_none(), "the ruleset outlived the daemon");
+
+    // Killed in cart mode, started again in school mode: the leftover goes.
+    app.restart();
+    app.kill9();
+    assert!(cart.ruleset().is_some());
+    let text = std::fs::read_to_string(&app.config).unwrap();
+    std::fs::write(
+        &app.config,
+        text.replace("mode = \"cart\"", "mode = \"school\""),
+    )
+    .unwrap();
+    app.restart();
+    assert!(cart.ruleset().is_none(), "a school box kept a cart's rules");
 }
 
 /// Android's own DHCP exchange (the NetworkStack module's messages, replayed byte for
