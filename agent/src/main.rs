@@ -33,6 +33,37 @@ enum Command {
     },
 }
 
+/// Prints the device's state each time it changes, and each one-shot action as it is
+/// carried out (the view is read four times a second: a person is reading).
+async fn print_changes(view: cartable_agent::Shared) {
+    let mut shown: Option<String> = None;
+    let mut done = 0;
+    let mut connected = None;
+    loop {
+        let (state, actions, online) = {
+            let v = view.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                format!("{:?}", v.state),
+                v.done[done.min(v.done.len())..].to_vec(),
+                v.connected,
+            )
+        };
+        if connected != Some(online) {
+            println!("{}", if online { "connected" } else { "disconnected" });
+            connected = Some(online);
+        }
+        if shown.as_deref() != Some(state.as_str()) {
+            println!("state {state}");
+            shown = Some(state);
+        }
+        for a in actions {
+            println!("done {a}");
+            done += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -62,6 +93,7 @@ fn main() -> ExitCode {
                 let url = format!("ws://{box_addr}/api/v1/devices/ws");
                 let view = cartable_agent::Shared::default();
                 let stop = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(print_changes(view.clone()));
                 loop {
                     match cartable_agent::run_once(&url, &token, None, view.clone(), stop.clone())
                         .await
@@ -70,7 +102,6 @@ fn main() -> ExitCode {
                         Err(e) => tracing::warn!(error = format!("{e:#}"), "connection failed"),
                     }
                     let v = view.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    println!("{:?}", v.state);
                     if v.revoked {
                         anyhow::bail!("this device's token was revoked");
                     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cartable_protocol::status::{ServiceState, StatusReport, UplinkState};
+use cartable_protocol::status::{LinkState, ServiceState, StatusReport, UplinkState};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -67,7 +67,104 @@ pub fn render(r: &StatusReport) -> String {
         human_bytes(r.disk.total_bytes),
         r.disk.path
     );
+    render_sync(&mut out, r);
+    render_cache(&mut out, r);
+    let u = &r.update;
+    let _ = write!(out, "firmware: {}", u.running);
+    if let Some(slot) = &u.slot {
+        let _ = write!(out, " (slot {slot})");
+    }
+    if let Some(v) = &u.version {
+        let _ = write!(out, "; release {v}: {:?}", u.state);
+        if u.progress.chunks > 0 {
+            let _ = write!(
+                out,
+                " {}/{} chunks",
+                u.progress.chunks_done, u.progress.chunks
+            );
+        }
+    }
+    if !u.detail.is_empty() {
+        let _ = write!(out, " ({})", u.detail);
+    }
+    out.push('\n');
     out
+}
+
+/// The link to the central side and what waits to go up it.
+fn render_sync(out: &mut String, r: &StatusReport) {
+    let s = &r.sync;
+    let link = match s.link {
+        LinkState::Standalone => "standalone (no broker configured)",
+        LinkState::Connecting => "connecting",
+        LinkState::Connected => "connected",
+        LinkState::Paused => "paused (uplink down)",
+        LinkState::Backoff => "waiting to retry",
+    };
+    let _ = write!(out, "sync: {link}");
+    if let Some(b) = &s.broker {
+        let _ = write!(out, " to {b}");
+    }
+    let b = &s.backlog;
+    let _ = write!(
+        out,
+        "; {} events waiting ({})",
+        b.rows,
+        human_bytes(b.bytes)
+    );
+    if let Some(at) = b.last_sync_at {
+        let ago = (crate::base::clock::unix_now() - at).max(0) as u64;
+        let _ = write!(out, ", last sync {} ago", human_duration(ago));
+    }
+    if b.dropped_rows > 0 {
+        let _ = write!(
+            out,
+            ", {} statistics dropped to stay under the bound",
+            b.dropped_rows
+        );
+    }
+    out.push('\n');
+    if let Some(e) = &s.last_error {
+        let _ = writeln!(out, "  last error: {e}");
+    }
+}
+
+/// The app and update cache.
+fn render_cache(out: &mut String, r: &StatusReport) {
+    let c = &r.cache;
+    let _ = write!(
+        out,
+        "cache: {}/{} items held, {} of {}",
+        c.present,
+        c.items,
+        human_bytes(c.bytes_used),
+        human_bytes(c.quota_bytes)
+    );
+    if !c.in_window {
+        out.push_str(", outside its download windows");
+    }
+    out.push('\n');
+    for d in &c.downloading {
+        let _ = writeln!(
+            out,
+            "  fetching {} {}: {} of {}",
+            d.item,
+            d.version,
+            human_bytes(d.bytes),
+            human_bytes(d.size)
+        );
+    }
+    if c.failing > 0 {
+        let _ = writeln!(
+            out,
+            "  {} items failing{}",
+            c.failing,
+            c.last_error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 fn human_duration(secs: u64) -> String {
@@ -109,6 +206,31 @@ pub fn local_address(listen: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_says_sync_cache_and_firmware_not_only_json() {
+        let mut r: StatusReport = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "box_id": "b", "site": "s", "uptime_secs": 5,
+            "services": [], "uplink": {"state": "up", "interface": "eth0"},
+            "disk": {"path": "/data", "free_bytes": 1, "total_bytes": 2},
+        }))
+        .unwrap();
+        r.sync.link = LinkState::Backoff;
+        r.sync.broker = Some("mqtts://central:8883".into());
+        r.sync.backlog.rows = 12;
+        r.sync.last_error = Some("connection refused".into());
+        r.cache.items = 3;
+        r.cache.present = 2;
+        r.update.running = "2026.12.1".into();
+        let text = render(&r);
+        assert!(
+            text.contains("sync: waiting to retry to mqtts://central:8883; 12 events waiting"),
+            "{text}"
+        );
+        assert!(text.contains("  last error: connection refused"), "{text}");
+        assert!(text.contains("cache: 2/3 items held"), "{text}");
+        assert!(text.contains("firmware: 2026.12.1"), "{text}");
+    }
 
     #[test]
     fn sizes_and_durations_read_well() {

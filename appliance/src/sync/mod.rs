@@ -236,10 +236,14 @@ impl SyncService {
         self.seal(&topic, if online { 1 } else { LAST_IN_SESSION }, &body)
     }
 
+    /// The link's state; an error is kept until the link is up again (a connected
+    /// link showing the refusal of an hour ago misleads whoever reads the status).
     fn set(&self, state: LinkState, error: Option<String>) {
         self.info.send_modify(|i| {
             i.state = state;
-            if error.is_some() {
+            if state == LinkState::Connected {
+                i.last_error = None;
+            } else if error.is_some() {
                 i.last_error = error;
             }
         });

@@ -662,3 +662,32 @@ fn the_prefetcher_keeps_to_its_rate_cap_and_its_windows() {
         false
     );
 }
+
+/// The admin edits the local catalogue file and sends SIGHUP (`systemctl reload`):
+/// the new pinned item is fetched; without the signal the box would wait for its
+/// next idle tick (30 s).
+#[test]
+fn sighup_reads_the_local_catalogue_again() {
+    let origin = Upstream::start();
+    let (first, second) = (payload(100_000, 21), payload(100_000, 22));
+    origin.put("/first", first.clone(), Faults::default());
+    origin.put("/second", second.clone(), Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalogue(dir.path(), &[("first", origin.url("/first"), &first, true)]);
+    let app = Appliance::start(&format!(
+        "[cache]\ncatalogue = \"{}\"\nreserve_bytes = 0\n",
+        cat.display()
+    ));
+    wait_state(&app, "first", "present", Duration::from_secs(30));
+    let edited = catalogue(
+        dir.path(),
+        &[
+            ("first", origin.url("/first"), &first, true),
+            ("second", origin.url("/second"), &second, true),
+        ],
+    );
+    assert_eq!(edited, cat);
+    app.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_state(&app, "second", "present", Duration::from_secs(20));
+    assert_eq!(origin.requests("/second").len(), 1);
+}
