@@ -363,6 +363,23 @@ pub fn set_screen_time(t: &Transaction<'_>, rule: &ScreenTimeRow<'_>) -> Result<
     Ok(true)
 }
 
+/// The saved rule of a class (`group` 0) or of one of its groups: (minutes per day,
+/// days as stored, from, to).
+pub fn screen_time(
+    conn: &Connection,
+    class: i64,
+    group: i64,
+) -> Result<Option<(u32, String, String, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT minutes_per_day, days, from_time, to_time FROM screen_time
+             WHERE class_id = ?1 AND group_id = ?2",
+            params![class, group],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?)
+}
+
 /// The school as the admin page lists it: classes, teachers and pupils as JSON rows.
 pub fn overview(conn: &Connection) -> Result<[Vec<serde_json::Value>; 3], StoreError> {
     use serde_json::json;

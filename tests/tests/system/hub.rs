@@ -628,9 +628,30 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
         )
         .await
         .unwrap();
-    // A screen-time rule from the page.
+    // A command to one chosen tile: only it waits for its ack, never the others.
+    browser.click(".tile").await.unwrap();
+    browser.click("button[data-kind=mute]").await.unwrap();
     browser
-        .eval("document.getElementById('st-minutes').value = '45'; return true")
+        .wait(
+            "one muted tablet, no tile left waiting",
+            "return document.querySelectorAll('.tile .pending').length === 0 \
+             && [...document.querySelectorAll('.tile .badges')].filter(b => /son coupé|muted/.test(b.textContent)).length === 1",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    // A screen-time rule from the page: the form starts from school days, sends the
+    // days ticked, and shows the saved rule when the page is opened again.
+    browser
+        .wait(
+            "the form on school days",
+            "return [...document.querySelectorAll('#st-days input:checked')].map(i => i.value).join() === 'mon,tue,wed,thu,fri'",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    browser
+        .eval("document.getElementById('st-minutes').value = '45'; document.querySelector('#st-days input[value=wed]').checked = false; return true")
         .await
         .unwrap();
     browser.click("#st-save").await.unwrap();
@@ -642,20 +663,35 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
         )
         .await
         .unwrap();
+    browser
+        .goto(&format!("http://{}/classe", s.app.http))
+        .await
+        .unwrap();
+    browser
+        .wait(
+            "the saved rule shown again",
+            "return document.getElementById('st-minutes').value === '45' \
+             && [...document.querySelectorAll('#st-days input:checked')].map(i => i.value).join() === 'mon,tue,thu,fri'",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     let conn = rusqlite::Connection::open_with_flags(
         s.app.database(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
-    let (saved, events, minutes): (i64, i64, i64) = conn
+    let (saved, events, minutes, days): (i64, i64, i64, String) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM attendance WHERE present = 1),
                     (SELECT count(*) FROM outbox WHERE body LIKE '%\"attendance\"%'),
-                    (SELECT minutes_per_day FROM screen_time)",
+                    (SELECT minutes_per_day FROM screen_time),
+                    (SELECT days FROM screen_time)",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
+    assert_eq!(days, "mon,tue,thu,fri");
     assert_eq!((saved, events, minutes), (1, 1, 45));
     let png = browser.screenshot().await.unwrap();
     assert_eq!(&png[1..4], b"PNG");

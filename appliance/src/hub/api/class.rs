@@ -277,6 +277,41 @@ pub(super) async fn groups(
 }
 
 #[derive(Deserialize)]
+pub(super) struct GroupParam {
+    group: Option<i64>,
+}
+
+/// `GET /api/v1/classes/{id}/screen-time[?group=G]`: the rule saved for the class or
+/// one of its groups, as the form shows it; with none saved, no limit on school days
+/// (`saved` false).
+pub(super) async fn get_screen_time(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    axum::extract::Query(q): axum::extract::Query<GroupParam>,
+) -> HttpResult {
+    class_teacher(&state.hub, &headers, class, false).await?;
+    let group = q.group.unwrap_or(0);
+    let row = state
+        .hub
+        .store()
+        .read(move |c| school::screen_time(c, class, group))
+        .await?;
+    let body = match row {
+        Some((minutes, days, from, to)) => json!({
+            "saved": true, "minutes_per_day": minutes,
+            "days": days.split(',').filter(|d| !d.is_empty()).collect::<Vec<_>>(),
+            "from": from, "to": to,
+        }),
+        None => json!({
+            "saved": false, "minutes_per_day": 0,
+            "days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:00", "to": "17:00",
+        }),
+    };
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ScreenTime {
     /// A level group of the class; the whole class when absent.

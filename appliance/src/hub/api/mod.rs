@@ -63,7 +63,7 @@ pub(crate) fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router
         .route("/api/v1/classes/{id}/cards", get(class::cards))
         .route(
             "/api/v1/classes/{id}/screen-time",
-            post(class::set_screen_time),
+            get(class::get_screen_time).post(class::set_screen_time),
         )
         .route(
             "/api/v1/classes/{id}/groups",

@@ -23,6 +23,9 @@ const T = {
     share: "Partager un document…", cards: "Cartes QR des élèves", group: "Groupe", whole_class: "Toute la classe",
     screen_time: "Temps d'écran", minutes: "Minutes par jour (0 : sans limite)",
     hours: "Heures permises", save: "Enregistrer", saved_rule: "Règle enregistrée",
+    days: "Jours", mon: "lun", tue: "mar", wed: "mer", thu: "jeu", fri: "ven", sat: "sam", sun: "dim",
+    no_days: "Choisissez au moins un jour",
+    empty_class: "Aucune tablette dans cette classe : l'administrateur de l'école en inscrit depuis sa page.",
   },
   en: {
     title: "My class", signout: "Sign out", signin: "Sign in", login: "Login",
@@ -45,13 +48,17 @@ const T = {
     share: "Share a document…", cards: "Pupils' QR cards", group: "Group", whole_class: "Whole class",
     screen_time: "Screen time", minutes: "Minutes a day (0: no limit)",
     hours: "Allowed hours", save: "Save", saved_rule: "Rule saved",
+    days: "Days", mon: "Mon", tue: "Tue", wed: "Wed", thu: "Thu", fri: "Fri", sat: "Sat", sun: "Sun",
+    no_days: "Choose at least one day",
+    empty_class: "No tablet in this class: the school's admin enrols them from the admin page.",
   },
 };
 let lang = localStorage.getItem("lang") || (navigator.language || "fr").slice(0, 2);
 if (!T[lang]) lang = "fr";
 const t = (k) => T[lang][k] || k;
 const $ = (id) => document.getElementById(id);
-let csrf = null, classId = null, tiles = [], selected = new Set(), sent = 0, events = null;
+// `sentTo`: the tablets the last command went to; only they wait for its ack.
+let csrf = null, classId = null, tiles = [], loaded = false, selected = new Set(), sent = 0, sentTo = new Set(), events = null;
 
 function translate() {
   document.documentElement.lang = lang;
@@ -105,12 +112,13 @@ async function start(session) {
 }
 
 function openClass(id) {
-  classId = id; selected.clear(); tiles = []; showTarget(); render();
+  classId = id; selected.clear(); tiles = []; loaded = false; sent = 0; sentTo = new Set(); showTarget(); render();
   $("cards").href = `/api/v1/classes/${id}/cards`;
   loadGroups();
+  loadScreenTime();
   if (events) events.close();
   events = new EventSource(`/api/v1/classes/${id}/events`);
-  events.addEventListener("tiles", (e) => { tiles = JSON.parse(e.data); $("live").textContent = "● " + t("live"); render(); });
+  events.addEventListener("tiles", (e) => { tiles = JSON.parse(e.data); loaded = true; $("live").textContent = "● " + t("live"); render(); });
   events.onerror = () => { $("live").textContent = ""; };
   loadPupils();
 }
@@ -122,6 +130,10 @@ function showTarget() {
 function render() {
   const box = $("tiles");
   box.innerHTML = "";
+  // An empty class says so, and offers no command that would reach nobody.
+  const empty = loaded && tiles.length === 0;
+  $("empty").hidden = !empty;
+  $("commands").hidden = empty;
   for (const d of tiles) {
     const el = document.createElement("div");
     const s = d.reported.state || {};
@@ -134,7 +146,7 @@ function render() {
     if (s.internet && s.internet.mode === "allow_list") badges.push(t("allow_only"));
     if (d.reported.battery != null) badges.push(`${t("battery")} ${d.reported.battery} %`);
     if (d.reported.app) badges.push(d.reported.app);
-    const pending = d.connected && sent && (d.acked == null || d.acked < sent);
+    const pending = d.connected && sent && sentTo.has(d.id) && (d.acked == null || d.acked < sent);
     const name = document.createElement("div"); name.className = "name"; name.textContent = d.name;
     const pupil = document.createElement("div"); pupil.className = "pupil"; pupil.textContent = d.pupil ? d.pupil[1] : t("no_pupil");
     const b = document.createElement("div"); b.className = "badges"; b.textContent = badges.join(" · ");
@@ -163,9 +175,17 @@ document.querySelectorAll("#commands button[data-kind]").forEach((btn) => {
     if (selected.size) body.devices = [...selected];
     else if ($("group").value) body.group = Number($("group").value);
     const r = await api("POST", `/api/v1/classes/${classId}/commands`, body);
-    if (r.ok) { sent = (await r.json()).command; render(); }
+    if (r.ok) { commandSent(await r.json()); }
   };
 });
+
+// Remembers which tablets the command went to: they, and only they, wait for its ack.
+function commandSent(reply) {
+  const st = reply.status || {};
+  sent = reply.command;
+  sentTo = new Set([...(st.pending || []), ...(st.ok || []), ...Object.keys(st.failed || {}).map(Number)]);
+  render();
+}
 
 $("share-file").onchange = async () => {
   const f = $("share-file").files[0];
@@ -178,7 +198,7 @@ $("share-file").onchange = async () => {
   if (selected.size) body.devices = [...selected];
   else if ($("group").value) body.group = Number($("group").value);
   const r = await api("POST", `/api/v1/classes/${classId}/commands`, body);
-  if (r.ok) { sent = (await r.json()).command; render(); }
+  if (r.ok) { commandSent(await r.json()); }
   $("share-file").value = "";
 };
 
@@ -191,8 +211,24 @@ async function loadGroups() {
   }
 }
 
+// The form shows the rule saved for the class (or the chosen group), and sends the
+// days ticked.
+async function loadScreenTime() {
+  const g = $("group").value;
+  const r = await api("GET", `/api/v1/classes/${classId}/screen-time` + (g ? `?group=${g}` : ""));
+  if (!r.ok) return;
+  const rule = await r.json();
+  $("st-minutes").value = rule.minutes_per_day;
+  $("st-from").value = rule.from; $("st-to").value = rule.to;
+  document.querySelectorAll("#st-days input").forEach((i) => { i.checked = rule.days.includes(i.value); });
+  $("st-result").textContent = "";
+}
+$("group").onchange = () => loadScreenTime();
+
 $("st-save").onclick = async () => {
-  const body = { minutes_per_day: Number($("st-minutes").value), days: ["mon-sun"], from: $("st-from").value, to: $("st-to").value };
+  const days = [...document.querySelectorAll("#st-days input:checked")].map((i) => i.value);
+  if (!days.length) { $("st-result").textContent = t("no_days"); return; }
+  const body = { minutes_per_day: Number($("st-minutes").value), days, from: $("st-from").value, to: $("st-to").value };
   if ($("group").value) body.group = Number($("group").value);
   const r = await api("POST", `/api/v1/classes/${classId}/screen-time`, body);
   $("st-result").textContent = r.ok ? t("saved_rule") : await r.text();
