@@ -1,6 +1,7 @@
 //! The fleet side of Cartable, as a library so tests drive the same code.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod dashboard;
 #[doc(hidden)]

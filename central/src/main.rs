@@ -112,6 +112,12 @@ enum Command {
         #[command(subcommand)]
         action: BoxAction,
     },
+    /// The console's admin accounts (the dashboard and the JSON API ask them to sign
+    /// in, but on the central host itself).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Filter policies for the fleet, a site or a box.
     Policy {
         #[command(subcommand)]
@@ -150,6 +156,21 @@ enum BoxAction {
         /// Replace the key pinned for this box.
         #[arg(long)]
         replace: bool,
+        /// The database `serve` uses.
+        #[arg(long, default_value = "central.db")]
+        database: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Add an admin, or set an admin's password.
+    Add {
+        /// The admin's login (a-z, 0-9, `.`, `_`, `-`).
+        login: String,
+        /// A file whose first line is the password (12 to 200 characters).
+        #[arg(long)]
+        password_file: PathBuf,
         /// The database `serve` uses.
         #[arg(long, default_value = "central.db")]
         database: String,
@@ -374,6 +395,36 @@ fn run(command: Command) -> anyhow::Result<()> {
             },
             listen,
         )),
+        Command::Admin {
+            action:
+                AdminAction::Add {
+                    login,
+                    password_file,
+                    database,
+                },
+        } => rt.block_on(async move {
+            let ok_login = !login.is_empty()
+                && login.len() <= 64
+                && login
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            if !ok_login {
+                anyhow::bail!("`{login}` is not a login: a-z, 0-9, `.`, `_`, `-`, at most 64");
+            }
+            let text = std::fs::read_to_string(&password_file)
+                .with_context(|| format!("reading {}", password_file.display()))?;
+            let password = text.lines().next().unwrap_or("");
+            if !(12..=200).contains(&password.chars().count()) {
+                anyhow::bail!(
+                    "the password must have 12 to 200 characters (the console is on the internet)"
+                );
+            }
+            let db = cartable_central::store::Db::open(&database).await?;
+            db.set_admin(&login, &cartable_central::auth::hash_password(password))
+                .await?;
+            println!("admin {login}: password set");
+            Ok(())
+        }),
         Command::Box {
             action:
                 BoxAction::Add {

@@ -1,5 +1,6 @@
 //! `cartable-central serve`: takes in every box's presence, state and events from the
-//! broker, stores them, and serves the fleet dashboard and its JSON API.
+//! broker, stores them, and serves the fleet dashboard and its JSON API to its admins
+//! (`auth`: signed in, or on the central host itself).
 //!
 //! The MQTT session is persistent (fixed client id, clean session off) and every
 //! message is acknowledged only after its transaction is committed: a crash of the
@@ -111,6 +112,18 @@ pub async fn run(
         ))
     });
 
+    let auth = crate::auth::Auth::new(db.clone());
+    let signin = axum::Router::new()
+        .route(
+            "/login",
+            axum::routing::get(crate::auth::login_page).post(crate::auth::login_form),
+        )
+        .route(
+            "/api/v1/login",
+            axum::routing::post(crate::auth::login_json),
+        )
+        .route("/api/v1/logout", axum::routing::post(crate::auth::logout))
+        .with_state(auth.clone());
     let app = axum::Router::new()
         .route("/", axum::routing::get(dashboard))
         .route("/api/v1/boxes", axum::routing::get(api_boxes))
@@ -118,8 +131,15 @@ pub async fn run(
         .route("/api/v1/usage", axum::routing::get(api_usage))
         .route("/api/v1/counters", axum::routing::get(api_counters))
         .route("/api/v1/releases", axum::routing::get(api_releases))
-        .with_state(db);
+        .with_state(db)
+        .merge(signin)
+        // Nothing of the fleet for anyone but its admins (and the host itself).
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::guard,
+        ));
     let stop = shutdown.clone();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;

@@ -26,15 +26,27 @@ impl Central {
 
     /// With more arguments for `serve` (TLS, credentials).
     pub fn start_args(broker: &str, database: Option<&str>, extra: &[String]) -> Central {
+        Self::start_bound(broker, database, extra, [127, 0, 0, 1].into())
+    }
+
+    /// Serving on `bind` (0.0.0.0: every address of this machine, as on the internet);
+    /// `http` stays the loopback address, which needs no sign-in.
+    pub fn start_bound(
+        broker: &str,
+        database: Option<&str>,
+        extra: &[String],
+        bind: std::net::IpAddr,
+    ) -> Central {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = database.map_or_else(
             || dir.path().join("central.db").display().to_string(),
             str::to_string,
         );
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let listen = SocketAddr::new(bind, http.port());
         let log = std::fs::File::create(dir.path().join("central.log")).expect("log");
         let mut cmd = Command::new(bin("cartable-central"));
-        cmd.args(["serve", "--broker", broker, "--listen", &http.to_string()])
+        cmd.args(["serve", "--broker", broker, "--listen", &listen.to_string()])
             .arg("--database")
             .arg(&database)
             .args(extra)

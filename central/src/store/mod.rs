@@ -283,6 +283,28 @@ impl Db {
         }
     }
 
+    /// Adds an admin of the console, or sets an admin's password (its stored form).
+    pub async fn set_admin(&self, login: &str, password: &str) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let (login, password) = (login.to_string(), password.to_string());
+                Self::write_sqlite(writer, move |c| sqlite::set_admin(c, &login, &password)).await
+            }
+            Db::Postgres(c) => postgres::set_admin(c, login, password).await,
+        }
+    }
+
+    /// An admin's stored password, if the account exists.
+    pub async fn admin_password(&self, login: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            Db::Sqlite { path, .. } => {
+                let login = login.to_string();
+                Self::read_sqlite(path, move |c| sqlite::admin_password(c, &login)).await
+            }
+            Db::Postgres(c) => postgres::admin_password(c, login).await,
+        }
+    }
+
     pub async fn bump(&self, name: &'static str) -> anyhow::Result<()> {
         match self {
             Db::Sqlite { writer, .. } => {

@@ -59,7 +59,31 @@ CREATE TABLE IF NOT EXISTS rollouts (
     body       JSONB NOT NULL,
     changed_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS admins (
+    login    TEXT PRIMARY KEY,
+    password TEXT NOT NULL
+);
 ";
+
+/// Adds an admin, or sets an admin's password (`password`: the stored form).
+pub async fn set_admin(c: &Client, login: &str, password: &str) -> anyhow::Result<()> {
+    c.execute(
+        "INSERT INTO admins (login, password) VALUES ($1, $2)
+         ON CONFLICT (login) DO UPDATE SET password = excluded.password",
+        &[&login, &password],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An admin's stored password, if the account exists.
+pub async fn admin_password(c: &Client, login: &str) -> anyhow::Result<Option<String>> {
+    Ok(
+        c.query_opt("SELECT password FROM admins WHERE login = $1", &[&login])
+            .await?
+            .map(|r| r.get(0)),
+    )
+}
 
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)

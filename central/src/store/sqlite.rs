@@ -59,7 +59,31 @@ CREATE TABLE IF NOT EXISTS rollouts (
     body       TEXT NOT NULL,
     changed_at INTEGER NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS admins (
+    login    TEXT PRIMARY KEY,
+    password TEXT NOT NULL
+) STRICT;
 ";
+
+/// Adds an admin, or sets an admin's password (`password`: the stored form).
+pub fn set_admin(conn: &Connection, login: &str, password: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO admins (login, password) VALUES (?1, ?2)
+         ON CONFLICT (login) DO UPDATE SET password = excluded.password",
+        params![login, password],
+    )?;
+    Ok(())
+}
+
+/// An admin's stored password, if the account exists.
+pub fn admin_password(conn: &Connection, login: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT password FROM admins WHERE login = ?1",
+        [login],
+        |r| r.get(0),
+    )
+    .optional()
+}
 
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;

@@ -3,6 +3,7 @@
 mod buildroot;
 mod cache;
 mod cart;
+mod central_console;
 mod dns;
 mod dns_lan;
 mod dns_offline;
