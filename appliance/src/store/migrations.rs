@@ -406,6 +406,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 18,
+        name: "pseudonyms",
+        sql: "
+        -- The key of the pseudonymous pupil ids events carry to the central side:
+        -- pupils' names stay in the school (the fleet needs usage, not names).
+        INSERT OR IGNORE INTO meta(key, value) VALUES ('pseudonym_secret', lower(hex(randomblob(32))));
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

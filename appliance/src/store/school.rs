@@ -203,7 +203,12 @@ pub fn save_attendance(
         .prepare("SELECT id, first_name || ' ' || last_name FROM pupils WHERE class_id = ?1")?
         .query_map([class], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for (id, name) in &pupils {
+    let secret: String = t.query_row(
+        "SELECT value FROM meta WHERE key = 'pseudonym_secret'",
+        [],
+        |r| r.get(0),
+    )?;
+    for (id, _name) in &pupils {
         let present = present.contains(id);
         t.execute(
             "INSERT INTO attendance(class_id, day, pupil_id, present, teacher, saved_at)
@@ -217,7 +222,7 @@ pub fn save_attendance(
             now,
             &cartable_protocol::events::EventBody::Attendance {
                 class: class_name.clone(),
-                pupil: name.clone(),
+                pupil: pseudonym(&secret, *id),
                 present,
             },
         )?;
@@ -320,6 +325,19 @@ pub fn groups(conn: &Connection, class: i64) -> Result<Vec<GroupRow>, StoreError
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(v)
+}
+
+/// A pupil as the central side knows them: `p` and 16 hex digits of an HMAC of their
+/// id under the box's own key. The same pupil keeps the same pseudonym (usage per
+/// pupil over a year), and nobody without the box's key can tell who it is.
+pub fn pseudonym(secret: &str, pupil: i64) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, format!("pupil:{pupil}").as_bytes());
+    let hex: String = tag.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("p{hex}")
 }
 
 /// A screen-time rule as stored: days as `mon,tue,...`, times as `HH:MM`.
@@ -663,4 +681,21 @@ pub fn admin_session(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pupils_pseudonym_is_stable_distinct_and_keyed() {
+        let a = super::pseudonym("secret-one", 7);
+        assert_eq!(a, super::pseudonym("secret-one", 7));
+        assert_ne!(a, super::pseudonym("secret-one", 8));
+        assert_ne!(
+            a,
+            super::pseudonym("secret-two", 7),
+            "another box, another pseudonym"
+        );
+        assert_eq!(a.len(), 17);
+        assert!(a.starts_with('p'));
+    }
 }

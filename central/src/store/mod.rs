@@ -81,7 +81,8 @@ pub struct EventRow {
 /// Usage per school, from the boxes' hourly statistics.
 #[derive(Debug, Serialize, Default)]
 pub struct Usage {
-    /// (site, day as YYYY-MM-DD, devices seen).
+    /// (site, day as YYYY-MM-DD, tablets used): tablets the hub saw an app in the
+    /// foreground of, not DNS clients (a teacher's PC and the box are no tablets).
     pub active_devices: Vec<(String, String, i64)>,
     /// (site, app, seconds).
     pub top_apps: Vec<(String, String, i64)>,

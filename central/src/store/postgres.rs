@@ -439,8 +439,8 @@ pub async fn usage(c: &Client) -> anyhow::Result<Usage> {
     let active_devices = c
         .query(
             "SELECT site, to_char(to_timestamp((body->>'hour')::bigint) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
-                    count(DISTINCT body->>'client')
-             FROM events WHERE type = 'dns_hourly' AND body->>'client' <> '*'
+                    count(DISTINCT box || '/' || (body->>'device'))
+             FROM events WHERE type = 'app_usage'
              GROUP BY site, day ORDER BY site, day DESC LIMIT 500",
             &[],
         )

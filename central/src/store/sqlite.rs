@@ -398,8 +398,8 @@ pub fn usage(conn: &Connection) -> rusqlite::Result<Usage> {
     let active_devices = conn
         .prepare(
             "SELECT site, date(json_extract(body, '$.hour'), 'unixepoch') AS day,
-                    count(DISTINCT json_extract(body, '$.client'))
-             FROM events WHERE type = 'dns_hourly' AND json_extract(body, '$.client') != '*'
+                    count(DISTINCT box || '/' || json_extract(body, '$.device'))
+             FROM events WHERE type = 'app_usage'
              GROUP BY site, day ORDER BY site, day DESC LIMIT 500",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -458,4 +458,49 @@ pub fn put_rollout(conn: &Connection, scope: &str, body: &str) -> rusqlite::Resu
     )?
     .execute(params![scope, body, now()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Three tablets used, seen by DNS among a teacher's PC and the box: the fleet
+    /// counts three tablets, not five DNS clients.
+    #[test]
+    fn active_tablets_are_tablets_not_dns_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::open(&dir.path().join("c.db")).unwrap();
+        let hour = 1_764_756_000; // 2025-12-03 10:00 UTC
+        let mut seq = 0;
+        let mut add = |kind: &str, body: serde_json::Value| {
+            seq += 1;
+            conn.execute(
+                "INSERT INTO events (site, box, seq, at, type, body, received_at)
+                 VALUES ('ecole', 'b1', ?1, ?2, ?3, ?4, ?2)",
+                rusqlite::params![seq, hour, kind, body.to_string()],
+            )
+            .unwrap();
+        };
+        for client in [
+            "10.0.0.11",
+            "10.0.0.12",
+            "10.0.0.13",
+            "10.0.0.2",
+            "127.0.0.1",
+        ] {
+            add(
+                "dns_hourly",
+                serde_json::json!({"hour": hour, "client": client, "queries": 10, "blocked": 0}),
+            );
+        }
+        for device in ["cm1-01", "cm1-02", "cm1-03", "cm1-01"] {
+            add(
+                "app_usage",
+                serde_json::json!({"hour": hour, "device": device, "app": "lecture", "seconds": 600}),
+            );
+        }
+        let usage = super::usage(&conn).unwrap();
+        assert_eq!(
+            usage.active_devices,
+            [("ecole".to_string(), "2025-12-03".to_string(), 3)]
+        );
+    }
 }

@@ -692,6 +692,16 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
         )
         .unwrap();
     assert_eq!(days, "mon,tue,thu,fri");
+    // The roll call goes to the central side without the pupil's name (RGPD).
+    let sent: String = conn
+        .query_row(
+            "SELECT body FROM outbox WHERE body LIKE '%\"attendance\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!sent.contains("Léa") && !sent.contains("Martin"), "{sent}");
+    assert!(sent.contains("\"pupil\":\"p"), "{sent}");
     assert_eq!((saved, events, minutes), (1, 1, 45));
     let png = browser.screenshot().await.unwrap();
     assert_eq!(&png[1..4], b"PNG");
