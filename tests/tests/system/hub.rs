@@ -628,8 +628,19 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
         )
         .await
         .unwrap();
-    // A command to one chosen tile: only it waits for its ack, never the others.
-    browser.click(".tile").await.unwrap();
+    // A command to one tile chosen with the keyboard (a tile is a toggle button that
+    // keeps the focus through updates): only it waits for its ack, never the others.
+    let chosen = browser
+        .eval(
+            "const t = document.querySelector('.tile'); t.focus(); \
+             t.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true})); \
+             return document.querySelectorAll('.tile.selected').length === 1 \
+               && document.activeElement.classList.contains('tile') \
+               && document.activeElement.getAttribute('aria-pressed') === 'true'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(chosen, serde_json::json!(true));
     browser.click("button[data-kind=mute]").await.unwrap();
     browser
         .wait(

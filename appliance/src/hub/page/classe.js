@@ -127,7 +127,14 @@ function showTarget() {
   $("target").textContent = selected.size ? t("target_some").replace("{n}", selected.size) : t("target_all");
 }
 
+// Tiles are drawn again on every update: the one that had the focus gets it back.
+function focusTile(id) {
+  const el = document.querySelector(`.tile[data-device="${id}"]`);
+  if (el) el.focus();
+}
+
 function render() {
+  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.device : null;
   const box = $("tiles");
   box.innerHTML = "";
   // An empty class says so, and offers no command that would reach nobody.
@@ -152,9 +159,13 @@ function render() {
     const b = document.createElement("div"); b.className = "badges"; b.textContent = badges.join(" · ");
     el.append(name, pupil, b);
     if (pending) { const p = document.createElement("div"); p.className = "pending"; p.textContent = t("pending"); el.appendChild(p); }
-    el.onclick = () => { selected.has(d.id) ? selected.delete(d.id) : selected.add(d.id); showTarget(); render(); };
+    el.onclick = () => { selected.has(d.id) ? selected.delete(d.id) : selected.add(d.id); showTarget(); render(); focusTile(d.id); };
+    // Keyboard: a tile is a toggle button.
+    el.tabIndex = 0; el.setAttribute("role", "button"); el.setAttribute("aria-pressed", String(selected.has(d.id)));
+    el.onkeydown = (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); el.onclick(); } };
     box.appendChild(el);
   }
+  if (focused) focusTile(focused);
 }
 
 $("select-none").onclick = () => { selected.clear(); showTarget(); render(); };
