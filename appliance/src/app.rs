@@ -99,6 +99,7 @@ impl App {
                 clock: clock.clone(),
                 data_dir: data_dir.clone(),
                 rules: Some(Arc::new(move |rules| rules_to.set_devices(rules))),
+                site: config.appliance.site.to_string(),
             })
             .context("loading the hub's devices")?;
 

@@ -318,6 +318,9 @@ pub struct HubConfig {
     pub wipe_dirs: Vec<String>,
     /// Seconds between screen-time checks (each counts that much use).
     pub screen_time_tick_secs: u64,
+    /// The school's name as pupils and teachers read it (on the QR cards); by
+    /// default `[appliance] site`.
+    pub school_name: String,
 }
 
 impl Default for HubConfig {
@@ -329,6 +332,7 @@ impl Default for HubConfig {
             wipe_packages: Vec::new(),
             wipe_dirs: vec!["Download".to_string(), "Pictures".to_string()],
             screen_time_tick_secs: 60,
+            school_name: String::new(),
         }
     }
 }

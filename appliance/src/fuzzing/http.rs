@@ -107,6 +107,7 @@ fn harness() -> &'static Harness {
                     clock: Clock::system(jiff::tz::TimeZone::UTC),
                     data_dir: dir.path().to_path_buf(),
                     rules: None,
+                    site: "ecole".into(),
                 })
                 .expect("the hub")
         });

@@ -17,6 +17,9 @@ pub struct HubDeps {
     /// Shared documents go under `data_dir/documents`.
     pub data_dir: std::path::PathBuf,
     pub rules: Option<RulesSink>,
+    /// The box's site (`[appliance] site`): the school's name when `[hub]
+    /// school_name` is not set.
+    pub site: String,
 }
 
 /// The hub, its routes, and its supervised services (screen time, and the Headwind
@@ -48,6 +51,11 @@ impl HubConfig {
             hub: hub.clone(),
             documents: deps.data_dir.join("documents"),
             clock: deps.clock.clone(),
+            school: if self.school_name.is_empty() {
+                deps.site.clone()
+            } else {
+                self.school_name.clone()
+            },
         };
         let mut services: Vec<Arc<dyn crate::supervisor::Service>> =
             vec![Arc::new(screen_time::ScreenTimeService::new(

@@ -105,25 +105,35 @@ fn parse(card: &str) -> Option<(i64, i64, &str)> {
     Some((number(pupil)?, number(generation)?, mac))
 }
 
-/// The printable page of a class's cards: one card per pupil, name and QR code.
+/// The printable page of a class's cards: one card per pupil, with the school, the
+/// class, the pupil's name, the QR code, and what to do with it in one sentence (read
+/// aloud by the teacher to pupils who cannot read yet).
 pub(crate) fn page(
     cards: &Cards,
+    school: &str,
     class_name: &str,
     pupils: &[crate::store::school::CardRow],
 ) -> String {
     let esc = crate::base::http::escape;
     let mut html = format!(
-        "<!doctype html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Cartes — {0}</title>\
+        "<!doctype html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Cartes — {1} — {0}</title>\
          <style>body{{font-family:system-ui,sans-serif}}.cards{{display:grid;grid-template-columns:repeat(3,1fr);gap:12px}}\
          .card{{border:1px dashed #888;padding:10px;text-align:center;break-inside:avoid}}.card svg{{width:160px;height:160px}}\
-         .name{{font-size:1.3rem;font-weight:bold}}</style></head><body><h1>{0}</h1><div class=\"cards\">",
-        esc(class_name)
+         .name{{font-size:1.3rem;font-weight:bold}}.where,.how{{font-size:.8rem;color:#444}}</style></head><body>\
+         <h1>{1} — {0}</h1><p>Découpez les cartes. Chaque élève montre la sienne à la caméra d'une tablette \
+         pour se connecter ; à la fin de la séance, ses fichiers sont effacés de la tablette.</p>\
+         <div class=\"cards\">",
+        esc(class_name),
+        esc(school)
     );
     for (id, first, last, generation) in pupils {
         let token = cards.token(*id, *generation);
         html.push_str(&format!(
-            "<div class=\"card\" data-pupil=\"{id}\" data-card=\"{}\"><div class=\"name\">{} {}</div>{}</div>",
+            "<div class=\"card\" data-pupil=\"{id}\" data-card=\"{}\"><div class=\"where\">{} · {}</div>\
+             <div class=\"name\">{} {}</div>{}<div class=\"how\">Montre cette carte à la tablette pour te connecter.</div></div>",
             esc(&token),
+            esc(school),
+            esc(class_name),
             esc(first),
             esc(last),
             qr_svg(&token)

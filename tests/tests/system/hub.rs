@@ -960,6 +960,9 @@ async fn a_pupil_signs_in_with_a_card_and_the_tablet_is_wiped_at_logout() {
     .await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Léa Martin") && page.body.contains("<svg"));
+    // Each card says where it belongs and what to do with it.
+    assert!(page.body.contains("default · CM1-A"), "{}", page.body);
+    assert!(page.body.contains("Montre cette carte à la tablette"));
     let card = page
         .body
         .split("data-card=\"")

@@ -197,7 +197,7 @@ pub(super) async fn cards(
         .store()
         .read(move |c| school::cards(c, class))
         .await?;
-    let html = super::super::cards::page(&state.hub.cards, &class_name, &pupils);
+    let html = super::super::cards::page(&state.hub.cards, &state.school, &class_name, &pupils);
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

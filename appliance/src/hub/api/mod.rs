@@ -38,6 +38,8 @@ pub(crate) struct HubState {
     pub documents: PathBuf,
     /// "Today" for attendance is the school's day, in `[filter] timezone`.
     pub clock: Clock,
+    /// The school's name, printed on the pupils' cards.
+    pub school: String,
 }
 
 /// Every route of the hub: the tablets' WebSocket and enrolment, the teacher's API and
