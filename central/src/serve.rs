@@ -112,6 +112,22 @@ pub async fn run(
         ))
     });
 
+    let app = router(db);
+    let stop = shutdown.clone();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
+    let _ = mqtt.await;
+    if let Some(r) = rollouts {
+        let _ = r.await;
+    }
+    writer.abort();
+    Ok(())
+}
+
+/// The dashboard, the JSON API and the sign-in, behind the admins' guard.
+fn router(db: Db) -> axum::Router {
     let auth = crate::auth::Auth::new(db.clone());
     let signin = axum::Router::new()
         .route(
@@ -124,7 +140,7 @@ pub async fn run(
         )
         .route("/api/v1/logout", axum::routing::post(crate::auth::logout))
         .with_state(auth.clone());
-    let app = axum::Router::new()
+    axum::Router::new()
         .route("/", axum::routing::get(dashboard))
         .route("/api/v1/boxes", axum::routing::get(api_boxes))
         .route("/api/v1/events", axum::routing::get(api_events))
@@ -137,18 +153,7 @@ pub async fn run(
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::guard,
-        ));
-    let stop = shutdown.clone();
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
-    let _ = mqtt.await;
-    if let Some(r) = rollouts {
-        let _ = r.await;
-    }
-    writer.abort();
-    Ok(())
+        ))
 }
 
 fn internal(e: anyhow::Error) -> Response {
