@@ -405,6 +405,8 @@ impl Cache {
         let fill = self.fills.lock().ok()?.get(sha).cloned()?;
         match fill.state() {
             FillState::Running(n) => Some(n),
+            // Every byte in and verified; made durable and renamed into place next.
+            FillState::Verified => Some(fill.size),
             _ => None,
         }
     }
