@@ -157,15 +157,10 @@ impl DhcpServer {
 
     async fn answer(self: &Arc<Self>, msg: Message, ask: Ask, socket: &Arc<tokio::net::UdpSocket>) {
         let now = u64::try_from(self.clock.unix()).unwrap_or(0);
-        let decision = {
+        let (decision, lease_secs) = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            pool.decide(&ask, now)
+            (pool.decide(&ask, now), pool.lease_secs())
         };
-        let lease_secs = self
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lease_secs();
         let (kind, yiaddr) = match &decision {
             Decision::Offer(a) => {
                 add(&self.counters.offers);
