@@ -595,6 +595,15 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
     .await;
     browser
         .wait(
+            "the command's progress, all done",
+            "return /^30\\/30 /.test(document.getElementById('progress').textContent) \
+             && document.getElementById('missing').textContent === ''",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    browser
+        .wait(
             "30 locked tiles, none waiting",
             "return document.querySelectorAll('.tile[data-locked=\"true\"]').length === 30 \
              && document.querySelectorAll('.tile .pending').length === 0",

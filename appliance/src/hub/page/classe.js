@@ -25,6 +25,7 @@ const T = {
     hours: "Heures permises", save: "Enregistrer", saved_rule: "Règle enregistrée",
     days: "Jours", mon: "lun", tue: "mar", wed: "mer", thu: "jeu", fri: "ven", sat: "sam", sun: "dim",
     no_days: "Choisissez au moins un jour",
+    progress: "{done}/{total} tablettes ont exécuté « {what} »", missing: "En attente : {names}",
     empty_class: "Aucune tablette dans cette classe : l'administrateur de l'école en inscrit depuis sa page.",
   },
   en: {
@@ -50,6 +51,7 @@ const T = {
     hours: "Allowed hours", save: "Save", saved_rule: "Rule saved",
     days: "Days", mon: "Mon", tue: "Tue", wed: "Wed", thu: "Thu", fri: "Fri", sat: "Sat", sun: "Sun",
     no_days: "Choose at least one day",
+    progress: "{done}/{total} tablets carried out “{what}”", missing: "Waiting for: {names}",
     empty_class: "No tablet in this class: the school's admin enrols them from the admin page.",
   },
 };
@@ -58,7 +60,7 @@ if (!T[lang]) lang = "fr";
 const t = (k) => T[lang][k] || k;
 const $ = (id) => document.getElementById(id);
 // `sentTo`: the tablets the last command went to; only they wait for its ack.
-let csrf = null, classId = null, tiles = [], loaded = false, selected = new Set(), sent = 0, sentTo = new Set(), events = null;
+let csrf = null, classId = null, tiles = [], loaded = false, selected = new Set(), sent = 0, sentTo = new Set(), sentWhat = "", events = null;
 
 function translate() {
   document.documentElement.lang = lang;
@@ -166,6 +168,19 @@ function render() {
     box.appendChild(el);
   }
   if (focused) focusTile(focused);
+  showProgress();
+}
+
+// The last command's progress: how many of its tablets carried it out, and which
+// ones are still waiting (offline ones named as such).
+function showProgress() {
+  const targets = tiles.filter((d) => sentTo.has(d.id));
+  if (!sent || !targets.length) { $("progress").textContent = ""; $("missing").textContent = ""; return; }
+  const done = targets.filter((d) => d.acked != null && d.acked >= sent);
+  $("progress").textContent = t("progress").replace("{done}", done.length).replace("{total}", targets.length).replace("{what}", sentWhat);
+  const waiting = targets.filter((d) => !(d.acked != null && d.acked >= sent))
+    .map((d) => d.name + (d.connected ? "" : ` (${t("offline")})`));
+  $("missing").textContent = waiting.length ? t("missing").replace("{names}", waiting.join(", ")) : "";
 }
 
 $("select-none").onclick = () => { selected.clear(); showTarget(); render(); };
@@ -186,14 +201,14 @@ document.querySelectorAll("#commands button[data-kind]").forEach((btn) => {
     if (selected.size) body.devices = [...selected];
     else if ($("group").value) body.group = Number($("group").value);
     const r = await api("POST", `/api/v1/classes/${classId}/commands`, body);
-    if (r.ok) { commandSent(await r.json()); }
+    if (r.ok) { commandSent(await r.json(), btn.textContent); }
   };
 });
 
 // Remembers which tablets the command went to: they, and only they, wait for its ack.
-function commandSent(reply) {
+function commandSent(reply, what) {
   const st = reply.status || {};
-  sent = reply.command;
+  sent = reply.command; sentWhat = what;
   sentTo = new Set([...(st.pending || []), ...(st.ok || []), ...Object.keys(st.failed || {}).map(Number)]);
   render();
 }
@@ -209,7 +224,7 @@ $("share-file").onchange = async () => {
   if (selected.size) body.devices = [...selected];
   else if ($("group").value) body.group = Number($("group").value);
   const r = await api("POST", `/api/v1/classes/${classId}/commands`, body);
-  if (r.ok) { commandSent(await r.json()); }
+  if (r.ok) { commandSent(await r.json(), t("share")); }
   $("share-file").value = "";
 };
 
