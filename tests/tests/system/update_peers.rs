@@ -49,10 +49,6 @@ fn boxes_pointed_at_a_peer_make_each_chunk_cross_the_link_once_and_do_without_it
     // serves the release all day.
     let seed = updating_box_with(&broker, &pin, &ca.0, "seed", &window_closed_now(), "");
     let peers = format!("peers = [\"http://{}\"]\n", seed.http);
-    let mut boxes: Vec<_> = ["box-1", "box-2"]
-        .iter()
-        .map(|id| updating_box_with(&broker, &pin, &ca.0, id, &window_open_now(), &peers))
-        .collect();
     let fleet = Fleet::whole(dir.path(), &key, &broker);
     let bundle = rauc_bundle(
         dir.path(),
@@ -71,6 +67,13 @@ fn boxes_pointed_at_a_peer_make_each_chunk_cross_the_link_once_and_do_without_it
     });
     let r = stored_release(&seed);
     fleet.serve(&r, 0..r.chunks.len());
+    // The other boxes start once the origin serves the chunks (they take the release
+    // retained on the broker): before it, a box whose peer answered 404 went to the
+    // origin itself, as it should, and a chunk could cross the link twice.
+    let mut boxes: Vec<_> = ["box-1", "box-2"]
+        .iter()
+        .map(|id| updating_box_with(&broker, &pin, &ca.0, id, &window_open_now(), &peers))
+        .collect();
     commit_all(&mut boxes, "2026.12.2");
     wait_update(
         &seed,
