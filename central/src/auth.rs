@@ -22,6 +22,8 @@ use axum::response::{IntoResponse, Response};
 use ring::rand::SecureRandom;
 use ring::{digest, pbkdf2};
 
+use cartable_protocol::desired::{hex, unhex};
+
 use crate::store::Db;
 
 const ITERATIONS: u32 = 200_000;
@@ -72,20 +74,6 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
             &hash,
         )
         .is_ok()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn random_token() -> String {
@@ -221,13 +209,7 @@ impl Auth {
 
     /// The session a request's cookie names: (login, CSRF token).
     fn session(&self, headers: &HeaderMap) -> Option<(String, String)> {
-        let token = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-            .next()?;
+        let token = cookie_token(headers)?;
         let sessions = lock(&self.sessions);
         let s = sessions.get(&token_key(token))?;
         (s.expires > Instant::now()).then(|| (s.login.clone(), s.csrf.clone()))
@@ -235,17 +217,20 @@ impl Auth {
 
     /// Ends the request's session.
     pub fn sign_out(&self, headers: &HeaderMap) {
-        if let Some(token) = headers
-            .get(header::COOKIE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.split(';')
-                    .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-            })
-        {
+        if let Some(token) = cookie_token(headers) {
             lock(&self.sessions).remove(&token_key(token));
         }
     }
+}
+
+/// The session token in a request's cookies, if any.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
 /// Every route but the sign-in's: loopback, or a session (with its CSRF token for

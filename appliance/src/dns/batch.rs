@@ -35,8 +35,8 @@ pub struct Batch<'a> {
     pub(super) local: LocalTime,
     pub(super) filter: Guard<Arc<Filter>>,
     pub(super) devices: Guard<Arc<HashMap<IpAddr, DeviceRule>>>,
-    /// The cart's leases (address -> MAC), read only when a policy names MACs.
-    pub(super) leases: Guard<Arc<HashMap<IpAddr, MacAddr>>>,
+    /// The cart's leases (address -> MAC), loaded only when a policy names MACs.
+    pub(super) leases: Option<Guard<Arc<HashMap<IpAddr, MacAddr>>>>,
     /// The receiving thread's table in front of the shared cache, if it has one.
     pub(super) front: Option<&'a mut Front>,
     pub tally: Tally,

@@ -321,14 +321,16 @@ impl Engine {
 
     fn batch_in_front_of<'a>(&'a self, front: Option<&'a mut Front>) -> Batch<'a> {
         let (local, unix) = self.local_time();
+        let filter = self.filter.load();
+        let leases = filter.policies.by_mac().then(|| self.leases.load());
         Batch {
             stats: &self.stats,
             instant: self.config.clock.instant(),
             unix,
             local,
-            filter: self.filter.load(),
+            filter,
             devices: self.devices.load(),
-            leases: self.leases.load(),
+            leases,
             front,
             tally: Tally::default(),
         }
@@ -453,11 +455,7 @@ impl Engine {
             _ => Listing::Unknown,
         };
         let mut listing = known;
-        let mac = if filter.policies.by_mac() {
-            b.leases.get(&client)
-        } else {
-            None
-        };
+        let mac = b.leases.as_ref().and_then(|l| l.get(&client));
         let verdict = filter.decide_for(name, client, mac, b.local, device, &mut listing);
         let cached = match (front_entry, verdict.action) {
             (Some(entry), _) => Some(entry),

@@ -223,8 +223,11 @@ impl Firewall {
         std::fs::write(&self.file, &text)
             .with_context(|| format!("writing {}", self.file.display()))?;
         nft_file(&self.file)?;
+        const FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+        let on = std::fs::read_to_string(FORWARD).is_ok_and(|v| v.trim() == "1");
         if self.forward
-            && let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            && !on
+            && let Err(e) = std::fs::write(FORWARD, "1")
         {
             tracing::warn!(error = %e, "cannot turn IPv4 forwarding on: tablets get no internet");
         }

@@ -108,7 +108,7 @@ impl NetConfig {
         let state = NetState {
             mode: self.mode,
             dhcp: dhcp_server,
-            portal: self.portal_page(deps.http_port),
+            portal: self.box_url(deps.http_port),
         };
         let routes = Router::new()
             .route("/api/v1/net", get(net_status))
@@ -157,7 +157,10 @@ impl NetConfig {
         let captive_portal = match &d.captive_portal {
             Some(uri) if uri.is_empty() => None,
             Some(uri) => Some(uri.clone()),
-            None => Some(format!("{}api", self.portal_base(deps.http_port))),
+            None => Some(format!(
+                "{}captive-portal/api",
+                self.box_url(deps.http_port)
+            )),
         };
         dhcp::DhcpServer::bind(
             &self.lan.bridge.0,
@@ -173,17 +176,8 @@ impl NetConfig {
         .context("starting the cart's DHCP server")
     }
 
-    /// `http://BOX[:PORT]/captive-portal/`: the box's pages on the LAN.
-    fn portal_base(&self, http_port: u16) -> String {
-        let host = self.lan.address.addr;
-        if http_port == 80 {
-            format!("http://{host}/captive-portal/")
-        } else {
-            format!("http://{host}:{http_port}/captive-portal/")
-        }
-    }
-
-    fn portal_page(&self, http_port: u16) -> String {
+    /// `http://BOX[:PORT]/`: the box's pages on the LAN.
+    fn box_url(&self, http_port: u16) -> String {
         let host = self.lan.address.addr;
         if http_port == 80 {
             format!("http://{host}/")

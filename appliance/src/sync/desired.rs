@@ -413,20 +413,9 @@ pub(crate) fn resolver_addresses(
 /// The resolver addresses of the central side's policies in force (verified again),
 /// for the cart's firewall.
 pub(crate) fn stored_resolvers(store: &Store, fleet_key: Option<&[u8]>) -> Vec<std::net::IpAddr> {
-    let Some(key) = fleet_key else {
-        return Vec::new();
-    };
-    let envelope = store
-        .read_blocking(|c| crate::store::desired_envelope(c, DesiredKind::Policies))
-        .ok()
-        .flatten();
-    let Some(d) = envelope.and_then(|e| desired::open(e.as_bytes(), key).ok()) else {
-        return Vec::new();
-    };
-    match d.desired.body {
-        Body::Policies(set) => resolver_addresses(&set).unwrap_or_default(),
-        _ => Vec::new(),
-    }
+    stored_policy_set(store, fleet_key)
+        .and_then(|set| resolver_addresses(&set).ok())
+        .unwrap_or_default()
 }
 
 /// The desired state in force for `kind`, if any.
@@ -453,14 +442,18 @@ pub(crate) fn stored_policies(
     store: &Store,
     fleet_key: Option<&[u8]>,
 ) -> Option<Vec<PolicyConfig>> {
+    policy_configs(&stored_policy_set(store, fleet_key)?).ok()
+}
+
+/// The central side's policy set in force, read from the store and verified again.
+fn stored_policy_set(store: &Store, fleet_key: Option<&[u8]>) -> Option<desired::PolicySet> {
     let key = fleet_key?;
     let envelope = store
         .read_blocking(|c| crate::store::desired_envelope(c, DesiredKind::Policies))
         .ok()
         .flatten();
-    let d = desired::open(envelope?.as_bytes(), key).ok()?;
-    match d.desired.body {
-        Body::Policies(set) => policy_configs(&set).ok(),
+    match desired::open(envelope?.as_bytes(), key).ok()?.desired.body {
+        Body::Policies(set) => Some(set),
         _ => None,
     }
 }
