@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::base::clock::Clock;
 use crate::config::Config;
 use crate::dns::engine::Engine;
-use crate::dns::reload::{FilterService, FilterSpec};
+use crate::dns::reload::{FilterService, FilterSpec, PolicySource};
 use crate::dns::{Dns, DnsDeps};
 use crate::hub::{Hub, HubDeps};
 use crate::net::uplink::UplinkWatch;
@@ -156,8 +156,9 @@ impl App {
                 filter: &filter,
                 clock,
                 update: update.status(),
+                admin: hub.admin_check.clone(),
             },
-            hub.routes.merge(net.routes),
+            hub.routes.merge(admin_gated(net.routes, &hub.admin_check)),
         )?;
         let http_addr = http.local_addr()?;
         let services = health.clone();
@@ -278,6 +279,17 @@ struct Parts<'a> {
     filter: &'a Arc<crate::dns::reload::FilterService>,
     clock: Clock,
     update: Arc<dyn Fn() -> cartable_protocol::status::UpdateStatus + Send + Sync>,
+    /// The hub's word on who is a signed-in admin, for the other services' admin routes.
+    admin: crate::base::http::AdminCheck,
+}
+
+/// The layer that marks a signed-in admin's requests (the hub knows the sessions; the
+/// services' admin routes read the mark).
+fn admin_gated(router: axum::Router, check: &crate::base::http::AdminCheck) -> axum::Router {
+    router.route_layer(axum::middleware::from_fn_with_state(
+        check.clone(),
+        crate::base::http::admin_gate,
+    ))
 }
 
 /// Every service's routes on one router, behind the cache's redirect mode, served
@@ -311,10 +323,9 @@ fn http_service(
         .merge(crate::web::audit_api::routes(p.store.clone()))
         .merge(crate::cache::routes(p.cache.clone()))
         .merge(hub_routes)
-        .merge(crate::dns::routes(
-            p.engine.clone(),
-            p.filter.clone(),
-            p.clock,
+        .merge(admin_gated(
+            crate::dns::routes(p.engine.clone(), p.filter.clone(), p.store.clone(), p.clock),
+            &p.admin,
         ));
     // Redirect mode: requests for a cached origin's host never reach the routes.
     let router = crate::cache::redirect::wrap(router, p.cache.clone());
@@ -324,22 +335,28 @@ fn http_service(
 }
 
 /// The lists of the config, with the policies in force: the central side's (verified
-/// again) when it sent some, else the config file's.
+/// again) when it sent some, else the school admin's edits, else the config file's.
 fn filter_spec(config: &Config, store: &Store, fleet_key: Option<&[u8]>) -> FilterSpec {
-    let stored = crate::sync::desired::stored_policies(store, fleet_key);
-    let from_central = stored.is_some();
-    let policies = match stored {
-        Some(p) => {
+    let file = config.filter.policies.clone();
+    let (policies, source) =
+        if let Some(p) = crate::sync::desired::stored_policies(store, fleet_key) {
             tracing::info!(
                 policies = p.len(),
                 "using the policies from the central side"
             );
-            p
-        }
-        None => config.filter.policies.clone(),
-    };
+            (p, PolicySource::Central)
+        } else if let Some(p) = crate::dns::policy_edit::stored(store) {
+            tracing::info!(
+                policies = p.len(),
+                "using the policies edited on the admin page"
+            );
+            (p, PolicySource::Local)
+        } else {
+            (file.clone(), PolicySource::File)
+        };
     FilterSpec {
-        from_central,
+        source,
+        file_policies: file,
         sources: config.filter_sources(),
         policies,
         block_mode: config.dns.block_mode,
@@ -380,7 +397,7 @@ fn sinks(
             let prepared = filter.prepare_policies(&configs)?;
             let (filter, firewall) = (filter.clone(), firewall.clone());
             Ok(Box::new(move || {
-                filter.put_in_force(prepared, configs);
+                filter.put_in_force(prepared, configs, PolicySource::Central);
                 // The policies carry the cart's resolver addresses too.
                 firewall.notify_one();
             }))

@@ -256,6 +256,24 @@ impl Appliance {
         }
     }
 
+    /// Adds a school admin account with `cartable admin add` (through the daemon when
+    /// it runs, else in the store); returns what the command said.
+    pub fn admin_add(&self, login: &str, password: &str) -> String {
+        let file = self.dir.path().join("admin-password");
+        std::fs::write(&file, format!("{password}\n")).expect("a temporary file");
+        let file = file.to_str().expect("utf-8 path");
+        let config = self.config.to_str().expect("utf-8 path");
+        crate::bins::cartable_ok([
+            "admin",
+            "add",
+            login,
+            "--password-file",
+            file,
+            "--config",
+            config,
+        ])
+    }
+
     /// The daemon's resident memory, from `/proc/PID/status`, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.child.id()))

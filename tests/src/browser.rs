@@ -42,6 +42,8 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
+                // A French school's browser (headless Chromium ignores `--lang`).
+                "prefs": { "intl.accept_languages": "fr-FR,fr" },
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update",
@@ -152,6 +154,28 @@ impl Browser {
     pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
         let v = self.call("GET", "/screenshot", Value::Null).await?;
         decode_base64(v.as_str().context("no image")?)
+    }
+
+    /// Resizes the window (a 1280x800 tablet, a 390x844 phone).
+    pub async fn resize(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.call(
+            "POST",
+            "/window/rect",
+            json!({ "width": width, "height": height }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Keeps a screenshot of the page as `target/test-artifacts/NAME.png` (CI keeps
+    /// the folder: what the user saw, to look at).
+    pub async fn keep_screenshot(&self, name: &str) -> anyhow::Result<()> {
+        let png = self.screenshot().await?;
+        anyhow::ensure!(png.get(1..4) == Some(&b"PNG"[..]), "not a PNG");
+        let dir = crate::bins::workspace_root().join("target/test-artifacts");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("{name}.png")), png)?;
+        Ok(())
     }
 }
 

@@ -108,6 +108,53 @@ pub(crate) fn local_only(peer: &SocketAddr) -> Result<(), HttpError> {
     }
 }
 
+/// An admin whom the hub recognised from the request's session cookie (with the CSRF
+/// token for a change, sent from the box's own page): put in the request's extensions
+/// by [`admin_gate`], read by every service's admin routes through [`admin_or_local`].
+/// The hub owns the sessions; the other services see only this.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminCaller(pub String);
+
+/// How the hub tells an admin's request: the admin's login, or `None`.
+pub(crate) type AdminCheck = std::sync::Arc<
+    dyn Fn(
+            &axum::http::HeaderMap,
+            &axum::http::Method,
+        ) -> Pin<Box<dyn Future<Output = Option<String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The layer `app.rs` puts on the admin routes of the services other than the hub's:
+/// it marks a signed-in admin's request with an [`AdminCaller`] and refuses nothing
+/// itself (the handler decides, with [`admin_or_local`]).
+pub(crate) async fn admin_gate(
+    axum::extract::State(check): axum::extract::State<AdminCheck>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(login) = check(request.headers(), request.method()).await {
+        request.extensions_mut().insert(AdminCaller(login));
+    }
+    next.run(request).await
+}
+
+/// An admin route's caller: a signed-in admin, or a process on the box itself (a
+/// script, root at the console, an SSH tunnel). Returns who, for the audit trail.
+pub(crate) fn admin_or_local(
+    peer: &SocketAddr,
+    caller: Option<&AdminCaller>,
+) -> Result<String, HttpError> {
+    match caller {
+        Some(AdminCaller(login)) => Ok(login.clone()),
+        None if is_loopback(peer.ip()) => Ok(format!("admin@{}", peer.ip())),
+        None => Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "sign in as an admin (or call from the box itself)",
+        )),
+    }
+}
+
 /// Escapes text for HTML element content and quoted attributes.
 pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -1,8 +1,10 @@
-//! The filter's admin API: explain a verdict, read the counters and the query log.
+//! The filter's admin API: explain a verdict, read the counters (live, and per hour
+//! from the store) and the query log.
 //!
-//! Admin accounts come with the hardening work; until then these answer only to
-//! 127.0.0.1 and ::1 (an admin on the box, or `ssh -L`), never to the school network.
-//! What must not live here: anything that changes the filter (that is `reload`'s).
+//! It answers a signed-in admin (the hub's session, marked by `app`'s admin gate) or a
+//! caller on the box itself (127.0.0.1, ::1: a script, `ssh -L`), never anyone else
+//! on the school network. What must not live here: anything that changes the filter
+//! (that is `reload`'s and `policy_edit`'s).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::HttpState;
-use crate::base::http::local_only;
+use crate::base::http::{AdminCaller, admin_or_local};
+use crate::dns::querylog::Outcome;
 use crate::filter::decide::{Action, Reason};
 use crate::filter::name::normalize;
 
@@ -21,7 +24,8 @@ use crate::filter::name::normalize;
 pub(crate) struct TestParams {
     name: String,
     client: Option<IpAddr>,
-    /// `YYYY-MM-DD HH:MM` in the filter's zone (default: now).
+    /// `YYYY-MM-DD HH:MM` in the filter's zone, or Unix seconds (a query log line's
+    /// time); default: now.
     at: Option<String>,
 }
 
@@ -43,9 +47,10 @@ struct TestAnswer {
 pub(crate) async fn test(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<AdminCaller>>,
     Query(p): Query<TestParams>,
 ) -> Response {
-    if let Err(denied) = local_only(&peer) {
+    if let Err(denied) = admin_or_local(&peer, caller.as_deref()) {
         return denied.into_response();
     }
     let engine = &state.engine;
@@ -59,6 +64,16 @@ pub(crate) async fn test(
     let filter = engine.filter();
     let client = p.client.unwrap_or(peer.ip());
     let now = match &p.at {
+        Some(at) if at.bytes().all(|b| b.is_ascii_digit()) && !at.is_empty() => {
+            match at
+                .parse()
+                .ok()
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+            {
+                Some(t) => crate::base::clock::LocalTime::at(t, state.clock.zone()),
+                None => return (StatusCode::BAD_REQUEST, "at: out of range\n").into_response(),
+            }
+        }
         Some(at) => match crate::base::clock::LocalTime::parse(at, state.clock.zone()) {
             Ok(t) => t,
             Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
@@ -135,6 +150,15 @@ struct Stats {
     blocked_by_category: std::collections::BTreeMap<String, u64>,
     /// The most active clients: queries and blocked queries.
     clients: Vec<ClientStats>,
+    /// The names blocked most often among the query log's lines (the log is a ring:
+    /// the recent past, not the day).
+    top_blocked: Vec<NameCount>,
+}
+
+#[derive(Serialize)]
+struct NameCount {
+    name: String,
+    count: u64,
 }
 
 #[derive(Serialize)]
@@ -148,8 +172,9 @@ struct ClientStats {
 pub(crate) async fn stats(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<AdminCaller>>,
 ) -> Response {
-    if let Err(denied) = local_only(&peer) {
+    if let Err(denied) = admin_or_local(&peer, caller.as_deref()) {
         return denied.into_response();
     }
     let engine = &state.engine;
@@ -179,6 +204,7 @@ pub(crate) async fn stats(
         cache_entries: engine.cache().len(),
         listed_names: filter.index.names(),
         blocked_by_category,
+        top_blocked: top_blocked(&engine.log, 10),
         clients: s
             .top_clients(200)
             .into_iter()
@@ -192,10 +218,29 @@ pub(crate) async fn stats(
     .into_response()
 }
 
+/// The `limit` names blocked most often in the query log.
+fn top_blocked(log: &crate::dns::querylog::QueryLog, limit: usize) -> Vec<NameCount> {
+    let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for e in log.recent(usize::MAX, |_, _, o| o == Outcome::Blocked) {
+        *counts.entry(e.name).or_default() += 1;
+    }
+    let mut top: Vec<NameCount> = counts
+        .into_iter()
+        .map(|(name, count)| NameCount { name, count })
+        .collect();
+    top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    top.truncate(limit);
+    top
+}
+
 #[derive(Deserialize)]
 pub(crate) struct LogParams {
     limit: Option<usize>,
     client: Option<IpAddr>,
+    /// Lines whose name contains this.
+    name: Option<String>,
+    /// Lines with this outcome (`allowed`, `blocked`, `safe_search`, ...).
+    outcome: Option<Outcome>,
 }
 
 #[derive(Serialize)]
@@ -208,13 +253,15 @@ struct LogLine {
     category: Option<String>,
 }
 
-/// `GET /api/v1/filter/log[?limit=N][&client=IP]`: the last queries, newest first.
+/// `GET /api/v1/filter/log[?limit=N][&client=IP][&name=PART][&outcome=O]`: the last
+/// queries, newest first.
 pub(crate) async fn log(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<AdminCaller>>,
     Query(p): Query<LogParams>,
 ) -> Response {
-    if let Err(denied) = local_only(&peer) {
+    if let Err(denied) = admin_or_local(&peer, caller.as_deref()) {
         return denied.into_response();
     }
     let engine = &state.engine;
@@ -222,7 +269,16 @@ pub(crate) async fn log(
     let categories = filter.index.categories();
     let lines: Vec<LogLine> = engine
         .log
-        .recent(p.limit.unwrap_or(100).min(10_000), p.client)
+        .recent(
+            p.limit.unwrap_or(100).min(10_000),
+            |client, name, outcome| {
+                p.client.is_none_or(|c| c == client)
+                    && p.outcome.is_none_or(|o| o == outcome)
+                    && p.name
+                        .as_deref()
+                        .is_none_or(|n| name.contains(&n.to_ascii_lowercase()))
+            },
+        )
         .into_iter()
         .map(|e| LogLine {
             at: e.at,
@@ -237,4 +293,80 @@ pub(crate) async fn log(
         })
         .collect();
     Json(lines).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct HourlyParams {
+    /// How many hours back (24 for the day, 168 for the week; at most 31 days).
+    hours: Option<u32>,
+}
+
+#[derive(Serialize, Default)]
+struct Hour {
+    /// The hour's start, Unix time.
+    hour: i64,
+    queries: u64,
+    blocked: u64,
+}
+
+/// `GET /api/v1/filter/hourly[?hours=N]`: queries and blocked queries per hour, and
+/// blocked queries per category over those hours, from the counters the server keeps
+/// in the store (every hour present, zero or not, so a chart has no holes).
+pub(crate) async fn hourly(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<AdminCaller>>,
+    Query(p): Query<HourlyParams>,
+) -> crate::base::http::HttpResult {
+    admin_or_local(&peer, caller.as_deref())?;
+    // The last minute's counters too: the page shows what the tablets just did.
+    if let Err(e) = state
+        .engine
+        .flushed
+        .flush(&state.engine, &state.store)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot flush the DNS counters before reading them");
+    }
+    let hours = i64::from(p.hours.unwrap_or(24).clamp(1, 31 * 24));
+    let now = state.clock.unix() / 3600;
+    let first = now - hours + 1;
+    let rows: Vec<(i64, String, i64)> = state
+        .store
+        .read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT hour, counter, value FROM dns_hourly WHERE hour >= ?1 ORDER BY hour",
+            )?;
+            let rows = st
+                .query_map([first], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await?;
+    let mut series: Vec<Hour> = (first..=now)
+        .map(|h| Hour {
+            hour: h * 3600,
+            ..Hour::default()
+        })
+        .collect();
+    let mut categories: std::collections::BTreeMap<String, u64> = Default::default();
+    for (hour, counter, value) in rows {
+        let Some(slot) = series.get_mut((hour - first) as usize) else {
+            continue;
+        };
+        let value = value.max(0) as u64;
+        match counter.as_str() {
+            "queries" => slot.queries += value,
+            "blocked" => slot.blocked += value,
+            c => {
+                if let Some(cat) = c.strip_prefix("blocked:") {
+                    *categories.entry(cat.to_string()).or_default() += value;
+                }
+            }
+        }
+    }
+    Ok(
+        Json(serde_json::json!({ "hours": series, "blocked_by_category": categories }))
+            .into_response(),
+    )
 }

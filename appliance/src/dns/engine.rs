@@ -130,6 +130,9 @@ pub struct Engine {
     local_minute: AtomicU64,
     pub stats: Stats,
     pub log: QueryLog,
+    /// What of `stats` the store's hourly rows have: the server flushes every few
+    /// minutes, the admin's dashboard before it reads.
+    pub(crate) flushed: super::persist::Flusher,
 }
 
 /// What `start` could not finish without the upstream.
@@ -168,6 +171,7 @@ impl Engine {
             learned: Mutex::new(Vec::new()),
             local_minute: AtomicU64::new(0),
             log: QueryLog::new(config.query_log),
+            flushed: Default::default(),
             config,
             stats,
         }

@@ -4,7 +4,8 @@
 //! answering threads), `ratelimit` and `rebind` keep the LAN from turning the server
 //! against itself or the school, and `reload` swaps in new lists without dropping a
 //! query. Its HTTP side is here too:
-//! the filter's admin API (`admin_api`) and the block page (`blockpage`), mounted by
+//! the filter's admin API (`admin_api`: verdicts, counters, the query log), the admin
+//! page's policy edits (`policy_edit`) and the block page (`blockpage`), mounted by
 //! [`routes`].
 //!
 //! What must not live here: another service's state. The hub hands its device rules
@@ -20,6 +21,7 @@ pub(crate) mod forward;
 pub(crate) mod front;
 pub(crate) mod inline;
 pub(crate) mod persist;
+pub(crate) mod policy_edit;
 pub(crate) mod querylog;
 pub(crate) mod ratelimit;
 pub(crate) mod rebind;
@@ -231,7 +233,10 @@ pub struct HttpState {
     pub engine: Arc<engine::Engine>,
     /// Says where the policies in force come from.
     pub filter: Arc<reload::FilterService>,
+    pub store: Store,
     pub clock: Clock,
+    /// One policy edit at a time (an edit reads the set in force, then replaces it).
+    pub edits: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The filter's admin API, and the block page as the fallback: in `blockpage` mode a
@@ -240,16 +245,30 @@ pub struct HttpState {
 pub fn routes(
     engine: Arc<engine::Engine>,
     filter: Arc<reload::FilterService>,
+    store: Store,
     clock: Clock,
 ) -> Router {
     Router::new()
         .route("/api/v1/filter/test", get(admin_api::test))
         .route("/api/v1/filter/stats", get(admin_api::stats))
+        .route("/api/v1/filter/hourly", get(admin_api::hourly))
         .route("/api/v1/filter/log", get(admin_api::log))
+        .route(
+            "/api/v1/filter/policies",
+            get(policy_edit::get)
+                .put(policy_edit::put)
+                .delete(policy_edit::reset),
+        )
+        .route(
+            "/api/v1/filter/policies/{policy}/names",
+            axum::routing::post(policy_edit::name),
+        )
         .fallback(blockpage::page)
         .with_state(HttpState {
             engine,
             filter,
+            store,
             clock,
+            edits: Arc::default(),
         })
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::inline::InlineBytes;
 
 /// What became of a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Allowed,
@@ -123,14 +123,19 @@ impl QueryLog {
         }
     }
 
-    /// Up to `limit` lines, newest first, optionally only one client's.
-    pub fn recent(&self, limit: usize, client: Option<IpAddr>) -> Vec<LogEntry> {
+    /// Up to `limit` lines, newest first, of those `keep` says yes to (by client,
+    /// name and outcome: the admin page's search).
+    pub fn recent(
+        &self,
+        limit: usize,
+        keep: impl Fn(IpAddr, &str, Outcome) -> bool,
+    ) -> Vec<LogEntry> {
         let mut all: Vec<(u64, LogEntry)> = Vec::new();
         for ring in self.rings.iter() {
             for slot in ring.slots.iter() {
                 let Ok(slot) = slot.lock() else { continue };
                 if let Some(e) = slot.as_ref()
-                    && client.is_none_or(|c| c == e.client)
+                    && keep(e.client, e.name.as_str(), e.outcome)
                 {
                     let line = LogEntry {
                         at: e.at,
@@ -174,7 +179,7 @@ mod tests {
         let log = QueryLog::new(super::super::stats::STRIPES);
         let name = format!("{}.test", "a".repeat(120));
         log.push(entry(1, "10.0.0.1", &name));
-        assert_eq!(log.recent(1, None)[0].name, name);
+        assert_eq!(log.recent(1, |_, _, _| true)[0].name, name);
     }
 
     #[test]
@@ -189,17 +194,21 @@ mod tests {
                 &name,
             ));
         }
-        let all: Vec<u64> = log.recent(100, None).iter().map(|e| e.at).collect();
+        let all: Vec<u64> = log
+            .recent(100, |_, _, _| true)
+            .iter()
+            .map(|e| e.at)
+            .collect();
         assert_eq!(all, [9, 8, 7, 6]);
         let one: Vec<u64> = log
-            .recent(100, Some("10.0.0.1".parse().unwrap()))
+            .recent(100, |c, _, _| c == "10.0.0.1".parse::<IpAddr>().unwrap())
             .iter()
             .map(|e| e.at)
             .collect();
         assert_eq!(one, [8, 6]);
-        assert_eq!(log.recent(1, None).len(), 1);
+        assert_eq!(log.recent(1, |_, _, _| true).len(), 1);
         let off = QueryLog::new(0);
         off.push(entry(1, "10.0.0.1", "x.test"));
-        assert!(off.recent(10, None).is_empty());
+        assert!(off.recent(10, |_, _, _| true).is_empty());
     }
 }

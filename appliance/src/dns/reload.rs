@@ -19,14 +19,27 @@ use crate::filter::load::{Sources, load};
 use crate::filter::policy::{BlockMode, Policies, PolicyConfig};
 use crate::supervisor::{Service, ServiceCtx, ServiceFuture};
 
+/// Where the policies in force come from, in the order of precedence: the central
+/// side's signed set, else the school admin's edits (from the admin page, in the
+/// store), else the configuration file's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicySource {
+    File,
+    Local,
+    Central,
+}
+
 /// What a reload compiles.
 #[derive(Clone)]
 pub struct FilterSpec {
     pub sources: Sources,
     pub policies: Vec<PolicyConfig>,
     pub block_mode: BlockMode,
-    /// `policies` are the central side's, read back from the store at start.
-    pub from_central: bool,
+    /// Where `policies` come from (read back from the store at start, or the file).
+    pub source: PolicySource,
+    /// The configuration file's policies, whatever is in force.
+    pub file_policies: Vec<PolicyConfig>,
 }
 
 pub struct FilterService {
@@ -36,8 +49,9 @@ pub struct FilterService {
     pub reload: Arc<Notify>,
     /// Whether the filter in service came from a successful load of `spec`.
     loaded: std::sync::atomic::AtomicBool,
-    /// Policies from the central side, in force instead of the config file's.
-    central_policies: std::sync::Mutex<Option<Vec<PolicyConfig>>>,
+    /// Policies put in force since the start (the central side's, the admin's), in
+    /// force instead of `spec`'s.
+    in_force: std::sync::Mutex<Option<(Vec<PolicyConfig>, PolicySource)>>,
     /// Why the last reload failed, until one succeeds.
     reload_error: std::sync::Mutex<Option<String>>,
     /// The problems last said (logged and shown), and a wake-up when they may have
@@ -56,7 +70,7 @@ impl FilterService {
             spec,
             reload: Arc::new(Notify::new()),
             loaded: std::sync::atomic::AtomicBool::new(loaded),
-            central_policies: std::sync::Mutex::new(None),
+            in_force: std::sync::Mutex::new(None),
             reload_error: std::sync::Mutex::new(None),
             problems: std::sync::Mutex::new(Vec::new()),
             recheck: Notify::new(),
@@ -65,18 +79,30 @@ impl FilterService {
 
     /// Where the policies in force come from, for `cartable filter test`.
     pub fn policies_from(&self) -> &'static str {
-        if self
-            .central_policies
+        match self.policies_in_force().1 {
+            PolicySource::Central => "the central side (signed)",
+            PolicySource::Local => "the school admin's edits (admin page)",
+            PolicySource::File => "the configuration file",
+        }
+    }
+
+    /// The policies in force and where they come from.
+    pub fn policies_in_force(&self) -> (Vec<PolicyConfig>, PolicySource) {
+        self.in_force
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-        {
-            "the central side (signed)"
-        } else if self.spec.from_central {
-            "the central side (signed, stored)"
-        } else {
-            "the configuration file"
-        }
+            .clone()
+            .unwrap_or_else(|| (self.spec.policies.clone(), self.spec.source))
+    }
+
+    /// Where the lists come from.
+    pub fn sources(&self) -> &Sources {
+        &self.spec.sources
+    }
+
+    /// The configuration file's policies (what "back to the file" restores).
+    pub fn file_policies(&self) -> &[PolicyConfig] {
+        &self.spec.file_policies
     }
 
     /// What the filter in service fails to do: policies that block nothing, list
@@ -119,11 +145,8 @@ impl FilterService {
 
     /// Swaps in a filter from [`FilterService::prepare_policies`]; later reloads keep
     /// these policies.
-    pub fn put_in_force(&self, filter: Filter, policies: Vec<PolicyConfig>) {
-        *self
-            .central_policies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(policies);
+    pub fn put_in_force(&self, filter: Filter, policies: Vec<PolicyConfig>, source: PolicySource) {
+        *self.in_force.lock().unwrap_or_else(|e| e.into_inner()) = Some((policies, source));
         self.engine.swap_filter(filter);
         self.recheck.notify_one();
     }
@@ -153,14 +176,7 @@ impl FilterService {
 
     async fn reload_now(&self) -> anyhow::Result<()> {
         let mut spec = self.spec.clone();
-        if let Some(p) = self
-            .central_policies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            spec.policies = p;
-        }
+        (spec.policies, spec.source) = self.policies_in_force();
         let loaded = match tokio::task::spawn_blocking(move || Self::compile(&spec)).await? {
             Ok(loaded) => loaded,
             Err(e) => {

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Step};
-use super::persist::{Flusher, save_cache, save_learned};
+use super::persist::{save_cache, save_learned};
 use super::ratelimit::{RateLimiter, client_key};
 use super::stats::Counters;
 use super::udp;
@@ -29,8 +29,8 @@ const CACHE_SAVE_EVERY_TICKS: u64 = 5;
 const LEARNED_EVERY: Duration = Duration::from_secs(2);
 
 /// Stores the counters' gains, and the cache too if `cache`.
-async fn persist(engine: &Engine, flushed: &Flusher, store: &Store, cache: bool) {
-    if let Err(e) = flushed.flush(engine, store).await {
+async fn persist(engine: &Engine, store: &Store, cache: bool) {
+    if let Err(e) = engine.flushed.flush(engine, store).await {
         tracing::warn!(error = %e, "cannot store the DNS counters");
     }
     if cache {
@@ -62,8 +62,6 @@ pub struct DnsService {
     engine: Arc<Engine>,
     uplink: watch::Receiver<UplinkStatus>,
     store: Store,
-    /// What of the engine's counters is already in the store.
-    flushed: Arc<Flusher>,
 }
 
 impl DnsService {
@@ -88,7 +86,6 @@ impl DnsService {
             engine,
             uplink,
             store,
-            flushed: Arc::default(),
         })
     }
 
@@ -230,7 +227,6 @@ impl Service for DnsService {
             // more when the service stops (the services that could change them, the
             // hub and the web, stop before this one).
             let (engine, store, stop) = (self.engine.clone(), self.store.clone(), stop_all.clone());
-            let flushed = self.flushed.clone();
             tasks.spawn(async move {
                 let mut minute = tokio::time::interval(STATS_EVERY);
                 minute.tick().await;
@@ -243,7 +239,6 @@ impl Service for DnsService {
                     ticks += 1;
                     persist(
                         &engine,
-                        &flushed,
                         &store,
                         ticks.is_multiple_of(CACHE_SAVE_EVERY_TICKS),
                     )
@@ -270,7 +265,7 @@ impl Service for DnsService {
             stop_all.cancel();
             while tasks.join_next().await.is_some() {}
             if ctx.shutdown.is_cancelled() {
-                let last_save = persist(&self.engine, &self.flushed, &self.store, true);
+                let last_save = persist(&self.engine, &self.store, true);
                 if tokio::time::timeout(Duration::from_secs(3), last_save)
                     .await
                     .is_err()

@@ -27,6 +27,9 @@ pub struct HubDeps {
 pub struct HubParts {
     pub hub: Arc<Hub>,
     pub routes: axum::Router,
+    /// Tells the other services' admin routes a signed-in admin (the hub owns the
+    /// sessions).
+    pub admin_check: crate::base::http::AdminCheck,
     pub services: Vec<Arc<dyn crate::supervisor::Service>>,
 }
 
@@ -71,6 +74,7 @@ impl HubConfig {
             }));
         }
         Ok(HubParts {
+            admin_check: api::admin_check(hub.clone()),
             routes: api::routes(state, headwind),
             hub,
             services,

@@ -1,4 +1,4 @@
-//! The teacher's page, embedded in the binary: HTML, CSS and script, no external
+//! The teacher's page and the school admin's pages, embedded in the binary: HTML, CSS and script, no external
 //! asset (the box works offline), French and English. A strict Content-Security-
 //! Policy keeps anything a pupil could inject from running.
 
@@ -10,6 +10,7 @@ const CSS: &str = include_str!("page/classe.css");
 const JS: &str = include_str!("page/classe.js");
 const ADMIN_HTML: &str = include_str!("page/admin.html");
 const ADMIN_JS: &str = include_str!("page/admin.js");
+const ADMIN_CSS: &str = include_str!("page/admin.css");
 const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -55,4 +56,8 @@ pub(crate) async fn admin(
 
 pub(crate) async fn admin_script() -> Response {
     asset("text/javascript; charset=utf-8", ADMIN_JS)
+}
+
+pub(crate) async fn admin_css() -> Response {
+    asset("text/css; charset=utf-8", ADMIN_CSS)
 }

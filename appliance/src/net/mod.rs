@@ -225,13 +225,14 @@ struct LeaseView {
     expires: u64,
 }
 
-/// `GET /api/v1/net`: the mode, the DHCP counters and leases (loopback only, as the
+/// `GET /api/v1/net`: the mode, the DHCP counters and leases (to an admin, as the
 /// filter's admin API).
 async fn net_status(
     State(state): State<NetState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<crate::base::http::AdminCaller>>,
 ) -> Response {
-    if let Err(denied) = crate::base::http::local_only(&peer) {
+    if let Err(denied) = crate::base::http::admin_or_local(&peer, caller.as_deref()) {
         return denied.into_response();
     }
     let (dhcp, leases) = match &state.dhcp {

@@ -5,7 +5,8 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum Kind {
     /// `class,level`
     Classes,
@@ -13,6 +14,34 @@ pub(crate) enum Kind {
     Teachers,
     /// `first_name,last_name,class`
     Pupils,
+}
+
+/// What a file did (or, previewed, would do): its kind, its rows, and a line for each
+/// row that adds or changes something (rows that change nothing are only counted).
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Report {
+    pub kind: Kind,
+    pub rows: usize,
+    pub added: usize,
+    pub updated: usize,
+    /// `+ ...` added, `~ ...` changed; the first [`MAX_CHANGES`].
+    pub changes: Vec<String>,
+}
+
+/// How many change lines a report carries (the counts are always whole).
+const MAX_CHANGES: usize = 500;
+
+impl Report {
+    fn note(&mut self, added: bool, line: String) {
+        if added {
+            self.added += 1;
+        } else {
+            self.updated += 1;
+        }
+        if self.changes.len() < MAX_CHANGES {
+            self.changes.push(line);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,10 +85,10 @@ pub(crate) fn valid_login(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
-/// Imports `text`; returns what it was and how many rows were added or updated.
+/// Imports `text`; returns what it was, its rows, and what they added or changed.
 // Long: one pass over the rows of three kinds of file, all or nothing; split by kind, the
 // header checks and the error's line numbers would be repeated three times.
-pub(crate) fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), ImportError> {
+pub(crate) fn import(tx: &Transaction<'_>, text: &str) -> Result<Report, ImportError> {
     let text = text.trim_start_matches('\u{feff}');
     let mut lines = text
         .lines()
@@ -91,7 +120,13 @@ pub(crate) fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), 
         .map_err(store)
     };
     let mut errors = Vec::new();
-    let mut count = 0;
+    let mut report = Report {
+        kind,
+        rows: 0,
+        added: 0,
+        updated: 0,
+        changes: Vec::new(),
+    };
     for (i, line) in lines {
         let n = i + 1;
         let f = fields(line, sep);
@@ -112,6 +147,19 @@ pub(crate) fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), 
                 if f[0].is_empty() {
                     errors.push(format!("line {n}: the class has no name"));
                     continue;
+                }
+                let before: Option<String> = tx
+                    .query_row("SELECT level FROM classes WHERE name = ?1", [&f[0]], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(store)?;
+                match before {
+                    None => report.note(true, format!("+ {} ({})", f[0], f[1])),
+                    Some(level) if level != f[1] => {
+                        report.note(false, format!("~ {}: {level} → {}", f[0], f[1]));
+                    }
+                    Some(_) => {}
                 }
                 tx.execute(
                     "INSERT INTO classes(name, level) VALUES (?1, ?2)
@@ -136,6 +184,21 @@ pub(crate) fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), 
                             "line {n}: no class `{class}` (import the classes first)"
                         )),
                     }
+                }
+                let before: Option<String> = tx
+                    .query_row(
+                        "SELECT display_name FROM teachers WHERE login = ?1",
+                        [&f[0]],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(store)?;
+                match before {
+                    None => report.note(true, format!("+ {} ({}): {}", f[0], f[1], f[2])),
+                    Some(name) if name != f[1] => {
+                        report.note(false, format!("~ {}: {name} → {}", f[0], f[1]));
+                    }
+                    Some(_) => {}
                 }
                 tx.execute(
                     "INSERT INTO teachers(login, display_name) VALUES (?1, ?2)
@@ -182,6 +245,7 @@ pub(crate) fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), 
                     .map_err(store)?
                     > 0;
                 if !exists {
+                    report.note(true, format!("+ {} {} ({})", f[0], f[1], f[2]));
                     tx.execute(
                         "INSERT INTO pupils(class_id, first_name, last_name) VALUES (?1, ?2, ?3)",
                         params![class, f[0], f[1]],
@@ -190,21 +254,35 @@ pub(crate) fn import(tx: &Transaction<'_>, text: &str) -> Result<(Kind, usize), 
                 }
             }
         }
-        count += 1;
+        report.rows += 1;
     }
     if errors.is_empty() {
-        Ok((kind, count))
+        Ok(report)
     } else {
         Err(ImportError::Lines(errors))
     }
 }
 
-/// Imports a whole file in one store write: all of it, or nothing.
+/// Imports a whole file in one store write: all of it, or nothing. With `preview`,
+/// says what it would do and changes nothing (the rows go in inside a savepoint that
+/// is rolled back).
 pub(crate) async fn import_csv(
     store: &crate::store::Store,
     text: String,
-) -> Result<(Kind, usize), ImportError> {
-    match store.write(move |t| Ok(import(t, &text)?)).await {
+    preview: bool,
+) -> Result<Report, ImportError> {
+    let written = store
+        .write(move |t| {
+            if !preview {
+                return Ok(import(t, &text)?);
+            }
+            t.execute_batch("SAVEPOINT preview")?;
+            let report = import(t, &text);
+            t.execute_batch("ROLLBACK TO preview; RELEASE preview")?;
+            Ok(report?)
+        })
+        .await;
+    match written {
         Ok(r) => Ok(r),
         Err(crate::store::StoreError::Import(e)) => Err(e),
         Err(e) => Err(ImportError::Store(e.to_string())),
@@ -217,7 +295,9 @@ mod tests {
     use crate::store::Store;
 
     async fn run(store: &Store, text: &'static str) -> Result<(Kind, usize), ImportError> {
-        import_csv(store, text.to_string()).await
+        import_csv(store, text.to_string(), false)
+            .await
+            .map(|r| (r.kind, r.rows))
     }
 
     #[tokio::test]
@@ -269,5 +349,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(teaches, 2);
+    }
+
+    #[tokio::test]
+    async fn a_preview_says_what_would_change_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        run(&store, "class,level\nCM1-A,CM1\n").await.unwrap();
+        let text = "class,level\nCM1-A,CM2\nCE2-B,CE2\n6e,6e\n".to_string();
+        let preview = import_csv(&store, text.clone(), true).await.unwrap();
+        assert_eq!((preview.rows, preview.added, preview.updated), (3, 2, 1));
+        assert_eq!(
+            preview.changes,
+            ["~ CM1-A: CM1 → CM2", "+ CE2-B (CE2)", "+ 6e (6e)"]
+        );
+        let counts = store.read(crate::store::school::counts).await.unwrap();
+        assert_eq!(counts.classes, 1);
+        // The same file imported for real does what the preview said.
+        let done = import_csv(&store, text, false).await.unwrap();
+        assert_eq!(done, preview);
+        let counts = store.read(crate::store::school::counts).await.unwrap();
+        assert_eq!(counts.classes, 3);
     }
 }

@@ -415,6 +415,21 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         INSERT OR IGNORE INTO meta(key, value) VALUES ('pseudonym_secret', lower(hex(randomblob(32))));
     ",
     },
+    Migration {
+        version: 19,
+        name: "local policies",
+        sql: "
+        -- The policies as the school admin edited them on the admin page (a JSON array
+        -- of [[filter.policy]]), in force instead of the configuration file's unless the
+        -- central side sent its own. One row: the set is replaced whole.
+        CREATE TABLE filter_local_policies (
+            id         INTEGER PRIMARY KEY CHECK (id = 1),
+            body       TEXT NOT NULL,
+            updated_by TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The schema version this binary writes.

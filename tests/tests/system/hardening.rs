@@ -511,23 +511,6 @@ async fn the_root_leads_to_the_sign_in_page() {
     );
 }
 
-/// `cartable admin add`, through the running daemon or straight in the store.
-fn admin_add(app: &Appliance, login: &str, password: &str) -> String {
-    let file = app.dir.path().join("admin-password");
-    std::fs::write(&file, format!("{password}\n")).unwrap();
-    let file = file.to_str().expect("utf-8 path");
-    let config = app.config.to_str().expect("utf-8 path");
-    cartable_systests::bins::cartable_ok([
-        "admin",
-        "add",
-        login,
-        "--password-file",
-        file,
-        "--config",
-        config,
-    ])
-}
-
 /// A school's IT admin at a laptop on the LAN got 403 on `/admin`: now admins have
 /// accounts (made with `cartable admin add`, daemon running or not), sign in on the
 /// teachers' page, drive the admin API with a session and its CSRF token, and every
@@ -536,10 +519,10 @@ fn admin_add(app: &Appliance, login: &str, password: &str) -> String {
 async fn an_it_admin_on_the_lan_signs_in_and_every_action_is_audited() {
     let mut app = school().await;
     let laptop: IpAddr = [127, 0, 7, 1].into();
-    let said = admin_add(&app, "it-admin", "mot-de-passe-long");
+    let said = app.admin_add("it-admin", "mot-de-passe-long");
     assert!(said.contains("through the daemon"), "{said}");
     app.stop();
-    let said = admin_add(&app, "it-second", "un-autre-secret");
+    let said = app.admin_add("it-second", "un-autre-secret");
     assert!(said.contains("added (in "), "{said}");
     app.restart();
     // Not signed in: the API says so, the page leads to the sign-in page.

@@ -1282,6 +1282,7 @@ async fn in_chromium_the_admin_imports_the_school_and_makes_accounts_and_codes()
         .goto(&format!("http://{}/admin", app.http))
         .await
         .unwrap();
+    browser.click("#tabs [data-tab=school]").await.unwrap();
     for csv in [
         "class,level\\nCE2-B,CE2\\n",
         "login,name,classes\\nines,Inès Dupont,CE2-B\\n",
@@ -1297,7 +1298,7 @@ async fn in_chromium_the_admin_imports_the_school_and_makes_accounts_and_codes()
         browser
             .wait(
                 "the import's answer",
-                "return document.getElementById('import-result').textContent.includes('rows')",
+                "return document.getElementById('import-result').textContent.includes('Importé')",
                 Duration::from_secs(5),
             )
             .await

@@ -1,5 +1,6 @@
 //! System tests: the appliance's parts as separate processes, with real peers.
 
+mod admin_console;
 mod buildroot;
 mod cache;
 mod cart;

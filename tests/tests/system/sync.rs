@@ -491,9 +491,33 @@ pub(crate) mod desired {
         }
         assert_eq!(verdict(&app, "denied-v10.test"), "block");
 
+        central_policies_are_read_only(&app);
+
         // The policy in force survives a restart (verified again from the store).
         app.stop();
         app.restart();
         assert_eq!(verdict(&app, "denied-v10.test"), "block");
+        central_policies_are_read_only(&app);
+    }
+
+    /// The admin page shows the central side's policies and cannot change them.
+    fn central_policies_are_read_only(app: &Appliance) {
+        let shown = app.get_json("/api/v1/filter/policies");
+        assert_eq!(
+            (shown["source"].as_str(), shown["editable"].as_bool()),
+            (Some("central"), Some(false))
+        );
+        let r = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(cartable_agent::http::request(
+                app.http,
+                "POST",
+                "/api/v1/filter/policies/central/names",
+                &[("content-type", "application/json")],
+                Some(r#"{"name":"denied-v10.test","list":"allow"}"#),
+            ))
+            .unwrap();
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert_eq!(verdict(app, "denied-v10.test"), "block");
     }
 }

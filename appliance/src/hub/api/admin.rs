@@ -33,10 +33,13 @@ pub(super) struct NewCode {
     headwind: bool,
 }
 
-/// `POST /api/v1/admin/enrolment-codes`: a one-use code for a tablet.
+/// `POST /api/v1/admin/enrolment-codes`: a one-use code for a tablet, and its QR code
+/// (`cartable:enrol?box=URL&code=CODE`: the box as the admin's browser reached it, the
+/// code) for a tablet's provisioning to scan.
 pub(super) async fn new_code(
     State(state): State<HubState>,
     admin: Admin,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<NewCode>,
 ) -> HttpResult {
     if body.name.trim().is_empty() || body.name.len() > 100 {
@@ -60,7 +63,17 @@ pub(super) async fn new_code(
     {
         Ok(code) => {
             admin.audit(&state, "enrolment code", name).await;
-            Ok((StatusCode::CREATED, Json(json!({ "code": code }))).into_response())
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let payload = format!("cartable:enrol?box=http://{host}&code={code}");
+            let qr = crate::hub::cards::qr_svg(&payload);
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "code": code, "qr": qr, "qr_payload": payload })),
+            )
+                .into_response())
         }
         Err(StoreError::Sqlite(e)) => Err(HttpError::new(StatusCode::CONFLICT, e.to_string())),
         Err(e) => Err(e.into()),
@@ -128,10 +141,19 @@ pub(super) async fn assign(
 
 /// `POST /api/v1/admin/import`: a CSV of classes, teachers or pupils, as `text/csv`
 /// (which no cross-site form can send).
+#[derive(Deserialize)]
+pub(super) struct ImportParams {
+    /// Say what the file would change, change nothing.
+    #[serde(default)]
+    preview: bool,
+}
+
+/// `POST /api/v1/admin/import[?preview=true]` with a `text/csv` body.
 pub(super) async fn import(
     State(state): State<HubState>,
     admin: Admin,
     headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<ImportParams>,
     body: String,
 ) -> HttpResult {
     let csv = headers
@@ -150,13 +172,16 @@ pub(super) async fn import(
             "at most 4 MiB per file",
         ));
     }
-    match crate::store::import::import_csv(state.hub.store(), body).await {
-        Ok((kind, rows)) => {
-            let kind = format!("{kind:?}").to_lowercase();
-            admin
-                .audit(&state, "import", format!("{rows} {kind}"))
-                .await;
-            Ok((StatusCode::OK, Json(json!({ "kind": kind, "rows": rows }))).into_response())
+    match crate::store::import::import_csv(state.hub.store(), body, params.preview).await {
+        Ok(report) => {
+            if !params.preview {
+                let what = format!(
+                    "{} {:?}: {} added, {} changed",
+                    report.rows, report.kind, report.added, report.updated
+                );
+                admin.audit(&state, "import", what.to_lowercase()).await;
+            }
+            Ok((StatusCode::OK, Json(json!(report))).into_response())
         }
         Err(crate::store::import::ImportError::Store(e)) => {
             Err(HttpError::unavailable("import failed in the store", &e))

@@ -26,7 +26,7 @@ use super::auth::Session;
 use super::headwind::Headwind;
 use super::limit::Limiter;
 use crate::base::clock::Clock;
-use crate::base::http::{HttpError, local_only};
+use crate::base::http::{AdminCheck, HttpError, local_only};
 
 const COOKIE: &str = "cartable_session";
 
@@ -97,6 +97,7 @@ pub(crate) fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router
         .route("/classe.js", get(super::page::script))
         .route("/admin", get(super::page::admin))
         .route("/admin.js", get(super::page::admin_script))
+        .route("/admin.css", get(super::page::admin_css))
         .with_state(state.clone());
     match headwind {
         Some(hw) => router.merge(super::headwind::routes(state.hub, hw)),
@@ -221,6 +222,27 @@ impl Admin {
             tracing::error!(error = %e, "cannot record an admin action in the audit trail");
         }
     }
+}
+
+/// The hub's [`AdminCheck`] for the other services' admin routes: the admin a
+/// request's session names, under the rules of [`Admin`] (this box's page, the CSRF
+/// token for a change).
+pub(crate) fn admin_check(hub: Arc<Hub>) -> AdminCheck {
+    Arc::new(move |headers, method| {
+        let hub = hub.clone();
+        let cookie = cookie(headers).map(str::to_owned);
+        let origin_ok = same_origin(headers).is_ok();
+        let csrf = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let change = method != axum::http::Method::GET && method != axum::http::Method::HEAD;
+        Box::pin(async move {
+            let session = hub.sessions.get_admin(&cookie?).await.ok().flatten()?;
+            (origin_ok && (!change || csrf.as_deref() == Some(session.csrf.as_str())))
+                .then_some(session.login)
+        })
+    })
 }
 
 /// Refuses a client that must wait (429 with `Retry-After`).
