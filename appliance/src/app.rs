@@ -140,6 +140,18 @@ impl App {
             uplink: uplink.subscribe(),
             sinks: sinks(&filter, &cache, &update.wake, &net.firewall_wake),
             firmware: (update.status())().running,
+            inventory: Some({
+                let hub = hub.hub.clone();
+                Arc::new(move || {
+                    let hub = hub.clone();
+                    Box::pin(async move {
+                        hub.inventory().await.unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "cannot list the tablets for the state message");
+                            Vec::new()
+                        })
+                    })
+                })
+            }),
         });
         let link = sync_view.clone();
         let reconnects = (sync_view.clone(), update.wake.clone());

@@ -1,78 +1,144 @@
-//! The fleet dashboard: one self-contained HTML page (no script, no external asset),
-//! so it works on an admin's laptop with no internet access.
+//! The fleet page: every box with its site, version, last contact, backlog, policies,
+//! key and alerts (offline for days, backlog growing, disk low, desired state refused),
+//! then the releases and their rollouts.
 
 use std::fmt::Write;
 
+use crate::page::{Lang, ago, esc};
 use crate::rollout::control::Report;
-use crate::store::{BoxRow, Usage};
+use crate::store::BoxRow;
 
 /// A box not heard from for this long shows as offline, whatever its last presence.
 const STALE_SECS: i64 = 900;
+/// Offline this long is an alert (a box is off during holidays: days, not hours).
+const OFFLINE_ALERT_SECS: i64 = 2 * 86_400;
+/// Events waiting this long on a box that is online are an alert.
+const BACKLOG_ALERT_SECS: i64 = 86_400;
+/// Less free space than this on a box's data disk is an alert.
+const DISK_ALERT_BYTES: u64 = 1 << 30;
 
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// What is wrong with a box, worst first, in the page's language.
+pub fn alerts(lang: Lang, b: &BoxRow, now: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    let on = b.online && now - b.last_seen < STALE_SECS;
+    if !on && b.last_seen > 0 && now - b.last_seen > OFFLINE_ALERT_SECS {
+        out.push(
+            format!(
+                "{} {}",
+                lang.t("hors ligne depuis", "offline for"),
+                (now - b.last_seen) / 86_400
+            ) + lang.t(" jours", " days"),
+        );
+    }
+    if let Some(s) = &b.state {
+        if s.backlog
+            .oldest_at
+            .is_some_and(|t| now - t > BACKLOG_ALERT_SECS)
+        {
+            out.push(format!(
+                "{} ({})",
+                lang.t(
+                    "événements en attente depuis plus d'un jour",
+                    "events waiting for over a day"
+                ),
+                s.backlog.rows
+            ));
         }
+        if s.disk_free_bytes > 0 && s.disk_free_bytes < DISK_ALERT_BYTES {
+            out.push(format!(
+                "{} ({} MiB)",
+                lang.t("disque presque plein", "disk almost full"),
+                s.disk_free_bytes >> 20
+            ));
+        }
+        let refused: Vec<String> = s
+            .refused
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(why, n)| format!("{why}: {n}"))
+            .collect();
+        if !refused.is_empty() {
+            out.push(format!(
+                "{} ({})",
+                lang.t("état souhaité refusé", "desired state refused"),
+                refused.join(", ")
+            ));
+        }
+    }
+    if b.held > 0 {
+        out.push(format!(
+            "{} {}",
+            b.held,
+            lang.t(
+                "messages retenus : autre clé (cartable-central box add --replace)",
+                "messages held: another key (cartable-central box add --replace)"
+            )
+        ));
     }
     out
 }
 
-fn ago(now: i64, t: i64) -> String {
-    if t <= 0 {
-        return "never".into();
-    }
-    let d = (now - t).max(0);
-    match d {
-        0..=59 => format!("{d} s ago"),
-        60..=3599 => format!("{} min ago", d / 60),
-        3600..=86_399 => format!("{} h ago", d / 3600),
-        _ => format!("{} days ago", d / 86_400),
-    }
-}
-
-pub fn render(boxes: &[BoxRow], usage: &Usage, releases: &Report, now: i64) -> String {
-    let mut h = String::from(
-        "<!doctype html><html lang=\"fr\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width\">\
-<title>Cartable — flotte / fleet</title><style>\
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
-table{border-collapse:collapse;margin-bottom:2rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}\
-th{background:#f3f3f3}.on{color:#0a0;font-weight:bold}.off{color:#b00;font-weight:bold}\
-</style></head><body><h1>Cartable — flotte / fleet</h1>",
-    );
+pub fn render(lang: Lang, boxes: &[BoxRow], releases: &Report, now: i64) -> String {
+    let mut h = String::new();
     let online = boxes
         .iter()
         .filter(|b| b.online && now - b.last_seen < STALE_SECS)
         .count();
+    let alerted = boxes
+        .iter()
+        .filter(|b| !alerts(lang, b, now).is_empty())
+        .count();
+    let tablets: usize = boxes
+        .iter()
+        .filter_map(|b| b.state.as_ref())
+        .map(|s| s.devices.len())
+        .sum();
     let _ = write!(
         h,
-        "<p>{} boîtiers / boxes, {online} en ligne / online.</p>",
-        boxes.len()
+        "<div class=\"cards\"><div class=\"card\">{}<b>{}</b></div><div class=\"card\">{}<b>{online}</b></div>\
+<div class=\"card\">{}<b>{alerted}</b></div><div class=\"card\">{}<b>{tablets}</b></div></div>",
+        lang.t("Boîtiers", "Boxes"),
+        boxes.len(),
+        lang.t("En ligne", "Online"),
+        lang.t("Avec une alerte", "With an alert"),
+        lang.t("Tablettes", "Tablets"),
     );
-    h.push_str(
-        "<h2>Boîtiers / Boxes</h2><table><tr><th>Site</th><th>Box</th><th>État / State</th>\
-<th>Vu / Last seen</th><th>Version</th><th>En attente / Backlog</th><th>Plus ancien / Oldest</th>\
-<th>Événements reçus / Events</th><th>Politiques / Policies</th><th>Clé du boîtier / Box key</th></tr>",
+    let _ = write!(
+        h,
+        "<h2>{}</h2><table><tr><th>Site</th><th>{}</th><th>{}</th><th>{}</th><th>Version</th><th>{}</th>\
+<th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        lang.t("Boîtiers", "Boxes"),
+        lang.t("Boîtier", "Box"),
+        lang.t("État", "State"),
+        lang.t("Vu", "Last seen"),
+        lang.t("En attente", "Backlog"),
+        lang.t("Événements reçus", "Events"),
+        lang.t("Politiques", "Policies"),
+        lang.t("Alertes", "Alerts"),
+        lang.t("Clé du boîtier", "Box key"),
     );
     for b in boxes {
         let on = b.online && now - b.last_seen < STALE_SECS;
-        let (backlog, oldest, policies) = match &b.state {
+        let (backlog, policies) = match &b.state {
             Some(s) => (
-                format!("{} ({} KiB)", s.backlog.rows, s.backlog.bytes / 1024),
-                s.backlog.oldest_at.map_or("—".into(), |t| ago(now, t)),
+                format!(
+                    "{} ({} KiB){}",
+                    s.backlog.rows,
+                    s.backlog.bytes / 1024,
+                    s.backlog
+                        .oldest_at
+                        .map_or(String::new(), |t| format!(", {}", ago(lang, now, t)))
+                ),
                 s.desired
                     .get("policies")
-                    .map_or("—".into(), |d| d.version.to_string()),
+                    .map_or("—".into(), |d| format!("v{} ({})", d.version, d.scope)),
             ),
-            None => ("—".into(), "—".into(), "—".into()),
+            None => ("—".into(), "—".into()),
         };
+        let alerts: String = alerts(lang, b, now)
+            .iter()
+            .map(|a| format!("<span class=\"alert\">{}</span><br>", esc(a)))
+            .collect();
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -80,58 +146,41 @@ th{background:#f3f3f3}.on{color:#0a0;font-weight:bold}.off{color:#b00;font-weigh
             esc(&b.r#box),
             if on { "on" } else { "off" },
             if on {
-                "en ligne / online"
+                lang.t("en ligne", "online")
             } else {
-                "hors ligne / offline"
+                lang.t("hors ligne", "offline")
             },
-            ago(now, b.last_seen),
+            ago(lang, now, b.last_seen),
             esc(&b.version),
             esc(&backlog),
-            esc(&oldest),
             b.events,
             esc(&policies),
-            key_cell(b),
+            if alerts.is_empty() {
+                "—".into()
+            } else {
+                alerts
+            },
+            key_cell(lang, b),
         );
     }
     h.push_str("</table>");
-    releases_section(&mut h, releases);
-    section(
-        &mut h,
-        "Tablettes actives par jour / Active tablets per day",
-        ["Site", "Jour / Day", "Tablettes / Tablets"],
-        usage
-            .active_devices
-            .iter()
-            .map(|(a, b, c)| [a.clone(), b.clone(), c.to_string()]),
-    );
-    section(
-        &mut h,
-        "Applications les plus utilisées / Top apps",
-        ["Site", "App", "Minutes"],
-        usage
-            .top_apps
-            .iter()
-            .map(|(a, b, c)| [a.clone(), b.clone(), (c / 60).to_string()]),
-    );
-    section(
-        &mut h,
-        "Catégories bloquées / Blocked categories",
-        ["Site", "Catégorie / Category", "Requêtes / Queries"],
-        usage
-            .blocked_categories
-            .iter()
-            .map(|(a, b, c)| [a.clone(), b.clone(), c.to_string()]),
-    );
-    h.push_str("</body></html>");
-    h
+    releases_section(lang, &mut h, releases);
+    crate::page::layout(lang, "fleet", &h)
 }
 
 /// Each rollout with its groups, then each box's word on releases.
-fn releases_section(h: &mut String, report: &Report) {
-    h.push_str(
-        "<h2>Mises à jour / Releases</h2><table><tr><th>Portée / Scope</th><th>Version</th>\
-<th>Carte / Board</th><th>État / State</th><th>Groupes / Groups (validés / committed, \
-échecs / failed, en cours / in progress, en attente / pending)</th></tr>",
+fn releases_section(lang: Lang, h: &mut String, report: &Report) {
+    let _ = write!(
+        h,
+        "<h2>{}</h2><table><tr><th>{}</th><th>Version</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        lang.t("Mises à jour", "Releases"),
+        lang.t("Portée", "Scope"),
+        lang.t("Carte", "Board"),
+        lang.t("État", "State"),
+        lang.t(
+            "Groupes (validés ✓, échecs ✗, en cours …, en attente ?)",
+            "Groups (committed ✓, failed ✗, in progress …, pending ?)"
+        ),
     );
     if report.rollouts.is_empty() {
         h.push_str("<tr><td colspan=\"5\">—</td></tr>");
@@ -148,7 +197,7 @@ fn releases_section(h: &mut String, report: &Report) {
                     if g.started {
                         ""
                     } else {
-                        " (à venir / to come)"
+                        lang.t(" (à venir)", " (to come)")
                     },
                     g.committed,
                     g.boxes,
@@ -185,9 +234,14 @@ fn releases_section(h: &mut String, report: &Report) {
                 .join("<br>")
         );
     }
-    h.push_str(
-        "</table><table><tr><th>Site</th><th>Box</th><th>Version en service / Running</th>\
-<th>Mise à jour / Release</th><th>État / State</th><th>Détail / Detail</th></tr>",
+    let _ = write!(
+        h,
+        "</table><table><tr><th>Site</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        lang.t("Boîtier", "Box"),
+        lang.t("Version en service", "Running"),
+        lang.t("Mise à jour", "Release"),
+        lang.t("État", "State"),
+        lang.t("Détail", "Detail"),
     );
     let mut any = false;
     for b in report.boxes.iter().filter(|b| b.version.is_some()) {
@@ -209,45 +263,12 @@ fn releases_section(h: &mut String, report: &Report) {
     h.push_str("</table>");
 }
 
-/// The pinned key, in full (admins compare it with `cartable box-key` on the box), and
-/// a warning when messages sealed with another key are held.
-fn key_cell(b: &BoxRow) -> String {
-    let mut cell = match &b.key {
+/// The pinned key, in full (admins compare it with `cartable box-key` on the box).
+fn key_cell(lang: Lang, b: &BoxRow) -> String {
+    match &b.key {
         Some(k) => format!("<code>{}</code>", esc(k)),
-        None => "— (aucune / none)".into(),
-    };
-    if b.held > 0 {
-        let _ = write!(
-            cell,
-            "<br><span class=\"off\">{} messages retenus : autre clé / held: another key \
-             (cartable-central box add --replace)</span>",
-            b.held
-        );
+        None => lang.t("— (aucune)", "— (none)").into(),
     }
-    cell
-}
-
-fn section(h: &mut String, title: &str, heads: [&str; 3], rows: impl Iterator<Item = [String; 3]>) {
-    let _ = write!(h, "<h2>{}</h2><table><tr>", esc(title));
-    for t in heads {
-        let _ = write!(h, "<th>{}</th>", esc(t));
-    }
-    h.push_str("</tr>");
-    let mut any = false;
-    for r in rows {
-        any = true;
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r[0]),
-            esc(&r[1]),
-            esc(&r[2])
-        );
-    }
-    if !any {
-        h.push_str("<tr><td colspan=\"3\">—</td></tr>");
-    }
-    h.push_str("</table>");
 }
 
 #[cfg(test)]
@@ -271,12 +292,14 @@ mod tests {
             rollouts: Vec::new(),
             boxes: Vec::new(),
         };
-        let html = render(&rows, &Usage::default(), &none, 110);
+        let html = render(Lang::Fr, &rows, &none, 110);
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
-        assert!(html.contains("en ligne / online"));
+        assert!(html.contains("en ligne"));
         assert!(html.contains(&"ab".repeat(32)) && html.contains("2 messages retenus"));
-        let html = render(&rows, &Usage::default(), &none, 100 + STALE_SECS + 1);
-        assert!(html.contains("hors ligne / offline"));
+        let html = render(Lang::En, &rows, &none, 100 + STALE_SECS + 1);
+        assert!(html.contains(">offline<"));
+        let days = render(Lang::En, &rows, &none, 100 + 3 * 86_400);
+        assert!(days.contains("offline for 3 days"), "{days}");
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cartable_protocol::topics;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
@@ -144,7 +144,10 @@ fn router(db: Db) -> axum::Router {
         .route("/", axum::routing::get(dashboard))
         .route("/api/v1/boxes", axum::routing::get(api_boxes))
         .route("/api/v1/events", axum::routing::get(api_events))
-        .route("/api/v1/usage", axum::routing::get(api_usage))
+        .route("/api/v1/usage", axum::routing::get(crate::usage::api))
+        .route("/usage", axum::routing::get(crate::usage::page))
+        .route("/api/v1/tablets", axum::routing::get(crate::tablets::api))
+        .route("/tablets", axum::routing::get(crate::tablets::page))
         .route("/api/v1/counters", axum::routing::get(api_counters))
         .route("/api/v1/releases", axum::routing::get(api_releases))
         .with_state(db)
@@ -184,13 +187,6 @@ async fn api_events(State(db): State<Db>, Query(q): Query<EventsQuery>) -> Respo
     }
 }
 
-async fn api_usage(State(db): State<Db>) -> Response {
-    match db.usage().await {
-        Ok(u) => Json(u).into_response(),
-        Err(e) => internal(e),
-    }
-}
-
 async fn api_counters(State(db): State<Db>) -> Response {
     match db.counters().await {
         Ok(c) => Json(c).into_response(),
@@ -205,17 +201,23 @@ async fn api_releases(State(db): State<Db>) -> Response {
     }
 }
 
-async fn dashboard(State(db): State<Db>) -> Response {
-    let (boxes, usage, releases) = match (
-        db.boxes().await,
-        db.usage().await,
-        crate::rollout::control::report(&db).await,
-    ) {
-        (Ok(b), Ok(u), Ok(r)) => (b, u, r),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return internal(e),
+async fn dashboard(
+    State(db): State<Db>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<LangQuery>,
+) -> Response {
+    let lang = crate::page::Lang::of(&headers, q.lang.as_deref());
+    let (boxes, releases) = match (db.boxes().await, crate::rollout::control::report(&db).await) {
+        (Ok(b), Ok(r)) => (b, r),
+        (Err(e), _) | (_, Err(e)) => return internal(e),
     };
-    let html = crate::dashboard::render(&boxes, &usage, &releases, crate::store::now());
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+    let html = crate::dashboard::render(lang, &boxes, &releases, crate::store::now());
+    crate::page::html(q.lang.as_deref(), html)
+}
+
+#[derive(Deserialize)]
+struct LangQuery {
+    lang: Option<String>,
 }
 
 /// Binds the dashboard's address.

@@ -66,6 +66,9 @@ pub enum EventBody {
         device: String,
         app: String,
         seconds: u32,
+        /// The tablet's class at the time (the fleet's minutes per class and week).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<String>,
     },
     /// A pupil present or absent in a lesson (from the hub).
     Attendance {
@@ -188,6 +191,35 @@ pub struct ReportedState {
     pub refused: BTreeMap<String, u64>,
     /// School counts: classes, teachers, pupils.
     pub counts: BTreeMap<String, u64>,
+    /// The box's tablets, for the fleet's inventory (at most [`MAX_DEVICES_REPORTED`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceReport>,
+}
+
+/// Most tablets one state message lists (a school has hundreds at most; the bound
+/// keeps a retained message small).
+pub const MAX_DEVICES_REPORTED: usize = 2_000;
+
+/// One tablet as its box knows it. The pupil is a pseudonym: names stay in the school.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceReport {
+    pub name: String,
+    #[serde(default)]
+    pub class: Option<String>,
+    /// The assigned pupil's pseudonymous id (the same as in attendance events).
+    #[serde(default)]
+    pub pupil: Option<String>,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub agent: String,
+    #[serde(default)]
+    pub battery: Option<u8>,
+    pub connected: bool,
+    /// Unix seconds it was last connected (now, when it is).
+    pub last_seen: i64,
 }
 
 /// The outbox as the box sees it.

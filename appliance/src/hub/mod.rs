@@ -14,6 +14,7 @@ pub(crate) mod auth;
 pub(crate) mod cards;
 mod enrolment;
 pub mod headwind;
+mod inventory;
 pub(crate) mod limit;
 pub(crate) mod page;
 pub(crate) mod screen_time;
@@ -456,6 +457,7 @@ impl Hub {
         if desired.internet != Internet::On {
             self.refresh_dns();
         }
+        self.seen(id);
         self.changed(self.class_of(id));
         Some((session, rx, name, desired))
     }
@@ -475,6 +477,7 @@ impl Hub {
             if had_rule {
                 self.refresh_dns();
             }
+            self.seen(id);
             self.changed(self.class_of(id));
         }
     }

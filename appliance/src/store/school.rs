@@ -683,6 +683,43 @@ pub fn admin_session(
         .optional()?)
 }
 
+/// What the fleet's inventory needs of the store: class names by id, each device's
+/// last connection and assigned pupil, and the key of the pupils' pseudonyms.
+pub struct InventoryRows {
+    pub classes: std::collections::HashMap<i64, String>,
+    /// Device id → (last seen, assigned pupil).
+    pub devices: std::collections::HashMap<i64, (i64, Option<i64>)>,
+    pub secret: String,
+}
+
+pub fn inventory_rows(c: &Connection) -> Result<InventoryRows, StoreError> {
+    let classes = c
+        .prepare_cached("SELECT id, name FROM classes")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let devices = c
+        .prepare_cached("SELECT id, last_seen, pupil_id FROM devices WHERE revoked = 0")?
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+        .collect::<Result<_, _>>()?;
+    let secret = c.query_row(
+        "SELECT value FROM meta WHERE key = 'pseudonym_secret'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(InventoryRows {
+        classes,
+        devices,
+        secret,
+    })
+}
+
+/// Records that a device was connected at `at` (its last sighting, for the fleet).
+pub fn device_seen(t: &Transaction<'_>, device: i64, at: i64) -> Result<(), StoreError> {
+    t.prepare_cached("UPDATE devices SET last_seen = ?1 WHERE id = ?2")?
+        .execute(params![at, device])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -104,6 +104,7 @@ pub struct SyncService {
     uplink: watch::Receiver<UplinkStatus>,
     info: watch::Sender<LinkInfo>,
     firmware: String,
+    inventory: Option<Inventory>,
     started: Instant,
     /// The current connection's session number (see [`next_session`]).
     session: AtomicU64,
@@ -145,7 +146,20 @@ pub struct SyncDeps {
     /// The firmware version running, as the presence and state report it (the fleet's
     /// rollouts read it).
     pub firmware: String,
+    /// The box's tablets for the state message (the hub's, wired by `app`).
+    pub inventory: Option<Inventory>,
 }
+
+/// Lists the box's tablets for the fleet's inventory.
+pub(crate) type Inventory = Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Vec<cartable_protocol::events::DeviceReport>>
+                    + Send,
+            >,
+        > + Send
+        + Sync,
+>;
 
 impl SyncConfig {
     pub fn build(&self, deps: SyncDeps) -> (SyncService, SyncView) {
@@ -165,6 +179,7 @@ impl SyncConfig {
                 uplink: deps.uplink,
                 info,
                 firmware: deps.firmware,
+                inventory: deps.inventory,
                 started: Instant::now(),
                 session: AtomicU64::new(0),
             },
@@ -294,6 +309,9 @@ impl SyncService {
                 ("pupils".to_string(), counts.pupils),
             ]
             .into();
+        }
+        if let Some(inventory) = &self.inventory {
+            state.devices = inventory().await;
         }
         state
     }

@@ -6,6 +6,7 @@
 //! order, so "in order per box" can be checked, not assumed.
 
 pub mod postgres;
+pub mod rollup;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -76,18 +77,6 @@ pub struct EventRow {
     pub seq: i64,
     pub at: i64,
     pub body: serde_json::Value,
-}
-
-/// Usage per school, from the boxes' hourly statistics.
-#[derive(Debug, Serialize, Default)]
-pub struct Usage {
-    /// (site, day as YYYY-MM-DD, tablets used): tablets the hub saw an app in the
-    /// foreground of, not DNS clients (a teacher's PC and the box are no tablets).
-    pub active_devices: Vec<(String, String, i64)>,
-    /// (site, app, seconds).
-    pub top_apps: Vec<(String, String, i64)>,
-    /// (site, category, blocked queries).
-    pub blocked_categories: Vec<(String, String, i64)>,
 }
 
 /// The counters the JSON API and the tests read.
@@ -340,14 +329,17 @@ impl Db {
         }
     }
 
-    pub async fn usage(&self) -> anyhow::Result<Usage> {
+    /// Events of one type, per box in sequence order: (site, box, body).
+    /// The usage pages' report for a period and a site (or all).
+    pub async fn usage_report(&self, p: rollup::Period) -> anyhow::Result<rollup::UsageReport> {
         match self {
-            Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::usage).await,
-            Db::Postgres(c) => postgres::usage(c).await,
+            Db::Sqlite { path, .. } => {
+                Self::read_sqlite(path, move |c| sqlite::usage_report(c, &p)).await
+            }
+            Db::Postgres(c) => postgres::usage_report(c, &p).await,
         }
     }
 
-    /// Events of one type, per box in sequence order: (site, box, body).
     pub async fn events_of_type(
         &self,
         kind: &'static str,

@@ -6,7 +6,8 @@ use std::path::Path;
 use cartable_protocol::events::{Batch, Presence, ReportedState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{BoxRow, EventRow, Held, Ingested, Pinned, Stamp, Usage};
+use super::rollup::{self, Period, Rollups, TabletUsage, UsageReport};
+use super::{BoxRow, EventRow, Held, Ingested, Pinned, Stamp};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS boxes (
@@ -86,12 +87,127 @@ pub fn admin_password(conn: &Connection, login: &str) -> rusqlite::Result<Option
 }
 
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(rollup::SCHEMA)?;
+    backfill_rollups(&mut conn)?;
     Ok(conn)
+}
+
+/// Rolls up the events a store already had when the rollups came (once).
+fn backfill_rollups(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let done: Option<i64> = tx
+        .query_row(
+            "SELECT value FROM counters WHERE name = 'rollups_built'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if done.is_none() {
+        let mut r = Rollups::default();
+        {
+            let mut st = tx.prepare(
+                "SELECT site, box, at, body FROM events
+                 WHERE type IN ('app_usage', 'dns_hourly', 'attendance') ORDER BY id",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(row) = rows.next()? {
+                let body: String = row.get(3)?;
+                if let Ok(body) = serde_json::from_str(&body) {
+                    r.add(
+                        &row.get::<_, String>(0)?,
+                        &row.get::<_, String>(1)?,
+                        row.get(2)?,
+                        &body,
+                    );
+                }
+            }
+        }
+        apply_rollups(&tx, &r)?;
+        tx.execute(
+            "INSERT INTO counters(name, value) VALUES ('rollups_built', 1)",
+            [],
+        )?;
+    }
+    tx.commit()
+}
+
+/// Adds `r` to the rollup tables (in the caller's transaction).
+fn apply_rollups(tx: &Connection, r: &Rollups) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(rollup::UPSERT_DEVICE_DAY)?;
+    for ((site, b, device, day), (class, seconds)) in &r.device_day {
+        st.execute(params![site, b, device, day, class, seconds])?;
+    }
+    let mut st = tx.prepare_cached(rollup::UPSERT_APP_DAY)?;
+    for ((site, day, app), seconds) in &r.app_day {
+        st.execute(params![site, day, app, seconds])?;
+    }
+    let mut st = tx.prepare_cached(rollup::UPSERT_DNS_DAY)?;
+    for ((site, day), (q, b)) in &r.dns_day {
+        st.execute(params![site, day, q, b])?;
+    }
+    let mut st = tx.prepare_cached(rollup::UPSERT_CATEGORY_DAY)?;
+    for ((site, day, category), n) in &r.category_day {
+        st.execute(params![site, day, category, n])?;
+    }
+    let mut st = tx.prepare_cached(rollup::UPSERT_ATTENDANCE_DAY)?;
+    for ((site, day, class), (p, a)) in &r.attendance_day {
+        st.execute(params![site, day, class, p, a])?;
+    }
+    Ok(())
+}
+
+/// The usage pages' report for `p`.
+pub fn usage_report(conn: &Connection, p: &Period) -> rusqlite::Result<UsageReport> {
+    let args = params![p.from_day, p.to_day, p.site];
+    let triples = |sql: &str| -> rusqlite::Result<Vec<(String, i64, i64)>> {
+        conn.prepare_cached(sql)?
+            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect()
+    };
+    let sites = rollup::sites(
+        triples(rollup::Q_SITES_USE)?,
+        triples(rollup::Q_SITES_DNS)?,
+        triples(rollup::Q_SITES_ATTENDANCE)?,
+    );
+    let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {
+        conn.prepare_cached(sql)?
+            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    };
+    Ok(UsageReport {
+        days: conn
+            .prepare_cached(rollup::Q_DAYS)?
+            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?,
+        sites,
+        class_weeks: conn
+            .prepare_cached(rollup::Q_CLASS_WEEKS)?
+            .query_map(args, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?,
+        tablets: conn
+            .prepare_cached(rollup::Q_TABLETS)?
+            .query_map(args, |r| {
+                Ok(TabletUsage {
+                    site: r.get(0)?,
+                    r#box: r.get(1)?,
+                    tablet: r.get(2)?,
+                    class: r.get(3)?,
+                    days_used: r.get(4)?,
+                    minutes: r.get(5)?,
+                    last_day: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?,
+        apps: pairs(rollup::Q_APPS)?,
+        categories: pairs(rollup::Q_CATEGORIES)?,
+    })
 }
 
 fn now() -> i64 {
@@ -120,6 +236,7 @@ pub fn ingest(
 ) -> rusqlite::Result<Ingested> {
     let tx = conn.transaction()?;
     let mut out = Ingested::default();
+    let mut rolled = Rollups::default();
     {
         let mut max_seq: i64 = tx
             .prepare_cached(
@@ -150,6 +267,7 @@ pub fn ingest(
             if n == 0 {
                 out.duplicates += 1;
             } else {
+                rolled.add(site, box_id, e.at, &e.body);
                 out.new += 1;
                 if (e.seq as i64) < max_seq {
                     out.out_of_order += 1;
@@ -165,6 +283,7 @@ pub fn ingest(
         bump(&tx, "events", out.new as i64)?;
         bump(&tx, "duplicates", out.duplicates as i64)?;
         bump(&tx, "out_of_order", out.out_of_order as i64)?;
+        apply_rollups(&tx, &rolled)?;
     }
     tx.commit()?;
     Ok(out)
@@ -394,38 +513,6 @@ pub fn events(
     .collect()
 }
 
-pub fn usage(conn: &Connection) -> rusqlite::Result<Usage> {
-    let active_devices = conn
-        .prepare(
-            "SELECT site, date(json_extract(body, '$.hour'), 'unixepoch') AS day,
-                    count(DISTINCT box || '/' || json_extract(body, '$.device'))
-             FROM events WHERE type = 'app_usage'
-             GROUP BY site, day ORDER BY site, day DESC LIMIT 500",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let top_apps = conn
-        .prepare(
-            "SELECT site, json_extract(body, '$.app') AS app, sum(json_extract(body, '$.seconds')) AS s
-             FROM events WHERE type = 'app_usage' GROUP BY site, app ORDER BY site, s DESC LIMIT 500",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let blocked_categories = conn
-        .prepare(
-            "SELECT e.site, c.key, sum(c.value) AS n
-             FROM events e, json_each(e.body, '$.categories') c
-             WHERE e.type = 'dns_hourly' GROUP BY e.site, c.key ORDER BY e.site, n DESC LIMIT 500",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(Usage {
-        active_devices,
-        top_apps,
-        blocked_categories,
-    })
-}
-
 /// Events of one type, per box in sequence order: (site, box, body).
 pub fn events_of_type(
     conn: &Connection,
@@ -467,7 +554,11 @@ mod tests {
     #[test]
     fn active_tablets_are_tablets_not_dns_clients() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::open(&dir.path().join("c.db")).unwrap();
+        let path = dir.path().join("c.db");
+        let conn = super::open(&path).unwrap();
+        // Events stored before the rollups existed: rolled up at the next open.
+        conn.execute("DELETE FROM counters WHERE name = 'rollups_built'", [])
+            .unwrap();
         let hour = 1_764_756_000; // 2025-12-03 10:00 UTC
         let mut seq = 0;
         let mut add = |kind: &str, body: serde_json::Value| {
@@ -488,19 +579,66 @@ mod tests {
         ] {
             add(
                 "dns_hourly",
-                serde_json::json!({"hour": hour, "client": client, "queries": 10, "blocked": 0}),
+                serde_json::json!({"type": "dns_hourly", "hour": hour, "client": client, "queries": 10, "blocked": 0}),
             );
         }
         for device in ["cm1-01", "cm1-02", "cm1-03", "cm1-01"] {
             add(
                 "app_usage",
-                serde_json::json!({"hour": hour, "device": device, "app": "lecture", "seconds": 600}),
+                serde_json::json!({"type": "app_usage", "hour": hour, "device": device, "app": "lecture", "seconds": 600}),
             );
         }
-        let usage = super::usage(&conn).unwrap();
+        drop(conn);
+        let mut conn = super::open(&path).unwrap();
+        let day = hour / 86_400;
+        let period = super::Period {
+            from_day: day - 6,
+            to_day: day,
+            site: String::new(),
+        };
+        let report = super::usage_report(&conn, &period).unwrap();
+        assert_eq!(report.days, [(day, 3, 40)]);
+        assert_eq!(report.sites[0].tablets_used, 3);
+        // New events come through ingest; a batch delivered twice adds nothing.
+        let batch = cartable_protocol::events::Batch {
+            site: "ecole".into(),
+            r#box: "b1".into(),
+            events: vec![cartable_protocol::events::Event {
+                seq: 100,
+                at: hour + 3599,
+                body: cartable_protocol::events::EventBody::AppUsage {
+                    hour,
+                    device: "cm1-04".into(),
+                    app: "calcul".into(),
+                    seconds: 1200,
+                    class: Some("CM1".into()),
+                },
+            }],
+        };
+        for _ in 0..2 {
+            super::ingest(&mut conn, "ecole", "b1", &batch).unwrap();
+        }
+        let report = super::usage_report(&conn, &period).unwrap();
+        assert_eq!(report.days, [(day, 4, 60)]);
         assert_eq!(
-            usage.active_devices,
-            [("ecole".to_string(), "2025-12-03".to_string(), 3)]
+            report.apps,
+            [("lecture".to_string(), 40), ("calcul".to_string(), 20)]
+        );
+        let t4 = report
+            .tablets
+            .iter()
+            .find(|t| t.tablet == "cm1-04")
+            .unwrap();
+        assert_eq!((t4.class.as_deref(), t4.minutes), (Some("CM1"), 20));
+        let other_site = super::Period {
+            site: "ailleurs".into(),
+            ..period
+        };
+        assert!(
+            super::usage_report(&conn, &other_site)
+                .unwrap()
+                .days
+                .is_empty()
         );
     }
 }

@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
                             device: format!("tab-{t:04}"),
                             app: APPS[(next() % APPS.len() as u64) as usize].to_string(),
                             seconds: (60 + next() % 1200) as u32,
+                            class: Some(format!("C{}", t % 8)),
                         },
                     ));
                 }
