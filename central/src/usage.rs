@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::page::{self, Lang, date, esc, parse_date};
 use crate::store::Db;
-use crate::store::rollup::{Period, UsageReport};
+use crate::store::report::{Period, UsageReport};
 
 /// The longest period a report covers (a school year and a bit).
 const MAX_DAYS: i64 = 400;
@@ -279,6 +279,25 @@ fn chart(lang: Lang, f: &Full) -> String {
     svg
 }
 
+/// Rows a table of the page shows; the CSV export has them all.
+const PAGE_ROWS: usize = 300;
+
+/// Says how many rows of a table the page left to the CSV.
+fn more(lang: Lang, h: &mut String, rows: usize) {
+    if rows > PAGE_ROWS {
+        let _ = write!(
+            h,
+            "<p>{} {} {}</p>",
+            lang.t("… et", "… and"),
+            rows - PAGE_ROWS,
+            lang.t(
+                "de plus : choisissez un site, ou voyez l'export CSV.",
+                "more: choose a site, or see the CSV export."
+            )
+        );
+    }
+}
+
 /// The filters' form and the CSV links (same filters).
 fn filters(lang: Lang, f: &Full) -> String {
     let l = |fr, en| lang.t(fr, en);
@@ -364,10 +383,11 @@ fn tables(lang: Lang, f: &Full, h: &mut String) {
             "Minutes",
             l("Tablettes", "Tablets"),
         ],
-        r.class_weeks.iter().map(|(s, c, w, m, t)| {
+        r.class_weeks.iter().take(PAGE_ROWS).map(|(s, c, w, m, t)| {
             vec![s.clone(), c.clone(), date(*w), m.to_string(), t.to_string()]
         }),
     );
+    more(lang, h, r.class_weeks.len());
     let _ = write!(
         h,
         "<h2 id=\"never\">{}</h2>",
@@ -384,7 +404,7 @@ fn tables(lang: Lang, f: &Full, h: &mut String) {
             l("Tablette", "Tablet"),
             l("Classe", "Class"),
         ],
-        f.never_used.iter().map(|(s, b, d)| {
+        f.never_used.iter().take(PAGE_ROWS).map(|(s, b, d)| {
             vec![
                 s.clone(),
                 b.clone(),
@@ -393,6 +413,7 @@ fn tables(lang: Lang, f: &Full, h: &mut String) {
             ]
         }),
     );
+    more(lang, h, f.never_used.len());
     let _ = write!(h, "<h2>{}</h2>", l("Par tablette", "Per tablet"));
     page::table(
         h,
@@ -405,7 +426,7 @@ fn tables(lang: Lang, f: &Full, h: &mut String) {
             "Minutes",
             l("Dernier jour", "Last day"),
         ],
-        r.tablets.iter().map(|t| {
+        r.tablets.iter().take(PAGE_ROWS).map(|t| {
             vec![
                 t.site.clone(),
                 t.r#box.clone(),
@@ -417,6 +438,7 @@ fn tables(lang: Lang, f: &Full, h: &mut String) {
             ]
         }),
     );
+    more(lang, h, r.tablets.len());
     let _ = write!(
         h,
         "<h2>{}</h2>",

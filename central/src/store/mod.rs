@@ -6,8 +6,11 @@
 //! order, so "in order per box" can be checked, not assumed.
 
 pub mod postgres;
+pub mod postgres_usage;
+pub mod report;
 pub mod rollup;
 pub mod sqlite;
+pub mod sqlite_usage;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -331,12 +334,12 @@ impl Db {
 
     /// Events of one type, per box in sequence order: (site, box, body).
     /// The usage pages' report for a period and a site (or all).
-    pub async fn usage_report(&self, p: rollup::Period) -> anyhow::Result<rollup::UsageReport> {
+    pub async fn usage_report(&self, p: report::Period) -> anyhow::Result<report::UsageReport> {
         match self {
             Db::Sqlite { path, .. } => {
-                Self::read_sqlite(path, move |c| sqlite::usage_report(c, &p)).await
+                Self::read_sqlite(path, move |c| sqlite_usage::usage_report(c, &p)).await
             }
-            Db::Postgres(c) => postgres::usage_report(c, &p).await,
+            Db::Postgres(c) => postgres_usage::usage_report(c, &p).await,
         }
     }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use cartable_protocol::events::{Batch, Presence, ReportedState};
 use tokio_postgres::Client;
 
-use super::rollup::{self, Period, Rollups, TabletUsage, UsageReport};
+use super::rollup::{self, Rollups};
 use super::{BoxRow, EventRow, Held, Ingested, Pinned, Stamp, now};
 
 const SCHEMA: &str = "
@@ -100,193 +100,17 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
         .await
         .context("creating the tables")?;
     client
-        .batch_execute(super::rollup::SCHEMA)
+        .batch_execute(rollup::SCHEMA)
         .await
         .context("creating the usage rollups")?;
     client
-        .batch_execute(BACKFILL)
+        .batch_execute(rollup::TABLET_BLOCKS_POSTGRES)
+        .await
+        .context("creating the tablets' usage")?;
+    super::postgres_usage::backfill(&client)
         .await
         .context("rolling up the events already stored")?;
     Ok(client)
-}
-
-/// Rolls up the events a store already had when the rollups came (once, in SQL: a
-/// year of events never crosses the wire).
-const BACKFILL: &str = "
-BEGIN;
-LOCK TABLE counters IN EXCLUSIVE MODE;
-DO $$ BEGIN
-IF NOT EXISTS (SELECT 1 FROM counters WHERE name = 'rollups_built') THEN
-  INSERT INTO usage_device_day(site, box, device, day, class, seconds)
-    SELECT site, box, body->>'device', (body->>'hour')::bigint / 86400, max(body->>'class'),
-           sum((body->>'seconds')::bigint)
-    FROM events WHERE type = 'app_usage' GROUP BY 1, 2, 3, 4;
-  INSERT INTO usage_app_day(site, day, app, seconds)
-    SELECT site, (body->>'hour')::bigint / 86400, body->>'app', sum((body->>'seconds')::bigint)
-    FROM events WHERE type = 'app_usage' GROUP BY 1, 2, 3;
-  INSERT INTO usage_dns_day(site, day, queries, blocked)
-    SELECT site, (body->>'hour')::bigint / 86400, sum((body->>'queries')::bigint),
-           sum((body->>'blocked')::bigint)
-    FROM events WHERE type = 'dns_hourly' AND body->>'client' = '*' GROUP BY 1, 2;
-  INSERT INTO usage_category_day(site, day, category, blocked)
-    SELECT e.site, (e.body->>'hour')::bigint / 86400, c.key, sum(c.value::bigint)
-    FROM events e, jsonb_each_text(e.body->'categories') c
-    WHERE e.type = 'dns_hourly' AND e.body->>'client' = '*' GROUP BY 1, 2, 3;
-  INSERT INTO usage_attendance_day(site, day, class, present, absent)
-    SELECT site, at / 86400, body->>'class',
-           sum(CASE WHEN (body->>'present')::boolean THEN 1 ELSE 0 END),
-           sum(CASE WHEN (body->>'present')::boolean THEN 0 ELSE 1 END)
-    FROM events WHERE type = 'attendance' GROUP BY 1, 2, 3;
-  INSERT INTO counters(name, value) VALUES ('rollups_built', 1);
-END IF;
-END $$;
-COMMIT;
-";
-
-/// Columns of one rollup table, for `unnest`.
-#[derive(Default)]
-struct Columns<'a> {
-    site: Vec<&'a str>,
-    day: Vec<i64>,
-    key: Vec<&'a str>,
-    a: Vec<i64>,
-    b: Vec<i64>,
-}
-
-impl<'a> Columns<'a> {
-    fn push(&mut self, site: &'a str, day: i64, key: &'a str, a: i64, b: i64) {
-        self.site.push(site);
-        self.day.push(day);
-        self.key.push(key);
-        self.a.push(a);
-        self.b.push(b);
-    }
-}
-
-/// Adds `r` to the rollup tables, one statement per table (`unnest` of arrays).
-async fn apply_rollups(c: &Client, r: &Rollups) -> anyhow::Result<()> {
-    if !r.device_day.is_empty() {
-        let (mut boxes, mut devices, mut classes) = (Vec::new(), Vec::new(), Vec::new());
-        let mut cols = Columns::default();
-        for ((site, b, device, day), (class, seconds)) in &r.device_day {
-            cols.push(site, *day, "", *seconds, 0);
-            boxes.push(b.as_str());
-            devices.push(device.as_str());
-            classes.push(class.as_deref());
-        }
-        c.execute(
-            "INSERT INTO usage_device_day(site, box, device, day, class, seconds)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])
-             ON CONFLICT (site, box, device, day) DO UPDATE
-             SET class = coalesce(excluded.class, usage_device_day.class),
-                 seconds = usage_device_day.seconds + excluded.seconds",
-            &[&cols.site, &boxes, &devices, &cols.day, &classes, &cols.a],
-        )
-        .await?;
-    }
-    let mut apps = Columns::default();
-    for ((site, day, app), seconds) in &r.app_day {
-        apps.push(site, *day, app, *seconds, 0);
-    }
-    let mut dns = Columns::default();
-    for ((site, day), (q, b)) in &r.dns_day {
-        dns.push(site, *day, "", *q, *b);
-    }
-    let mut categories = Columns::default();
-    for ((site, day, category), n) in &r.category_day {
-        categories.push(site, *day, category, *n, 0);
-    }
-    let mut attendance = Columns::default();
-    for ((site, day, class), (p, a)) in &r.attendance_day {
-        attendance.push(site, *day, class, *p, *a);
-    }
-    let tables = [
-        (
-            &apps,
-            "INSERT INTO usage_app_day(site, day, app, seconds)
-             SELECT s, d, k, a FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
-             ON CONFLICT (site, day, app) DO UPDATE SET seconds = usage_app_day.seconds + excluded.seconds",
-        ),
-        (
-            &dns,
-            "INSERT INTO usage_dns_day(site, day, queries, blocked)
-             SELECT s, d, a, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
-             ON CONFLICT (site, day) DO UPDATE SET queries = usage_dns_day.queries + excluded.queries,
-               blocked = usage_dns_day.blocked + excluded.blocked",
-        ),
-        (
-            &categories,
-            "INSERT INTO usage_category_day(site, day, category, blocked)
-             SELECT s, d, k, a FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
-             ON CONFLICT (site, day, category) DO UPDATE
-             SET blocked = usage_category_day.blocked + excluded.blocked",
-        ),
-        (
-            &attendance,
-            "INSERT INTO usage_attendance_day(site, day, class, present, absent)
-             SELECT s, d, k, a, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
-             ON CONFLICT (site, day, class) DO UPDATE
-             SET present = usage_attendance_day.present + excluded.present,
-                 absent = usage_attendance_day.absent + excluded.absent",
-        ),
-    ];
-    for (cols, sql) in tables {
-        if !cols.site.is_empty() {
-            c.execute(sql, &[&cols.site, &cols.day, &cols.key, &cols.a, &cols.b])
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// The usage pages' report for `p`.
-pub async fn usage_report(c: &Client, p: &Period) -> anyhow::Result<UsageReport> {
-    let args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&p.from_day, &p.to_day, &p.site];
-    let q = |sql: &'static str| {
-        let sql = rollup::for_postgres(sql);
-        async move { c.query(&sql, &args).await }
-    };
-    let triples = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, i64, i64)> {
-        rows.iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect()
-    };
-    let pairs = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, i64)> {
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-    };
-    let sites = rollup::sites(
-        triples(q(rollup::Q_SITES_USE).await?),
-        triples(q(rollup::Q_SITES_DNS).await?),
-        triples(q(rollup::Q_SITES_ATTENDANCE).await?),
-    );
-    Ok(UsageReport {
-        days: q(rollup::Q_DAYS)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect(),
-        sites,
-        class_weeks: q(rollup::Q_CLASS_WEEKS)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-            .collect(),
-        tablets: q(rollup::Q_TABLETS)
-            .await?
-            .iter()
-            .map(|r| TabletUsage {
-                site: r.get(0),
-                r#box: r.get(1),
-                tablet: r.get(2),
-                class: r.get(3),
-                days_used: r.get(4),
-                minutes: r.get(5),
-                last_day: r.get(6),
-            })
-            .collect(),
-        apps: pairs(q(rollup::Q_APPS).await?),
-        categories: pairs(q(rollup::Q_CATEGORIES).await?),
-    })
 }
 
 pub async fn bump(c: &Client, name: &str, by: i64) -> anyhow::Result<()> {
@@ -357,11 +181,12 @@ pub async fn ingest(
         {
             rolled.add(site, box_id, e.at, &e.body);
         }
-        apply_rollups(c, &rolled).await?;
+        super::postgres_usage::apply_rollups(c, &rolled).await?;
         c.execute(
-            "INSERT INTO boxes(site, box, last_seen) VALUES ($1, $2, $3)
-             ON CONFLICT (site, box) DO UPDATE SET last_seen = excluded.last_seen",
-            &[&site, &box_id, &now()],
+            "INSERT INTO boxes(site, box, last_seen, events) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (site, box) DO UPDATE SET last_seen = excluded.last_seen,
+               events = boxes.events + excluded.events",
+            &[&site, &box_id, &now(), &(out.new as i64)],
         )
         .await?;
         bump(c, "events", out.new as i64).await?;
@@ -570,7 +395,7 @@ pub async fn boxes(c: &Client) -> anyhow::Result<Vec<BoxRow>> {
     let rows = c
         .query(
             "SELECT b.site, b.box, b.online, b.version, b.last_seen, b.state::text,
-                    (SELECT count(*) FROM events e WHERE e.site = b.site AND e.box = b.box),
+                    b.events,
                     k.public_key,
                     (SELECT count(*) FROM quarantine q WHERE q.site = b.site AND q.box = b.box)
              FROM boxes b LEFT JOIN box_keys k ON k.site = b.site AND k.box = b.box

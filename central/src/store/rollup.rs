@@ -1,28 +1,19 @@
-//! Usage rolled up per day as events arrive: the fleet's usage pages read these small
-//! tables, never the events (a year of 500 boxes is tens of millions of events; its
-//! days per tablet are a few million rows, indexed by day).
+//! Usage rolled up as events arrive: the fleet's usage pages read these small tables,
+//! never the events (a year of 500 boxes is millions of events). Additive counts per
+//! site and day (and month, for long periods); each tablet's days of use packed in
+//! blocks of days, since "tablets used" is a distinct count no sum can give.
 //!
 //! A batch's events are first added up here (pure), then each backend applies the
-//! sums with one upsert per table row: a duplicate batch adds nothing because only the
-//! events the store took as new are rolled up, in the same transaction.
+//! sums: a duplicate batch adds nothing because only the events the store took as new
+//! are rolled up, in the same transaction.
 
 use std::collections::BTreeMap;
 
 use cartable_protocol::events::EventBody;
 
-/// The schema of the rollups, in SQL both SQLite and PostgreSQL read (`BIGINT` is an
-/// integer to SQLite).
+/// The schema of the additive rollups, in SQL both SQLite and PostgreSQL read
+/// (`BIGINT` is an integer to SQLite).
 pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS usage_device_day (
-    site    TEXT NOT NULL,
-    box     TEXT NOT NULL,
-    device  TEXT NOT NULL,
-    day     BIGINT NOT NULL,
-    class   TEXT,
-    seconds BIGINT NOT NULL,
-    PRIMARY KEY (site, box, device, day)
-);
-CREATE INDEX IF NOT EXISTS usage_device_day_by_day ON usage_device_day(day, site);
 CREATE TABLE IF NOT EXISTS usage_app_day (
     site    TEXT NOT NULL,
     day     BIGINT NOT NULL,
@@ -31,6 +22,14 @@ CREATE TABLE IF NOT EXISTS usage_app_day (
     PRIMARY KEY (site, day, app)
 );
 CREATE INDEX IF NOT EXISTS usage_app_day_by_day ON usage_app_day(day, site);
+CREATE TABLE IF NOT EXISTS usage_app_month (
+    site    TEXT NOT NULL,
+    month   BIGINT NOT NULL,
+    app     TEXT NOT NULL,
+    seconds BIGINT NOT NULL,
+    PRIMARY KEY (site, month, app)
+);
+CREATE INDEX IF NOT EXISTS usage_app_month_by_month ON usage_app_month(month, site);
 CREATE TABLE IF NOT EXISTS usage_dns_day (
     site    TEXT NOT NULL,
     day     BIGINT NOT NULL,
@@ -38,6 +37,7 @@ CREATE TABLE IF NOT EXISTS usage_dns_day (
     blocked BIGINT NOT NULL,
     PRIMARY KEY (site, day)
 );
+CREATE INDEX IF NOT EXISTS usage_dns_day_by_day ON usage_dns_day(day, site);
 CREATE TABLE IF NOT EXISTS usage_category_day (
     site     TEXT NOT NULL,
     day      BIGINT NOT NULL,
@@ -45,6 +45,15 @@ CREATE TABLE IF NOT EXISTS usage_category_day (
     blocked  BIGINT NOT NULL,
     PRIMARY KEY (site, day, category)
 );
+CREATE INDEX IF NOT EXISTS usage_category_day_by_day ON usage_category_day(day, site);
+CREATE TABLE IF NOT EXISTS usage_category_month (
+    site     TEXT NOT NULL,
+    month    BIGINT NOT NULL,
+    category TEXT NOT NULL,
+    blocked  BIGINT NOT NULL,
+    PRIMARY KEY (site, month, category)
+);
+CREATE INDEX IF NOT EXISTS usage_category_month_by_month ON usage_category_month(month, site);
 CREATE TABLE IF NOT EXISTS usage_attendance_day (
     site    TEXT NOT NULL,
     day     BIGINT NOT NULL,
@@ -53,18 +62,91 @@ CREATE TABLE IF NOT EXISTS usage_attendance_day (
     absent  BIGINT NOT NULL,
     PRIMARY KEY (site, day, class)
 );
+CREATE INDEX IF NOT EXISTS usage_attendance_day_by_day ON usage_attendance_day(day, site);
 ";
 
-/// The upserts, one per table, with `?N` placeholders (PostgreSQL's `$N` by
-/// [`for_postgres`]). Columns in the order of the `Rollups` maps' keys and values.
-pub const UPSERT_DEVICE_DAY: &str =
-    "INSERT INTO usage_device_day(site, box, device, day, class, seconds)
- VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (site, box, device, day) DO UPDATE
- SET class = coalesce(excluded.class, usage_device_day.class),
-     seconds = usage_device_day.seconds + excluded.seconds";
+/// Each tablet's use, one row per [`BLOCK_DAYS`] days: its class and, per day, the
+/// seconds of use in [`UNIT_SECS`] units (`u16`, little-endian). Which tablets were
+/// used is a distinct count over days; kept this way, a year of 500 boxes is some
+/// 100,000 small rows the report reads whole, not millions of tablet-days.
+pub const TABLET_BLOCKS_SQLITE: &str = "
+CREATE TABLE IF NOT EXISTS usage_tablet_block (
+    site   TEXT NOT NULL,
+    box    TEXT NOT NULL,
+    device TEXT NOT NULL,
+    block  INTEGER NOT NULL,
+    class  TEXT,
+    units  BLOB NOT NULL,
+    PRIMARY KEY (site, box, device, block)
+);
+CREATE INDEX IF NOT EXISTS usage_tablet_block_by_block ON usage_tablet_block(block, site);
+";
+
+/// [`TABLET_BLOCKS_SQLITE`] in PostgreSQL's words.
+pub const TABLET_BLOCKS_POSTGRES: &str = "
+CREATE TABLE IF NOT EXISTS usage_tablet_block (
+    site   TEXT NOT NULL,
+    box    TEXT NOT NULL,
+    device TEXT NOT NULL,
+    block  BIGINT NOT NULL,
+    class  TEXT,
+    units  BYTEA NOT NULL,
+    PRIMARY KEY (site, box, device, block)
+);
+CREATE INDEX IF NOT EXISTS usage_tablet_block_by_block ON usage_tablet_block(block, site);
+";
+
+/// Days per row of `usage_tablet_block`.
+pub const BLOCK_DAYS: i64 = 64;
+/// The unit of a tablet's daily use (a day of 24 h is 8,640 units: a `u16` holds it).
+pub const UNIT_SECS: i64 = 10;
+
+/// Adds `seconds` of use on day `offset` of a block's `units`.
+pub fn add_units(units: &mut Vec<u8>, offset: usize, seconds: i64) {
+    units.resize(BLOCK_DAYS as usize * 2, 0);
+    let at = offset * 2;
+    let old = u16::from_le_bytes([units[at], units[at + 1]]);
+    let add =
+        u16::try_from(seconds.max(0).saturating_add(UNIT_SECS / 2) / UNIT_SECS).unwrap_or(u16::MAX);
+    units[at..at + 2].copy_from_slice(&old.saturating_add(add).to_le_bytes());
+}
+
+/// The seconds of use on day `offset` of a block's `units`.
+pub fn seconds_on(units: &[u8], offset: usize) -> i64 {
+    match units.get(offset * 2..offset * 2 + 2) {
+        Some(b) => i64::from(u16::from_le_bytes([b[0], b[1]])) * UNIT_SECS,
+        None => 0,
+    }
+}
+
+/// The month (months since January 1970) of a day.
+pub fn month_of(day: i64) -> i64 {
+    let d = jiff::Timestamp::from_second(day.saturating_mul(86_400))
+        .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date())
+        .unwrap_or_default();
+    (i64::from(d.year()) - 1970) * 12 + i64::from(d.month()) - 1
+}
+
+/// The first day of a month.
+pub fn month_start(month: i64) -> i64 {
+    let (y, m) = (1970 + month.div_euclid(12), month.rem_euclid(12) + 1);
+    let (Ok(y), Ok(m)) = (i16::try_from(y), i8::try_from(m)) else {
+        return 0;
+    };
+    jiff::civil::date(y, m, 1)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp().as_second().div_euclid(86_400))
+        .unwrap_or(0)
+}
+
+/// The upserts of the additive tables, with `?N` placeholders (PostgreSQL's `$N` by
+/// [`for_postgres`]).
 pub const UPSERT_APP_DAY: &str = "INSERT INTO usage_app_day(site, day, app, seconds)
  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, day, app) DO UPDATE
  SET seconds = usage_app_day.seconds + excluded.seconds";
+pub const UPSERT_APP_MONTH: &str = "INSERT INTO usage_app_month(site, month, app, seconds)
+ VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, month, app) DO UPDATE
+ SET seconds = usage_app_month.seconds + excluded.seconds";
 pub const UPSERT_DNS_DAY: &str = "INSERT INTO usage_dns_day(site, day, queries, blocked)
  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, day) DO UPDATE
  SET queries = usage_dns_day.queries + excluded.queries,
@@ -72,6 +154,10 @@ pub const UPSERT_DNS_DAY: &str = "INSERT INTO usage_dns_day(site, day, queries, 
 pub const UPSERT_CATEGORY_DAY: &str = "INSERT INTO usage_category_day(site, day, category, blocked)
  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, day, category) DO UPDATE
  SET blocked = usage_category_day.blocked + excluded.blocked";
+pub const UPSERT_CATEGORY_MONTH: &str =
+    "INSERT INTO usage_category_month(site, month, category, blocked)
+ VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, month, category) DO UPDATE
+ SET blocked = usage_category_month.blocked + excluded.blocked";
 pub const UPSERT_ATTENDANCE_DAY: &str =
     "INSERT INTO usage_attendance_day(site, day, class, present, absent)
  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (site, day, class) DO UPDATE
@@ -91,13 +177,20 @@ pub fn day_of(unix: i64) -> i64 {
 /// A tablet's day: (site, box, device, day).
 pub type DeviceDay = (String, String, String, i64);
 
+/// A block's class and its days of use: (day in the block, seconds).
+pub type BlockDays = (Option<String>, Vec<(usize, i64)>);
+
 /// What a set of events adds to each rollup, summed per row.
 #[derive(Debug, Default, PartialEq)]
 pub struct Rollups {
-    /// (site, box, device, day) → (class, seconds).
+    /// (site, box, device, day) → (class, seconds): applied as [`Rollups::blocks`].
     pub device_day: BTreeMap<DeviceDay, (Option<String>, i64)>,
     /// (site, day, app) → seconds.
     pub app_day: BTreeMap<(String, i64, String), i64>,
+    /// (site, month, app) → seconds.
+    pub app_month: BTreeMap<(String, i64, String), i64>,
+    /// (site, month, category) → blocked queries.
+    pub category_month: BTreeMap<(String, i64, String), i64>,
     /// (site, day) → (queries, blocked), from the box-wide hourly counters.
     pub dns_day: BTreeMap<(String, i64), (i64, i64)>,
     /// (site, day, category) → blocked queries.
@@ -131,6 +224,10 @@ impl Rollups {
                     .app_day
                     .entry((site.into(), day, app.clone()))
                     .or_default() += seconds;
+                *self
+                    .app_month
+                    .entry((site.into(), month_of(day), app.clone()))
+                    .or_default() += seconds;
             }
             EventBody::DnsHourly {
                 hour,
@@ -147,6 +244,10 @@ impl Rollups {
                     *self
                         .category_day
                         .entry((site.into(), day, category.clone()))
+                        .or_default() += clamp(*n);
+                    *self
+                        .category_month
+                        .entry((site.into(), month_of(day), category.clone()))
                         .or_default() += clamp(*n);
                 }
             }
@@ -165,6 +266,23 @@ impl Rollups {
         }
     }
 
+    /// The tablets' days grouped by block: (site, box, device, block) → (class, [(day
+    /// in the block, seconds)]).
+    pub fn blocks(&self) -> BTreeMap<DeviceDay, BlockDays> {
+        let mut out: BTreeMap<DeviceDay, BlockDays> = BTreeMap::new();
+        for ((site, b, device, day), (class, seconds)) in &self.device_day {
+            let block = day.div_euclid(BLOCK_DAYS);
+            let row = out
+                .entry((site.clone(), b.clone(), device.clone(), block))
+                .or_default();
+            if class.is_some() {
+                row.0.clone_from(class);
+            }
+            row.1.push(((day - block * BLOCK_DAYS) as usize, *seconds));
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.device_day.is_empty()
             && self.app_day.is_empty()
@@ -178,111 +296,25 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The usage pages' filters: a period of days (both included) and a site, or all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Period {
-    pub from_day: i64,
-    pub to_day: i64,
-    /// Empty: every site.
-    pub site: String,
-}
-
-/// What the usage pages show for a [`Period`].
-#[derive(Debug, Default, serde::Serialize)]
-pub struct UsageReport {
-    /// (day, tablets used, minutes of use) across the chosen sites, every day.
-    pub days: Vec<(i64, i64, i64)>,
-    /// Per site: tablets used, minutes, queries, blocked queries, present, absent.
-    pub sites: Vec<SiteUsage>,
-    /// Per site, class and week (the week's Monday, as a day): minutes, tablets used.
-    pub class_weeks: Vec<(String, String, i64, i64, i64)>,
-    /// Per tablet: site, box, tablet, class, days used, minutes, last day used.
-    pub tablets: Vec<TabletUsage>,
-    /// Top apps: (app, minutes).
-    pub apps: Vec<(String, i64)>,
-    /// Top blocked categories: (category, blocked queries).
-    pub categories: Vec<(String, i64)>,
-}
-
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct SiteUsage {
-    pub site: String,
-    pub tablets_used: i64,
-    pub minutes: i64,
-    pub queries: i64,
-    pub blocked: i64,
-    pub present: i64,
-    pub absent: i64,
-}
-
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct TabletUsage {
-    pub site: String,
-    pub r#box: String,
-    pub tablet: String,
-    pub class: Option<String>,
-    pub days_used: i64,
-    pub minutes: i64,
-    pub last_day: i64,
-}
-
-/// The report's queries, `?1` the first day, `?2` the last, `?3` the site or ''.
-/// (Sums cast: PostgreSQL's `sum` of integers is a `numeric`.)
-pub const Q_DAYS: &str =
-    "SELECT day, count(*), CAST(sum(seconds) / 60 AS BIGINT) FROM usage_device_day
- WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY day ORDER BY day";
-pub const Q_SITES_USE: &str =
-    "SELECT site, count(DISTINCT box || '/' || device), CAST(sum(seconds) / 60 AS BIGINT)
- FROM usage_device_day WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY site";
-pub const Q_SITES_DNS: &str =
-    "SELECT site, CAST(sum(queries) AS BIGINT), CAST(sum(blocked) AS BIGINT) FROM usage_dns_day
- WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY site";
-pub const Q_SITES_ATTENDANCE: &str = "SELECT site, CAST(sum(present) AS BIGINT), CAST(sum(absent) AS BIGINT) FROM usage_attendance_day
- WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY site";
-pub const Q_CLASS_WEEKS: &str = "SELECT site, coalesce(class, ''), (day + 3) / 7 * 7 - 3 AS week,
- CAST(sum(seconds) / 60 AS BIGINT), count(DISTINCT box || '/' || device)
- FROM usage_device_day WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '')
- GROUP BY site, coalesce(class, ''), week ORDER BY site, coalesce(class, ''), week";
-pub const Q_TABLETS: &str =
-    "SELECT site, box, device, max(class), count(*), CAST(sum(seconds) / 60 AS BIGINT), max(day)
- FROM usage_device_day WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '')
- GROUP BY site, box, device ORDER BY site, box, device";
-pub const Q_APPS: &str = "SELECT app, CAST(sum(seconds) / 60 AS BIGINT) AS m FROM usage_app_day
- WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY app ORDER BY m DESC, app LIMIT 20";
-pub const Q_CATEGORIES: &str = "SELECT category, CAST(sum(blocked) AS BIGINT) AS n FROM usage_category_day
- WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY category ORDER BY n DESC, category LIMIT 20";
-
-/// Merges the per-site rows of the three site queries.
-pub fn sites(
-    usage: Vec<(String, i64, i64)>,
-    dns: Vec<(String, i64, i64)>,
-    attendance: Vec<(String, i64, i64)>,
-) -> Vec<SiteUsage> {
-    fn row(by: &mut BTreeMap<String, SiteUsage>, site: String) -> &mut SiteUsage {
-        by.entry(site.clone()).or_insert_with(|| SiteUsage {
-            site,
-            ..SiteUsage::default()
-        })
-    }
-    let mut by: BTreeMap<String, SiteUsage> = BTreeMap::new();
-    for (site, tablets, minutes) in usage {
-        let s = row(&mut by, site);
-        (s.tablets_used, s.minutes) = (tablets, minutes);
-    }
-    for (site, queries, blocked) in dns {
-        let s = row(&mut by, site);
-        (s.queries, s.blocked) = (queries, blocked);
-    }
-    for (site, present, absent) in attendance {
-        let s = row(&mut by, site);
-        (s.present, s.absent) = (present, absent);
-    }
-    by.into_values().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_add_up_per_day_and_months_round_trip() {
+        let mut u = Vec::new();
+        add_units(&mut u, 5, 600);
+        add_units(&mut u, 5, 44);
+        assert_eq!(
+            (u.len(), seconds_on(&u, 5), seconds_on(&u, 4)),
+            (128, 640, 0)
+        );
+        add_units(&mut u, 63, i64::MAX);
+        assert_eq!(seconds_on(&u, 63), i64::from(u16::MAX) * UNIT_SECS);
+        let day = crate::page::parse_date("2026-12-03").unwrap();
+        assert_eq!(month_of(day), 56 * 12 + 11);
+        assert_eq!(crate::page::date(month_start(month_of(day))), "2026-12-01");
+    }
 
     #[test]
     fn a_batch_sums_per_row_and_only_the_box_wide_dns_counters_count() {
@@ -325,6 +357,13 @@ mod tests {
         let key = ("s".to_string(), "b".to_string(), "t1".to_string(), 3);
         assert_eq!(r.device_day[&key], (Some("CM1".into()), 900));
         assert_eq!(r.app_day[&("s".into(), 3, "lecture".into())], 660);
+        assert_eq!(r.app_month[&("s".into(), 0, "lecture".into())], 660);
+        let blocks = r.blocks();
+        let (class, days) = &blocks[&("s".into(), "b".into(), "t1".into(), 0)];
+        assert_eq!(
+            (class.as_deref(), days.as_slice()),
+            (Some("CM1"), &[(3, 900)][..])
+        );
         assert_eq!(r.dns_day[&("s".into(), 3)], (100, 10));
         assert_eq!(r.category_day[&("s".into(), 3, "adult".into())], 7);
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use cartable_protocol::events::{Batch, Presence, ReportedState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rollup::{self, Period, Rollups, TabletUsage, UsageReport};
+use super::rollup::{self, Rollups};
 use super::{BoxRow, EventRow, Held, Ingested, Pinned, Stamp};
 
 const SCHEMA: &str = "
@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS boxes (
     version   TEXT NOT NULL DEFAULT '',
     last_seen INTEGER NOT NULL DEFAULT 0,
     state     TEXT,
+    -- Events stored for the box (kept at ingest: the fleet page never counts them).
+    events    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (site, box)
 ) STRICT;
 CREATE TABLE IF NOT EXISTS events (
@@ -92,122 +94,11 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
+    super::sqlite_usage::add_events_column(&conn)?;
     conn.execute_batch(rollup::SCHEMA)?;
-    backfill_rollups(&mut conn)?;
+    conn.execute_batch(rollup::TABLET_BLOCKS_SQLITE)?;
+    super::sqlite_usage::backfill_rollups(&mut conn)?;
     Ok(conn)
-}
-
-/// Rolls up the events a store already had when the rollups came (once).
-fn backfill_rollups(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    let done: Option<i64> = tx
-        .query_row(
-            "SELECT value FROM counters WHERE name = 'rollups_built'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if done.is_none() {
-        let mut r = Rollups::default();
-        {
-            let mut st = tx.prepare(
-                "SELECT site, box, at, body FROM events
-                 WHERE type IN ('app_usage', 'dns_hourly', 'attendance') ORDER BY id",
-            )?;
-            let mut rows = st.query([])?;
-            while let Some(row) = rows.next()? {
-                let body: String = row.get(3)?;
-                if let Ok(body) = serde_json::from_str(&body) {
-                    r.add(
-                        &row.get::<_, String>(0)?,
-                        &row.get::<_, String>(1)?,
-                        row.get(2)?,
-                        &body,
-                    );
-                }
-            }
-        }
-        apply_rollups(&tx, &r)?;
-        tx.execute(
-            "INSERT INTO counters(name, value) VALUES ('rollups_built', 1)",
-            [],
-        )?;
-    }
-    tx.commit()
-}
-
-/// Adds `r` to the rollup tables (in the caller's transaction).
-fn apply_rollups(tx: &Connection, r: &Rollups) -> rusqlite::Result<()> {
-    let mut st = tx.prepare_cached(rollup::UPSERT_DEVICE_DAY)?;
-    for ((site, b, device, day), (class, seconds)) in &r.device_day {
-        st.execute(params![site, b, device, day, class, seconds])?;
-    }
-    let mut st = tx.prepare_cached(rollup::UPSERT_APP_DAY)?;
-    for ((site, day, app), seconds) in &r.app_day {
-        st.execute(params![site, day, app, seconds])?;
-    }
-    let mut st = tx.prepare_cached(rollup::UPSERT_DNS_DAY)?;
-    for ((site, day), (q, b)) in &r.dns_day {
-        st.execute(params![site, day, q, b])?;
-    }
-    let mut st = tx.prepare_cached(rollup::UPSERT_CATEGORY_DAY)?;
-    for ((site, day, category), n) in &r.category_day {
-        st.execute(params![site, day, category, n])?;
-    }
-    let mut st = tx.prepare_cached(rollup::UPSERT_ATTENDANCE_DAY)?;
-    for ((site, day, class), (p, a)) in &r.attendance_day {
-        st.execute(params![site, day, class, p, a])?;
-    }
-    Ok(())
-}
-
-/// The usage pages' report for `p`.
-pub fn usage_report(conn: &Connection, p: &Period) -> rusqlite::Result<UsageReport> {
-    let args = params![p.from_day, p.to_day, p.site];
-    let triples = |sql: &str| -> rusqlite::Result<Vec<(String, i64, i64)>> {
-        conn.prepare_cached(sql)?
-            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect()
-    };
-    let sites = rollup::sites(
-        triples(rollup::Q_SITES_USE)?,
-        triples(rollup::Q_SITES_DNS)?,
-        triples(rollup::Q_SITES_ATTENDANCE)?,
-    );
-    let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {
-        conn.prepare_cached(sql)?
-            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect()
-    };
-    Ok(UsageReport {
-        days: conn
-            .prepare_cached(rollup::Q_DAYS)?
-            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?,
-        sites,
-        class_weeks: conn
-            .prepare_cached(rollup::Q_CLASS_WEEKS)?
-            .query_map(args, |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<Result<_, _>>()?,
-        tablets: conn
-            .prepare_cached(rollup::Q_TABLETS)?
-            .query_map(args, |r| {
-                Ok(TabletUsage {
-                    site: r.get(0)?,
-                    r#box: r.get(1)?,
-                    tablet: r.get(2)?,
-                    class: r.get(3)?,
-                    days_used: r.get(4)?,
-                    minutes: r.get(5)?,
-                    last_day: r.get(6)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?,
-        apps: pairs(rollup::Q_APPS)?,
-        categories: pairs(rollup::Q_CATEGORIES)?,
-    })
 }
 
 fn now() -> i64 {
@@ -276,14 +167,15 @@ pub fn ingest(
             }
         }
         tx.prepare_cached(
-            "INSERT INTO boxes(site, box, last_seen) VALUES (?1, ?2, ?3)
-             ON CONFLICT(site, box) DO UPDATE SET last_seen = excluded.last_seen",
+            "INSERT INTO boxes(site, box, last_seen, events) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(site, box) DO UPDATE SET last_seen = excluded.last_seen,
+               events = boxes.events + excluded.events",
         )?
-        .execute(params![site, box_id, received])?;
+        .execute(params![site, box_id, received, out.new as i64])?;
         bump(&tx, "events", out.new as i64)?;
         bump(&tx, "duplicates", out.duplicates as i64)?;
         bump(&tx, "out_of_order", out.out_of_order as i64)?;
-        apply_rollups(&tx, &rolled)?;
+        super::sqlite_usage::apply_rollups(&tx, &rolled)?;
     }
     tx.commit()?;
     Ok(out)
@@ -459,7 +351,7 @@ pub fn count(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
 pub fn boxes(conn: &Connection) -> rusqlite::Result<Vec<BoxRow>> {
     let mut st = conn.prepare(
         "SELECT b.site, b.box, b.online, b.version, b.last_seen, b.state,
-                (SELECT count(*) FROM events e WHERE e.site = b.site AND e.box = b.box),
+                b.events,
                 k.public_key,
                 (SELECT count(*) FROM quarantine q WHERE q.site = b.site AND q.box = b.box)
          FROM boxes b LEFT JOIN box_keys k ON k.site = b.site AND k.box = b.box
@@ -591,12 +483,12 @@ mod tests {
         drop(conn);
         let mut conn = super::open(&path).unwrap();
         let day = hour / 86_400;
-        let period = super::Period {
+        let period = super::super::report::Period {
             from_day: day - 6,
             to_day: day,
             site: String::new(),
         };
-        let report = super::usage_report(&conn, &period).unwrap();
+        let report = super::super::sqlite_usage::usage_report(&conn, &period).unwrap();
         assert_eq!(report.days, [(day, 3, 40)]);
         assert_eq!(report.sites[0].tablets_used, 3);
         // New events come through ingest; a batch delivered twice adds nothing.
@@ -618,7 +510,7 @@ mod tests {
         for _ in 0..2 {
             super::ingest(&mut conn, "ecole", "b1", &batch).unwrap();
         }
-        let report = super::usage_report(&conn, &period).unwrap();
+        let report = super::super::sqlite_usage::usage_report(&conn, &period).unwrap();
         assert_eq!(report.days, [(day, 4, 60)]);
         assert_eq!(
             report.apps,
@@ -630,12 +522,12 @@ mod tests {
             .find(|t| t.tablet == "cm1-04")
             .unwrap();
         assert_eq!((t4.class.as_deref(), t4.minutes), (Some("CM1"), 20));
-        let other_site = super::Period {
+        let other_site = super::super::report::Period {
             site: "ailleurs".into(),
             ..period
         };
         assert!(
-            super::usage_report(&conn, &other_site)
+            super::super::sqlite_usage::usage_report(&conn, &other_site)
                 .unwrap()
                 .days
                 .is_empty()

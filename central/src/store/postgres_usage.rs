@@ -1,0 +1,263 @@
+//! The usage rollups in PostgreSQL: the backfill of a store made before them, a
+//! batch's sums applied with one statement per table (`unnest` of arrays), the
+//! tablets' blocks read locked and written back, and the report's queries.
+
+use tokio_postgres::Client;
+
+use super::report::{self, BlockRow, Period, Sums, UsageReport};
+use super::rollup::{self, Rollups};
+
+/// Rolls up the events a store already had when the rollups came (once), streamed a
+/// box at a time, and counts each box's events.
+pub async fn backfill(c: &Client) -> anyhow::Result<()> {
+    use futures_util::TryStreamExt;
+    c.batch_execute(
+        "ALTER TABLE boxes ADD COLUMN IF NOT EXISTS events BIGINT NOT NULL DEFAULT 0;
+         BEGIN; LOCK TABLE counters IN EXCLUSIVE MODE;",
+    )
+    .await?;
+    let result = async {
+        let done = c
+            .query_opt("SELECT 1 FROM counters WHERE name = 'rollups_built'", &[])
+            .await?
+            .is_some();
+        if done {
+            return anyhow::Ok(());
+        }
+        let rows = c
+            .query_raw(
+                "SELECT site, box, at, body::text FROM events
+                 WHERE type IN ('app_usage', 'dns_hourly', 'attendance') ORDER BY site, box, seq",
+                std::iter::empty::<i64>(),
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut r = Rollups::default();
+        let mut current: Option<(String, String)> = None;
+        let mut pending = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            let (site, b): (String, String) = (row.get(0), row.get(1));
+            if current.as_ref().is_some_and(|x| x.0 != site || x.1 != b) {
+                pending.push(std::mem::take(&mut r));
+            }
+            if let Ok(body) = serde_json::from_str(row.get::<_, &str>(3)) {
+                r.add(&site, &b, row.get(2), &body);
+            }
+            current = Some((site, b));
+        }
+        pending.push(r);
+        for r in &pending {
+            apply_rollups(c, r).await?;
+        }
+        c.batch_execute(
+            "UPDATE boxes SET events = (SELECT count(*) FROM events e
+             WHERE e.site = boxes.site AND e.box = boxes.box);
+             INSERT INTO counters(name, value) VALUES ('rollups_built', 1);",
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(c.batch_execute("COMMIT").await?),
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// Columns of one rollup table, for `unnest`.
+#[derive(Default)]
+struct Columns<'a> {
+    site: Vec<&'a str>,
+    day: Vec<i64>,
+    key: Vec<&'a str>,
+    a: Vec<i64>,
+    b: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, site: &'a str, day: i64, key: &'a str, a: i64, b: i64) {
+        self.site.push(site);
+        self.day.push(day);
+        self.key.push(key);
+        self.a.push(a);
+        self.b.push(b);
+    }
+}
+
+/// Adds the tablets' days to their blocks: the blocks read (locked, for a second
+/// console instance) and written back, one statement each.
+async fn apply_blocks(c: &Client, r: &Rollups) -> anyhow::Result<()> {
+    let blocks = r.blocks();
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    let (mut sites, mut boxes, mut devices, mut numbers) = (vec![], vec![], vec![], vec![]);
+    for (site, b, device, block) in blocks.keys() {
+        sites.push(site.as_str());
+        boxes.push(b.as_str());
+        devices.push(device.as_str());
+        numbers.push(*block);
+    }
+    let found = c
+        .query(
+            "SELECT t.site, t.box, t.device, t.block, t.units FROM usage_tablet_block t
+             JOIN unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(s, b, d, n)
+               ON t.site = k.s AND t.box = k.b AND t.device = k.d AND t.block = k.n
+             FOR UPDATE OF t",
+            &[&sites, &boxes, &devices, &numbers],
+        )
+        .await?;
+    let mut units: std::collections::HashMap<(String, String, String, i64), Vec<u8>> = found
+        .into_iter()
+        .map(|row| ((row.get(0), row.get(1), row.get(2), row.get(3)), row.get(4)))
+        .collect();
+    let mut classes: Vec<Option<&str>> = Vec::new();
+    let mut all_units: Vec<Vec<u8>> = Vec::new();
+    for (key, (class, days)) in &blocks {
+        let mut u = units.remove(key).unwrap_or_default();
+        for (offset, seconds) in days {
+            rollup::add_units(&mut u, *offset, *seconds);
+        }
+        classes.push(class.as_deref());
+        all_units.push(u);
+    }
+    c.execute(
+        "INSERT INTO usage_tablet_block(site, box, device, block, class, units)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[])
+         ON CONFLICT (site, box, device, block) DO UPDATE
+         SET class = coalesce(excluded.class, usage_tablet_block.class), units = excluded.units",
+        &[&sites, &boxes, &devices, &numbers, &classes, &all_units],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds `r` to the rollup tables, one statement per table (`unnest` of arrays).
+pub async fn apply_rollups(c: &Client, r: &Rollups) -> anyhow::Result<()> {
+    apply_blocks(c, r).await?;
+    let mut apps = Columns::default();
+    for ((site, day, app), seconds) in &r.app_day {
+        apps.push(site, *day, app, *seconds, 0);
+    }
+    let mut app_months = Columns::default();
+    for ((site, month, app), seconds) in &r.app_month {
+        app_months.push(site, *month, app, *seconds, 0);
+    }
+    let mut category_months = Columns::default();
+    for ((site, month, category), n) in &r.category_month {
+        category_months.push(site, *month, category, *n, 0);
+    }
+    let mut dns = Columns::default();
+    for ((site, day), (q, b)) in &r.dns_day {
+        dns.push(site, *day, "", *q, *b);
+    }
+    let mut categories = Columns::default();
+    for ((site, day, category), n) in &r.category_day {
+        categories.push(site, *day, category, *n, 0);
+    }
+    let mut attendance = Columns::default();
+    for ((site, day, class), (p, a)) in &r.attendance_day {
+        attendance.push(site, *day, class, *p, *a);
+    }
+    let tables = [
+        (
+            &app_months,
+            "INSERT INTO usage_app_month(site, month, app, seconds)
+             SELECT s, d, k, a FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, month, app) DO UPDATE SET seconds = usage_app_month.seconds + excluded.seconds",
+        ),
+        (
+            &category_months,
+            "INSERT INTO usage_category_month(site, month, category, blocked)
+             SELECT s, d, k, a FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, month, category) DO UPDATE
+             SET blocked = usage_category_month.blocked + excluded.blocked",
+        ),
+        (
+            &apps,
+            "INSERT INTO usage_app_day(site, day, app, seconds)
+             SELECT s, d, k, a FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, day, app) DO UPDATE SET seconds = usage_app_day.seconds + excluded.seconds",
+        ),
+        (
+            &dns,
+            "INSERT INTO usage_dns_day(site, day, queries, blocked)
+             SELECT s, d, a, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, day) DO UPDATE SET queries = usage_dns_day.queries + excluded.queries,
+               blocked = usage_dns_day.blocked + excluded.blocked",
+        ),
+        (
+            &categories,
+            "INSERT INTO usage_category_day(site, day, category, blocked)
+             SELECT s, d, k, a FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, day, category) DO UPDATE
+             SET blocked = usage_category_day.blocked + excluded.blocked",
+        ),
+        (
+            &attendance,
+            "INSERT INTO usage_attendance_day(site, day, class, present, absent)
+             SELECT s, d, k, a, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, day, class) DO UPDATE
+             SET present = usage_attendance_day.present + excluded.present,
+                 absent = usage_attendance_day.absent + excluded.absent",
+        ),
+    ];
+    for (cols, sql) in tables {
+        if !cols.site.is_empty() {
+            c.execute(sql, &[&cols.site, &cols.day, &cols.key, &cols.a, &cols.b])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The usage pages' report for `p`.
+pub async fn usage_report(c: &Client, p: &Period) -> anyhow::Result<UsageReport> {
+    let (first, last) = p.blocks();
+    let blocks: Vec<BlockRow> = c
+        .query(
+            &rollup::for_postgres(report::Q_BLOCKS),
+            &[&first, &last, &p.site],
+        )
+        .await?
+        .iter()
+        .map(|r| BlockRow {
+            site: r.get(0),
+            r#box: r.get(1),
+            device: r.get(2),
+            block: r.get(3),
+            class: r.get(4),
+            units: r.get(5),
+        })
+        .collect();
+    let (m1, m2, left, right) = p.months();
+    let days: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&p.from_day, &p.to_day, &p.site];
+    let all: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+        [&p.from_day, &p.to_day, &p.site, &m1, &m2, &left, &right];
+    let triples = |sql: &'static str| async move {
+        let rows = c.query(&rollup::for_postgres(sql), &days).await?;
+        anyhow::Ok(
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let pairs = |sql: &'static str| async move {
+        let rows = c.query(&rollup::for_postgres(sql), &all).await?;
+        anyhow::Ok(
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let sums = Sums {
+        dns: triples(report::Q_SITES_DNS).await?,
+        attendance: triples(report::Q_SITES_ATTENDANCE).await?,
+        apps: pairs(report::Q_APPS).await?,
+        categories: pairs(report::Q_CATEGORIES).await?,
+    };
+    Ok(report::assemble(p, &blocks, sums))
+}

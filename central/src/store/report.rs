@@ -1,0 +1,339 @@
+//! The usage report of a period and a site (or all) from the rollups: the tablets'
+//! blocks are read whole and counted here (days, sites, classes per week, tablets);
+//! the additive counts are summed by the store (months for the whole months of the
+//! period, days for its ends), so no query grows with the fleet's days.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::rollup::{BLOCK_DAYS, month_of, month_start, seconds_on};
+
+/// The usage pages' filters: a period of days (both included) and a site, or all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    pub from_day: i64,
+    pub to_day: i64,
+    /// Empty: every site.
+    pub site: String,
+}
+
+impl Period {
+    /// The blocks of `usage_tablet_block` the period touches.
+    pub fn blocks(&self) -> (i64, i64) {
+        (
+            self.from_day.div_euclid(BLOCK_DAYS),
+            self.to_day.div_euclid(BLOCK_DAYS),
+        )
+    }
+
+    /// The whole months inside the period (first, last: empty when first > last) and
+    /// the days around them: `[from, left_end]` and `[right_start, to]`.
+    pub fn months(&self) -> (i64, i64, i64, i64) {
+        let first = {
+            let m = month_of(self.from_day);
+            if month_start(m) == self.from_day {
+                m
+            } else {
+                m + 1
+            }
+        };
+        let last = {
+            let m = month_of(self.to_day);
+            if month_start(m + 1) - 1 == self.to_day {
+                m
+            } else {
+                m - 1
+            }
+        };
+        if first > last {
+            // No whole month: every day from the day tables.
+            return (first, last, self.to_day, self.to_day + 1);
+        }
+        (first, last, month_start(first) - 1, month_start(last + 1))
+    }
+}
+
+/// One row of `usage_tablet_block`.
+#[derive(Debug, Clone)]
+pub struct BlockRow {
+    pub site: String,
+    pub r#box: String,
+    pub device: String,
+    pub block: i64,
+    pub class: Option<String>,
+    pub units: Vec<u8>,
+}
+
+/// What the usage pages show for a [`Period`].
+#[derive(Debug, Default, serde::Serialize)]
+pub struct UsageReport {
+    /// (day, tablets used, minutes of use) across the chosen sites, days with use.
+    pub days: Vec<(i64, i64, i64)>,
+    /// Per site: tablets used, minutes, queries, blocked queries, present, absent.
+    pub sites: Vec<SiteUsage>,
+    /// Per site, class and week (the week's Monday, as a day): minutes, tablets used.
+    pub class_weeks: Vec<(String, String, i64, i64, i64)>,
+    /// Per tablet: site, box, tablet, class, days used, minutes, last day used.
+    pub tablets: Vec<TabletUsage>,
+    /// Top apps: (app, minutes).
+    pub apps: Vec<(String, i64)>,
+    /// Top blocked categories: (category, blocked queries).
+    pub categories: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SiteUsage {
+    pub site: String,
+    pub tablets_used: i64,
+    pub minutes: i64,
+    pub queries: i64,
+    pub blocked: i64,
+    pub present: i64,
+    pub absent: i64,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct TabletUsage {
+    pub site: String,
+    pub r#box: String,
+    pub tablet: String,
+    pub class: Option<String>,
+    pub days_used: i64,
+    pub minutes: i64,
+    pub last_day: i64,
+}
+
+/// The tablets' blocks of the period's sites: `?1` first block, `?2` last, `?3` the
+/// site or ''.
+pub const Q_BLOCKS: &str = "SELECT site, box, device, block, class, units FROM usage_tablet_block
+ WHERE block BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '')";
+
+/// The additive sums: `?1` from, `?2` to, `?3` site or '', `?4`/`?5` the whole months,
+/// `?6` the last day before them, `?7` the first day after them. (Sums cast:
+/// PostgreSQL's `sum` of integers is a `numeric`.)
+pub const Q_SITES_DNS: &str =
+    "SELECT site, CAST(sum(queries) AS BIGINT), CAST(sum(blocked) AS BIGINT)
+ FROM usage_dns_day WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY site";
+pub const Q_SITES_ATTENDANCE: &str =
+    "SELECT site, CAST(sum(present) AS BIGINT), CAST(sum(absent) AS BIGINT)
+ FROM usage_attendance_day WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY site";
+pub const Q_APPS: &str = "SELECT app, CAST(sum(s) / 60 AS BIGINT) AS m FROM (
+   SELECT app, seconds AS s FROM usage_app_month
+   WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
+   UNION ALL
+   SELECT app, seconds FROM usage_app_day
+   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (site = ?3 OR ?3 = '')
+ ) AS u GROUP BY app ORDER BY m DESC, app LIMIT 20";
+pub const Q_CATEGORIES: &str = "SELECT category, CAST(sum(n) AS BIGINT) AS t FROM (
+   SELECT category, blocked AS n FROM usage_category_month
+   WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
+   UNION ALL
+   SELECT category, blocked FROM usage_category_day
+   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (site = ?3 OR ?3 = '')
+ ) AS u GROUP BY category ORDER BY t DESC, category LIMIT 20";
+
+/// The week (its Monday, as a day) of a day: 1970-01-01 was a Thursday.
+pub fn week_of(day: i64) -> i64 {
+    (day + 3).div_euclid(7) * 7 - 3
+}
+
+/// The additive sums the store gave, per query.
+pub struct Sums {
+    pub dns: Vec<(String, i64, i64)>,
+    pub attendance: Vec<(String, i64, i64)>,
+    pub apps: Vec<(String, i64)>,
+    pub categories: Vec<(String, i64)>,
+}
+
+/// One tablet's use in the period, gathered from its blocks.
+#[derive(Default)]
+struct TabletAgg {
+    days_used: i64,
+    seconds: i64,
+    last_day: i64,
+    /// The class of its latest block, and that block.
+    class: Option<(i64, String)>,
+    /// Seconds per week of the period (a period is at most 58 weeks long).
+    weeks: Vec<i64>,
+}
+
+/// The report from the tablets' blocks and the store's sums. One hash lookup per
+/// block, array updates per day: a year of 500 boxes is some 100,000 blocks.
+pub fn assemble(p: &Period, blocks: &[BlockRow], sums: Sums) -> UsageReport {
+    let first_week = week_of(p.from_day);
+    let n_weeks = ((week_of(p.to_day) - first_week) / 7 + 1).max(1) as usize;
+    let n_days = (p.to_day - p.from_day + 1).max(0) as usize;
+    let mut per_day = vec![(0i64, 0i64); n_days];
+    let mut tablets: HashMap<(&str, &str, &str), TabletAgg> = HashMap::new();
+    for b in blocks {
+        let t = tablets
+            .entry((b.site.as_str(), b.r#box.as_str(), b.device.as_str()))
+            .or_default();
+        if let Some(class) = &b.class
+            && t.class.as_ref().is_none_or(|c| c.0 < b.block)
+        {
+            t.class = Some((b.block, class.clone()));
+        }
+        let start = b.block * BLOCK_DAYS;
+        for day in p.from_day.max(start)..=p.to_day.min(start + BLOCK_DAYS - 1) {
+            let seconds = seconds_on(&b.units, (day - start) as usize);
+            if seconds == 0 {
+                continue;
+            }
+            t.days_used += 1;
+            t.seconds += seconds;
+            t.last_day = t.last_day.max(day);
+            if t.weeks.is_empty() {
+                t.weeks = vec![0; n_weeks];
+            }
+            t.weeks[((week_of(day) - first_week) / 7) as usize] += seconds;
+            let d = &mut per_day[(day - p.from_day) as usize];
+            d.0 += 1;
+            d.1 += seconds;
+        }
+    }
+    let mut by_site: BTreeMap<String, SiteUsage> = BTreeMap::new();
+    let mut weeks: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
+    let mut used: Vec<TabletUsage> = Vec::new();
+    for ((site, b, device), t) in tablets {
+        if t.days_used == 0 {
+            continue;
+        }
+        let class = t.class.map(|c| c.1);
+        let s = site_row(&mut by_site, site);
+        s.tablets_used += 1;
+        s.minutes += t.seconds;
+        let w = weeks
+            .entry((site.to_string(), class.clone().unwrap_or_default()))
+            .or_insert_with(|| vec![(0, 0); n_weeks]);
+        for (i, secs) in t.weeks.iter().enumerate().filter(|(_, s)| **s > 0) {
+            w[i].0 += 1;
+            w[i].1 += secs;
+        }
+        used.push(TabletUsage {
+            site: site.to_string(),
+            r#box: b.to_string(),
+            tablet: device.to_string(),
+            class,
+            days_used: t.days_used,
+            minutes: t.seconds / 60,
+            last_day: t.last_day,
+        });
+    }
+    used.sort_by(|a, b| (&a.site, &a.r#box, &a.tablet).cmp(&(&b.site, &b.r#box, &b.tablet)));
+    for s in by_site.values_mut() {
+        s.minutes /= 60;
+    }
+    for (name, q, b) in &sums.dns {
+        let s = site_row(&mut by_site, name);
+        (s.queries, s.blocked) = (*q, *b);
+    }
+    for (name, present, absent) in &sums.attendance {
+        let s = site_row(&mut by_site, name);
+        (s.present, s.absent) = (*present, *absent);
+    }
+    UsageReport {
+        days: per_day
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.0 > 0)
+            .map(|(i, d)| (p.from_day + i as i64, d.0, d.1 / 60))
+            .collect(),
+        sites: by_site.into_values().collect(),
+        class_weeks: weeks
+            .into_iter()
+            .flat_map(|((site, class), w)| {
+                w.into_iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.0 > 0)
+                    .map(move |(i, (t, secs))| {
+                        (
+                            site.clone(),
+                            class.clone(),
+                            first_week + 7 * i as i64,
+                            secs / 60,
+                            t,
+                        )
+                    })
+            })
+            .collect(),
+        tablets: used,
+        apps: sums.apps,
+        categories: sums.categories,
+    }
+}
+
+fn site_row<'a>(by: &'a mut BTreeMap<String, SiteUsage>, name: &str) -> &'a mut SiteUsage {
+    by.entry(name.to_string()).or_insert_with(|| SiteUsage {
+        site: name.to_string(),
+        ..SiteUsage::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::parse_date;
+    use crate::store::rollup::add_units;
+
+    #[test]
+    fn whole_months_and_the_days_around_them() {
+        let day = |s| parse_date(s).unwrap();
+        let p = |from, to| Period {
+            from_day: day(from),
+            to_day: day(to),
+            site: String::new(),
+        };
+        let (m1, m2, left, right) = p("2026-01-15", "2026-04-10").months();
+        assert_eq!(
+            (m1, m2),
+            (month_of(day("2026-02-01")), month_of(day("2026-03-31")))
+        );
+        assert_eq!((left, right), (day("2026-01-31"), day("2026-04-01")));
+        let (m1, m2, left, right) = p("2026-03-03", "2026-03-20").months();
+        assert!(m1 > m2);
+        assert_eq!((left, right), (day("2026-03-20"), day("2026-03-21")));
+        let (m1, m2, ..) = p("2026-03-01", "2026-03-31").months();
+        assert_eq!(m1, m2);
+    }
+
+    #[test]
+    fn tablets_used_are_counted_once_and_only_inside_the_period() {
+        let mut units = Vec::new();
+        add_units(&mut units, 0, 600);
+        add_units(&mut units, 1, 1200);
+        add_units(&mut units, 40, 60);
+        let row = |device: &str, class: &str| BlockRow {
+            site: "s".into(),
+            r#box: "b".into(),
+            device: device.into(),
+            block: 300,
+            class: Some(class.into()),
+            units: units.clone(),
+        };
+        let start = 300 * BLOCK_DAYS;
+        let p = Period {
+            from_day: start,
+            to_day: start + 10,
+            site: String::new(),
+        };
+        let sums = Sums {
+            dns: vec![("s".into(), 10, 1)],
+            attendance: Vec::new(),
+            apps: Vec::new(),
+            categories: Vec::new(),
+        };
+        let r = assemble(&p, &[row("t1", "CM1"), row("t2", "CE2")], sums);
+        assert_eq!(r.days, [(start, 2, 20), (start + 1, 2, 40)]);
+        assert_eq!(
+            (
+                r.sites[0].tablets_used,
+                r.sites[0].minutes,
+                r.sites[0].queries
+            ),
+            (2, 60, 10)
+        );
+        assert_eq!(r.tablets[0].days_used, 2);
+        assert_eq!(r.tablets[0].class.as_deref(), Some("CM1"));
+        assert_eq!(r.class_weeks.iter().map(|w| w.3).sum::<i64>(), 60);
+    }
+}
