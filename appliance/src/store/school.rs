@@ -184,6 +184,42 @@ pub fn pupils_with_attendance(
     Ok(rows)
 }
 
+/// One pupil's mark in a saved roll call.
+#[derive(Debug, Serialize)]
+pub struct AttendanceRow {
+    pub day: String,
+    pub pupil: String,
+    pub present: bool,
+    pub teacher: String,
+}
+
+/// A class's saved roll calls from `from` to `to` (days as `YYYY-MM-DD`, both
+/// included), newest day first, pupils by name.
+pub fn attendance_history(
+    c: &Connection,
+    class: i64,
+    from: &str,
+    to: &str,
+) -> Result<Vec<AttendanceRow>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT a.day, p.first_name || ' ' || p.last_name, a.present, a.teacher
+             FROM attendance a JOIN pupils p ON p.id = a.pupil_id
+             WHERE a.class_id = ?1 AND a.day BETWEEN ?2 AND ?3
+             ORDER BY a.day DESC, p.last_name, p.first_name",
+        )?
+        .query_map(params![class, from, to], |r| {
+            Ok(AttendanceRow {
+                day: r.get(0)?,
+                pupil: r.get(1)?,
+                present: r.get::<_, i64>(2)? != 0,
+                teacher: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 /// Saves a class's roll call for `day` (every pupil not in `present` is absent) and
 /// appends one outbox event per pupil in the same transaction; returns how many
 /// pupils were saved.

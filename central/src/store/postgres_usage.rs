@@ -158,11 +158,33 @@ pub async fn apply_rollups(c: &Client, r: &Rollups) -> anyhow::Result<()> {
     for ((site, day, category), n) in &r.category_day {
         categories.push(site, *day, category, *n, 0);
     }
+    let mut dns_months = Columns::default();
+    for ((site, month), (q, b)) in &r.dns_month {
+        dns_months.push(site, *month, "", *q, *b);
+    }
+    let mut attendance_months = Columns::default();
+    for ((site, month), (p, a)) in &r.attendance_month {
+        attendance_months.push(site, *month, "", *p, *a);
+    }
     let mut attendance = Columns::default();
     for ((site, day, class), (p, a)) in &r.attendance_day {
         attendance.push(site, *day, class, *p, *a);
     }
     let tables = [
+        (
+            &dns_months,
+            "INSERT INTO usage_dns_month(site, month, queries, blocked)
+             SELECT s, d, a, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, month) DO UPDATE SET queries = usage_dns_month.queries + excluded.queries,
+               blocked = usage_dns_month.blocked + excluded.blocked",
+        ),
+        (
+            &attendance_months,
+            "INSERT INTO usage_attendance_month(site, month, present, absent)
+             SELECT s, d, a, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, month) DO UPDATE SET present = usage_attendance_month.present + excluded.present,
+               absent = usage_attendance_month.absent + excluded.absent",
+        ),
         (
             &app_months,
             "INSERT INTO usage_app_month(site, month, app, seconds)
@@ -234,11 +256,10 @@ pub async fn usage_report(c: &Client, p: &Period) -> anyhow::Result<UsageReport>
         })
         .collect();
     let (m1, m2, left, right) = p.months();
-    let days: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&p.from_day, &p.to_day, &p.site];
     let all: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
         [&p.from_day, &p.to_day, &p.site, &m1, &m2, &left, &right];
     let triples = |sql: &'static str| async move {
-        let rows = c.query(&rollup::for_postgres(sql), &days).await?;
+        let rows = c.query(&rollup::for_postgres(sql), &all).await?;
         anyhow::Ok(
             rows.iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))

@@ -107,15 +107,25 @@ pub struct TabletUsage {
 pub const Q_BLOCKS: &str = "SELECT site, box, device, block, class, units FROM usage_tablet_block
  WHERE block BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '')";
 
-/// The additive sums: `?1` from, `?2` to, `?3` site or '', `?4`/`?5` the whole months,
+/// The additive sums (each: months for the whole months, days for the rest): `?1`
+/// from, `?2` to, `?3` site or '', `?4`/`?5` the whole months,
 /// `?6` the last day before them, `?7` the first day after them. (Sums cast:
 /// PostgreSQL's `sum` of integers is a `numeric`.)
-pub const Q_SITES_DNS: &str =
-    "SELECT site, CAST(sum(queries) AS BIGINT), CAST(sum(blocked) AS BIGINT)
- FROM usage_dns_day WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY site";
+pub const Q_SITES_DNS: &str = "SELECT site, CAST(sum(q) AS BIGINT), CAST(sum(b) AS BIGINT) FROM (
+   SELECT site, queries AS q, blocked AS b FROM usage_dns_month
+   WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
+   UNION ALL
+   SELECT site, queries, blocked FROM usage_dns_day
+   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (site = ?3 OR ?3 = '')
+ ) AS u GROUP BY site";
 pub const Q_SITES_ATTENDANCE: &str =
-    "SELECT site, CAST(sum(present) AS BIGINT), CAST(sum(absent) AS BIGINT)
- FROM usage_attendance_day WHERE day BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '') GROUP BY site";
+    "SELECT site, CAST(sum(p) AS BIGINT), CAST(sum(a) AS BIGINT) FROM (
+   SELECT site, present AS p, absent AS a FROM usage_attendance_month
+   WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
+   UNION ALL
+   SELECT site, present, absent FROM usage_attendance_day
+   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (site = ?3 OR ?3 = '')
+ ) AS u GROUP BY site";
 pub const Q_APPS: &str = "SELECT app, CAST(sum(s) / 60 AS BIGINT) AS m FROM (
    SELECT app, seconds AS s FROM usage_app_month
    WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
@@ -152,12 +162,12 @@ struct TabletAgg {
     last_day: i64,
     /// The class of its latest block, and that block.
     class: Option<(i64, String)>,
-    /// Seconds per week of the period (a period is at most 58 weeks long).
+    /// Seconds per week of the period.
     weeks: Vec<i64>,
 }
 
 /// The report from the tablets' blocks and the store's sums. One hash lookup per
-/// block, array updates per day: a year of 500 boxes is some 100,000 blocks.
+/// block, array updates per day: a year of 500 boxes is some 50,000 blocks.
 pub fn assemble(p: &Period, blocks: &[BlockRow], sums: Sums) -> UsageReport {
     let first_week = week_of(p.from_day);
     let n_weeks = ((week_of(p.to_day) - first_week) / 7 + 1).max(1) as usize;
@@ -306,11 +316,11 @@ mod tests {
             site: "s".into(),
             r#box: "b".into(),
             device: device.into(),
-            block: 300,
+            block: 150,
             class: Some(class.into()),
             units: units.clone(),
         };
-        let start = 300 * BLOCK_DAYS;
+        let start = 150 * BLOCK_DAYS;
         let p = Period {
             from_day: start,
             to_day: start + 10,

@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS usage_dns_day (
     PRIMARY KEY (site, day)
 );
 CREATE INDEX IF NOT EXISTS usage_dns_day_by_day ON usage_dns_day(day, site);
+CREATE TABLE IF NOT EXISTS usage_dns_month (
+    site    TEXT NOT NULL,
+    month   BIGINT NOT NULL,
+    queries BIGINT NOT NULL,
+    blocked BIGINT NOT NULL,
+    PRIMARY KEY (site, month)
+);
+CREATE INDEX IF NOT EXISTS usage_dns_month_by_month ON usage_dns_month(month, site);
 CREATE TABLE IF NOT EXISTS usage_category_day (
     site     TEXT NOT NULL,
     day      BIGINT NOT NULL,
@@ -63,12 +71,20 @@ CREATE TABLE IF NOT EXISTS usage_attendance_day (
     PRIMARY KEY (site, day, class)
 );
 CREATE INDEX IF NOT EXISTS usage_attendance_day_by_day ON usage_attendance_day(day, site);
+CREATE TABLE IF NOT EXISTS usage_attendance_month (
+    site    TEXT NOT NULL,
+    month   BIGINT NOT NULL,
+    present BIGINT NOT NULL,
+    absent  BIGINT NOT NULL,
+    PRIMARY KEY (site, month)
+);
+CREATE INDEX IF NOT EXISTS usage_attendance_month_by_month ON usage_attendance_month(month, site);
 ";
 
 /// Each tablet's use, one row per [`BLOCK_DAYS`] days: its class and, per day, the
 /// seconds of use in [`UNIT_SECS`] units (`u16`, little-endian). Which tablets were
 /// used is a distinct count over days; kept this way, a year of 500 boxes is some
-/// 100,000 small rows the report reads whole, not millions of tablet-days.
+/// 50,000 small rows the report reads whole, not millions of tablet-days.
 pub const TABLET_BLOCKS_SQLITE: &str = "
 CREATE TABLE IF NOT EXISTS usage_tablet_block (
     site   TEXT NOT NULL,
@@ -97,7 +113,7 @@ CREATE INDEX IF NOT EXISTS usage_tablet_block_by_block ON usage_tablet_block(blo
 ";
 
 /// Days per row of `usage_tablet_block`.
-pub const BLOCK_DAYS: i64 = 64;
+pub const BLOCK_DAYS: i64 = 128;
 /// The unit of a tablet's daily use (a day of 24 h is 8,640 units: a `u16` holds it).
 pub const UNIT_SECS: i64 = 10;
 
@@ -151,6 +167,15 @@ pub const UPSERT_DNS_DAY: &str = "INSERT INTO usage_dns_day(site, day, queries, 
  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, day) DO UPDATE
  SET queries = usage_dns_day.queries + excluded.queries,
      blocked = usage_dns_day.blocked + excluded.blocked";
+pub const UPSERT_DNS_MONTH: &str = "INSERT INTO usage_dns_month(site, month, queries, blocked)
+ VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, month) DO UPDATE
+ SET queries = usage_dns_month.queries + excluded.queries,
+     blocked = usage_dns_month.blocked + excluded.blocked";
+pub const UPSERT_ATTENDANCE_MONTH: &str =
+    "INSERT INTO usage_attendance_month(site, month, present, absent)
+ VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, month) DO UPDATE
+ SET present = usage_attendance_month.present + excluded.present,
+     absent = usage_attendance_month.absent + excluded.absent";
 pub const UPSERT_CATEGORY_DAY: &str = "INSERT INTO usage_category_day(site, day, category, blocked)
  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, day, category) DO UPDATE
  SET blocked = usage_category_day.blocked + excluded.blocked";
@@ -193,6 +218,10 @@ pub struct Rollups {
     pub category_month: BTreeMap<(String, i64, String), i64>,
     /// (site, day) → (queries, blocked), from the box-wide hourly counters.
     pub dns_day: BTreeMap<(String, i64), (i64, i64)>,
+    /// (site, month) → (queries, blocked).
+    pub dns_month: BTreeMap<(String, i64), (i64, i64)>,
+    /// (site, month) → (present, absent).
+    pub attendance_month: BTreeMap<(String, i64), (i64, i64)>,
     /// (site, day, category) → blocked queries.
     pub category_day: BTreeMap<(String, i64, String), i64>,
     /// (site, day, class) → (present, absent).
@@ -237,9 +266,15 @@ impl Rollups {
                 categories,
             } if client == "*" => {
                 let day = day_of(*hour);
-                let row = self.dns_day.entry((site.into(), day)).or_default();
-                row.0 += clamp(*queries);
-                row.1 += clamp(*blocked);
+                for row in [
+                    self.dns_day.entry((site.into(), day)).or_default(),
+                    self.dns_month
+                        .entry((site.into(), month_of(day)))
+                        .or_default(),
+                ] {
+                    row.0 += clamp(*queries);
+                    row.1 += clamp(*blocked);
+                }
                 for (category, n) in categories {
                     *self
                         .category_day
@@ -252,14 +287,20 @@ impl Rollups {
                 }
             }
             EventBody::Attendance { class, present, .. } => {
-                let row = self
-                    .attendance_day
-                    .entry((site.into(), day_of(at), class.clone()))
-                    .or_default();
-                if *present {
-                    row.0 += 1;
-                } else {
-                    row.1 += 1;
+                let day = day_of(at);
+                for row in [
+                    self.attendance_day
+                        .entry((site.into(), day, class.clone()))
+                        .or_default(),
+                    self.attendance_month
+                        .entry((site.into(), month_of(day)))
+                        .or_default(),
+                ] {
+                    if *present {
+                        row.0 += 1;
+                    } else {
+                        row.1 += 1;
+                    }
                 }
             }
             _ => {}
@@ -307,10 +348,10 @@ mod tests {
         add_units(&mut u, 5, 44);
         assert_eq!(
             (u.len(), seconds_on(&u, 5), seconds_on(&u, 4)),
-            (128, 640, 0)
+            (256, 640, 0)
         );
-        add_units(&mut u, 63, i64::MAX);
-        assert_eq!(seconds_on(&u, 63), i64::from(u16::MAX) * UNIT_SECS);
+        add_units(&mut u, 127, i64::MAX);
+        assert_eq!(seconds_on(&u, 127), i64::from(u16::MAX) * UNIT_SECS);
         let day = crate::page::parse_date("2026-12-03").unwrap();
         assert_eq!(month_of(day), 56 * 12 + 11);
         assert_eq!(crate::page::date(month_start(month_of(day))), "2026-12-01");

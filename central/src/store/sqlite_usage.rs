@@ -125,6 +125,15 @@ pub fn apply_rollups(tx: &Connection, r: &Rollups) -> rusqlite::Result<()> {
             .map(|((s, m, c), n)| (s, *m, c, *n))
             .collect(),
     )?;
+    for (sql, rows) in [
+        (rollup::UPSERT_DNS_MONTH, &r.dns_month),
+        (rollup::UPSERT_ATTENDANCE_MONTH, &r.attendance_month),
+    ] {
+        let mut st = tx.prepare_cached(sql)?;
+        for ((site, month), (a, b)) in rows {
+            st.execute(params![site, month, a, b])?;
+        }
+    }
     let mut st = tx.prepare_cached(rollup::UPSERT_DNS_DAY)?;
     for ((site, day), (q, b)) in &r.dns_day {
         st.execute(params![site, day, q, b])?;
@@ -152,12 +161,11 @@ pub fn usage_report(conn: &Connection, p: &Period) -> rusqlite::Result<UsageRepo
             })
         })?
         .collect::<Result<_, _>>()?;
-    let days = params![p.from_day, p.to_day, p.site];
     let (m1, m2, left, right) = p.months();
     let all = params![p.from_day, p.to_day, p.site, m1, m2, left, right];
     let triples = |sql: &str| -> rusqlite::Result<Vec<(String, i64, i64)>> {
         conn.prepare_cached(sql)?
-            .query_map(days, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(all, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect()
     };
     let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {

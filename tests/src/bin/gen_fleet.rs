@@ -121,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
                 .collect(),
             ..ReportedState::default()
         };
+        // A box's messages are taken once its key is pinned.
+        db.pin(&site, &box_id, &format!("{b:064x}"), "bench", false)
+            .await?;
         db.state(&site, &box_id, state, 1).await?;
     }
     let secs = started.elapsed().as_secs_f64();

@@ -185,6 +185,84 @@ pub(super) async fn save_attendance(
     Ok(Json(json!({ "saved": saved })).into_response())
 }
 
+#[derive(Deserialize)]
+pub(super) struct HistoryParams {
+    /// First day, `YYYY-MM-DD` (default: 30 days before `to`).
+    from: Option<String>,
+    /// Last day (default: today).
+    to: Option<String>,
+    /// `csv` for a spreadsheet; JSON otherwise.
+    format: Option<String>,
+}
+
+/// A day as the roll calls store it, or why not.
+fn day_param(name: &str, value: Option<String>, default: String) -> Result<String, HttpError> {
+    let v = value.filter(|v| !v.is_empty()).unwrap_or(default);
+    match v.parse::<jiff::civil::Date>() {
+        Ok(d) => Ok(d.to_string()),
+        Err(_) => Err(HttpError::bad_request(format!(
+            "{name}: `{v}` is not a date (YYYY-MM-DD)"
+        ))),
+    }
+}
+
+/// `GET /api/v1/classes/{id}/attendance[?from=&to=][&format=csv]`: the saved roll
+/// calls, for the class's teachers (names stay in the school: this is not sent on).
+pub(super) async fn attendance_history(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    Path(class): Path<i64>,
+    axum::extract::Query(q): axum::extract::Query<HistoryParams>,
+) -> HttpResult {
+    class_teacher(&state.hub, &headers, class, false).await?;
+    let today = state.clock.today();
+    let to = day_param("to", q.to, today.clone())?;
+    let month_ago = today
+        .parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.checked_sub(jiff::Span::new().days(30)).ok())
+        .map_or(today, |d| d.to_string());
+    let from = day_param("from", q.from, month_ago)?;
+    let rows = state
+        .hub
+        .store()
+        .read(move |c| school::attendance_history(c, class, &from, &to))
+        .await?;
+    if q.format.as_deref() != Some("csv") {
+        return Ok(Json(rows).into_response());
+    }
+    let mut csv = String::from("day,pupil,present,teacher\r\n");
+    for r in &rows {
+        let cell = |s: &str| {
+            // Quoted, and never read as a formula by a spreadsheet.
+            let s = if s.starts_with(['=', '+', '-', '@']) {
+                format!("'{s}")
+            } else {
+                s.to_string()
+            };
+            format!("\"{}\"", s.replace('"', "\"\""))
+        };
+        csv.push_str(&format!(
+            "{},{},{},{}\r\n",
+            r.day,
+            cell(&r.pupil),
+            if r.present { 1 } else { 0 },
+            cell(&r.teacher)
+        ));
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"appel.csv\"",
+            ),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
 /// `GET /api/v1/classes/{id}/cards`: a printable page of the class's QR cards.
 pub(super) async fn cards(
     State(state): State<HubState>,

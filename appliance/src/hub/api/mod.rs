@@ -60,7 +60,7 @@ pub(crate) fn routes(state: HubState, headwind: Option<Arc<Headwind>>) -> Router
         .route("/api/v1/classes/{id}/pupils", get(class::pupils))
         .route(
             "/api/v1/classes/{id}/attendance",
-            post(class::save_attendance),
+            get(class::attendance_history).post(class::save_attendance),
         )
         .route("/api/v1/classes/{id}/cards", get(class::cards))
         .route(

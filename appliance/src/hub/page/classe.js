@@ -27,6 +27,14 @@ const T = {
     no_days: "Choisissez au moins un jour",
     progress: "{done}/{total} tablettes ont exécuté « {what} »", missing: "En attente : {names}",
     empty_class: "Aucune tablette dans cette classe : l'administrateur de l'école en inscrit depuis sa page.",
+    groups: "Groupes", groups_help: "Cochez des élèves et nommez le groupe : il sert ensuite de cible aux commandes et au temps d'écran.",
+    group_name: "Nom du groupe", save_group: "Créer le groupe", group_saved: "Groupe enregistré",
+    group_empty: "Nommez le groupe et cochez au moins un élève",
+    history: "Historique de l'appel", from: "Du", to: "Au", show: "Afficher", export_csv: "Exporter (CSV)",
+    day_line: "{day} : {p} présent(s), {a} absent(s)", absent_names: "absents : {names}", no_history: "Aucun appel enregistré sur cette période.",
+    rule_limit: "Règle en vigueur : {minutes} minutes par jour, {days}, de {from} à {to}.",
+    rule_nolimit: "Règle en vigueur : pas de limite de durée ; tablettes permises {days}, de {from} à {to}.",
+    and: " et ",
   },
   en: {
     title: "My class", signout: "Sign out", signin: "Sign in", login: "Login",
@@ -53,13 +61,31 @@ const T = {
     no_days: "Choose at least one day",
     progress: "{done}/{total} tablets carried out “{what}”", missing: "Waiting for: {names}",
     empty_class: "No tablet in this class: the school's admin enrols them from the admin page.",
+    groups: "Groups", groups_help: "Tick pupils and name the group: commands and screen time can then target it.",
+    group_name: "Group name", save_group: "Create the group", group_saved: "Group saved",
+    group_empty: "Name the group and tick at least one pupil",
+    history: "Attendance history", from: "From", to: "To", show: "Show", export_csv: "Export (CSV)",
+    day_line: "{day}: {p} present, {a} absent", absent_names: "absent: {names}", no_history: "No roll call saved in this period.",
+    rule_limit: "Rule in force: {minutes} minutes a day, {days}, from {from} to {to}.",
+    rule_nolimit: "Rule in force: no time limit; tablets allowed {days}, from {from} to {to}.",
+    and: " and ",
   },
 };
 let lang = localStorage.getItem("lang") || (navigator.language || "fr").slice(0, 2);
 if (!T[lang]) lang = "fr";
 const t = (k) => T[lang][k] || k;
+const fill = (k, vars) => t(k).replace(/\{(\w+)\}/g, (_, v) => (v in vars ? vars[v] : ""));
+// A photo-free avatar: the pupil's initials on one of eight colours, from their id.
+function avatar(id, name) {
+  const a = document.createElement("span");
+  a.className = `avatar av${Math.abs(Number(id)) % 8}`;
+  a.setAttribute("aria-hidden", "true");
+  a.textContent = name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("");
+  return a;
+}
 const $ = (id) => document.getElementById(id);
 // `sentTo`: the tablets the last command went to; only they wait for its ack.
+let rollTouched = false;
 let csrf = null, classId = null, tiles = [], loaded = false, selected = new Set(), sent = 0, sentTo = new Set(), sentWhat = "", events = null;
 
 function translate() {
@@ -114,13 +140,21 @@ async function start(session) {
 }
 
 function openClass(id) {
+  rollTouched = false;
   classId = id; selected.clear(); tiles = []; loaded = false; sent = 0; sentTo = new Set(); showTarget(); render();
   $("cards").href = `/api/v1/classes/${id}/cards`;
   loadGroups();
   loadScreenTime();
+  loadHistory();
   if (events) events.close();
   events = new EventSource(`/api/v1/classes/${id}/events`);
-  events.addEventListener("tiles", (e) => { tiles = JSON.parse(e.data); loaded = true; $("live").textContent = "● " + t("live"); render(); });
+  events.addEventListener("tiles", (e) => {
+    const first = !loaded;
+    tiles = JSON.parse(e.data); loaded = true; $("live").textContent = "● " + t("live"); render();
+    // The roll call is pre-filled from who is connected: known only now (unless the
+    // teacher already ticked some).
+    if (first && !rollTouched) loadPupils();
+  });
   events.onerror = () => { $("live").textContent = ""; };
   loadPupils();
 }
@@ -157,7 +191,8 @@ function render() {
     if (d.reported.app) badges.push(d.reported.app);
     const pending = d.connected && sent && sentTo.has(d.id) && (d.acked == null || d.acked < sent);
     const name = document.createElement("div"); name.className = "name"; name.textContent = d.name;
-    const pupil = document.createElement("div"); pupil.className = "pupil"; pupil.textContent = d.pupil ? d.pupil[1] : t("no_pupil");
+    const pupil = document.createElement("div"); pupil.className = "pupil";
+    if (d.pupil) pupil.append(avatar(d.pupil[0], d.pupil[1]), d.pupil[1]); else pupil.textContent = t("no_pupil");
     const b = document.createElement("div"); b.className = "badges"; b.textContent = badges.join(" · ");
     el.append(name, pupil, b);
     if (pending) { const p = document.createElement("div"); p.className = "pending"; p.textContent = t("pending"); el.appendChild(p); }
@@ -248,6 +283,17 @@ async function loadScreenTime() {
   $("st-from").value = rule.from; $("st-to").value = rule.to;
   document.querySelectorAll("#st-days input").forEach((i) => { i.checked = rule.days.includes(i.value); });
   $("st-result").textContent = "";
+  ruleSentence(rule);
+}
+
+// The rule in force, as a sentence a teacher reads at a glance.
+function ruleSentence(rule) {
+  const names = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+  const days = names.filter((d) => rule.days.includes(d) || rule.days.some((r) => r.includes("-") &&
+    names.indexOf(d) >= names.indexOf(r.split("-")[0]) && names.indexOf(d) <= names.indexOf(r.split("-")[1])));
+  const said = days.length === 7 ? "7/7" : days.map((d) => t(d)).join(", ");
+  const vars = { minutes: rule.minutes_per_day, days: said, from: rule.from, to: rule.to };
+  $("st-sentence").textContent = fill(rule.minutes_per_day > 0 ? "rule_limit" : "rule_nolimit", vars);
 }
 $("group").onchange = () => loadScreenTime();
 
@@ -258,6 +304,7 @@ $("st-save").onclick = async () => {
   if ($("group").value) body.group = Number($("group").value);
   const r = await api("POST", `/api/v1/classes/${classId}/screen-time`, body);
   $("st-result").textContent = r.ok ? t("saved_rule") : await r.text();
+  if (r.ok) ruleSentence(body);
 };
 
 async function loadPupils() {
@@ -269,15 +316,60 @@ async function loadPupils() {
     const tablet = tiles.find((d) => d.pupil && d.pupil[0] === p.id);
     const present = p.saved_present != null ? p.saved_present : !!(tablet && tablet.connected);
     li.innerHTML = `<label><input type="checkbox" data-pupil="${p.id}" ${present ? "checked" : ""}> </label>`;
+    const name = `${p.first_name} ${p.last_name}`;
+    li.querySelector("label").append(avatar(p.id, name), name);
+    list.appendChild(li);
+  }
+  const choose = $("group-pupils");
+  choose.innerHTML = "";
+  for (const p of pupils) {
+    const li = document.createElement("li");
+    li.innerHTML = `<label><input type="checkbox" data-pupil="${p.id}"> </label>`;
     li.querySelector("label").append(`${p.first_name} ${p.last_name}`);
+    choose.appendChild(li);
+  }
+}
+
+$("pupils").onchange = () => { rollTouched = true; };
+
+$("save-group").onclick = async () => {
+  const pupils = [...document.querySelectorAll("#group-pupils input:checked")].map((i) => Number(i.dataset.pupil));
+  const name = $("group-name").value.trim();
+  if (!name || !pupils.length) { $("group-result").textContent = t("group_empty"); return; }
+  const r = await api("POST", `/api/v1/classes/${classId}/groups`, { name, pupils });
+  $("group-result").textContent = r.ok ? t("group_saved") : await r.text();
+  if (r.ok) { $("group-name").value = ""; document.querySelectorAll("#group-pupils input").forEach((i) => { i.checked = false; }); loadGroups(); }
+};
+
+// The saved roll calls of a period (the last 30 days unless chosen), a line a day.
+async function loadHistory() {
+  const q = new URLSearchParams();
+  if ($("h-from").value) q.set("from", $("h-from").value);
+  if ($("h-to").value) q.set("to", $("h-to").value);
+  $("h-csv").href = `/api/v1/classes/${classId}/attendance?${q}&format=csv`;
+  const r = await api("GET", `/api/v1/classes/${classId}/attendance?${q}`);
+  if (!r.ok) return;
+  const rows = await r.json();
+  const days = new Map();
+  for (const row of rows) { if (!days.has(row.day)) days.set(row.day, []); days.get(row.day).push(row); }
+  const list = $("h-days");
+  list.innerHTML = "";
+  if (!days.size) { const li = document.createElement("li"); li.className = "muted"; li.textContent = t("no_history"); list.appendChild(li); }
+  for (const [day, marks] of days) {
+    const absent = marks.filter((m) => !m.present).map((m) => m.pupil);
+    const li = document.createElement("li");
+    li.textContent = fill("day_line", { day, p: marks.length - absent.length, a: absent.length }) +
+      (absent.length ? ` — ${fill("absent_names", { names: absent.join(", ") })}` : "");
     list.appendChild(li);
   }
 }
+$("h-show").onclick = () => loadHistory();
 
 $("save-attendance").onclick = async () => {
   const present = [...document.querySelectorAll("#pupils input:checked")].map((i) => Number(i.dataset.pupil));
   const r = await api("POST", `/api/v1/classes/${classId}/attendance`, { present });
   $("attendance-status").textContent = r.ok ? t("saved") : r.statusText;
+  if (r.ok) loadHistory();
 };
 
 (async () => {
