@@ -9,6 +9,7 @@ pub mod fuzzing;
 pub mod ingest;
 pub mod keys;
 pub mod page;
+pub mod policies;
 pub mod publish;
 pub mod release;
 pub mod rollout;

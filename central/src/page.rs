@@ -122,6 +122,7 @@ pub fn layout(lang: Lang, tab: &str, body: &str) -> String {
         ("/", "fleet", lang.t("Flotte", "Fleet")),
         ("/tablets", "tablets", lang.t("Tablettes", "Tablets")),
         ("/usage", "usage", lang.t("Utilisation", "Usage")),
+        ("/policies", "policies", lang.t("Politiques", "Policies")),
     ];
     let mut h = format!(
         "<!doctype html><html lang=\"{code}\"><head><meta charset=\"utf-8\">\

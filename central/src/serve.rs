@@ -148,6 +148,7 @@ fn router(db: Db) -> axum::Router {
         .route("/usage", axum::routing::get(crate::usage::page))
         .route("/api/v1/tablets", axum::routing::get(crate::tablets::api))
         .route("/tablets", axum::routing::get(crate::tablets::page))
+        .route("/policies", axum::routing::get(crate::policies::page))
         .route("/api/v1/counters", axum::routing::get(api_counters))
         .route("/api/v1/releases", axum::routing::get(api_releases))
         .with_state(db)

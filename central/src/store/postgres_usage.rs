@@ -4,7 +4,7 @@
 
 use tokio_postgres::Client;
 
-use super::report::{self, BlockRow, Period, Sums, UsageReport};
+use super::report::{self, Period, Sums, UsageReport};
 use super::rollup::{self, Rollups};
 
 /// Rolls up the events a store already had when the rollups came (once), streamed a
@@ -127,7 +127,7 @@ async fn apply_blocks(c: &Client, r: &Rollups) -> anyhow::Result<()> {
     c.execute(
         "INSERT INTO usage_tablet_block(site, box, device, block, class, units)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[])
-         ON CONFLICT (site, box, device, block) DO UPDATE
+         ON CONFLICT (block, site, box, device) DO UPDATE
          SET class = coalesce(excluded.class, usage_tablet_block.class), units = excluded.units",
         &[&sites, &boxes, &devices, &numbers, &classes, &all_units],
     )
@@ -167,8 +167,8 @@ pub async fn apply_rollups(c: &Client, r: &Rollups) -> anyhow::Result<()> {
         attendance_months.push(site, *month, "", *p, *a);
     }
     let mut attendance = Columns::default();
-    for ((site, day, class), (p, a)) in &r.attendance_day {
-        attendance.push(site, *day, class, *p, *a);
+    for ((site, day), (p, a)) in &r.attendance_day {
+        attendance.push(site, *day, "", *p, *a);
     }
     let tables = [
         (
@@ -220,9 +220,9 @@ pub async fn apply_rollups(c: &Client, r: &Rollups) -> anyhow::Result<()> {
         ),
         (
             &attendance,
-            "INSERT INTO usage_attendance_day(site, day, class, present, absent)
-             SELECT s, d, k, a, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
-             ON CONFLICT (site, day, class) DO UPDATE
+            "INSERT INTO usage_attendance_day(site, day, present, absent)
+             SELECT s, d, a, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, d, k, a, b)
+             ON CONFLICT (site, day) DO UPDATE
              SET present = usage_attendance_day.present + excluded.present,
                  absent = usage_attendance_day.absent + excluded.absent",
         ),
@@ -239,22 +239,9 @@ pub async fn apply_rollups(c: &Client, r: &Rollups) -> anyhow::Result<()> {
 /// The usage pages' report for `p`.
 pub async fn usage_report(c: &Client, p: &Period) -> anyhow::Result<UsageReport> {
     let (first, last) = p.blocks();
-    let blocks: Vec<BlockRow> = c
-        .query(
-            &rollup::for_postgres(report::Q_BLOCKS),
-            &[&first, &last, &p.site],
-        )
-        .await?
-        .iter()
-        .map(|r| BlockRow {
-            site: r.get(0),
-            r#box: r.get(1),
-            device: r.get(2),
-            block: r.get(3),
-            class: r.get(4),
-            units: r.get(5),
-        })
-        .collect();
+    let blocks_sql = rollup::for_postgres(report::Q_BLOCKS);
+    let block_args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&first, &last, &p.site];
+    let blocks = c.query(&blocks_sql, &block_args);
     let (m1, m2, left, right) = p.months();
     let all: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
         [&p.from_day, &p.to_day, &p.site, &m1, &m2, &left, &right];
@@ -274,11 +261,23 @@ pub async fn usage_report(c: &Client, p: &Period) -> anyhow::Result<UsageReport>
                 .collect::<Vec<_>>(),
         )
     };
+    // Sent together: the connection pipelines them.
+    let (blocks, dns, attendance, apps, categories) = tokio::join!(
+        blocks,
+        triples(report::Q_SITES_DNS),
+        triples(report::Q_SITES_ATTENDANCE),
+        pairs(report::Q_APPS),
+        pairs(report::Q_CATEGORIES),
+    );
+    let mut gathered = report::Gatherer::new(p);
+    for r in blocks? {
+        gathered.add(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+    }
     let sums = Sums {
-        dns: triples(report::Q_SITES_DNS).await?,
-        attendance: triples(report::Q_SITES_ATTENDANCE).await?,
-        apps: pairs(report::Q_APPS).await?,
-        categories: pairs(report::Q_CATEGORIES).await?,
+        dns: dns?,
+        attendance: attendance?,
+        apps: apps?,
+        categories: categories?,
     };
-    Ok(report::assemble(p, &blocks, sums))
+    Ok(gathered.finish(sums))
 }

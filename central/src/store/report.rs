@@ -17,7 +17,7 @@ pub struct Period {
 }
 
 impl Period {
-    /// The blocks of `usage_tablet_block` the period touches.
+    /// The blocks of `usage_tablet_block` the period touches (first, last).
     pub fn blocks(&self) -> (i64, i64) {
         (
             self.from_day.div_euclid(BLOCK_DAYS),
@@ -50,17 +50,6 @@ impl Period {
         }
         (first, last, month_start(first) - 1, month_start(last + 1))
     }
-}
-
-/// One row of `usage_tablet_block`.
-#[derive(Debug, Clone)]
-pub struct BlockRow {
-    pub site: String,
-    pub r#box: String,
-    pub device: String,
-    pub block: i64,
-    pub class: Option<String>,
-    pub units: Vec<u8>,
 }
 
 /// What the usage pages show for a [`Period`].
@@ -105,7 +94,7 @@ pub struct TabletUsage {
 /// The tablets' blocks of the period's sites: `?1` first block, `?2` last, `?3` the
 /// site or ''.
 pub const Q_BLOCKS: &str = "SELECT site, box, device, block, class, units FROM usage_tablet_block
- WHERE block BETWEEN ?1 AND ?2 AND (site = ?3 OR ?3 = '')";
+ WHERE block BETWEEN ?1 AND ?2 AND (CAST(?3 AS TEXT) = '' OR site = ?3)";
 
 /// The additive sums (each: months for the whole months, days for the rest): `?1`
 /// from, `?2` to, `?3` site or '', `?4`/`?5` the whole months,
@@ -113,32 +102,32 @@ pub const Q_BLOCKS: &str = "SELECT site, box, device, block, class, units FROM u
 /// PostgreSQL's `sum` of integers is a `numeric`.)
 pub const Q_SITES_DNS: &str = "SELECT site, CAST(sum(q) AS BIGINT), CAST(sum(b) AS BIGINT) FROM (
    SELECT site, queries AS q, blocked AS b FROM usage_dns_month
-   WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
+   WHERE month BETWEEN ?4 AND ?5 AND (CAST(?3 AS TEXT) = '' OR site = ?3)
    UNION ALL
    SELECT site, queries, blocked FROM usage_dns_day
-   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (site = ?3 OR ?3 = '')
+   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (CAST(?3 AS TEXT) = '' OR site = ?3)
  ) AS u GROUP BY site";
 pub const Q_SITES_ATTENDANCE: &str =
     "SELECT site, CAST(sum(p) AS BIGINT), CAST(sum(a) AS BIGINT) FROM (
    SELECT site, present AS p, absent AS a FROM usage_attendance_month
-   WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
+   WHERE month BETWEEN ?4 AND ?5 AND (CAST(?3 AS TEXT) = '' OR site = ?3)
    UNION ALL
    SELECT site, present, absent FROM usage_attendance_day
-   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (site = ?3 OR ?3 = '')
+   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (CAST(?3 AS TEXT) = '' OR site = ?3)
  ) AS u GROUP BY site";
 pub const Q_APPS: &str = "SELECT app, CAST(sum(s) / 60 AS BIGINT) AS m FROM (
    SELECT app, seconds AS s FROM usage_app_month
-   WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
+   WHERE month BETWEEN ?4 AND ?5 AND (CAST(?3 AS TEXT) = '' OR site = ?3)
    UNION ALL
    SELECT app, seconds FROM usage_app_day
-   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (site = ?3 OR ?3 = '')
+   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (CAST(?3 AS TEXT) = '' OR site = ?3)
  ) AS u GROUP BY app ORDER BY m DESC, app LIMIT 20";
 pub const Q_CATEGORIES: &str = "SELECT category, CAST(sum(n) AS BIGINT) AS t FROM (
    SELECT category, blocked AS n FROM usage_category_month
-   WHERE month BETWEEN ?4 AND ?5 AND (site = ?3 OR ?3 = '')
+   WHERE month BETWEEN ?4 AND ?5 AND (CAST(?3 AS TEXT) = '' OR site = ?3)
    UNION ALL
    SELECT category, blocked FROM usage_category_day
-   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (site = ?3 OR ?3 = '')
+   WHERE (day BETWEEN ?1 AND ?6 OR day BETWEEN ?7 AND ?2) AND (CAST(?3 AS TEXT) = '' OR site = ?3)
  ) AS u GROUP BY category ORDER BY t DESC, category LIMIT 20";
 
 /// The week (its Monday, as a day) of a day: 1970-01-01 was a Thursday.
@@ -147,6 +136,7 @@ pub fn week_of(day: i64) -> i64 {
 }
 
 /// The additive sums the store gave, per query.
+#[derive(Default)]
 pub struct Sums {
     pub dns: Vec<(String, i64, i64)>,
     pub attendance: Vec<(String, i64, i64)>,
@@ -166,26 +156,63 @@ struct TabletAgg {
     weeks: Vec<i64>,
 }
 
-/// The report from the tablets' blocks and the store's sums. One hash lookup per
-/// block, array updates per day: a year of 500 boxes is some 50,000 blocks.
-pub fn assemble(p: &Period, blocks: &[BlockRow], sums: Sums) -> UsageReport {
-    let first_week = week_of(p.from_day);
-    let n_weeks = ((week_of(p.to_day) - first_week) / 7 + 1).max(1) as usize;
-    let n_days = (p.to_day - p.from_day + 1).max(0) as usize;
-    let mut per_day = vec![(0i64, 0i64); n_days];
-    let mut tablets: HashMap<(&str, &str, &str), TabletAgg> = HashMap::new();
-    for b in blocks {
-        let t = tablets
-            .entry((b.site.as_str(), b.r#box.as_str(), b.device.as_str()))
-            .or_default();
-        if let Some(class) = &b.class
-            && t.class.as_ref().is_none_or(|c| c.0 < b.block)
-        {
-            t.class = Some((b.block, class.clone()));
+/// Gathers the tablets' blocks as the store reads them, one row at a time and
+/// borrowed: one hash lookup per block (its key built in a reused buffer), array
+/// updates per day, no allocation but one per tablet. A year of 500 boxes is some
+/// 50,000 blocks.
+pub struct Gatherer {
+    p: Period,
+    first_week: i64,
+    n_weeks: usize,
+    per_day: Vec<(i64, i64)>,
+    /// `site \0 box \0 device` → the tablet's use.
+    tablets: HashMap<String, TabletAgg>,
+    key: String,
+}
+
+impl Gatherer {
+    pub fn new(p: &Period) -> Gatherer {
+        let first_week = week_of(p.from_day);
+        Gatherer {
+            p: p.clone(),
+            first_week,
+            n_weeks: ((week_of(p.to_day) - first_week) / 7 + 1).max(1) as usize,
+            per_day: vec![(0, 0); (p.to_day - p.from_day + 1).max(0) as usize],
+            tablets: HashMap::new(),
+            key: String::new(),
         }
-        let start = b.block * BLOCK_DAYS;
+    }
+
+    /// One row of `usage_tablet_block`.
+    pub fn add(
+        &mut self,
+        site: &str,
+        b: &str,
+        device: &str,
+        block: i64,
+        class: Option<&str>,
+        units: &[u8],
+    ) {
+        let p = &self.p;
+        self.key.clear();
+        for (i, part) in [site, b, device].into_iter().enumerate() {
+            if i > 0 {
+                self.key.push('\0');
+            }
+            self.key.push_str(part);
+        }
+        let t = match self.tablets.get_mut(self.key.as_str()) {
+            Some(t) => t,
+            None => self.tablets.entry(self.key.clone()).or_default(),
+        };
+        if let Some(class) = class
+            && t.class.as_ref().is_none_or(|c| c.0 < block)
+        {
+            t.class = Some((block, class.to_string()));
+        }
+        let start = block * BLOCK_DAYS;
         for day in p.from_day.max(start)..=p.to_day.min(start + BLOCK_DAYS - 1) {
-            let seconds = seconds_on(&b.units, (day - start) as usize);
+            let seconds = seconds_on(units, (day - start) as usize);
             if seconds == 0 {
                 continue;
             }
@@ -193,82 +220,94 @@ pub fn assemble(p: &Period, blocks: &[BlockRow], sums: Sums) -> UsageReport {
             t.seconds += seconds;
             t.last_day = t.last_day.max(day);
             if t.weeks.is_empty() {
-                t.weeks = vec![0; n_weeks];
+                t.weeks = vec![0; self.n_weeks];
             }
-            t.weeks[((week_of(day) - first_week) / 7) as usize] += seconds;
-            let d = &mut per_day[(day - p.from_day) as usize];
+            t.weeks[((week_of(day) - self.first_week) / 7) as usize] += seconds;
+            let d = &mut self.per_day[(day - p.from_day) as usize];
             d.0 += 1;
             d.1 += seconds;
         }
     }
-    let mut by_site: BTreeMap<String, SiteUsage> = BTreeMap::new();
-    let mut weeks: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
-    let mut used: Vec<TabletUsage> = Vec::new();
-    for ((site, b, device), t) in tablets {
-        if t.days_used == 0 {
-            continue;
+
+    /// The report, with the store's sums.
+    pub fn finish(self, sums: Sums) -> UsageReport {
+        let (p, first_week, n_weeks) = (&self.p, self.first_week, self.n_weeks);
+        let mut by_site: BTreeMap<String, SiteUsage> = BTreeMap::new();
+        let mut weeks: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
+        let mut used: Vec<TabletUsage> = Vec::new();
+        for (key, t) in self.tablets {
+            if t.days_used == 0 {
+                continue;
+            }
+            let mut parts = key.splitn(3, '\0');
+            let (site, b, device) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let class = t.class.map(|c| c.1);
+            let s = site_row(&mut by_site, site);
+            s.tablets_used += 1;
+            s.minutes += t.seconds;
+            let w = weeks
+                .entry((site.to_string(), class.clone().unwrap_or_default()))
+                .or_insert_with(|| vec![(0, 0); n_weeks]);
+            for (i, secs) in t.weeks.iter().enumerate().filter(|(_, s)| **s > 0) {
+                w[i].0 += 1;
+                w[i].1 += secs;
+            }
+            used.push(TabletUsage {
+                site: site.to_string(),
+                r#box: b.to_string(),
+                tablet: device.to_string(),
+                class,
+                days_used: t.days_used,
+                minutes: t.seconds / 60,
+                last_day: t.last_day,
+            });
         }
-        let class = t.class.map(|c| c.1);
-        let s = site_row(&mut by_site, site);
-        s.tablets_used += 1;
-        s.minutes += t.seconds;
-        let w = weeks
-            .entry((site.to_string(), class.clone().unwrap_or_default()))
-            .or_insert_with(|| vec![(0, 0); n_weeks]);
-        for (i, secs) in t.weeks.iter().enumerate().filter(|(_, s)| **s > 0) {
-            w[i].0 += 1;
-            w[i].1 += secs;
+        used.sort_by(|a, b| (&a.site, &a.r#box, &a.tablet).cmp(&(&b.site, &b.r#box, &b.tablet)));
+        for s in by_site.values_mut() {
+            s.minutes /= 60;
         }
-        used.push(TabletUsage {
-            site: site.to_string(),
-            r#box: b.to_string(),
-            tablet: device.to_string(),
-            class,
-            days_used: t.days_used,
-            minutes: t.seconds / 60,
-            last_day: t.last_day,
-        });
-    }
-    used.sort_by(|a, b| (&a.site, &a.r#box, &a.tablet).cmp(&(&b.site, &b.r#box, &b.tablet)));
-    for s in by_site.values_mut() {
-        s.minutes /= 60;
-    }
-    for (name, q, b) in &sums.dns {
-        let s = site_row(&mut by_site, name);
-        (s.queries, s.blocked) = (*q, *b);
-    }
-    for (name, present, absent) in &sums.attendance {
-        let s = site_row(&mut by_site, name);
-        (s.present, s.absent) = (*present, *absent);
-    }
-    UsageReport {
-        days: per_day
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.0 > 0)
-            .map(|(i, d)| (p.from_day + i as i64, d.0, d.1 / 60))
-            .collect(),
-        sites: by_site.into_values().collect(),
-        class_weeks: weeks
-            .into_iter()
-            .flat_map(|((site, class), w)| {
-                w.into_iter()
-                    .enumerate()
-                    .filter(|(_, x)| x.0 > 0)
-                    .map(move |(i, (t, secs))| {
-                        (
-                            site.clone(),
-                            class.clone(),
-                            first_week + 7 * i as i64,
-                            secs / 60,
-                            t,
-                        )
-                    })
-            })
-            .collect(),
-        tablets: used,
-        apps: sums.apps,
-        categories: sums.categories,
+        for (name, q, b) in &sums.dns {
+            let s = site_row(&mut by_site, name);
+            (s.queries, s.blocked) = (*q, *b);
+        }
+        for (name, present, absent) in &sums.attendance {
+            let s = site_row(&mut by_site, name);
+            (s.present, s.absent) = (*present, *absent);
+        }
+        UsageReport {
+            days: self
+                .per_day
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.0 > 0)
+                .map(|(i, d)| (p.from_day + i as i64, d.0, d.1 / 60))
+                .collect(),
+            sites: by_site.into_values().collect(),
+            class_weeks: weeks
+                .into_iter()
+                .flat_map(|((site, class), w)| {
+                    w.into_iter()
+                        .enumerate()
+                        .filter(|(_, x)| x.0 > 0)
+                        .map(move |(i, (t, secs))| {
+                            (
+                                site.clone(),
+                                class.clone(),
+                                first_week + 7 * i as i64,
+                                secs / 60,
+                                t,
+                            )
+                        })
+                })
+                .collect(),
+            tablets: used,
+            apps: sums.apps,
+            categories: sums.categories,
+        }
     }
 }
 
@@ -312,14 +351,6 @@ mod tests {
         add_units(&mut units, 0, 600);
         add_units(&mut units, 1, 1200);
         add_units(&mut units, 40, 60);
-        let row = |device: &str, class: &str| BlockRow {
-            site: "s".into(),
-            r#box: "b".into(),
-            device: device.into(),
-            block: 150,
-            class: Some(class.into()),
-            units: units.clone(),
-        };
         let start = 150 * BLOCK_DAYS;
         let p = Period {
             from_day: start,
@@ -332,7 +363,10 @@ mod tests {
             apps: Vec::new(),
             categories: Vec::new(),
         };
-        let r = assemble(&p, &[row("t1", "CM1"), row("t2", "CE2")], sums);
+        let mut g = Gatherer::new(&p);
+        g.add("s", "b", "t1", 150, Some("CM1"), &units);
+        g.add("s", "b", "t2", 150, Some("CE2"), &units);
+        let r = g.finish(sums);
         assert_eq!(r.days, [(start, 2, 20), (start + 1, 2, 40)]);
         assert_eq!(
             (

@@ -65,10 +65,9 @@ CREATE INDEX IF NOT EXISTS usage_category_month_by_month ON usage_category_month
 CREATE TABLE IF NOT EXISTS usage_attendance_day (
     site    TEXT NOT NULL,
     day     BIGINT NOT NULL,
-    class   TEXT NOT NULL,
     present BIGINT NOT NULL,
     absent  BIGINT NOT NULL,
-    PRIMARY KEY (site, day, class)
+    PRIMARY KEY (site, day)
 );
 CREATE INDEX IF NOT EXISTS usage_attendance_day_by_day ON usage_attendance_day(day, site);
 CREATE TABLE IF NOT EXISTS usage_attendance_month (
@@ -81,7 +80,8 @@ CREATE TABLE IF NOT EXISTS usage_attendance_month (
 CREATE INDEX IF NOT EXISTS usage_attendance_month_by_month ON usage_attendance_month(month, site);
 ";
 
-/// Each tablet's use, one row per [`BLOCK_DAYS`] days: its class and, per day, the
+/// Each tablet's use, one row per [`BLOCK_DAYS`] days (keyed by block first: a period
+/// reads a range of the table itself): its class and, per day, the
 /// seconds of use in [`UNIT_SECS`] units (`u16`, little-endian). Which tablets were
 /// used is a distinct count over days; kept this way, a year of 500 boxes is some
 /// 50,000 small rows the report reads whole, not millions of tablet-days.
@@ -93,9 +93,8 @@ CREATE TABLE IF NOT EXISTS usage_tablet_block (
     block  INTEGER NOT NULL,
     class  TEXT,
     units  BLOB NOT NULL,
-    PRIMARY KEY (site, box, device, block)
-);
-CREATE INDEX IF NOT EXISTS usage_tablet_block_by_block ON usage_tablet_block(block, site);
+    PRIMARY KEY (block, site, box, device)
+) WITHOUT ROWID;
 ";
 
 /// [`TABLET_BLOCKS_SQLITE`] in PostgreSQL's words.
@@ -107,9 +106,8 @@ CREATE TABLE IF NOT EXISTS usage_tablet_block (
     block  BIGINT NOT NULL,
     class  TEXT,
     units  BYTEA NOT NULL,
-    PRIMARY KEY (site, box, device, block)
+    PRIMARY KEY (block, site, box, device)
 );
-CREATE INDEX IF NOT EXISTS usage_tablet_block_by_block ON usage_tablet_block(block, site);
 ";
 
 /// Days per row of `usage_tablet_block`.
@@ -184,8 +182,8 @@ pub const UPSERT_CATEGORY_MONTH: &str =
  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, month, category) DO UPDATE
  SET blocked = usage_category_month.blocked + excluded.blocked";
 pub const UPSERT_ATTENDANCE_DAY: &str =
-    "INSERT INTO usage_attendance_day(site, day, class, present, absent)
- VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (site, day, class) DO UPDATE
+    "INSERT INTO usage_attendance_day(site, day, present, absent)
+ VALUES (?1, ?2, ?3, ?4) ON CONFLICT (site, day) DO UPDATE
  SET present = usage_attendance_day.present + excluded.present,
      absent = usage_attendance_day.absent + excluded.absent";
 
@@ -224,8 +222,8 @@ pub struct Rollups {
     pub attendance_month: BTreeMap<(String, i64), (i64, i64)>,
     /// (site, day, category) → blocked queries.
     pub category_day: BTreeMap<(String, i64, String), i64>,
-    /// (site, day, class) → (present, absent).
-    pub attendance_day: BTreeMap<(String, i64, String), (i64, i64)>,
+    /// (site, day) → (present, absent).
+    pub attendance_day: BTreeMap<(String, i64), (i64, i64)>,
 }
 
 impl Rollups {
@@ -286,12 +284,10 @@ impl Rollups {
                         .or_default() += clamp(*n);
                 }
             }
-            EventBody::Attendance { class, present, .. } => {
+            EventBody::Attendance { present, .. } => {
                 let day = day_of(at);
                 for row in [
-                    self.attendance_day
-                        .entry((site.into(), day, class.clone()))
-                        .or_default(),
+                    self.attendance_day.entry((site.into(), day)).or_default(),
                     self.attendance_month
                         .entry((site.into(), month_of(day)))
                         .or_default(),

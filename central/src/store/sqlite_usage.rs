@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::report::{self, BlockRow, Period, Sums, UsageReport};
+use super::report::{self, Period, Sums, UsageReport};
 use super::rollup::{self, Rollups};
 
 /// A store made before the boxes' event counts gets the column (counted once, with
@@ -73,11 +73,11 @@ pub fn backfill_rollups(conn: &mut Connection) -> rusqlite::Result<()> {
 /// Adds `r` to the rollup tables (in the caller's transaction).
 pub fn apply_rollups(tx: &Connection, r: &Rollups) -> rusqlite::Result<()> {
     let mut get = tx.prepare_cached(
-        "SELECT units FROM usage_tablet_block WHERE site = ?1 AND box = ?2 AND device = ?3 AND block = ?4",
+        "SELECT units FROM usage_tablet_block WHERE block = ?4 AND site = ?1 AND box = ?2 AND device = ?3",
     )?;
     let mut put = tx.prepare_cached(
         "INSERT INTO usage_tablet_block(site, box, device, block, class, units)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (site, box, device, block) DO UPDATE
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (block, site, box, device) DO UPDATE
          SET class = coalesce(excluded.class, usage_tablet_block.class), units = excluded.units",
     )?;
     for ((site, b, device, block), (class, days)) in r.blocks() {
@@ -139,28 +139,37 @@ pub fn apply_rollups(tx: &Connection, r: &Rollups) -> rusqlite::Result<()> {
         st.execute(params![site, day, q, b])?;
     }
     let mut st = tx.prepare_cached(rollup::UPSERT_ATTENDANCE_DAY)?;
-    for ((site, day, class), (p, a)) in &r.attendance_day {
-        st.execute(params![site, day, class, p, a])?;
+    for ((site, day), (p, a)) in &r.attendance_day {
+        st.execute(params![site, day, p, a])?;
     }
     Ok(())
 }
 
-/// The usage pages' report for `p`.
-pub fn usage_report(conn: &Connection, p: &Period) -> rusqlite::Result<UsageReport> {
-    let (first, last) = p.blocks();
-    let blocks: Vec<BlockRow> = conn
-        .prepare_cached(report::Q_BLOCKS)?
-        .query_map(params![first, last, p.site], |r| {
-            Ok(BlockRow {
-                site: r.get(0)?,
-                r#box: r.get(1)?,
-                device: r.get(2)?,
-                block: r.get(3)?,
-                class: r.get(4)?,
-                units: r.get(5)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+/// The tablets' blocks `first..=last` of `p`, gathered.
+pub fn gather(
+    conn: &Connection,
+    p: &Period,
+    (first, last): (i64, i64),
+) -> rusqlite::Result<report::Gatherer> {
+    let mut gathered = report::Gatherer::new(p);
+    let mut st = conn.prepare_cached(report::Q_BLOCKS)?;
+    let mut rows = st.query(params![first, last, p.site])?;
+    while let Some(r) = rows.next()? {
+        gathered.add(
+            r.get_ref(0)?.as_str()?,
+            r.get_ref(1)?.as_str()?,
+            r.get_ref(2)?.as_str()?,
+            r.get(3)?,
+            r.get_ref(4)?.as_str_or_null()?,
+            r.get_ref(5)?.as_blob()?,
+        );
+    }
+    Ok(gathered)
+}
+
+/// The sums of `p`: with `per_site`, DNS counters and roll calls per site; else the
+/// top apps and blocked categories.
+pub fn sums(conn: &Connection, p: &Period, per_site: bool) -> rusqlite::Result<Sums> {
     let (m1, m2, left, right) = p.months();
     let all = params![p.from_day, p.to_day, p.site, m1, m2, left, right];
     let triples = |sql: &str| -> rusqlite::Result<Vec<(String, i64, i64)>> {
@@ -173,11 +182,26 @@ pub fn usage_report(conn: &Connection, p: &Period) -> rusqlite::Result<UsageRepo
             .query_map(all, |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect()
     };
-    let sums = Sums {
-        dns: triples(report::Q_SITES_DNS)?,
-        attendance: triples(report::Q_SITES_ATTENDANCE)?,
-        apps: pairs(report::Q_APPS)?,
-        categories: pairs(report::Q_CATEGORIES)?,
-    };
-    Ok(report::assemble(p, &blocks, sums))
+    Ok(if per_site {
+        Sums {
+            dns: triples(report::Q_SITES_DNS)?,
+            attendance: triples(report::Q_SITES_ATTENDANCE)?,
+            ..Sums::default()
+        }
+    } else {
+        Sums {
+            apps: pairs(report::Q_APPS)?,
+            categories: pairs(report::Q_CATEGORIES)?,
+            ..Sums::default()
+        }
+    })
+}
+
+/// The usage pages' report for `p`, on one connection (the console runs the same
+/// parts on three at once: `Db::usage_report`).
+pub fn usage_report(conn: &Connection, p: &Period) -> rusqlite::Result<UsageReport> {
+    let mut s = sums(conn, p, true)?;
+    let top = sums(conn, p, false)?;
+    (s.apps, s.categories) = (top.apps, top.categories);
+    Ok(gather(conn, p, p.blocks())?.finish(s))
 }

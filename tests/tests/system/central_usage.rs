@@ -214,6 +214,18 @@ async fn the_fleet_sees_usage_per_site_class_and_tablet_and_never_a_pupils_name(
         "{csv}"
     );
     assert_eq!(lines.len(), 3, "{csv}");
+    // What is in force per scope: this box runs no policy from the central side.
+    let page = std::process::Command::new("curl")
+        .args(["-s", "-m", "10"])
+        .arg(format!("http://{}/policies", central.http))
+        .output()
+        .unwrap();
+    let page = String::from_utf8(page.stdout).unwrap();
+    assert!(
+        page.contains("Boîtiers sans politique du central")
+            && page.contains("<td>default/cartable</td>"),
+        "{page}"
+    );
 
     let browser = Browser::start().await.unwrap();
     browser.resize(1280, 800).await.unwrap();
