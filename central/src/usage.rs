@@ -161,25 +161,25 @@ fn cell(s: &str) -> String {
     }
 }
 
+/// A tablet's row, on the page and in the CSV export.
+fn tablet_cells(t: &crate::store::report::TabletUsage) -> Vec<String> {
+    vec![
+        t.site.clone(),
+        t.r#box.clone(),
+        t.tablet.clone(),
+        t.class.clone().unwrap_or_default(),
+        t.days_used.to_string(),
+        t.minutes.to_string(),
+        date(t.last_day),
+    ]
+}
+
 fn csv(f: &Full, table: &str) -> Option<String> {
     let r = &f.report;
     let (head, rows): (&str, Vec<Vec<String>>) = match table {
         "tablets" => (
             "site,box,tablet,class,days_used,minutes,last_used",
-            r.tablets
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.site.clone(),
-                        t.r#box.clone(),
-                        t.tablet.clone(),
-                        t.class.clone().unwrap_or_default(),
-                        t.days_used.to_string(),
-                        t.minutes.to_string(),
-                        date(t.last_day),
-                    ]
-                })
-                .collect(),
+            r.tablets.iter().map(tablet_cells).collect(),
         ),
         "never_used" => (
             "site,box,tablet,class,last_seen",
@@ -426,17 +426,7 @@ fn tables(lang: Lang, f: &Full, h: &mut String) {
             "Minutes",
             l("Dernier jour", "Last day"),
         ],
-        r.tablets.iter().take(PAGE_ROWS).map(|t| {
-            vec![
-                t.site.clone(),
-                t.r#box.clone(),
-                t.tablet.clone(),
-                t.class.clone().unwrap_or_default(),
-                t.days_used.to_string(),
-                t.minutes.to_string(),
-                date(t.last_day),
-            ]
-        }),
+        r.tablets.iter().take(PAGE_ROWS).map(tablet_cells),
     );
     more(lang, h, r.tablets.len());
     let _ = write!(

@@ -256,6 +256,23 @@ impl Appliance {
         }
     }
 
+    /// A JSON request to the box from `from` (another address of this machine stands
+    /// for another machine of the LAN; `None`: loopback).
+    pub async fn call(
+        &self,
+        from: Option<std::net::IpAddr>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> cartable_agent::http::Response {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        cartable_agent::http::request_from(from, self.http, method, path, &h, body)
+            .await
+            .expect("the box answers")
+    }
+
     /// Adds a school admin account with `cartable admin add` (through the daemon when
     /// it runs, else in the store); returns what the command said.
     pub fn admin_add(&self, login: &str, password: &str) -> String {

@@ -22,6 +22,17 @@ pub mod tool;
 pub mod unbound;
 pub mod upstream;
 
+/// A xorshift64 sequence from `seed`: the generators' repeatable randomness.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 /// `len` bytes that neither compress nor repeat (xorshift64 from `seed`): garbage for
 /// a parser, or the body of a firmware bundle for a chunker.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {

@@ -30,13 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(std::path::Path::new(dir))?;
     let start = cartable::base::clock::unix_now() / 86_400 * 86_400 - days * 86_400;
     let mut total = 0u64;
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = cartable_systests::xorshift(0x2545_f491_4f6c_dd1d);
     for day in 0..days {
         let day_start = start + day * 86_400;
         // 1970-01-01 was a Thursday: skip Saturdays and Sundays.
@@ -98,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
                     EventBody::Attendance {
                         class: format!("classe-{}", p / 25),
                         pupil: format!("eleve-{p:04}"),
-                        present: next() % 20 != 0,
+                        present: !next().is_multiple_of(20),
                     },
                 ));
             }

@@ -33,13 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let today = cartable::base::clock::unix_now() / 86_400;
     let started = std::time::Instant::now();
     let mut stored = 0u64;
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = cartable_systests::xorshift(0x2545_f491_4f6c_dd1d);
     for b in 0..boxes {
         let (site, box_id) = (format!("ecole-{:03}", b / 2), format!("box-{b:03}"));
         let mut seq = 0u64;
@@ -95,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
                     body: EventBody::Attendance {
                         class: format!("classe-{c}"),
                         pupil: format!("p{:016x}", next()),
-                        present: next() % 20 != 0,
+                        present: !next().is_multiple_of(20),
                     },
                 });
             }

@@ -7,7 +7,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use cartable_agent::http::{Response, request_from};
 use cartable_systests::appliance::Appliance;
 use cartable_systests::browser::Browser;
 use cartable_systests::dig::dig;
@@ -56,21 +55,6 @@ default = true
         app,
         _lists: lists,
     }
-}
-
-async fn call(
-    app: &Appliance,
-    from: Option<IpAddr>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Response {
-    let mut h = vec![("content-type", "application/json")];
-    h.extend_from_slice(headers);
-    request_from(from, app.http, method, path, &h, body)
-        .await
-        .unwrap()
 }
 
 /// The outbox's audit records, as the central side will get them.
@@ -309,10 +293,14 @@ async fn the_filter_api_answers_an_admin_session_from_the_lan_and_edits_survive_
     let mut s = setup();
     let laptop: Option<IpAddr> = Some([127, 0, 7, 1].into());
     let app = &s.app;
-    let r = call(app, laptop, "GET", "/api/v1/filter/stats", &[], None).await;
+    let r = app
+        .call(laptop, "GET", "/api/v1/filter/stats", &[], None)
+        .await;
     assert_eq!(r.status, 401, "{}", r.body);
     let body = json!({ "login": ADMIN, "password": PASSWORD }).to_string();
-    let r = call(app, laptop, "POST", "/api/v1/login", &[], Some(&body)).await;
+    let r = app
+        .call(laptop, "POST", "/api/v1/login", &[], Some(&body))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let cookie = r
         .header("set-cookie")
@@ -332,20 +320,21 @@ async fn the_filter_api_answers_an_admin_session_from_the_lan_and_edits_survive_
         "/api/v1/filter/policies",
         "/api/v1/net",
     ] {
-        let r = call(app, laptop, "GET", path, &read, None).await;
+        let r = app.call(laptop, "GET", path, &read, None).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
     }
-    let week = call(
-        app,
-        laptop,
-        "GET",
-        "/api/v1/filter/hourly?hours=168",
-        &read,
-        None,
-    )
-    .await;
+    let week = app
+        .call(
+            laptop,
+            "GET",
+            "/api/v1/filter/hourly?hours=168",
+            &read,
+            None,
+        )
+        .await;
     assert_eq!(week.json().unwrap()["hours"].as_array().unwrap().len(), 168);
-    let policies = call(app, laptop, "GET", "/api/v1/filter/policies", &read, None)
+    let policies = app
+        .call(laptop, "GET", "/api/v1/filter/policies", &read, None)
         .await
         .json()
         .unwrap();
@@ -356,43 +345,25 @@ async fn the_filter_api_answers_an_admin_session_from_the_lan_and_edits_survive_
     let mut set = policies["policies"].clone();
     set[0]["deny"] = json!(["jeux.test"]);
     let put = json!({ "policies": set }).to_string();
-    let r = call(
-        app,
-        laptop,
-        "PUT",
-        "/api/v1/filter/policies",
-        &read,
-        Some(&put),
-    )
-    .await;
+    let r = app
+        .call(laptop, "PUT", "/api/v1/filter/policies", &read, Some(&put))
+        .await;
     assert_eq!(r.status, 401, "no CSRF token, no change: {}", r.body);
     let mut wrong = set.clone();
     wrong[0]["block"] = json!(["gambling", "gamblng"]);
     let bad = json!({ "policies": wrong }).to_string();
-    let r = call(
-        app,
-        laptop,
-        "PUT",
-        "/api/v1/filter/policies",
-        &both,
-        Some(&bad),
-    )
-    .await;
+    let r = app
+        .call(laptop, "PUT", "/api/v1/filter/policies", &both, Some(&bad))
+        .await;
     assert_eq!(r.status, 400);
     assert!(
         r.body.contains("`gamblng`, which no list provides"),
         "{}",
         r.body
     );
-    let r = call(
-        app,
-        laptop,
-        "PUT",
-        "/api/v1/filter/policies",
-        &both,
-        Some(&put),
-    )
-    .await;
+    let r = app
+        .call(laptop, "PUT", "/api/v1/filter/policies", &both, Some(&put))
+        .await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(dig(app.dns, "www.jeux.test", "A", &[]).status, "NXDOMAIN");
     s.app.restart();
@@ -403,7 +374,9 @@ async fn the_filter_api_answers_an_admin_session_from_the_lan_and_edits_survive_
     assert_eq!(after["edited"]["by"], ADMIN);
     let explained = app.get_json("/api/v1/filter/test?name=www.jeux.test");
     assert_eq!(explained["verdict"], "block", "{explained}");
-    let r = call(app, None, "DELETE", "/api/v1/filter/policies", &[], None).await;
+    let r = app
+        .call(None, "DELETE", "/api/v1/filter/policies", &[], None)
+        .await;
     assert_eq!(r.status, 204, "{}", r.body);
     let back = app.get_json("/api/v1/filter/policies");
     assert_eq!(back["source"], "file");

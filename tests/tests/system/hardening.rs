@@ -10,21 +10,6 @@ use serde_json::json;
 
 const PASSWORD: &str = "tableau-noir";
 
-async fn call(
-    app: &Appliance,
-    from: Option<IpAddr>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Response {
-    let mut h = vec![("content-type", "application/json")];
-    h.extend_from_slice(headers);
-    request_from(from, app.http, method, path, &h, body)
-        .await
-        .unwrap()
-}
-
 /// A box with class CM1-A, teachers marie and paul (password `tableau-noir`).
 async fn school() -> Appliance {
     let app = Appliance::start("");
@@ -42,13 +27,14 @@ async fn school() -> Appliance {
 async fn set_password(app: &Appliance, login: &str, password: &str) {
     let body = json!({ "password": password }).to_string();
     let path = format!("/api/v1/admin/teachers/{login}/password");
-    let r = call(app, None, "POST", &path, &[], Some(&body)).await;
+    let r = app.call(None, "POST", &path, &[], Some(&body)).await;
     assert_eq!(r.status, 204, "{}", r.body);
 }
 
 async fn sign_in(app: &Appliance, from: Option<IpAddr>, login: &str, password: &str) -> Response {
     let body = json!({ "login": login, "password": password }).to_string();
-    call(app, from, "POST", "/api/v1/login", &[], Some(&body)).await
+    app.call(from, "POST", "/api/v1/login", &[], Some(&body))
+        .await
 }
 
 /// (cookie, csrf) of a session.
@@ -62,33 +48,20 @@ fn session(r: &Response) -> (String, String) {
 /// Marie's (cookie, csrf) and her class's id.
 async fn marie_and_her_class(app: &Appliance) -> (String, String, i64) {
     let (cookie, csrf) = session(&sign_in(app, None, "marie", PASSWORD).await);
-    let class = call(
-        app,
-        None,
-        "GET",
-        "/api/v1/classes",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await
-    .json()
-    .unwrap()[0]["id"]
+    let class = app
+        .call(None, "GET", "/api/v1/classes", &[("cookie", &cookie)], None)
+        .await
+        .json()
+        .unwrap()[0]["id"]
         .as_i64()
         .unwrap();
     (cookie, csrf, class)
 }
 
 async fn classes(app: &Appliance, cookie: &str) -> u16 {
-    call(
-        app,
-        None,
-        "GET",
-        "/api/v1/classes",
-        &[("cookie", cookie)],
-        None,
-    )
-    .await
-    .status
+    app.call(None, "GET", "/api/v1/classes", &[("cookie", cookie)], None)
+        .await
+        .status
 }
 
 /// Five wrong passwords for `marie` from a pupil's machine used to lock the teacher
@@ -110,41 +83,41 @@ async fn guessing_slows_the_guessing_address_and_nobody_else() {
     session(&sign_in(&app, Some(staff_room), "marie", PASSWORD).await);
     // Sign-in and enrolment count apart: the pupil's machine can still enrol a
     // tablet with a valid code, and the staff room is not slowed by its mistakes.
-    let code = call(
-        &app,
-        None,
-        "POST",
-        "/api/v1/admin/enrolment-codes",
-        &[],
-        Some(r#"{"name":"tab-1","class":"CM1-A"}"#),
-    )
-    .await
-    .json()
-    .unwrap()["code"]
+    let code = app
+        .call(
+            None,
+            "POST",
+            "/api/v1/admin/enrolment-codes",
+            &[],
+            Some(r#"{"name":"tab-1","class":"CM1-A"}"#),
+        )
+        .await
+        .json()
+        .unwrap()["code"]
         .as_str()
         .unwrap()
         .to_string();
     let body = json!({ "code": code }).to_string();
-    let r = call(
-        &app,
-        Some(pupil),
-        "POST",
-        "/api/v1/devices/enrol",
-        &[],
-        Some(&body),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    for _ in 0..5 {
-        let r = call(
-            &app,
-            Some(staff_room),
+    let r = app
+        .call(
+            Some(pupil),
             "POST",
             "/api/v1/devices/enrol",
             &[],
-            Some(r#"{"code":"WRONG234"}"#),
+            Some(&body),
         )
         .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for _ in 0..5 {
+        let r = app
+            .call(
+                Some(staff_room),
+                "POST",
+                "/api/v1/devices/enrol",
+                &[],
+                Some(r#"{"code":"WRONG234"}"#),
+            )
+            .await;
         assert_eq!(r.status, 403);
     }
     session(&sign_in(&app, Some(staff_room), "paul", PASSWORD).await);
@@ -185,15 +158,15 @@ async fn sessions_end_with_their_password_or_teacher_and_survive_a_restart() {
     app.restart();
     assert_eq!(classes(&app, &marie).await, 200, "kept across a restart");
     // Logout needs the CSRF token (another site's page cannot sign her out).
-    let r = call(
-        &app,
-        None,
-        "POST",
-        "/api/v1/logout",
-        &[("cookie", &marie)],
-        Some(""),
-    )
-    .await;
+    let r = app
+        .call(
+            None,
+            "POST",
+            "/api/v1/logout",
+            &[("cookie", &marie)],
+            Some(""),
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(classes(&app, &marie).await, 200);
     set_password(&app, "marie", "craie-blanche").await;
@@ -205,7 +178,9 @@ async fn sessions_end_with_their_password_or_teacher_and_survive_a_restart() {
     let (marie, marie_csrf_new) = session(&sign_in(&app, None, "marie", "craie-blanche").await);
     assert_ne!(marie_csrf, marie_csrf_new);
     // Deleting a teacher ends their sessions.
-    let school = call(&app, None, "GET", "/api/v1/admin/school", &[], None).await;
+    let school = app
+        .call(None, "GET", "/api/v1/admin/school", &[], None)
+        .await;
     let teachers = school.json().unwrap()["teachers"].clone();
     let paul_id = teachers
         .as_array()
@@ -215,15 +190,15 @@ async fn sessions_end_with_their_password_or_teacher_and_survive_a_restart() {
         .unwrap()["id"]
         .as_i64()
         .unwrap();
-    let r = call(
-        &app,
-        None,
-        "DELETE",
-        &format!("/api/v1/admin/teachers/{paul_id}"),
-        &[],
-        None,
-    )
-    .await;
+    let r = app
+        .call(
+            None,
+            "DELETE",
+            &format!("/api/v1/admin/teachers/{paul_id}"),
+            &[],
+            None,
+        )
+        .await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(classes(&app, &paul).await, 401);
     // Logout with the token ends the session.
@@ -231,7 +206,9 @@ async fn sessions_end_with_their_password_or_teacher_and_survive_a_restart() {
         ("cookie", marie.as_str()),
         ("x-csrf-token", marie_csrf_new.as_str()),
     ];
-    let r = call(&app, None, "POST", "/api/v1/logout", &headers, Some("")).await;
+    let r = app
+        .call(None, "POST", "/api/v1/logout", &headers, Some(""))
+        .await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(classes(&app, &marie).await, 401);
 }
@@ -284,27 +261,27 @@ async fn headwind_numbers_cannot_be_guessed() {
         }
     }
     // A short (typeable) code does not enrol a Headwind tablet.
-    let r = call(
-        &app,
-        None,
-        "POST",
-        "/api/v1/admin/enrolment-codes",
-        &[],
-        Some(r#"{"name":"hw"}"#),
-    )
-    .await;
+    let r = app
+        .call(
+            None,
+            "POST",
+            "/api/v1/admin/enrolment-codes",
+            &[],
+            Some(r#"{"name":"hw"}"#),
+        )
+        .await;
     let code = r.json().unwrap()["code"].as_str().unwrap().to_string();
     let sig = sha1(&format!("{SECRET}{code}"));
     let path = format!("/rest/public/sync/configuration/{code}");
-    let r = call(
-        &app,
-        None,
-        "POST",
-        &path,
-        &[("X-Request-Signature", &sig)],
-        Some("{}"),
-    )
-    .await;
+    let r = app
+        .call(
+            None,
+            "POST",
+            &path,
+            &[("X-Request-Signature", &sig)],
+            Some("{}"),
+        )
+        .await;
     assert_eq!(
         r.json().unwrap()["message"],
         "error.notfound.device",
@@ -384,15 +361,9 @@ async fn uploads_hold_no_memory_and_answer_strangers_at_once() {
     }
     // Each `write_all` above returned once the box had read all but what the
     // sockets' buffers hold: 8 x 20 MiB went through it. It still serves.
-    let r = call(
-        &app,
-        None,
-        "POST",
-        &path,
-        &both,
-        Some("Le petit chaperon rouge"),
-    )
-    .await;
+    let r = app
+        .call(None, "POST", &path, &both, Some("Le petit chaperon rouge"))
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let after = app.rss_kib();
     println!(
@@ -406,13 +377,13 @@ async fn uploads_hold_no_memory_and_answer_strangers_at_once() {
     // The teacher deletes it: the link is gone.
     let doc = r.json().unwrap();
     let (id, url) = (doc["id"].as_str().unwrap(), doc["url"].as_str().unwrap());
-    assert_eq!(call(&app, None, "GET", url, &[], None).await.status, 200);
+    assert_eq!(app.call(None, "GET", url, &[], None).await.status, 200);
     let del = format!("/api/v1/classes/{class}/documents/{id}");
     assert_eq!(
-        call(&app, None, "DELETE", &del, &both, None).await.status,
+        app.call(None, "DELETE", &del, &both, None).await.status,
         204
     );
-    assert_eq!(call(&app, None, "GET", url, &[], None).await.status, 404);
+    assert_eq!(app.call(None, "GET", url, &[], None).await.status, 404);
 }
 
 /// `/api/v1/status` showed the broker's URL and the data path to anyone; the admin
@@ -423,7 +394,7 @@ async fn the_lan_sees_no_secrets_and_other_sites_cannot_drive_the_admin_api() {
     let status = |from| {
         let app = &app;
         async move {
-            call(app, from, "GET", "/api/v1/status", &[], None)
+            app.call(from, "GET", "/api/v1/status", &[], None)
                 .await
                 .json()
                 .unwrap()
@@ -444,12 +415,12 @@ async fn the_lan_sees_no_secrets_and_other_sites_cannot_drive_the_admin_api() {
         [("origin", "http://evil.example"), ("x-nothing", "")],
         [("sec-fetch-site", "cross-site"), ("x-nothing", "")],
     ] {
-        let r = call(&app, None, "POST", revoke, &forged, Some("")).await;
+        let r = app.call(None, "POST", revoke, &forged, Some("")).await;
         assert_eq!(r.status, 403, "{forged:?}: {}", r.body);
     }
     // A script on the box (no Origin) is the admin: no such device.
     assert_eq!(
-        call(&app, None, "POST", revoke, &[], Some("")).await.status,
+        app.call(None, "POST", revoke, &[], Some("")).await.status,
         404
     );
 }
@@ -465,10 +436,12 @@ async fn shared_documents_open_in_place_when_safe() {
         let (app, both) = (&app, &both);
         async move {
             let path = format!("/api/v1/classes/{class}/documents?name={name}");
-            let r = call(app, None, "POST", &path, both, Some("%PDF-1.4 ...")).await;
+            let r = app
+                .call(None, "POST", &path, both, Some("%PDF-1.4 ..."))
+                .await;
             assert_eq!(r.status, 201, "{}", r.body);
             let url = r.json().unwrap()["url"].as_str().unwrap().to_string();
-            call(app, None, "GET", &url, &[], None).await
+            app.call(None, "GET", &url, &[], None).await
         }
     };
     let pdf = upload("dict%C3%A9e.pdf").await;
@@ -501,10 +474,10 @@ async fn shared_documents_open_in_place_when_safe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_root_leads_to_the_sign_in_page() {
     let app = Appliance::start("");
-    let r = call(&app, None, "GET", "/", &[], None).await;
+    let r = app.call(None, "GET", "/", &[], None).await;
     assert_eq!((r.status, r.header("location")), (303, Some("/classe")));
     assert_eq!(
-        call(&app, None, "GET", "/nothing-here", &[], None)
+        app.call(None, "GET", "/nothing-here", &[], None)
             .await
             .status,
         404
@@ -526,9 +499,11 @@ async fn an_it_admin_on_the_lan_signs_in_and_every_action_is_audited() {
     assert!(said.contains("added (in "), "{said}");
     app.restart();
     // Not signed in: the API says so, the page leads to the sign-in page.
-    let r = call(&app, Some(laptop), "GET", "/api/v1/admin/school", &[], None).await;
+    let r = app
+        .call(Some(laptop), "GET", "/api/v1/admin/school", &[], None)
+        .await;
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = call(&app, Some(laptop), "GET", "/admin", &[], None).await;
+    let r = app.call(Some(laptop), "GET", "/admin", &[], None).await;
     assert_eq!((r.status, r.header("location")), (303, Some("/classe")));
     // A teacher's session is not an admin's.
     let (marie, marie_csrf) = session(&sign_in(&app, Some(laptop), "marie", PASSWORD).await);
@@ -536,43 +511,31 @@ async fn an_it_admin_on_the_lan_signs_in_and_every_action_is_audited() {
         ("cookie", marie.as_str()),
         ("x-csrf-token", marie_csrf.as_str()),
     ];
-    let r = call(
-        &app,
-        Some(laptop),
-        "GET",
-        "/api/v1/admin/school",
-        &teacher,
-        None,
-    )
-    .await;
+    let r = app
+        .call(Some(laptop), "GET", "/api/v1/admin/school", &teacher, None)
+        .await;
     assert_eq!(r.status, 401);
     // The admin signs in on the same page; the account decides the role.
     let r = sign_in(&app, Some(laptop), "it-admin", "mot-de-passe-long").await;
     assert_eq!(r.json().unwrap()["role"], "admin");
     let (cookie, csrf) = session(&r);
     let read = [("cookie", cookie.as_str())];
-    let r = call(
-        &app,
-        Some(laptop),
-        "GET",
-        "/api/v1/admin/school",
-        &read,
-        None,
-    )
-    .await;
+    let r = app
+        .call(Some(laptop), "GET", "/api/v1/admin/school", &read, None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
-        call(&app, Some(laptop), "GET", "/admin", &read, None)
+        app.call(Some(laptop), "GET", "/admin", &read, None)
             .await
             .status,
         200
     );
     let code = Some(r#"{"name":"tab-9","class":"CM1-A"}"#);
     let path = "/api/v1/admin/enrolment-codes";
-    let r = call(&app, Some(laptop), "POST", path, &read, code).await;
+    let r = app.call(Some(laptop), "POST", path, &read, code).await;
     assert_eq!(r.status, 403, "changes want the CSRF token");
     let both = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
-    let r = call(&app, Some(laptop), "POST", path, &both, code).await;
+    let r = app.call(Some(laptop), "POST", path, &both, code).await;
     assert_eq!(r.status, 201, "{}", r.body);
     // Both the account and the action are in the audit trail, for the central side.
     let db = rusqlite::Connection::open(app.database()).unwrap();
