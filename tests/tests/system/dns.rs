@@ -497,13 +497,15 @@ fn the_admin_api_explains_and_counts_on_loopback() {
     assert_eq!(log[0]["name"], "casino.test", "{json}");
     assert_eq!(log[0]["outcome"], "blocked");
     assert_eq!(log[0]["category"], "gambling");
-    // From the school network (127.0.0.4 stands for it), the admin API says no.
-    let (code, _) = curl(&[
+    // From the school network (127.0.0.4 stands for it), not signed in as an admin:
+    // the admin API says to sign in.
+    let (code, body) = curl(&[
         "--interface",
         "127.0.0.4",
         &format!("{base}/api/v1/filter/log"),
     ]);
-    assert_eq!(code, 403);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("sign in as an admin"), "{body}");
 }
 
 // `popular_names_are_refreshed_before_they_expire` is in `dns::engine`: it moves the
