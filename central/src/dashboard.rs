@@ -84,10 +84,9 @@ pub fn render(lang: Lang, boxes: &[BoxRow], releases: &Report, now: i64) -> Stri
         .iter()
         .filter(|b| b.online && now - b.last_seen < STALE_SECS)
         .count();
-    let alerted = boxes
-        .iter()
-        .filter(|b| !alerts(lang, b, now).is_empty())
-        .count();
+    // Each box's alerts, worked out once for the count and the table.
+    let said: Vec<Vec<String>> = boxes.iter().map(|b| alerts(lang, b, now)).collect();
+    let alerted = said.iter().filter(|a| !a.is_empty()).count();
     let tablets: usize = boxes
         .iter()
         .filter_map(|b| b.state.as_ref())
@@ -117,7 +116,7 @@ pub fn render(lang: Lang, boxes: &[BoxRow], releases: &Report, now: i64) -> Stri
         lang.t("Alertes", "Alerts"),
         lang.t("Clé du boîtier", "Box key"),
     );
-    for b in boxes {
+    for (b, box_alerts) in boxes.iter().zip(&said) {
         let on = b.online && now - b.last_seen < STALE_SECS;
         let (backlog, policies) = match &b.state {
             Some(s) => (
@@ -135,7 +134,7 @@ pub fn render(lang: Lang, boxes: &[BoxRow], releases: &Report, now: i64) -> Stri
             ),
             None => ("—".into(), "—".into()),
         };
-        let alerts: String = alerts(lang, b, now)
+        let alerts: String = box_alerts
             .iter()
             .map(|a| format!("<span class=\"alert\">{}</span><br>", esc(a)))
             .collect();

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Deserialize;
 
 use crate::page::{self, Lang, esc};
@@ -47,7 +47,7 @@ pub async fn page(
     let l = |fr, en| lang.t(fr, en);
     let boxes = match db.boxes().await {
         Ok(b) => b,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => return crate::serve::internal(e),
     };
     let none: Vec<String> = boxes
         .iter()

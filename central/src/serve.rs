@@ -160,7 +160,8 @@ fn router(db: Db) -> axum::Router {
         ))
 }
 
-fn internal(e: anyhow::Error) -> Response {
+/// A failure of the store, said as a 500 with its chain.
+pub(crate) fn internal(e: anyhow::Error) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
 }
 

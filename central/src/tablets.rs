@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use cartable_protocol::events::DeviceReport;
 use serde::Deserialize;
@@ -59,7 +59,7 @@ pub async fn api(State(db): State<Db>, Query(q): Query<TabletsQuery>) -> Respons
                 .collect::<Vec<_>>(),
         )
         .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => crate::serve::internal(e),
     }
 }
 
@@ -73,7 +73,7 @@ pub async fn page(
     let l = |fr, en| lang.t(fr, en);
     let list = match tablets(&db, &q).await {
         Ok(t) => t,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => return crate::serve::internal(e),
     };
     let now = crate::store::now();
     let online = list.iter().filter(|(_, _, d)| d.connected).count();

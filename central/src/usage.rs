@@ -71,14 +71,22 @@ struct Full {
     sites: Vec<String>,
 }
 
-async fn full(db: &Db, q: &UsageQuery) -> Result<Full, Response> {
+/// The report of the query's period, and with `inventory` the tablets never used and
+/// the sites to choose from (the boxes' states, read only when they are shown).
+async fn full(db: &Db, q: &UsageQuery, inventory: bool) -> Result<Full, Response> {
     let today = crate::store::now().div_euclid(86_400);
     let period = q
         .period(today)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())?;
-    let (report, boxes) = tokio::join!(db.usage_report(period.clone()), db.boxes());
-    let internal =
-        |e: anyhow::Error| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response();
+    let boxes = async {
+        if inventory {
+            db.boxes().await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let (report, boxes) = tokio::join!(db.usage_report(period.clone()), boxes);
+    let internal = crate::serve::internal;
     let (report, boxes) = (report.map_err(internal)?, boxes.map_err(internal)?);
     let used: HashSet<(&str, &str, &str)> = report
         .tablets
@@ -110,12 +118,14 @@ async fn full(db: &Db, q: &UsageQuery) -> Result<Full, Response> {
 
 /// `GET /api/v1/usage[?from=&to=&site=][&format=csv&table=T]`.
 pub async fn api(State(db): State<Db>, Query(q): Query<UsageQuery>) -> Response {
-    let f = match full(&db, &q).await {
+    let csv_of =
+        (q.format.as_deref() == Some("csv")).then(|| q.table.as_deref().unwrap_or("tablets"));
+    let f = match full(&db, &q, csv_of.is_none_or(|t| t == "never_used")).await {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if q.format.as_deref() == Some("csv") {
-        return match csv(&f, q.table.as_deref().unwrap_or("tablets")) {
+    if let Some(table) = csv_of {
+        return match csv(&f, table) {
             Some(body) => (
                 [
                     (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -174,6 +184,19 @@ fn tablet_cells(t: &crate::store::report::TabletUsage) -> Vec<String> {
     ]
 }
 
+/// A site's row, on the page and in the CSV export.
+fn site_cells(s: &crate::store::report::SiteUsage) -> Vec<String> {
+    vec![
+        s.site.clone(),
+        s.tablets_used.to_string(),
+        s.minutes.to_string(),
+        s.queries.to_string(),
+        s.blocked.to_string(),
+        s.present.to_string(),
+        s.absent.to_string(),
+    ]
+}
+
 fn csv(f: &Full, table: &str) -> Option<String> {
     let r = &f.report;
     let (head, rows): (&str, Vec<Vec<String>>) = match table {
@@ -207,20 +230,7 @@ fn csv(f: &Full, table: &str) -> Option<String> {
         ),
         "sites" => (
             "site,tablets_used,minutes,queries,blocked,present,absent",
-            r.sites
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.site.clone(),
-                        s.tablets_used.to_string(),
-                        s.minutes.to_string(),
-                        s.queries.to_string(),
-                        s.blocked.to_string(),
-                        s.present.to_string(),
-                        s.absent.to_string(),
-                    ]
-                })
-                .collect(),
+            r.sites.iter().map(site_cells).collect(),
         ),
         "days" => (
             "day,tablets_used,minutes",
@@ -354,17 +364,7 @@ fn tables(lang: Lang, f: &Full, h: &mut String) {
             l("Présences", "Present"),
             l("Absences", "Absent"),
         ],
-        r.sites.iter().map(|s| {
-            vec![
-                s.site.clone(),
-                s.tablets_used.to_string(),
-                s.minutes.to_string(),
-                s.queries.to_string(),
-                s.blocked.to_string(),
-                s.present.to_string(),
-                s.absent.to_string(),
-            ]
-        }),
+        r.sites.iter().map(site_cells),
     );
     let _ = write!(
         h,
@@ -460,7 +460,7 @@ pub async fn page(
     Query(q): Query<UsageQuery>,
 ) -> Response {
     let lang = Lang::of(&headers, q.lang.as_deref());
-    let f = match full(&db, &q).await {
+    let f = match full(&db, &q, true).await {
         Ok(f) => f,
         Err(r) => return r,
     };

@@ -136,7 +136,8 @@ impl Browser {
         .await
     }
 
-    /// Polls `script` (which returns a boolean) until it is true.
+    /// Polls `script` (which returns a boolean) until it is true; else fails with the
+    /// page's text.
     pub async fn wait(&self, what: &str, script: &str, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
@@ -144,7 +145,12 @@ impl Browser {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the page never showed {what}");
+                // What it showed instead: the failure says it, every test alike.
+                let shown = self.eval("return document.body.innerText").await;
+                bail!(
+                    "the page never showed {what}; it shows:\n{}",
+                    shown.unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -8,7 +8,6 @@
 //! to the outbox as `app_usage` events (the central side's "which tablets are used").
 //! The hour in progress is in memory: a crash loses at most that hour's statistics.
 
-use rusqlite::OptionalExtension;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,13 +202,8 @@ impl ScreenTimeService {
         }
         self.store
             .write(move |tx| {
-                let mut class_of = tx.prepare_cached(
-                    "SELECT c.name FROM devices d JOIN classes c ON c.id = d.class_id WHERE d.name = ?1",
-                )?;
                 for ((device, app), seconds) in &closed {
-                    let class: Option<String> = class_of
-                        .query_row([device], |r| r.get(0))
-                        .optional()?;
+                    let class = crate::store::school::device_class(tx, device)?;
                     crate::store::outbox::append(
                         tx,
                         start + 3599,

@@ -749,6 +749,15 @@ pub fn inventory_rows(c: &Connection) -> Result<InventoryRows, StoreError> {
     })
 }
 
+/// The class of the device named `name`, if it has one.
+pub fn device_class(c: &Connection, name: &str) -> Result<Option<String>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT c.name FROM devices d JOIN classes c ON c.id = d.class_id WHERE d.name = ?1",
+    )?
+    .query_row([name], |r| r.get(0))
+    .optional()?)
+}
+
 /// Records that a device was connected at `at` (its last sighting, for the fleet).
 pub fn device_seen(t: &Transaction<'_>, device: i64, at: i64) -> Result<(), StoreError> {
     t.prepare_cached("UPDATE devices SET last_seen = ?1 WHERE id = ?2")?

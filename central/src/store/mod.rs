@@ -348,9 +348,7 @@ impl Db {
                     Self::read_sqlite(path, move |c| sqlite_usage::sums(c, &p2, true)),
                     Self::read_sqlite(path, move |c| sqlite_usage::sums(c, &p3, false)),
                 );
-                let (mut sums, top) = (per_site?, top?);
-                (sums.apps, sums.categories) = (top.apps, top.categories);
-                Ok(gathered?.finish(sums))
+                Ok(gathered?.finish(per_site?.with_top(top?)))
             }
             Db::Postgres(c) => postgres_usage::usage_report(c, &p).await,
         }

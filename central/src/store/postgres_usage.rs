@@ -7,10 +7,10 @@ use tokio_postgres::Client;
 use super::report::{self, Period, Sums, UsageReport};
 use super::rollup::{self, Rollups};
 
-/// Rolls up the events a store already had when the rollups came (once), streamed a
-/// box at a time, and counts each box's events.
+/// Rolls up the events a store already had when the rollups came (once), a box at a
+/// time (its events read, rolled up and applied before the next box's: memory stays
+/// that of one box), and counts each box's events.
 pub async fn backfill(c: &Client) -> anyhow::Result<()> {
-    use futures_util::TryStreamExt;
     c.batch_execute(
         "ALTER TABLE boxes ADD COLUMN IF NOT EXISTS events BIGINT NOT NULL DEFAULT 0;
          BEGIN; LOCK TABLE counters IN EXCLUSIVE MODE;",
@@ -24,30 +24,28 @@ pub async fn backfill(c: &Client) -> anyhow::Result<()> {
         if done {
             return anyhow::Ok(());
         }
-        let rows = c
-            .query_raw(
-                "SELECT site, box, at, body::text FROM events
-                 WHERE type IN ('app_usage', 'dns_hourly', 'attendance') ORDER BY site, box, seq",
-                std::iter::empty::<i64>(),
+        let boxes = c
+            .query(
+                "SELECT DISTINCT site, box FROM events ORDER BY site, box",
+                &[],
             )
             .await?;
-        futures_util::pin_mut!(rows);
-        let mut r = Rollups::default();
-        let mut current: Option<(String, String)> = None;
-        let mut pending = Vec::new();
-        while let Some(row) = rows.try_next().await? {
-            let (site, b): (String, String) = (row.get(0), row.get(1));
-            if current.as_ref().is_some_and(|x| x.0 != site || x.1 != b) {
-                pending.push(std::mem::take(&mut r));
+        for b in &boxes {
+            let (site, box_id): (&str, &str) = (b.get(0), b.get(1));
+            let mut r = Rollups::default();
+            for row in c
+                .query(
+                    "SELECT at, body::text FROM events WHERE site = $1 AND box = $2
+                     AND type IN ('app_usage', 'dns_hourly', 'attendance') ORDER BY seq",
+                    &[&site, &box_id],
+                )
+                .await?
+            {
+                if let Ok(body) = serde_json::from_str(row.get::<_, &str>(1)) {
+                    r.add(site, box_id, row.get(0), &body);
+                }
             }
-            if let Ok(body) = serde_json::from_str(row.get::<_, &str>(3)) {
-                r.add(&site, &b, row.get(2), &body);
-            }
-            current = Some((site, b));
-        }
-        pending.push(r);
-        for r in &pending {
-            apply_rollups(c, r).await?;
+            apply_rollups(c, &r).await?;
         }
         c.batch_execute(
             "UPDATE boxes SET events = (SELECT count(*) FROM events e

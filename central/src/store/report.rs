@@ -144,6 +144,17 @@ pub struct Sums {
     pub categories: Vec<(String, i64)>,
 }
 
+impl Sums {
+    /// The per-site sums with the top lists another query read.
+    pub fn with_top(self, top: Sums) -> Sums {
+        Sums {
+            apps: top.apps,
+            categories: top.categories,
+            ..self
+        }
+    }
+}
+
 /// One tablet's use in the period, gathered from its blocks.
 #[derive(Default)]
 struct TabletAgg {

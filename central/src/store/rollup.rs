@@ -319,14 +319,6 @@ impl Rollups {
         }
         out
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.device_day.is_empty()
-            && self.app_day.is_empty()
-            && self.dns_day.is_empty()
-            && self.category_day.is_empty()
-            && self.attendance_day.is_empty()
-    }
 }
 
 fn clamp(n: u64) -> i64 {

@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::report::{self, Period, Sums, UsageReport};
+use super::report::{self, Period, Sums};
 use super::rollup::{self, Rollups};
 
 /// A store made before the boxes' event counts gets the column (counted once, with
@@ -197,11 +197,10 @@ pub fn sums(conn: &Connection, p: &Period, per_site: bool) -> rusqlite::Result<S
     })
 }
 
-/// The usage pages' report for `p`, on one connection (the console runs the same
-/// parts on three at once: `Db::usage_report`).
-pub fn usage_report(conn: &Connection, p: &Period) -> rusqlite::Result<UsageReport> {
-    let mut s = sums(conn, p, true)?;
-    let top = sums(conn, p, false)?;
-    (s.apps, s.categories) = (top.apps, top.categories);
+/// The usage pages' report for `p`, on one connection: the tests' way (the console
+/// runs the same parts on three at once, `Db::usage_report`).
+#[cfg(test)]
+pub fn usage_report(conn: &Connection, p: &Period) -> rusqlite::Result<report::UsageReport> {
+    let s = sums(conn, p, true)?.with_top(sums(conn, p, false)?);
     Ok(gather(conn, p, p.blocks())?.finish(s))
 }
