@@ -98,6 +98,15 @@ enum Command {
         /// away, so keep it stable.
         #[arg(long, default_value = "cartable-central")]
         client_id: String,
+        /// Share the boxes' events with the other instances whose group name is in
+        /// this file (each with its own --client-id, one PostgreSQL): the broker
+        /// hands each batch to one of them. An instance that stops keeps what it had
+        /// been handed until it is back under the same client id. The name is a
+        /// secret (`openssl rand -hex 16`): Mosquitto lets any account join a shared
+        /// subscription, and a box in the group would have the broker drop every
+        /// batch it hands to it (the box may not read them).
+        #[arg(long)]
+        share_group_file: Option<PathBuf>,
         /// The working key that signs each group's manifest as a rollout widens (its
         /// certificate at the same path + `.cert`); without it rollouts wait for
         /// `release widen`.
@@ -381,12 +390,14 @@ fn run(command: Command) -> anyhow::Result<()> {
             database,
             listen,
             client_id,
+            share_group_file,
             release_key,
             rollout_every,
         } => rt.block_on(serve(
             cartable_central::serve::ServeConfig {
                 broker,
                 client_id,
+                share_group: share_group_file.map(|f| share_group(&f)).transpose()?,
                 database,
                 rollouts: release_key
                     .map(|k| keys::signer(&k, None))
@@ -641,6 +652,22 @@ async fn release(action: ReleaseAction) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The shared subscription's group name, from its file: a secret of 16 to 64 of
+/// a-z, 0-9, `-`, `_`.
+fn share_group(file: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = text.trim();
+    if name.len() < 16 || !cartable_protocol::topics::valid_share_group(name) {
+        anyhow::bail!(
+            "{}: the group name must be a secret of 16 to 64 of a-z, 0-9, `-`, `_` \
+             (e.g. `openssl rand -hex 16`)",
+            file.display()
+        );
+    }
+    Ok(name.to_string())
 }
 
 /// Serves until SIGTERM or Ctrl-C.

@@ -25,6 +25,9 @@ use crate::store::Db;
 pub struct ServeConfig {
     pub broker: crate::broker::BrokerArgs,
     pub client_id: String,
+    /// The shared subscription's group several instances take the events through
+    /// (`topics::shared_events_filter`); none: this instance takes them all.
+    pub share_group: Option<String>,
     /// A SQLite file, or `postgres://...`.
     pub database: String,
     /// The key that signs a rollout's next group, and how often rollouts are looked
@@ -70,6 +73,7 @@ pub async fn run(
         })
     };
     let stop = shutdown.clone();
+    let share_group = config.share_group.clone();
     let mqtt = tokio::spawn(async move {
         loop {
             let event = tokio::select! {
@@ -78,11 +82,18 @@ pub async fn run(
             };
             match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    tracing::info!("connected to the broker");
-                    for f in topics::central_filters() {
-                        if let Err(e) = client.try_subscribe(f, QoS::AtLeastOnce) {
-                            tracing::error!(error = %e, "cannot subscribe");
-                        }
+                    tracing::info!(share_group = ?share_group, "connected to the broker");
+                    subscribe(&client, share_group.as_deref());
+                }
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
+                        tracing::error!(codes = ?ack.return_codes, "the broker refused a subscription (its ACL?)");
+                    } else {
+                        tracing::info!(codes = ?ack.return_codes, "subscribed");
                     }
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -124,6 +135,29 @@ pub async fn run(
     }
     writer.abort();
     Ok(())
+}
+
+/// Subscribes to every box's messages, the events shared with `group`'s other
+/// instances if given. The session is persistent, so the broker still holds the
+/// other form of the events' subscription from an earlier start: it is dropped, or
+/// each event would come twice (stored once, but counted as a duplicate).
+fn subscribe(client: &AsyncClient, group: Option<&str>) {
+    let [presence, state, events] = topics::central_filters();
+    let (wanted, other) = match group {
+        Some(g) => (topics::shared_events_filter(g), Some(events)),
+        None => (events, None),
+    };
+    // One SUBSCRIBE, so one SUBACK says whether the broker took them all.
+    let filters =
+        [presence, state, wanted].map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+    if let Err(e) = client.try_subscribe_many(filters) {
+        tracing::error!(error = %e, "cannot subscribe");
+    }
+    if let Some(f) = other
+        && let Err(e) = client.try_unsubscribe(f)
+    {
+        tracing::error!(error = %e, "cannot unsubscribe");
+    }
 }
 
 /// The dashboard, the JSON API and the sign-in, behind the admins' guard.

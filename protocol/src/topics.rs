@@ -116,13 +116,26 @@ pub fn desired_filters(site: &str, box_id: &str) -> [String; 4] {
     ]
 }
 
-/// The filters the central side subscribes to.
+/// The filters the central side subscribes to: the boxes' retained presence and
+/// state (every central instance keeps them all), then their events.
 pub fn central_filters() -> [String; 3] {
     [
         format!("{ROOT}/+/+/presence"),
         format!("{ROOT}/+/+/state"),
         format!("{ROOT}/+/+/events"),
     ]
+}
+
+/// The events' filter as a shared subscription of `group` (MQTT 5's `$share`, which
+/// Mosquitto and EMQX also give MQTT 3.1.1 clients): the broker hands each message to
+/// one instance of the group only.
+pub fn shared_events_filter(group: &str) -> String {
+    format!("$share/{group}/{ROOT}/+/+/events")
+}
+
+/// True for a shared subscription's group name (no level separator or wildcard).
+pub fn valid_share_group(s: &str) -> bool {
+    valid_name(s)
 }
 
 /// A topic, parsed.

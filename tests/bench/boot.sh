@@ -52,7 +52,7 @@ healthz=$(med healthz_ms served)
 target=$(med multi_user_target_ms served)
 masked=$(med multi_user_target_ms masked)
 echo
-echo "median of $ROUNDS boots, ms from qemu's start (TCG, 2 vCPU, on $(nproc) cores):"
+echo "median of $ROUNDS boots, ms from qemu's start (TCG, 1 vCPU, on $(nproc) cores):"
 echo "  first DNS answer          $dns"
 echo "  /healthz serving          $healthz"
 echo "  multi-user.target         $target"

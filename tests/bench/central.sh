@@ -19,30 +19,21 @@ WORK=${WORK:-/tmp/cartable-bench-central}
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run tests/run first" >&2; exit 1; }
 done
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-[ -x "$PGBIN/postgres" ] || { echo "missing PostgreSQL: run tests/run first" >&2; exit 1; }
 cargo build --release -p cartable-central -p cartable-systests --bins >/dev/null 2>&1
 BIN=$PWD/target/release
 rm -rf "$WORK" && mkdir -p "$WORK"
 . tests/bench/lib.sh
 
 cleanup() {
-  [ -f "$WORK/pg/data/postmaster.pid" ] && kill -INT "$(head -1 "$WORK/pg/data/postmaster.pid")" 2>/dev/null
+  stop_postgres "$WORK/pg"
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
 
 # --- A private PostgreSQL cluster ---------------------------------------------------
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-mkdir -p "$WORK/pg"; [ "$(id -u)" = 0 ] && chown postgres: "$WORK/pg"
-as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -A trust -U cartable --no-sync >/dev/null
-PGPORT=$(free_port)
-as_pg "$PGBIN/postgres" -D "$WORK/pg/data" -p "$PGPORT" -h 127.0.0.1 -k "$WORK/pg" 2>"$WORK/pg.log" &
-for _ in $(seq 100); do
-  as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U cartable central 2>/dev/null && break
-  sleep 0.2
-done
+start_postgres "$WORK/pg"
+as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U cartable central
 PGURL="postgres://cartable@127.0.0.1:$PGPORT/central"
 
 # --- The stores -------------------------------------------------------------------------

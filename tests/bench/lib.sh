@@ -41,3 +41,25 @@ shaped_link() { # ns out in net
     SHAPER="tc tbf (this kernel has no netem), $RATE each way"
   fi
 }
+
+# A private PostgreSQL cluster under $1 (run as the postgres user when root), trusting
+# the user `cartable` on loopback. Sets PGBIN, PGPORT; `as_pg CMD...` runs a tool as its
+# owner, `stop_postgres DIR` stops it (for the caller's trap).
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_postgres() { # dir
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  [ -x "$PGBIN/postgres" ] || { echo "missing PostgreSQL: run tests/run first" >&2; exit 1; }
+  mkdir -p "$1"; [ "$(id -u)" = 0 ] && chown postgres: "$1"
+  as_pg "$PGBIN/initdb" -D "$1/data" -A trust -U cartable --no-sync >/dev/null
+  PGPORT=$(free_port)
+  as_pg "$PGBIN/postgres" -D "$1/data" -p "$PGPORT" -h 127.0.0.1 -k "$1" 2>"$1.log" &
+  for _ in $(seq 100); do
+    as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U cartable -d postgres -Atc 'SELECT 1' >/dev/null 2>&1 && return
+    sleep 0.2
+  done
+  echo "PostgreSQL did not start: $(cat "$1.log")" >&2; exit 1
+}
+stop_postgres() { # dir
+  [ -f "$1/data/postmaster.pid" ] && kill -INT "$(head -1 "$1/data/postmaster.pid")" 2>/dev/null
+  return 0
+}

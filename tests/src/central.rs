@@ -37,6 +37,26 @@ impl Central {
         extra: &[String],
         bind: std::net::IpAddr,
     ) -> Central {
+        Self::start_full(broker, database, extra, bind, "info")
+    }
+
+    /// With `log` as its RUST_LOG (what its log shows).
+    pub fn start_logging(
+        broker: &str,
+        database: Option<&str>,
+        extra: &[String],
+        log: &str,
+    ) -> Central {
+        Self::start_full(broker, database, extra, [127, 0, 0, 1].into(), log)
+    }
+
+    fn start_full(
+        broker: &str,
+        database: Option<&str>,
+        extra: &[String],
+        bind: std::net::IpAddr,
+        rust_log: &str,
+    ) -> Central {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = database.map_or_else(
             || dir.path().join("central.db").display().to_string(),
@@ -50,10 +70,11 @@ impl Central {
             .arg("--database")
             .arg(&database)
             .args(extra)
+            .env("RUST_LOG", rust_log)
             .stderr(log);
         let child = TestChild::spawn(cmd).expect("cartable-central starts");
         let c = Central { http, dir, child };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while c.get("/api/v1/counters").is_none() {
             assert!(
                 Instant::now() < deadline,
@@ -122,6 +143,11 @@ impl Central {
 
     pub fn pid(&self) -> u32 {
         self.child.child.id()
+    }
+
+    /// Sends `signal` to the process (SIGKILL: a crash, mid-transaction).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        self.child.signal(signal).expect("signal sent");
     }
 }
 

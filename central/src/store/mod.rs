@@ -64,6 +64,16 @@ pub enum Stamp {
     State,
 }
 
+impl Stamp {
+    /// Its column in `box_keys`.
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Stamp::Presence => "presence_stamp",
+            Stamp::State => "state_stamp",
+        }
+    }
+}
+
 /// A message held in quarantine.
 #[derive(Debug)]
 pub struct Held {
@@ -110,7 +120,17 @@ pub enum Db {
         /// The one writing connection.
         writer: Arc<Mutex<rusqlite::Connection>>,
     },
-    Postgres(Arc<tokio_postgres::Client>),
+    Postgres(Arc<Pg>),
+}
+
+/// The two connections to PostgreSQL. A transaction is `BEGIN` … `COMMIT` on one
+/// connection, so any other task's statement sent on it meanwhile would land inside
+/// (and a failing one would abort it): transactions have a connection of their own,
+/// one at a time, and every other statement (the pages' reads, the rollouts, the
+/// accounts) goes on the other, each its own transaction.
+pub struct Pg {
+    tx: tokio::sync::Mutex<tokio_postgres::Client>,
+    auto: tokio_postgres::Client,
 }
 
 pub fn now() -> i64 {
@@ -123,7 +143,11 @@ impl Db {
     /// `postgres://...` (or `postgresql://`), else a SQLite file path.
     pub async fn open(spec: &str) -> anyhow::Result<Db> {
         if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-            return Ok(Db::Postgres(Arc::new(postgres::connect(spec).await?)));
+            let (tx, auto) = postgres::connect(spec).await?;
+            return Ok(Db::Postgres(Arc::new(Pg {
+                tx: tokio::sync::Mutex::new(tx),
+                auto,
+            })));
         }
         let path = PathBuf::from(spec);
         let conn = sqlite::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -169,11 +193,13 @@ impl Db {
                 let (site, box_id) = (site.to_string(), box_id.to_string());
                 Self::write_sqlite(writer, move |c| sqlite::ingest(c, &site, &box_id, &batch)).await
             }
-            Db::Postgres(c) => postgres::ingest(c, site, box_id, &batch).await,
+            Db::Postgres(c) => postgres::ingest(&*c.tx.lock().await, site, box_id, &batch).await,
         }
     }
 
-    /// Records a presence stamped `stamp`; false when it is not newer than the last.
+    /// Records a presence stamped `stamp`; false when it is older than the last. The
+    /// same stamp again is the same message (a retained one redelivered, or taken by
+    /// another central instance too): true, and nothing written.
     pub async fn presence(
         &self,
         site: &str,
@@ -189,11 +215,15 @@ impl Db {
                 })
                 .await
             }
-            Db::Postgres(c) => postgres::presence(c, site, box_id, &p, stamp).await,
+            Db::Postgres(c) => {
+                postgres::presence(&*c.tx.lock().await, site, box_id, &p, stamp).await
+            }
         }
     }
 
-    /// Records a state stamped `stamp`; false when it is not newer than the last.
+    /// Records a state stamped `stamp`; false when it is older than the last. The
+    /// same stamp again is the same message (a retained one redelivered, or taken by
+    /// another central instance too): true, and nothing written.
     pub async fn state(
         &self,
         site: &str,
@@ -207,7 +237,7 @@ impl Db {
                 Self::write_sqlite(writer, move |c| sqlite::state(c, &site, &box_id, &s, stamp))
                     .await
             }
-            Db::Postgres(c) => postgres::state(c, site, box_id, &s, stamp).await,
+            Db::Postgres(c) => postgres::state(&*c.tx.lock().await, site, box_id, &s, stamp).await,
         }
     }
 
@@ -229,7 +259,7 @@ impl Db {
                 })
                 .await
             }
-            Db::Postgres(c) => postgres::pin(c, site, box_id, key, source, replace).await,
+            Db::Postgres(c) => postgres::pin(&c.auto, site, box_id, key, source, replace).await,
         }
     }
 
@@ -256,7 +286,9 @@ impl Db {
                 })
                 .await
             }
-            Db::Postgres(c) => postgres::hold(c, site, box_id, key, topic, payload, MAX_HELD).await,
+            Db::Postgres(c) => {
+                postgres::hold(&c.auto, site, box_id, key, topic, payload, MAX_HELD).await
+            }
         }
     }
 
@@ -266,7 +298,7 @@ impl Db {
                 let (site, box_id, key) = (site.to_string(), box_id.to_string(), key.to_string());
                 Self::write_sqlite(writer, move |c| sqlite::held(c, &site, &box_id, &key)).await
             }
-            Db::Postgres(c) => postgres::held(c, site, box_id, key).await,
+            Db::Postgres(c) => postgres::held(&c.auto, site, box_id, key).await,
         }
     }
 
@@ -275,7 +307,7 @@ impl Db {
             Db::Sqlite { writer, .. } => {
                 Self::write_sqlite(writer, move |c| sqlite::release(c, id)).await
             }
-            Db::Postgres(c) => postgres::release(c, id).await,
+            Db::Postgres(c) => postgres::release(&c.auto, id).await,
         }
     }
 
@@ -286,7 +318,7 @@ impl Db {
                 let (login, password) = (login.to_string(), password.to_string());
                 Self::write_sqlite(writer, move |c| sqlite::set_admin(c, &login, &password)).await
             }
-            Db::Postgres(c) => postgres::set_admin(c, login, password).await,
+            Db::Postgres(c) => postgres::set_admin(&c.auto, login, password).await,
         }
     }
 
@@ -297,7 +329,7 @@ impl Db {
                 let login = login.to_string();
                 Self::read_sqlite(path, move |c| sqlite::admin_password(c, &login)).await
             }
-            Db::Postgres(c) => postgres::admin_password(c, login).await,
+            Db::Postgres(c) => postgres::admin_password(&c.auto, login).await,
         }
     }
 
@@ -306,14 +338,14 @@ impl Db {
             Db::Sqlite { writer, .. } => {
                 Self::write_sqlite(writer, move |c| sqlite::bump(c, name, 1)).await
             }
-            Db::Postgres(c) => postgres::bump(c, name, 1).await,
+            Db::Postgres(c) => postgres::bump(&c.auto, name, 1).await,
         }
     }
 
     pub async fn boxes(&self) -> anyhow::Result<Vec<BoxRow>> {
         match self {
             Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::boxes).await,
-            Db::Postgres(c) => postgres::boxes(c).await,
+            Db::Postgres(c) => postgres::boxes(&c.auto).await,
         }
     }
 
@@ -331,7 +363,7 @@ impl Db {
                 })
                 .await
             }
-            Db::Postgres(c) => postgres::events(c, site, box_id, after_id, limit).await,
+            Db::Postgres(c) => postgres::events(&c.auto, site, box_id, after_id, limit).await,
         }
     }
 
@@ -350,7 +382,7 @@ impl Db {
                 );
                 Ok(gathered?.finish(per_site?.with_top(top?)))
             }
-            Db::Postgres(c) => postgres_usage::usage_report(c, &p).await,
+            Db::Postgres(c) => postgres_usage::usage_report(&c.auto, &p).await,
         }
     }
 
@@ -362,7 +394,7 @@ impl Db {
             Db::Sqlite { path, .. } => {
                 Self::read_sqlite(path, move |c| sqlite::events_of_type(c, kind)).await
             }
-            Db::Postgres(c) => postgres::events_of_type(c, kind).await,
+            Db::Postgres(c) => postgres::events_of_type(&c.auto, kind).await,
         }
     }
 
@@ -370,7 +402,7 @@ impl Db {
     pub async fn rollouts(&self) -> anyhow::Result<Vec<crate::rollout::Rollout>> {
         let rows = match self {
             Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::rollouts).await?,
-            Db::Postgres(c) => postgres::rollouts(c).await?,
+            Db::Postgres(c) => postgres::rollouts(&c.auto).await?,
         };
         rows.iter()
             .map(|r| serde_json::from_str(r).context("a rollout in the database"))
@@ -383,7 +415,7 @@ impl Db {
             Db::Sqlite { writer, .. } => {
                 Self::write_sqlite(writer, move |c| sqlite::put_rollout(c, &scope, &body)).await
             }
-            Db::Postgres(c) => postgres::put_rollout(c, &scope, &body).await,
+            Db::Postgres(c) => postgres::put_rollout(&c.auto, &scope, &body).await,
         }
     }
 
@@ -394,7 +426,7 @@ impl Db {
                 Db::Sqlite { path, .. } => {
                     Self::read_sqlite(path, move |c| sqlite::count(c, name)).await?
                 }
-                Db::Postgres(c) => postgres::count(c, name).await?,
+                Db::Postgres(c) => postgres::count(&c.auto, name).await?,
             };
             out.insert(name, v);
         }

@@ -86,7 +86,8 @@ pub async fn admin_password(c: &Client, login: &str) -> anyhow::Result<Option<St
     )
 }
 
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
+/// One connection, its driver spawned.
+async fn connection(url: &str) -> anyhow::Result<Client> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .context("connecting to PostgreSQL")?;
@@ -95,6 +96,13 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
             tracing::error!(error = %e, "PostgreSQL connection lost");
         }
     });
+    Ok(client)
+}
+
+/// The tables made or brought up to date, then two connections: one for
+/// transactions, one for the rest (`store::Pg`).
+pub async fn connect(url: &str) -> anyhow::Result<(Client, Client)> {
+    let client = connection(url).await?;
     client
         .batch_execute(SCHEMA)
         .await
@@ -110,7 +118,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
     super::postgres_usage::backfill(&client)
         .await
         .context("rolling up the events already stored")?;
-    Ok(client)
+    Ok((client, connection(url).await?))
 }
 
 pub async fn bump(c: &Client, name: &str, by: i64) -> anyhow::Result<()> {
@@ -147,9 +155,17 @@ pub async fn ingest(
         seqs.push(e.seq as i64);
         ats.push(e.at);
     }
-    // One transaction: the max before, the insert, the counters.
+    // One transaction: the max before, the insert, the counters. Several central
+    // instances may take batches of one box at once (a shared subscription): the
+    // box's lock makes them one after the other, or two would each read a tablet's
+    // usage block before the other's write and one addition would be lost.
     c.batch_execute("BEGIN").await?;
     let result = async {
+        c.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
+            &[&site, &box_id],
+        )
+        .await?;
         let max: i64 = c
             .query_one(
                 "SELECT coalesce(max(seq), 0) FROM events WHERE site = $1 AND box = $2",
@@ -258,7 +274,8 @@ pub async fn pin(
     Ok(Pinned::Replaced { old })
 }
 
-/// Moves the stamp forward and runs `then` in the same transaction, if it is newer.
+/// Moves the stamp forward and runs `then` in the same transaction, if it is newer;
+/// false if it is older (the same stamp: true, nothing written).
 async fn advance_then(
     c: &Client,
     site: &str,
@@ -268,31 +285,38 @@ async fn advance_then(
     then: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> anyhow::Result<bool> {
-    let sql = match which {
-        Stamp::Presence => {
-            "UPDATE box_keys SET presence_stamp = $3 WHERE site = $1 AND box = $2 AND presence_stamp < $3"
-        }
-        Stamp::State => {
-            "UPDATE box_keys SET state_stamp = $3 WHERE site = $1 AND box = $2 AND state_stamp < $3"
-        }
-    };
+    let column = which.column();
+    let sql =
+        format!("UPDATE box_keys SET {column} = $3 WHERE site = $1 AND box = $2 AND {column} < $3");
     c.batch_execute("BEGIN").await?;
     let result = async {
-        if c.execute(sql, &[&site, &box_id, &stamp]).await? != 1 {
-            return anyhow::Ok(false);
+        if c.execute(&sql, &[&site, &box_id, &stamp]).await? != 1 {
+            let same = c
+                .query_opt(
+                    &format!(
+                        "SELECT 1 FROM box_keys WHERE site = $1 AND box = $2 AND {column} = $3"
+                    ),
+                    &[&site, &box_id, &stamp],
+                )
+                .await?;
+            return anyhow::Ok((same.is_some(), false));
         }
         c.execute(then, params).await?;
-        Ok(true)
+        Ok((true, true))
     }
     .await;
     match result {
-        Ok(true) => {
+        Ok((fresh, true)) => {
             c.batch_execute("COMMIT").await?;
-            Ok(true)
+            Ok(fresh)
         }
-        other => {
+        Ok((fresh, false)) => {
+            c.batch_execute("ROLLBACK").await?;
+            Ok(fresh)
+        }
+        Err(e) => {
             let _ = c.batch_execute("ROLLBACK").await;
-            other
+            Err(e)
         }
     }
 }

@@ -221,26 +221,30 @@ pub fn pin(
     Ok(out)
 }
 
-/// Moves a box's stamp for `which` forward to `stamp`; false if it is not newer.
+/// Moves a box's stamp for `which` forward to `stamp`: `Some(true)` if it was
+/// newer, `Some(false)` if it is the stamp already there, `None` if older.
 fn advance(
     tx: &Connection,
     site: &str,
     box_id: &str,
     which: Stamp,
     stamp: i64,
-) -> rusqlite::Result<bool> {
-    let sql = match which {
-        Stamp::Presence => {
-            "UPDATE box_keys SET presence_stamp = ?3 WHERE site = ?1 AND box = ?2 AND presence_stamp < ?3"
-        }
-        Stamp::State => {
-            "UPDATE box_keys SET state_stamp = ?3 WHERE site = ?1 AND box = ?2 AND state_stamp < ?3"
-        }
-    };
-    Ok(tx
-        .prepare_cached(sql)?
-        .execute(params![site, box_id, stamp])?
-        == 1)
+) -> rusqlite::Result<Option<bool>> {
+    let column = which.column();
+    let moved = tx
+        .prepare_cached(&format!(
+            "UPDATE box_keys SET {column} = ?3 WHERE site = ?1 AND box = ?2 AND {column} < ?3"
+        ))?
+        .execute(params![site, box_id, stamp])?;
+    if moved == 1 {
+        return Ok(Some(true));
+    }
+    let same = tx
+        .prepare_cached(&format!(
+            "SELECT 1 FROM box_keys WHERE site = ?1 AND box = ?2 AND {column} = ?3"
+        ))?
+        .exists(params![site, box_id, stamp])?;
+    Ok(same.then_some(false))
 }
 
 /// Keeps a message whose key is not the pinned one, up to `max` per box.
@@ -298,8 +302,10 @@ pub fn presence(
     stamp: i64,
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
-    if !advance(&tx, site, box_id, Stamp::Presence, stamp)? {
-        return Ok(false);
+    match advance(&tx, site, box_id, Stamp::Presence, stamp)? {
+        Some(true) => {}
+        Some(false) => return Ok(true),
+        None => return Ok(false),
     }
     tx.prepare_cached(
         "INSERT INTO boxes(site, box, online, version, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -321,8 +327,10 @@ pub fn state(
     stamp: i64,
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
-    if !advance(&tx, site, box_id, Stamp::State, stamp)? {
-        return Ok(false);
+    match advance(&tx, site, box_id, Stamp::State, stamp)? {
+        Some(true) => {}
+        Some(false) => return Ok(true),
+        None => return Ok(false),
     }
     tx.prepare_cached(
         "INSERT INTO boxes(site, box, version, last_seen, state) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -532,5 +540,28 @@ mod tests {
                 .days
                 .is_empty()
         );
+    }
+
+    /// A retained presence delivered again (a restart, or a second central instance)
+    /// is the one already stored: not a replay, and nothing written; an older one is.
+    #[test]
+    fn the_same_stamp_again_is_not_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::open(&dir.path().join("c.db")).unwrap();
+        super::pin(&mut conn, "ecole", "b1", "ab", "test", false).unwrap();
+        let online = |online| cartable_protocol::events::Presence {
+            online,
+            version: "1.0".into(),
+        };
+        assert!(super::presence(&mut conn, "ecole", "b1", &online(true), 5).unwrap());
+        // The same stamp with another body cannot rewrite what is stored.
+        assert!(super::presence(&mut conn, "ecole", "b1", &online(false), 5).unwrap());
+        assert!(!super::presence(&mut conn, "ecole", "b1", &online(false), 4).unwrap());
+        let online: bool = conn
+            .query_row("SELECT online FROM boxes WHERE box = 'b1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(online);
     }
 }

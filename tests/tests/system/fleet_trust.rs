@@ -217,8 +217,46 @@ fn the_shipped_broker_configuration_keeps_each_box_to_its_own_topics() {
             "central".into(),
             "--password-file".into(),
             central_pw.clone(),
+            "--share-group-file".into(),
+            password("share-group", "e1b0c4a2f97d3b5e8c6a1d0f2b4e7a9c"),
         ],
     );
+    wait_until("central subscribed", WITHIN, || {
+        central_side.log().contains("subscribed")
+    });
+    assert!(
+        !central_side.log().contains("refused"),
+        "{}",
+        central_side.log()
+    );
+    // Another box's account tries to join central's shared subscription, to be
+    // handed every other batch (which it may not read, so the broker would drop
+    // them). Mosquitto lets any account subscribe to anything (its ACL is checked
+    // on delivery only): the group's secret name is what keeps it out.
+    let thief = {
+        // Line-buffered: mosquitto_sub says the SUBACK on a pipe.
+        let mut cmd = std::process::Command::new("stdbuf");
+        cmd.args([
+            "-oL",
+            "mosquitto_sub",
+            "-d",
+            "-h",
+            "localhost",
+            "-p",
+            &broker.port.to_string(),
+        ])
+        .args(["--cafile", &ca, "-u", "default/other", "-P", "other-pw"])
+        .args(["-q", "1"])
+        .args(
+            ["central", "cartable", "cartable-central"]
+                .iter()
+                .flat_map(|g| ["-t".to_string(), topics::shared_events_filter(g)]),
+        );
+        cartable_systests::child::TestChild::spawn(cmd).expect("mosquitto_sub starts")
+    };
+    std::iter::from_fn(|| thief.next_line(WITHIN))
+        .find(|l| l.starts_with("Subscribed"))
+        .expect("a SUBACK");
     let app = Appliance::start(&sync_config(
         &url,
         &format!(
@@ -226,10 +264,14 @@ fn the_shipped_broker_configuration_keeps_each_box_to_its_own_topics() {
             password("box.pw", "box-pw")
         ),
     ));
-    app.post_audits("a", 0..5);
-    wait_until("the events over TLS with passwords", WITHIN, || {
-        audit_details(&central_side).len() == 5
-    });
+    // One batch at a time: in the group, the thief would take one of each two.
+    for i in 0..5 {
+        app.post_audits("a", i..i + 1);
+        wait_until("each event over TLS with passwords", WITHIN, || {
+            audit_details(&central_side).len() == i + 1
+        });
+    }
+    drop(thief);
 
     let as_user = |user: &str, pw: &str| {
         let mut a = fleet::broker_args(&broker);

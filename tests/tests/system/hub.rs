@@ -146,6 +146,24 @@ async fn school(per_class: usize, extra: &str) -> Class {
     }
 }
 
+/// Waits until the box's list of the class's tablets (the teacher's view, not the
+/// agent's) says whether `device` is connected.
+async fn box_sees_connected(s: &Class, t: &Teacher, device: i64, connected: bool) {
+    let path = format!("/api/v1/classes/{}/devices", s.classes["CM1-A"]);
+    let what = format!("the box to see tablet {device} connected: {connected}");
+    wait_for(&what, Duration::from_secs(20), async || {
+        let list = get(&s.app, &path, &[("cookie", &t.cookie)])
+            .await
+            .json()
+            .unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == device && d["connected"] == connected)
+    })
+    .await;
+}
+
 async fn sign_in(app: &Appliance, login: &str) -> Teacher {
     let r = post(
         app,
@@ -431,12 +449,10 @@ async fn a_lock_survives_a_reconnection_and_one_shots_wait_for_an_offline_tablet
         view(a).state.locked
     })
     .await;
-    // The tablet reboots: its agent forgets everything and comes back.
+    // The tablet reboots: its agent forgets everything and comes back. The box must
+    // have seen it go (not only the agent) for the message to wait for it.
     a.stop.cancel();
-    wait_for("offline", Duration::from_secs(5), async || {
-        !view(a).connected
-    })
-    .await;
+    box_sees_connected(&s, &marie, a.id, false).await;
     let r = command(
         &s,
         &marie,
@@ -460,7 +476,7 @@ async fn a_lock_survives_a_reconnection_and_one_shots_wait_for_an_offline_tablet
     start_agent(&s.app, &again);
     wait_for(
         "the lock re-applied and the message shown",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         async || {
             let v = view(&again);
             v.state.locked && v.done == ["show_message Au tableau !"]
@@ -469,20 +485,18 @@ async fn a_lock_survives_a_reconnection_and_one_shots_wait_for_an_offline_tablet
     .await;
     // Delivered once: a second reconnection does not show it again.
     again.stop.cancel();
-    wait_for("offline", Duration::from_secs(5), async || {
-        !view(&again).connected
-    })
-    .await;
+    box_sees_connected(&s, &marie, again.id, false).await;
     let third = Agent {
         view: Shared::default(),
         stop: CancellationToken::new(),
         ..again
     };
     start_agent(&s.app, &third);
-    wait_for("back", Duration::from_secs(5), async || {
+    wait_for("back", Duration::from_secs(20), async || {
         view(&third).state.locked
     })
     .await;
+    box_sees_connected(&s, &marie, third.id, true).await;
     // A new message after the reconnection: the queue is delivered in order, so once
     // it is shown, the old one would have been shown before it.
     command(
@@ -492,7 +506,7 @@ async fn a_lock_survives_a_reconnection_and_one_shots_wait_for_an_offline_tablet
         json!({ "kind": "show_message", "text": "Rangez" }),
     )
     .await;
-    wait_for("the new message", Duration::from_secs(5), async || {
+    wait_for("the new message", Duration::from_secs(20), async || {
         !view(&third).done.is_empty()
     })
     .await;
