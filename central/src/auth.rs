@@ -233,32 +233,72 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-/// Every route but the sign-in's: loopback, or a session (with its CSRF token for
-/// anything but a read).
+/// A signed-in admin, as the guard found the request's session (an extension of the
+/// request): who changes something, and the CSRF token a page's form must carry.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub login: String,
+    pub csrf: String,
+}
+
+/// The largest form the guard reads for its CSRF field (a policy set or catalogue).
+const MAX_FORM: usize = 1 << 20;
+
+/// The CSRF token a change carries: its `x-csrf-token` header, or, for a form a page
+/// posts (the pages have no script), its `csrf` field; the body read is put back.
+async fn carried_csrf(request: Request) -> Result<(Request, Option<String>), Response> {
+    if let Some(v) = request.headers().get("x-csrf-token") {
+        let v = v.to_str().ok().map(str::to_string);
+        return Ok((request, v));
+    }
+    let form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| {
+        (StatusCode::PAYLOAD_TOO_LARGE, "a form of at most 1 MiB\n").into_response()
+    })?;
+    let csrf = form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned());
+    Ok((Request::from_parts(parts, bytes.into()), csrf))
+}
+
+/// Every route but the sign-in's: a session (with its CSRF token for anything but a
+/// read, the host's own browser too), or a caller on the host without one (scripts,
+/// monitoring; a page's form wants a session, see [`Admin`]).
 pub async fn guard(
     State(auth): State<Arc<Auth>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
-    if path == "/login" || path == "/api/v1/login" || peer.ip().is_loopback() {
+    let path = request.uri().path().to_string();
+    if path == "/login" || path == "/api/v1/login" {
         return next.run(request).await;
     }
     match auth.session(request.headers()) {
-        Some((_, csrf)) => {
-            let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-            let carried = request
-                .headers()
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                == Some(csrf.as_str());
-            if reads || carried {
-                next.run(request).await
-            } else {
-                (StatusCode::FORBIDDEN, "missing or wrong x-csrf-token\n").into_response()
+        Some((login, csrf)) => {
+            if !matches!(*request.method(), Method::GET | Method::HEAD) {
+                let carried;
+                (request, carried) = match carried_csrf(request).await {
+                    Ok(r) => r,
+                    Err(response) => return response,
+                };
+                if carried.as_deref() != Some(csrf.as_str()) {
+                    return (StatusCode::FORBIDDEN, "missing or wrong x-csrf-token\n")
+                        .into_response();
+                }
             }
+            request.extensions_mut().insert(Admin { login, csrf });
+            next.run(request).await
         }
+        None if peer.ip().is_loopback() => next.run(request).await,
         None if path.starts_with("/api/") => (
             StatusCode::UNAUTHORIZED,
             "sign in first: POST /api/v1/login\n",

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod keys;
 pub mod page;
 pub mod policies;
+pub mod policy_form;
 pub mod publish;
 pub mod release;
 pub mod rollout;

@@ -107,9 +107,10 @@ enum Command {
         /// batch it hands to it (the box may not read them).
         #[arg(long)]
         share_group_file: Option<PathBuf>,
-        /// The working key that signs each group's manifest as a rollout widens (its
-        /// certificate at the same path + `.cert`); without it rollouts wait for
-        /// `release widen`.
+        /// The working key that signs each group's manifest as a rollout widens, and
+        /// what admins publish from the policies page (its certificate at the same
+        /// path + `.cert`); without it rollouts wait for `release widen`, and the page
+        /// does not publish.
         #[arg(long)]
         release_key: Option<PathBuf>,
         /// Seconds between two looks at the rollouts.
@@ -402,7 +403,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 rollouts: release_key
                     .map(|k| keys::signer(&k, None))
                     .transpose()?
-                    .map(|s| (s, std::time::Duration::from_secs(rollout_every.max(1)))),
+                    .map(|s| {
+                        (
+                            std::sync::Arc::new(s),
+                            std::time::Duration::from_secs(rollout_every.max(1)),
+                        )
+                    }),
             },
             listen,
         )),

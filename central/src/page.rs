@@ -46,7 +46,7 @@ impl Lang {
         }
     }
 
-    fn code(self) -> &'static str {
+    pub fn code(self) -> &'static str {
         self.t("fr", "en")
     }
 }

@@ -1,7 +1,7 @@
 //! What desired state is in force across the fleet, per kind and scope, as the boxes
 //! report it (their retained state): which version each scope's boxes run, and the
-//! boxes still on an older one. Publishing stays with `cartable-central policy
-//! publish` and `catalogue publish` (the working key's holder signs).
+//! boxes still on an older one. Then the form that publishes a new version
+//! (`policy_form`), and what the console published.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -11,12 +11,36 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 
+use axum::Extension;
+
+use crate::auth::Admin;
 use crate::page::{self, Lang, esc};
-use crate::store::{BoxRow, Db};
+use crate::policy_form::{self, PublishForm, Publishing};
+use crate::store::BoxRow;
 
 #[derive(Deserialize, Default)]
 pub struct PoliciesQuery {
     lang: Option<String>,
+}
+
+/// A first policy set to start from, as in the box's own file.
+const STARTER: &str = "[[policy]]\nname = \"ecole\"\ndefault = true\nblock = [\"adult\", \"gambling\"]\nsafe_search = true\n";
+
+/// The form starts from the fleet's policies as last published here.
+fn draft(published: &[crate::store::Published]) -> PublishForm {
+    published
+        .iter()
+        .find(|d| d.kind == "policies" && d.scope == "fleet")
+        .map(|d| PublishForm {
+            kind: d.kind.clone(),
+            source: d.source.clone(),
+            ..PublishForm::default()
+        })
+        .unwrap_or_else(|| PublishForm {
+            kind: "policies".into(),
+            source: STARTER.into(),
+            ..PublishForm::default()
+        })
 }
 
 /// (kind, scope) → version → the boxes that run it.
@@ -39,13 +63,14 @@ fn in_force(boxes: &[BoxRow]) -> InForce {
 
 /// `GET /policies`.
 pub async fn page(
-    State(db): State<Db>,
+    State(p): State<Publishing>,
+    admin: Option<Extension<Admin>>,
     headers: HeaderMap,
     Query(q): Query<PoliciesQuery>,
 ) -> Response {
     let lang = Lang::of(&headers, q.lang.as_deref());
     let l = |fr, en| lang.t(fr, en);
-    let boxes = match db.boxes().await {
+    let (boxes, published) = match tokio::try_join!(p.db.boxes(), p.db.published()) {
         Ok(b) => b,
         Err(e) => return crate::serve::internal(e),
     };
@@ -63,8 +88,8 @@ pub async fn page(
         h,
         "<p>{}</p>",
         esc(l(
-            "Ce que les boîtiers appliquent, tel qu'ils le disent. On publie avec `cartable-central policy publish FICHIER --key CLÉ [--site S [--box B]]` (ou `catalogue publish`) : la clé de travail signe, les boîtiers vérifient.",
-            "What the boxes apply, as they report it. Publish with `cartable-central policy publish FILE --key KEY [--site S [--box B]]` (or `catalogue publish`): the working key signs, the boxes verify."
+            "Ce que les boîtiers appliquent, tel qu'ils le disent. On publie ci-dessous, ou avec `cartable-central policy publish FICHIER --key CLÉ [--site S [--box B]]` (ou `catalogue publish`) : la clé de travail signe, les boîtiers vérifient.",
+            "What the boxes apply, as they report it. Publish below, or with `cartable-central policy publish FILE --key KEY [--site S [--box B]]` (or `catalogue publish`): the working key signs, the boxes verify."
         ))
     );
     let rows: Vec<Vec<String>> = in_force(&boxes)
@@ -114,6 +139,17 @@ pub async fn page(
         &[l("Boîtier", "Box")],
         none.into_iter().map(|n| vec![n]),
     );
+    let draft = draft(&published);
+    let admin = admin.map(|Extension(a)| a);
+    policy_form::render(
+        &mut h,
+        lang,
+        admin.as_ref(),
+        p.signer.is_some(),
+        &draft,
+        None,
+    );
+    policy_form::history(&mut h, lang, &published);
     page::html(q.lang.as_deref(), page::layout(lang, "policies", &h))
 }
 

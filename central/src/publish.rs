@@ -18,41 +18,58 @@ use crate::keys::Signer;
 pub fn read_policies(path: &Path) -> anyhow::Result<PolicySet> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "toml") {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            policy: Vec<desired::Policy>,
-            /// Public resolvers' addresses carts refuse (DNS over HTTPS by address).
-            #[serde(default)]
-            resolver_addresses: Vec<String>,
-        }
-        let f: File = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        if let Some(bad) = f
-            .resolver_addresses
-            .iter()
-            .find(|a| a.parse::<std::net::IpAddr>().is_err())
-        {
-            bail!(
-                "{}: resolver_addresses: `{bad}` is not an IP address",
-                path.display()
-            );
-        }
-        Ok(PolicySet {
-            policies: f.policy,
-            resolver_addresses: f.resolver_addresses,
-        })
+    let parsed = if path.extension().is_some_and(|e| e == "toml") {
+        policies_from_toml(&text)
     } else {
-        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
+        serde_json::from_str(&text).map_err(anyhow::Error::from)
+    };
+    parsed.map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+}
+
+/// A policy set as an admin wrote it on the console's page: JSON if it opens with
+/// `{`, else TOML.
+pub fn policies_from_text(text: &str) -> anyhow::Result<PolicySet> {
+    if text.trim_start().starts_with('{') {
+        Ok(serde_json::from_str(text)?)
+    } else {
+        policies_from_toml(text)
     }
+}
+
+/// `[[policy]]` tables, and the addresses of public resolvers carts refuse.
+fn policies_from_toml(text: &str) -> anyhow::Result<PolicySet> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        policy: Vec<desired::Policy>,
+        /// Public resolvers' addresses carts refuse (DNS over HTTPS by address).
+        #[serde(default)]
+        resolver_addresses: Vec<String>,
+    }
+    let f: File = toml::from_str(text)?;
+    if let Some(bad) = f
+        .resolver_addresses
+        .iter()
+        .find(|a| a.parse::<std::net::IpAddr>().is_err())
+    {
+        bail!("resolver_addresses: `{bad}` is not an IP address");
+    }
+    Ok(PolicySet {
+        policies: f.policy,
+        resolver_addresses: f.resolver_addresses,
+    })
 }
 
 /// Reads a catalogue (`{"items": [...]}`).
 pub fn read_catalogue(path: &Path) -> anyhow::Result<Catalogue> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let c: Catalogue =
-        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    catalogue_from_text(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+}
+
+/// A catalogue's JSON, each item's digest checked.
+pub fn catalogue_from_text(text: &str) -> anyhow::Result<Catalogue> {
+    let c: Catalogue = serde_json::from_str(text)?;
     for item in &c.items {
         if item.sha256.len() != 64 || !item.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("item `{}`: sha256 must be 64 hex digits", item.id);

@@ -8,6 +8,7 @@
 //! duplicates.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,9 +31,10 @@ pub struct ServeConfig {
     pub share_group: Option<String>,
     /// A SQLite file, or `postgres://...`.
     pub database: String,
-    /// The key that signs a rollout's next group, and how often rollouts are looked
-    /// at; none: rollouts move only by hand.
-    pub rollouts: Option<(crate::keys::Signer, Duration)>,
+    /// The fleet's working key, which signs a rollout's next group and what admins
+    /// publish from the policies page, and how often rollouts are looked at; none:
+    /// rollouts move only by hand, and the page does not publish.
+    pub rollouts: Option<(Arc<crate::keys::Signer>, Duration)>,
 }
 
 /// Runs until `shutdown`: the broker subscriber and the HTTP server on `listener`.
@@ -50,28 +52,10 @@ pub async fn run(
     options.set_manual_acks(true);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
 
-    // One writer: store, then acknowledge. Unbounded: the broker's in-flight window
-    // bounds it, and the event loop must never wait on the writer (the acks it sends
-    // go through the event loop).
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
-    let writer = {
-        let (client, db) = (client.clone(), db.clone());
-        tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                match crate::ingest::handle(&db, &p.topic, &p.payload).await {
-                    Ok(()) => {
-                        if let Err(e) = client.ack(&p).await {
-                            tracing::warn!(error = %e, "cannot acknowledge");
-                        }
-                    }
-                    // Not acknowledged: the broker delivers it again after a reconnect.
-                    Err(e) => {
-                        tracing::error!(topic = p.topic, error = %e, "cannot store a message")
-                    }
-                }
-            }
-        })
-    };
+    // Unbounded: the broker's in-flight window bounds it, and the event loop must
+    // never wait on the writer (the acks it sends go through the event loop).
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
+    let writer = tokio::spawn(write(db.clone(), client.clone(), rx));
     let stop = shutdown.clone();
     let share_group = config.share_group.clone();
     let mqtt = tokio::spawn(async move {
@@ -113,6 +97,11 @@ pub async fn run(
         }
     });
 
+    let publishing = crate::policy_form::Publishing {
+        db: db.clone(),
+        signer: config.rollouts.as_ref().map(|(s, _)| s.clone()),
+        broker: config.broker.clone(),
+    };
     let rollouts = config.rollouts.map(|(signer, every)| {
         tokio::spawn(crate::rollout::control::run(
             db.clone(),
@@ -123,7 +112,7 @@ pub async fn run(
         ))
     });
 
-    let app = router(db);
+    let app = router(db, publishing);
     let stop = shutdown.clone();
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
@@ -135,6 +124,27 @@ pub async fn run(
     }
     writer.abort();
     Ok(())
+}
+
+/// The one writer: stores each message, then acknowledges it.
+async fn write(
+    db: Db,
+    client: AsyncClient,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+) {
+    while let Some(p) = rx.recv().await {
+        match crate::ingest::handle(&db, &p.topic, &p.payload).await {
+            Ok(()) => {
+                if let Err(e) = client.ack(&p).await {
+                    tracing::warn!(error = %e, "cannot acknowledge");
+                }
+            }
+            // Not acknowledged: the broker delivers it again after a reconnect.
+            Err(e) => {
+                tracing::error!(topic = p.topic, error = %e, "cannot store a message")
+            }
+        }
+    }
 }
 
 /// Subscribes to every box's messages, the events shared with `group`'s other
@@ -161,7 +171,7 @@ fn subscribe(client: &AsyncClient, group: Option<&str>) {
 }
 
 /// The dashboard, the JSON API and the sign-in, behind the admins' guard.
-fn router(db: Db) -> axum::Router {
+fn router(db: Db, publishing: crate::policy_form::Publishing) -> axum::Router {
     let auth = crate::auth::Auth::new(db.clone());
     let signin = axum::Router::new()
         .route(
@@ -182,10 +192,18 @@ fn router(db: Db) -> axum::Router {
         .route("/usage", axum::routing::get(crate::usage::page))
         .route("/api/v1/tablets", axum::routing::get(crate::tablets::api))
         .route("/tablets", axum::routing::get(crate::tablets::page))
-        .route("/policies", axum::routing::get(crate::policies::page))
         .route("/api/v1/counters", axum::routing::get(api_counters))
         .route("/api/v1/releases", axum::routing::get(api_releases))
         .with_state(db)
+        .merge(
+            axum::Router::new()
+                .route("/policies", axum::routing::get(crate::policies::page))
+                .route(
+                    "/policies/publish",
+                    axum::routing::post(crate::policy_form::publish),
+                )
+                .with_state(publishing),
+        )
         .merge(signin)
         // Nothing of the fleet for anyone but its admins (and the host itself).
         .layer(axum::middleware::from_fn_with_state(

@@ -234,7 +234,7 @@ pub async fn tick(db: &Db, p: &Publisher<'_>) -> anyhow::Result<()> {
 /// Looks at the rollouts every `every` until `shutdown`.
 pub async fn run(
     db: Db,
-    signer: Signer,
+    signer: std::sync::Arc<Signer>,
     broker: BrokerArgs,
     every: Duration,
     shutdown: CancellationToken,

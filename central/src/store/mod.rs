@@ -43,6 +43,18 @@ pub struct BoxRow {
     pub held: i64,
 }
 
+/// What the console last published for a kind and scope: its source as the admin
+/// wrote it (to edit it again), its version, who and when.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    pub kind: String,
+    pub scope: String,
+    pub version: i64,
+    pub source: String,
+    pub by: String,
+    pub at: i64,
+}
+
 /// What pinning a key did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pinned {
@@ -416,6 +428,22 @@ impl Db {
                 Self::write_sqlite(writer, move |c| sqlite::put_rollout(c, &scope, &body)).await
             }
             Db::Postgres(c) => postgres::put_rollout(&c.auto, &scope, &body).await,
+        }
+    }
+
+    pub async fn published(&self) -> anyhow::Result<Vec<Published>> {
+        match self {
+            Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::published).await,
+            Db::Postgres(c) => postgres::published(&c.auto).await,
+        }
+    }
+
+    pub async fn put_published(&self, p: Published) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                Self::write_sqlite(writer, move |c| sqlite::put_published(c, &p)).await
+            }
+            Db::Postgres(c) => postgres::put_published(&c.auto, &p).await,
         }
     }
 

@@ -7,7 +7,7 @@ use cartable_protocol::events::{Batch, Presence, ReportedState};
 use tokio_postgres::Client;
 
 use super::rollup::{self, Rollups};
-use super::{BoxRow, EventRow, Held, Ingested, Pinned, Stamp, now};
+use super::{BoxRow, EventRow, Held, Ingested, Pinned, Published, Stamp, now};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS boxes (
@@ -63,6 +63,15 @@ CREATE TABLE IF NOT EXISTS rollouts (
 CREATE TABLE IF NOT EXISTS admins (
     login    TEXT PRIMARY KEY,
     password TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS published (
+    kind     TEXT NOT NULL,
+    scope    TEXT NOT NULL,
+    version  BIGINT NOT NULL,
+    source   TEXT NOT NULL,
+    by_login TEXT NOT NULL,
+    at       BIGINT NOT NULL,
+    PRIMARY KEY (kind, scope)
 );
 ";
 
@@ -513,6 +522,39 @@ pub async fn put_rollout(c: &Client, scope: &str, body: &str) -> anyhow::Result<
         "INSERT INTO rollouts(scope, body, changed_at) VALUES ($1, $2::text::jsonb, $3)
          ON CONFLICT(scope) DO UPDATE SET body = excluded.body, changed_at = excluded.changed_at",
         &[&scope, &body, &now()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What the console last published, per kind and scope.
+pub async fn published(c: &Client) -> anyhow::Result<Vec<Published>> {
+    let rows = c
+        .query(
+            "SELECT kind, scope, version, source, by_login, at FROM published ORDER BY kind, scope",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Published {
+            kind: r.get(0),
+            scope: r.get(1),
+            version: r.get(2),
+            source: r.get(3),
+            by: r.get(4),
+            at: r.get(5),
+        })
+        .collect())
+}
+
+pub async fn put_published(c: &Client, p: &Published) -> anyhow::Result<()> {
+    c.execute(
+        "INSERT INTO published(kind, scope, version, source, by_login, at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT(kind, scope) DO UPDATE SET version = excluded.version,
+           source = excluded.source, by_login = excluded.by_login, at = excluded.at",
+        &[&p.kind, &p.scope, &p.version, &p.source, &p.by, &p.at],
     )
     .await?;
     Ok(())

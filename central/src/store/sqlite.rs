@@ -7,7 +7,7 @@ use cartable_protocol::events::{Batch, Presence, ReportedState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rollup::{self, Rollups};
-use super::{BoxRow, EventRow, Held, Ingested, Pinned, Stamp};
+use super::{BoxRow, EventRow, Held, Ingested, Pinned, Published, Stamp};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS boxes (
@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS rollouts (
 CREATE TABLE IF NOT EXISTS admins (
     login    TEXT PRIMARY KEY,
     password TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS published (
+    kind     TEXT NOT NULL,
+    scope    TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    source   TEXT NOT NULL,
+    by_login TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    PRIMARY KEY (kind, scope)
 ) STRICT;
 ";
 
@@ -444,6 +453,35 @@ pub fn put_rollout(conn: &Connection, scope: &str, body: &str) -> rusqlite::Resu
          ON CONFLICT(scope) DO UPDATE SET body = excluded.body, changed_at = excluded.changed_at",
     )?
     .execute(params![scope, body, now()])?;
+    Ok(())
+}
+
+/// What the console last published, per kind and scope.
+pub fn published(conn: &Connection) -> rusqlite::Result<Vec<Published>> {
+    let mut st = conn.prepare_cached(
+        "SELECT kind, scope, version, source, by_login, at FROM published ORDER BY kind, scope",
+    )?;
+    st.query_map([], |r| {
+        Ok(Published {
+            kind: r.get(0)?,
+            scope: r.get(1)?,
+            version: r.get(2)?,
+            source: r.get(3)?,
+            by: r.get(4)?,
+            at: r.get(5)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn put_published(conn: &Connection, p: &Published) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO published(kind, scope, version, source, by_login, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(kind, scope) DO UPDATE SET version = excluded.version,
+           source = excluded.source, by_login = excluded.by_login, at = excluded.at",
+    )?
+    .execute(params![p.kind, p.scope, p.version, p.source, p.by, p.at])?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod buildroot;
 mod cache;
 mod cart;
 mod central_console;
+mod central_publish;
 mod central_share;
 mod central_usage;
 mod dns;
