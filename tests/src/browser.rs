@@ -15,6 +15,17 @@ use crate::net::free_port;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// axe-core's engine, where `tests/run` installs it.
+const AXE: &str = "target/test-tools/node_modules/axe-core/axe.min.js";
+
+/// Runs axe on the document; WebDriver's callback gets each broken rule, with the
+/// selectors of (at most five of) the elements that break it.
+const AXE_RUN: &str = "const done = arguments[arguments.length - 1];
+axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+  .then(r => done(r.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help,
+    nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ')) }))))
+  .catch(e => done([{ id: 'axe-failed', impact: 'critical', help: String(e), nodes: [] }]));";
+
 pub struct Browser {
     addr: SocketAddr,
     session: String,
@@ -154,6 +165,42 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Runs axe-core (the accessibility engine, installed by `tests/run` from npm) on
+    /// the page as it is, WCAG 2 A and AA rules, and fails with each rule broken, its
+    /// impact and the first elements that break it.
+    pub async fn check_accessible(&self, page: &str) -> anyhow::Result<()> {
+        let engine = std::fs::read_to_string(crate::bins::workspace_root().join(AXE))
+            .with_context(|| format!("{AXE} (tests/run installs it)"))?;
+        // Injected through WebDriver: the page's own CSP forbids scripts, not this.
+        self.eval(&format!("{engine}\n;return true")).await?;
+        let found = self
+            .call(
+                "POST",
+                "/execute/async",
+                json!({ "script": AXE_RUN, "args": [] }),
+            )
+            .await?;
+        let broken = found.as_array().cloned().unwrap_or_default();
+        if !broken.is_empty() {
+            bail!(
+                "{page}: {} accessibility rules broken:\n{}",
+                broken.len(),
+                broken
+                    .iter()
+                    .map(|v| format!(
+                        "- {} ({}): {} at {}",
+                        v["id"].as_str().unwrap_or(""),
+                        v["impact"].as_str().unwrap_or(""),
+                        v["help"].as_str().unwrap_or(""),
+                        v["nodes"]
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        Ok(())
     }
 
     /// A PNG of the page.

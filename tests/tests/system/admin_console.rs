@@ -134,8 +134,13 @@ async fn in_chromium_the_admin_reads_the_dashboard_explains_a_block_and_allows_t
            && document.querySelectorAll('#chart rect.bar-b').length === 24",
     )
     .await;
+    browser.check_accessible("admin-dashboard").await.unwrap();
     browser.keep_screenshot("admin-dashboard").await.unwrap();
     browser.resize(390, 844).await.unwrap();
+    browser
+        .check_accessible("admin-dashboard-phone")
+        .await
+        .unwrap();
     browser
         .keep_screenshot("admin-dashboard-phone")
         .await
@@ -170,6 +175,7 @@ async fn in_chromium_the_admin_reads_the_dashboard_explains_a_block_and_allows_t
            && why.textContent.includes('gambling.txt:1')",
     )
     .await;
+    browser.check_accessible("admin-query-log").await.unwrap();
     browser.keep_screenshot("admin-query-log").await.unwrap();
     browser.click("#log-lines .why button.allow").await.unwrap();
     wait(
@@ -205,6 +211,7 @@ async fn in_chromium_the_admin_reads_the_dashboard_explains_a_block_and_allows_t
            && document.getElementById('lists').textContent.includes('gambling.txt')",
     )
     .await;
+    browser.check_accessible("admin-filtering").await.unwrap();
     browser.keep_screenshot("admin-filtering").await.unwrap();
 }
 
@@ -258,6 +265,7 @@ async fn in_chromium_the_admin_previews_and_imports_the_school_and_makes_a_code(
            && img.complete && img.naturalWidth > 0 && img.alt.startsWith('cartable:enrol?box=http://')",
     )
     .await;
+    browser.check_accessible("admin-school").await.unwrap();
     browser.keep_screenshot("admin-school").await.unwrap();
     let code = browser
         .eval("return document.getElementById('code').textContent")

@@ -100,6 +100,7 @@ async fn an_admin_publishes_the_fleets_policies_from_the_page_and_the_box_applie
     let browser = Browser::start().await.unwrap();
     browser.resize(1280, 800).await.unwrap();
     browser.goto(&url("/login")).await.unwrap();
+    browser.check_accessible("central-login").await.unwrap();
     browser
         .type_into("input[name=login]", "parc")
         .await
@@ -169,6 +170,7 @@ async fn an_admin_publishes_the_fleets_policies_from_the_page_and_the_box_applie
     // The form now starts from what was published.
     let again = source().await;
     assert_eq!(again.as_str().unwrap(), policies);
+    browser.check_accessible("central-policies").await.unwrap();
     browser.keep_screenshot("central-policies").await.unwrap();
 
     // The box checks the working key's signature and filters with it.

@@ -263,6 +263,7 @@ async fn the_fleet_sees_usage_per_site_class_and_tablet_and_never_a_pupils_name(
         2,
         "two days with use"
     );
+    browser.check_accessible("central-usage").await.unwrap();
     browser.keep_screenshot("central-usage").await.unwrap();
     browser
         .goto(&format!("http://{}/tablets?lang=en", central.http))
@@ -277,6 +278,7 @@ async fn the_fleet_sees_usage_per_site_class_and_tablet_and_never_a_pupils_name(
         page.as_str().unwrap().contains("Pupil (pseudonym)"),
         "{page}"
     );
+    browser.check_accessible("central-tablets").await.unwrap();
     browser.keep_screenshot("central-tablets").await.unwrap();
     browser
         .goto(&format!("http://{}/", central.http))
@@ -290,6 +292,7 @@ async fn the_fleet_sees_usage_per_site_class_and_tablet_and_never_a_pupils_name(
         page.as_str().unwrap().contains("Boxes"),
         "the choice of English stays: {page}"
     );
+    browser.check_accessible("central-fleet").await.unwrap();
     browser.keep_screenshot("central-fleet").await.unwrap();
 }
 

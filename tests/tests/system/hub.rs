@@ -585,6 +585,7 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
         )
         .await
         .unwrap();
+    browser.check_accessible("classe-sign-in").await.unwrap();
     browser.type_into("#login", "marie").await.unwrap();
     browser
         .type_into("#password", "tableau-noir")
@@ -687,12 +688,14 @@ async fn in_chromium_a_teacher_signs_in_locks_the_class_and_sees_thirty_locked_t
         .eval("window.scrollTo(0, 0); return true")
         .await
         .unwrap();
+    browser.check_accessible("classe").await.unwrap();
     browser.keep_screenshot("classe").await.unwrap();
     browser.resize(390, 844).await.unwrap();
     browser
         .eval("window.scrollTo(0, 0); return true")
         .await
         .unwrap();
+    browser.check_accessible("classe-phone").await.unwrap();
     browser.keep_screenshot("classe-phone").await.unwrap();
     browser.resize(1280, 800).await.unwrap();
     // A command to one tile chosen with the keyboard (a tile is a toggle button that
