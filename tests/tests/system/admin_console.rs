@@ -45,6 +45,9 @@ path = "{list}"
 name = "ecole"
 block = ["gambling"]
 default = true
+
+[[filter.policy]]
+name = "maison"
 "#,
         upstream = upstream.addr,
         list = list.display()
@@ -211,7 +214,65 @@ async fn in_chromium_the_admin_reads_the_dashboard_explains_a_block_and_allows_t
            && document.getElementById('lists').textContent.includes('gambling.txt')",
     )
     .await;
+    // A time rule: evenings go to "maison". A day the box cannot read is refused
+    // with its reason and nothing is stored; then the rule as meant is saved.
+    browser
+        .click("#policies fieldset[data-name=ecole] button.add-rule")
+        .await
+        .unwrap();
+    let set_days = |days: &str| {
+        format!(
+            "const i = document.querySelector('#policies fieldset[data-name=ecole] .rule [data-rule=days]'); \
+             i.value = '{days}'; i.dispatchEvent(new Event('input', {{ bubbles: true }})); return true"
+        )
+    };
+    browser.eval(&set_days("lundo-ven")).await.unwrap();
+    browser.click("#save-policies").await.unwrap();
+    wait(
+        &browser,
+        "the refusal",
+        "return document.getElementById('error').textContent.includes('lundo')",
+    )
+    .await;
+    let stored = |app: &Appliance| {
+        app.get_json("/api/v1/filter/policies")["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "ecole")
+            .unwrap()["schedule"]
+            .clone()
+    };
+    assert!(
+        stored(&s.app).as_array().is_none_or(|a| a.is_empty()),
+        "{}",
+        stored(&s.app)
+    );
+    browser.eval(&set_days("lun-ven")).await.unwrap();
+    wait(
+        &browser,
+        "the rule said as a sentence",
+        "return document.querySelector('#policies .rule .said').textContent \
+           === 'lun au ven de 18:00 à 07:30 : « maison »'",
+    )
+    .await;
+    browser.click("#save-policies").await.unwrap();
+    wait(
+        &browser,
+        "saved",
+        "return document.getElementById('policy-result').textContent === 'Enregistré'",
+    )
+    .await;
+    // Stored as the box reads it.
+    assert_eq!(
+        stored(&s.app),
+        serde_json::json!([{ "days": ["mon,tue,wed,thu,fri"], "from": "18:00", "to": "07:30", "policy": "maison" }])
+    );
     browser.check_accessible("admin-filtering").await.unwrap();
+    browser
+        .eval("document.querySelector('#policies .rule').scrollIntoView({ block: 'center' }); return true")
+        .await
+        .unwrap();
     browser.keep_screenshot("admin-filtering").await.unwrap();
 }
 

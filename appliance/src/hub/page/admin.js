@@ -43,6 +43,8 @@ const T = {
     state: "État", present: "présent", downloading: "téléchargement", missing: "absent", failed: "échec",
     used: "{used} utilisés sur {quota}", pinned: "préchargé", never: "jamais",
     sentence: "{days} {hours} : « {p} »", from_to: "de {from} à {to}", all_day: "toute la journée",
+    rule_days: "Jours (lun-ven, sam, …)", rule_from: "De", rule_to: "À", rule_policy: "alors la politique",
+    add_rule: "Ajouter un horaire", remove_rule: "Retirer",
     no_tablet: "aucune tablette",
   },
   en: {
@@ -84,6 +86,8 @@ const T = {
     state: "State", present: "present", downloading: "downloading", missing: "missing", failed: "failed",
     used: "{used} used of {quota}", pinned: "prefetched", never: "never",
     sentence: "{days} {hours}: “{p}”", from_to: "from {from} to {to}", all_day: "all day",
+    rule_days: "Days (mon-fri, sat, …)", rule_from: "From", rule_to: "To", rule_policy: "then the policy",
+    add_rule: "Add a time rule", remove_rule: "Remove",
     no_tablet: "no tablet",
   },
 };
@@ -263,7 +267,32 @@ function sentence(rule) {
   return t("sentence", { days, hours, p: rule.policy });
 }
 
-function policyForm(p, categories, editable) {
+// A schedule rule as its row in the form says it; empty times are left out.
+function readRule(row) {
+  const v = (k) => row.querySelector(`[data-rule="${k}"]`).value;
+  const r = { days: lines(v("days")), policy: v("policy") };
+  if (v("from")) r.from = v("from");
+  if (v("to")) r.to = v("to");
+  return r;
+}
+
+// One editable rule: days, hours, the policy then, and the rule said as a sentence.
+function ruleRow(r, names, editable) {
+  const row = el("div", undefined, "rule");
+  const field = (key, node) => { const l = el("label"); l.appendChild(el("span", t(`rule_${key}`))); node.dataset.rule = key; node.disabled = !editable; l.appendChild(node); row.appendChild(l); return node; };
+  const input = (type, value) => { const i = el("input"); i.type = type; i.value = value || ""; return i; };
+  field("days", input("text", (r.days || []).join(", ")));
+  field("from", input("time", r.from)); field("to", input("time", r.to));
+  const sel = el("select");
+  for (const n of names) { const o = el("option", n); o.value = n; sel.appendChild(o); }
+  field("policy", sel).value = r.policy;
+  const said = row.appendChild(el("p", sentence(r), "muted said"));
+  row.addEventListener("input", () => { said.textContent = sentence(readRule(row)); });
+  if (editable) row.appendChild(button(t("remove_rule"), () => row.remove(), "danger"));
+  return row;
+}
+
+function policyForm(p, categories, editable, names) {
   const f = el("fieldset"); f.dataset.name = p.name;
   f.appendChild(el("legend", p.name + (p.default ? ` — ${t("default_policy")}` : "")));
   const area = (key, value) => { const l = el("label"); l.appendChild(el("span", t(key))); const a = el("textarea"); a.rows = 3; a.cols = 40; a.value = value.join("\n"); a.dataset.key = key; a.disabled = !editable; l.appendChild(el("br")); l.appendChild(a); f.appendChild(l); };
@@ -288,7 +317,10 @@ function policyForm(p, categories, editable) {
   ys.value = p.youtube || "off"; yl.appendChild(ys); f.appendChild(yl);
   f.appendChild(el("h4", t("schedule")));
   if (!(p.schedule || []).length) f.appendChild(el("p", t("no_schedule"), "muted"));
-  for (const r of p.schedule || []) f.appendChild(el("p", sentence(r)));
+  const rules = f.appendChild(el("div", undefined, "rules"));
+  for (const r of p.schedule || []) rules.appendChild(ruleRow(r, names, editable));
+  const other = names.find((n) => n !== p.name) || p.name;
+  if (editable) f.appendChild(button(t("add_rule"), () => rules.appendChild(ruleRow({ days: ["mon-fri"], from: "18:00", to: "07:30", policy: other }, names, true)), "add-rule"));
   return f;
 }
 
@@ -300,7 +332,8 @@ function readPolicies() {
     const kept = (p.block || []).filter((b) => !known.has(b) && !policyState.categories.some((c) => c.aliases.includes(b)));
     const block = kept.concat([...f.querySelectorAll(".cats input:checked")].map((b) => b.value));
     return Object.assign({}, p, { clients: lines(val("clients").value), block, allow: lines(val("allow").value),
-      deny: lines(val("deny").value), safe_search: val("safe_search").checked, youtube: val("youtube").value });
+      deny: lines(val("deny").value), safe_search: val("safe_search").checked, youtube: val("youtube").value,
+      schedule: [...f.querySelectorAll(".rules .rule")].map(readRule) });
   });
 }
 
@@ -312,7 +345,8 @@ async function loadPolicies() {
   banner.textContent = s.source === "central" ? t("from_central") : s.source === "local" && s.edited
     ? t("from_local", { by: s.edited.by, at: fmtTime(s.edited.at) }) : t("from_file");
   const box = $("policies"); box.innerHTML = "";
-  for (const p of s.policies) box.appendChild(policyForm(p, s.categories, s.editable));
+  const names = s.policies.map((p) => p.name);
+  for (const p of s.policies) box.appendChild(policyForm(p, s.categories, s.editable, names));
   $("save-policies").disabled = !s.editable;
   $("reset-policies").disabled = !s.editable || s.source !== "local";
   $("lists-total").textContent = t("listed", { n: fmtNum(s.listed_names) });
