@@ -2,6 +2,7 @@
 //! batch's sums applied with one statement per table (`unnest` of arrays), the
 //! tablets' blocks read locked and written back, and the report's queries.
 
+use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::report::{self, Period, Sums, UsageReport};
@@ -239,7 +240,18 @@ pub async fn usage_report(c: &Client, p: &Period) -> anyhow::Result<UsageReport>
     let (first, last) = p.blocks();
     let blocks_sql = rollup::for_postgres(report::Q_BLOCKS);
     let block_args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&first, &last, &p.site];
-    let blocks = c.query(&blocks_sql, &block_args);
+    // Streamed: each row is counted as it arrives, while the server sends the next
+    // (collected first, the server then the client would each wait for the other).
+    let blocks = async {
+        let rows = c.query_raw(&blocks_sql, block_args).await?;
+        let mut rows = std::pin::pin!(rows);
+        let mut gathered = report::Gatherer::new(p);
+        while let Some(r) = rows.next().await {
+            let r = r?;
+            gathered.add(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        }
+        anyhow::Ok(gathered)
+    };
     let (m1, m2, left, right) = p.months();
     let all: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
         [&p.from_day, &p.to_day, &p.site, &m1, &m2, &left, &right];
@@ -267,10 +279,7 @@ pub async fn usage_report(c: &Client, p: &Period) -> anyhow::Result<UsageReport>
         pairs(report::Q_APPS),
         pairs(report::Q_CATEGORIES),
     );
-    let mut gathered = report::Gatherer::new(p);
-    for r in blocks? {
-        gathered.add(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-    }
+    let gathered = blocks?;
     let sums = Sums {
         dns: dns?,
         attendance: attendance?,
