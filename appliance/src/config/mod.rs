@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod checks;
+mod headwind;
 mod net;
 mod update;
 
 pub use crate::filter::policy::{BlockMode, PolicyConfig};
+pub use headwind::ApkDigest;
 pub use net::{
     ApConfig, ApSecurity, DhcpConfig, FirewallConfig, IfName, Ipv4Net, LanConfig, Mac, NetConfig,
     NetMode, Passphrase, StaticLease,
@@ -312,6 +314,10 @@ pub struct HubConfig {
     pub headwind_secret: Option<String>,
     /// The Headwind server project path the agents are set up with ("" for none).
     pub headwind_project: String,
+    /// The Headwind agent's APK in the cache (its SHA-256, as its catalogue item
+    /// says): a Headwind enrolment code then comes with the Android provisioning QR a
+    /// factory-reset tablet scans to install the agent from the box.
+    pub headwind_apk_sha256: Option<ApkDigest>,
     /// Apps whose data a "log out and wipe" clears on Headwind tablets.
     pub wipe_packages: Vec<String>,
     /// Folders (under the tablet's storage) a "log out and wipe" empties.
@@ -329,6 +335,7 @@ impl Default for HubConfig {
             one_shot_ttl_secs: 600,
             headwind_secret: None,
             headwind_project: String::new(),
+            headwind_apk_sha256: None,
             wipe_packages: Vec::new(),
             wipe_dirs: vec!["Download".to_string(), "Pictures".to_string()],
             screen_time_tick_secs: 60,

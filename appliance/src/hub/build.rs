@@ -59,6 +59,14 @@ impl HubConfig {
             } else {
                 self.school_name.clone()
             },
+            provisioning: self
+                .headwind_apk_sha256
+                .clone()
+                .filter(|_| headwind.is_some())
+                .map(|apk| super::provisioning::Provisioning {
+                    apk,
+                    project: self.headwind_project.clone(),
+                }),
         };
         let mut services: Vec<Arc<dyn crate::supervisor::Service>> =
             vec![Arc::new(screen_time::ScreenTimeService::new(

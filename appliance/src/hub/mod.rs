@@ -17,6 +17,7 @@ pub mod headwind;
 mod inventory;
 pub(crate) mod limit;
 pub(crate) mod page;
+pub mod provisioning;
 pub(crate) mod screen_time;
 pub(crate) mod ws;
 

@@ -882,6 +882,110 @@ mod headwind {
             .collect()
     }
 
+    /// A Headwind code comes with Android's provisioning QR, read as ManagedProvisioning
+    /// and the agent's `AdminReceiver` read it: the agent's admin component, its APK
+    /// from the box's cache with the checksum Android checks (URL-safe base64 of its
+    /// SHA-256, worked out here by coreutils' `basenc`), and the extras the agent
+    /// keeps (`com.hmdm.BASE_URL` split as its `ServerUrl` does, `SERVER_PROJECT`,
+    /// `DEVICE_ID`), with which it then enrols.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_headwind_code_comes_with_the_provisioning_qr_that_installs_the_agent_from_the_box() {
+        let apk: Vec<u8> = b"PK\x03\x04"
+            .iter()
+            .copied()
+            .chain((0..300_000u32).map(|i| (i * 13 % 251) as u8))
+            .collect();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &apk);
+        let hex = cartable_protocol::desired::hex(digest.as_ref());
+        let s = school(
+            0,
+            &format!("[hub]\nheadwind_secret = \"{SECRET}\"\nheadwind_apk_sha256 = \"{hex}\"\n"),
+        )
+        .await;
+        let objects =
+            cartable::cache::objects::Objects::open(&s.app.dir.path().join("data")).unwrap();
+        let sha = cartable::cache::objects::Sha256::parse(&hex).unwrap();
+        objects.put(&sha, std::iter::once(Ok(apk.clone()))).unwrap();
+
+        // A code for an ordinary tablet keeps the box's own QR.
+        let r = post(
+            &s.app,
+            "/api/v1/admin/enrolment-codes",
+            r#"{"name":"tab"}"#,
+            &[],
+        )
+        .await;
+        let plain = r.json().unwrap();
+        assert!(plain["provisioning"].is_null());
+        assert!(
+            plain["qr_payload"]
+                .as_str()
+                .unwrap()
+                .starts_with("cartable:enrol?box=")
+        );
+
+        let r = post(
+            &s.app,
+            "/api/v1/admin/enrolment-codes",
+            r#"{"name":"hw-tab","class":"CM1-A","headwind":true}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let made = r.json().unwrap();
+        let number = made["code"].as_str().unwrap().to_string();
+        // What the QR holds is the JSON, whole.
+        let qr: Value = serde_json::from_str(made["qr_payload"].as_str().unwrap()).unwrap();
+        assert_eq!(qr, made["provisioning"]);
+        let key = |k: &str| qr[format!("android.app.extra.PROVISIONING_{k}")].clone();
+        assert_eq!(
+            key("DEVICE_ADMIN_COMPONENT_NAME"),
+            "com.hmdm.launcher/com.hmdm.launcher.AdminReceiver"
+        );
+        assert_eq!(key("LEAVE_ALL_SYSTEM_APPS_ENABLED"), true);
+        // The download, checked as Android checks it.
+        let url = key("DEVICE_ADMIN_PACKAGE_DOWNLOAD_LOCATION");
+        let got = std::process::Command::new("curl")
+            .args(["-sf", url.as_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(got.status.success(), "{url}");
+        assert_eq!(got.stdout, apk);
+        let mut basenc = std::process::Command::new("basenc")
+            .arg("--base64url")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        basenc
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ring::digest::digest(&ring::digest::SHA256, &got.stdout).as_ref())
+            .unwrap();
+        let expected = String::from_utf8(basenc.wait_with_output().unwrap().stdout).unwrap();
+        assert_eq!(key("DEVICE_ADMIN_PACKAGE_CHECKSUM"), expected.trim());
+        // The agent's extras, and its enrolment with them.
+        let extras = key("ADMIN_EXTRAS_BUNDLE");
+        assert_eq!(extras["com.hmdm.DEVICE_ID"], number.as_str());
+        assert_eq!(extras["com.hmdm.SERVER_PROJECT"], "");
+        assert_eq!(
+            extras["com.hmdm.BASE_URL"],
+            format!("http://{}", s.app.http)
+        );
+        let path = format!("/rest/public/sync/configuration/{number}");
+        let r = agent(
+            &s.app,
+            "POST",
+            &path,
+            Some(&number),
+            Some(r#"{"customer":null,"configuration":null,"groups":null}"#),
+        )
+        .await;
+        verified_config(&r);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_headwind_agent_enrols_and_is_driven_by_the_teacher() {
         let s = school(

@@ -35,7 +35,8 @@ pub(super) struct NewCode {
 
 /// `POST /api/v1/admin/enrolment-codes`: a one-use code for a tablet, and its QR code
 /// (`cartable:enrol?box=URL&code=CODE`: the box as the admin's browser reached it, the
-/// code) for a tablet's provisioning to scan.
+/// code) for a tablet's provisioning to scan; for a Headwind tablet, when the agent's
+/// APK is named, Android's provisioning QR (`hub::provisioning`).
 pub(super) async fn new_code(
     State(state): State<HubState>,
     admin: Admin,
@@ -67,11 +68,25 @@ pub(super) async fn new_code(
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            let payload = format!("cartable:enrol?box=http://{host}&code={code}");
+            let base = format!("http://{host}");
+            // A Headwind tablet scans Android's provisioning QR, when the box can
+            // give it the agent; others scan ours.
+            let provisioning = state
+                .provisioning
+                .as_ref()
+                .filter(|_| body.headwind)
+                .map(|p| p.qr_json(&base, &code));
+            let payload = match &provisioning {
+                Some(p) => p.to_string(),
+                None => format!("cartable:enrol?box={base}&code={code}"),
+            };
             let qr = crate::hub::cards::qr_svg(&payload);
             Ok((
                 StatusCode::CREATED,
-                Json(json!({ "code": code, "qr": qr, "qr_payload": payload })),
+                Json(json!({
+                    "code": code, "qr": qr, "qr_payload": payload,
+                    "provisioning": provisioning,
+                })),
             )
                 .into_response())
         }

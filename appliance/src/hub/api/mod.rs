@@ -40,6 +40,9 @@ pub(crate) struct HubState {
     pub clock: Clock,
     /// The school's name, printed on the pupils' cards.
     pub school: String,
+    /// What a Headwind tablet's provisioning QR needs, when Headwind is on and the
+    /// agent's APK is named.
+    pub provisioning: Option<crate::hub::provisioning::Provisioning>,
 }
 
 /// Every route of the hub: the tablets' WebSocket and enrolment, the teacher's API and

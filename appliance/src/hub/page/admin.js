@@ -21,6 +21,8 @@ const T = {
     password: "Mot de passe", save: "Enregistrer", pupils: "Élèves", tablets: "Tablettes",
     tablet_name: "Nom de la tablette", class: "Classe", new_code: "Code d'inscription",
     code_help: "Scannez ce code (ou tapez-le) sur la tablette à inscrire ; il sert une fois, pendant 7 jours.",
+    headwind: "Tablette Headwind MDM",
+    provisioning_help: "Sur la tablette réinitialisée, touchez six fois l'écran d'accueil, puis scannez ce code : elle installe l'agent depuis le boîtier et s'inscrit. Il sert une fois, pendant 7 jours.",
     c_queries: "Requêtes (24 h)", c_blocked: "Bloquées (24 h)", c_online: "Tablettes en ligne",
     c_uplink: "Liaison internet", c_sync: "Console centrale", c_cache: "Cache",
     up: "en service", down: "coupée", unknown: "inconnue", connected: "connectée",
@@ -64,6 +66,8 @@ const T = {
     password: "Password", save: "Save", pupils: "Pupils", tablets: "Tablets",
     tablet_name: "Tablet name", class: "Class", new_code: "Enrolment code",
     code_help: "Scan this code (or type it) on the tablet to enrol; it works once, for 7 days.",
+    headwind: "Headwind MDM tablet",
+    provisioning_help: "On the factory-reset tablet, tap the welcome screen six times, then scan this code: it installs the agent from the box and enrols. It works once, for 7 days.",
     c_queries: "Queries (24 h)", c_blocked: "Blocked (24 h)", c_online: "Tablets online",
     c_uplink: "Internet link", c_sync: "Central console", c_cache: "Cache",
     up: "up", down: "down", unknown: "unknown", connected: "connected",
@@ -460,10 +464,11 @@ $("set-password").onclick = async () => {
 };
 $("new-code").onclick = async () => {
   try {
-    const r = await send("/api/v1/admin/enrolment-codes", "POST", { name: $("code-name").value, class: $("code-class").value || null });
+    const r = await send("/api/v1/admin/enrolment-codes", "POST", { name: $("code-name").value, class: $("code-class").value || null, headwind: $("code-headwind").checked });
     $("code").textContent = r.code;
     $("code-qr").src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(r.qr)}`;
-    $("code-qr").alt = r.qr_payload;
+    $("code-qr").alt = r.provisioning ? t("headwind") : r.qr_payload;
+    $("code-help").textContent = t(r.provisioning ? "provisioning_help" : "code_help");
     $("code-box").hidden = false;
     loadSchool();
   } catch (e) { showError(e); }
