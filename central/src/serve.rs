@@ -66,7 +66,8 @@ pub async fn run(
             };
             match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    tracing::info!(share_group = ?share_group, "connected to the broker");
+                    // The group's name is a secret: not in the log.
+                    tracing::info!(shared = share_group.is_some(), "connected to the broker");
                     subscribe(&client, share_group.as_deref());
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {

@@ -125,15 +125,15 @@ async fn an_admin_publishes_the_fleets_policies_from_the_page_and_the_box_applie
             serde_json::to_string(text).unwrap()
         )
     };
+    let submit = async |text: &str| {
+        browser.eval(&fill(text)).await.unwrap();
+        browser
+            .click("form[action='/policies/publish'] button")
+            .await
+            .unwrap();
+    };
     // A mistake: refused with the reason, the text kept to be fixed.
-    browser
-        .eval(&fill("[[policy]]\nname = \"ecole\"\ndeny = 42\n"))
-        .await
-        .unwrap();
-    browser
-        .click("form[action='/policies/publish'] button")
-        .await
-        .unwrap();
+    submit("[[policy]]\nname = \"ecole\"\ndeny = 42\n").await;
     browser
         .wait(
             "the refusal",
@@ -153,11 +153,7 @@ async fn an_admin_publishes_the_fleets_policies_from_the_page_and_the_box_applie
     let policies = format!(
         "[[policy]]\nname = \"ecole\"\ndefault = true\ndeny = [\"{NAME}\"]\nsafe_search = true\n"
     );
-    browser.eval(&fill(&policies)).await.unwrap();
-    browser
-        .click("form[action='/policies/publish'] button")
-        .await
-        .unwrap();
+    submit(&policies).await;
     browser
         .wait(
             "the publication listed",

@@ -820,6 +820,19 @@ mod headwind {
         request(app.http, method, path, &h, body).await.unwrap()
     }
 
+    /// The agent's first start: the enrolling POST with its `DeviceEnrollOptions`.
+    async fn enrol(app: &Appliance, number: &str) -> Response {
+        let path = format!("/rest/public/sync/configuration/{number}");
+        agent(
+            app,
+            "POST",
+            &path,
+            Some(number),
+            Some(r#"{"customer":null,"configuration":null,"groups":null}"#),
+        )
+        .await
+    }
+
     /// What `GetServerConfigTask.getServerConfigSecure` checks, then the data.
     fn verified_config(r: &Response) -> Value {
         assert_eq!(r.status, 200, "{}", r.body);
@@ -974,16 +987,7 @@ mod headwind {
             extras["com.hmdm.BASE_URL"],
             format!("http://{}", s.app.http)
         );
-        let path = format!("/rest/public/sync/configuration/{number}");
-        let r = agent(
-            &s.app,
-            "POST",
-            &path,
-            Some(&number),
-            Some(r#"{"customer":null,"configuration":null,"groups":null}"#),
-        )
-        .await;
-        verified_config(&r);
+        verified_config(&enrol(&s.app, &number).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1013,15 +1017,7 @@ mod headwind {
         assert_eq!(r.status, 403);
 
         // First start: the enrolling POST with DeviceEnrollOptions.
-        let r = agent(
-            &s.app,
-            "POST",
-            &path,
-            Some(&number),
-            Some(r#"{"customer":null,"configuration":null,"groups":null}"#),
-        )
-        .await;
-        let config = verified_config(&r);
+        let config = verified_config(&enrol(&s.app, &number).await);
         assert_eq!(config["lock"], false);
         let info = json!({ "deviceId": number, "model": "Lenovo TB-X606F", "batteryLevel": 77,
             "androidVersion": "10", "imei": "", "launcherVersion": "6.14" });
