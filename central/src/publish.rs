@@ -134,7 +134,11 @@ pub async fn send(
     payload: Vec<u8>,
     retain: bool,
 ) -> anyhow::Result<()> {
-    let id = format!("cartable-central-publish-{}", std::process::id());
+    // A client id per publication: two at once (two admins on the page) must not
+    // take each other's session.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("cartable-central-publish-{}-{n}", std::process::id());
     let options = broker.options(&id)?;
     let shown = broker.broker.as_str();
     let (client, mut eventloop) = AsyncClient::new(options, 8);
