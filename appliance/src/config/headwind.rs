@@ -18,7 +18,7 @@ impl TryFrom<String> for ApkDigest {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let t = s.trim().to_ascii_lowercase();
-        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if cartable_protocol::desired::unhex(&t).is_some_and(|b| b.len() == 32) {
             Ok(ApkDigest(t))
         } else {
             Err(format!(

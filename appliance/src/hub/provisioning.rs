@@ -50,10 +50,7 @@ impl Provisioning {
 
 /// The digest as Android's provisioning checks it: URL-safe base64 of the 32 bytes.
 fn checksum(hex: &str) -> String {
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    base64_url(&bytes)
+    base64_url(&cartable_protocol::desired::unhex(hex).unwrap_or_default())
 }
 
 /// RFC 4648's URL-safe alphabet, with padding.

@@ -76,6 +76,17 @@ pub enum Stamp {
     State,
 }
 
+/// Where a retained message's stamp stands against the last one stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Stored now.
+    Newer,
+    /// The one already stored, delivered again: nothing to write, and not a replay.
+    Same,
+    /// Older than what is stored: a replay, dropped.
+    Older,
+}
+
 impl Stamp {
     /// Its column in `box_keys`.
     pub(crate) fn column(self) -> &'static str {

@@ -7,7 +7,7 @@ use cartable_protocol::events::{Batch, Presence, ReportedState};
 use tokio_postgres::Client;
 
 use super::rollup::{self, Rollups};
-use super::{BoxRow, EventRow, Held, Ingested, Pinned, Published, Stamp, now};
+use super::{BoxRow, EventRow, Held, Ingested, Order, Pinned, Published, Stamp, now};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS boxes (
@@ -108,20 +108,28 @@ async fn connection(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// Runs a schema's statements one at a time. Sent whole, they are one implicit
+/// transaction holding each table's lock until the last: an instance starting beside
+/// one that ingests then closed a lock cycle with it and failed to start (a deadlock,
+/// seen in the shared-subscription test).
+pub(super) async fn apply_schema(c: &Client, schema: &str) -> anyhow::Result<()> {
+    for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        c.batch_execute(statement).await?;
+    }
+    Ok(())
+}
+
 /// The tables made or brought up to date, then two connections: one for
 /// transactions, one for the rest (`store::Pg`).
 pub async fn connect(url: &str) -> anyhow::Result<(Client, Client)> {
     let client = connection(url).await?;
-    client
-        .batch_execute(SCHEMA)
+    apply_schema(&client, SCHEMA)
         .await
         .context("creating the tables")?;
-    client
-        .batch_execute(rollup::SCHEMA)
+    apply_schema(&client, rollup::SCHEMA)
         .await
         .context("creating the usage rollups")?;
-    client
-        .batch_execute(rollup::TABLET_BLOCKS_POSTGRES)
+    apply_schema(&client, rollup::TABLET_BLOCKS_POSTGRES)
         .await
         .context("creating the tablets' usage")?;
     super::postgres_usage::backfill(&client)
@@ -308,20 +316,26 @@ async fn advance_then(
                     &[&site, &box_id, &stamp],
                 )
                 .await?;
-            return anyhow::Ok((same.is_some(), false));
+            return anyhow::Ok(if same.is_some() {
+                Order::Same
+            } else {
+                Order::Older
+            });
         }
         c.execute(then, params).await?;
-        Ok((true, true))
+        Ok(Order::Newer)
     }
     .await;
     match result {
-        Ok((fresh, true)) => {
-            c.batch_execute("COMMIT").await?;
-            Ok(fresh)
-        }
-        Ok((fresh, false)) => {
-            c.batch_execute("ROLLBACK").await?;
-            Ok(fresh)
+        Ok(order) => {
+            // Only a newer stamp changed anything.
+            let end = if order == Order::Newer {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            c.batch_execute(end).await?;
+            Ok(order != Order::Older)
         }
         Err(e) => {
             let _ = c.batch_execute("ROLLBACK").await;

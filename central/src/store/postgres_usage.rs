@@ -12,11 +12,11 @@ use super::rollup::{self, Rollups};
 /// time (its events read, rolled up and applied before the next box's: memory stays
 /// that of one box), and counts each box's events.
 pub async fn backfill(c: &Client) -> anyhow::Result<()> {
-    c.batch_execute(
-        "ALTER TABLE boxes ADD COLUMN IF NOT EXISTS events BIGINT NOT NULL DEFAULT 0;
-         BEGIN; LOCK TABLE counters IN EXCLUSIVE MODE;",
-    )
-    .await?;
+    // The column on its own, before the transaction (see `postgres::apply_schema`).
+    c.batch_execute("ALTER TABLE boxes ADD COLUMN IF NOT EXISTS events BIGINT NOT NULL DEFAULT 0")
+        .await?;
+    c.batch_execute("BEGIN; LOCK TABLE counters IN EXCLUSIVE MODE")
+        .await?;
     let result = async {
         let done = c
             .query_opt("SELECT 1 FROM counters WHERE name = 'rollups_built'", &[])

@@ -7,7 +7,7 @@ use cartable_protocol::events::{Batch, Presence, ReportedState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rollup::{self, Rollups};
-use super::{BoxRow, EventRow, Held, Ingested, Pinned, Published, Stamp};
+use super::{BoxRow, EventRow, Held, Ingested, Order, Pinned, Published, Stamp};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS boxes (
@@ -230,15 +230,14 @@ pub fn pin(
     Ok(out)
 }
 
-/// Moves a box's stamp for `which` forward to `stamp`: `Some(true)` if it was
-/// newer, `Some(false)` if it is the stamp already there, `None` if older.
+/// Moves a box's stamp for `which` forward to `stamp`, if it is newer.
 fn advance(
     tx: &Connection,
     site: &str,
     box_id: &str,
     which: Stamp,
     stamp: i64,
-) -> rusqlite::Result<Option<bool>> {
+) -> rusqlite::Result<Order> {
     let column = which.column();
     let moved = tx
         .prepare_cached(&format!(
@@ -246,14 +245,14 @@ fn advance(
         ))?
         .execute(params![site, box_id, stamp])?;
     if moved == 1 {
-        return Ok(Some(true));
+        return Ok(Order::Newer);
     }
     let same = tx
         .prepare_cached(&format!(
             "SELECT 1 FROM box_keys WHERE site = ?1 AND box = ?2 AND {column} = ?3"
         ))?
         .exists(params![site, box_id, stamp])?;
-    Ok(same.then_some(false))
+    Ok(if same { Order::Same } else { Order::Older })
 }
 
 /// Keeps a message whose key is not the pinned one, up to `max` per box.
@@ -312,9 +311,8 @@ pub fn presence(
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
     match advance(&tx, site, box_id, Stamp::Presence, stamp)? {
-        Some(true) => {}
-        Some(false) => return Ok(true),
-        None => return Ok(false),
+        Order::Newer => {}
+        other => return Ok(other == Order::Same),
     }
     tx.prepare_cached(
         "INSERT INTO boxes(site, box, online, version, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -337,9 +335,8 @@ pub fn state(
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
     match advance(&tx, site, box_id, Stamp::State, stamp)? {
-        Some(true) => {}
-        Some(false) => return Ok(true),
-        None => return Ok(false),
+        Order::Newer => {}
+        other => return Ok(other == Order::Same),
     }
     tx.prepare_cached(
         "INSERT INTO boxes(site, box, version, last_seen, state) VALUES (?1, ?2, ?3, ?4, ?5)

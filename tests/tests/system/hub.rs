@@ -820,6 +820,19 @@ mod headwind {
         request(app.http, method, path, &h, body).await.unwrap()
     }
 
+    /// The admin's enrolment code for a Headwind tablet of CM1-A, as made.
+    async fn headwind_code(app: &Appliance) -> Value {
+        let r = post(
+            app,
+            "/api/v1/admin/enrolment-codes",
+            r#"{"name":"hw-tab","class":"CM1-A","headwind":true}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json().unwrap()
+    }
+
     /// The agent's first start: the enrolling POST with its `DeviceEnrollOptions`.
     async fn enrol(app: &Appliance, number: &str) -> Response {
         let path = format!("/rest/public/sync/configuration/{number}");
@@ -937,15 +950,7 @@ mod headwind {
                 .starts_with("cartable:enrol?box=")
         );
 
-        let r = post(
-            &s.app,
-            "/api/v1/admin/enrolment-codes",
-            r#"{"name":"hw-tab","class":"CM1-A","headwind":true}"#,
-            &[],
-        )
-        .await;
-        assert_eq!(r.status, 201, "{}", r.body);
-        let made = r.json().unwrap();
+        let made = headwind_code(&s.app).await;
         let number = made["code"].as_str().unwrap().to_string();
         // What the QR holds is the JSON, whole.
         let qr: Value = serde_json::from_str(made["qr_payload"].as_str().unwrap()).unwrap();
@@ -999,14 +1004,10 @@ mod headwind {
             ),
         )
         .await;
-        let r = post(
-            &s.app,
-            "/api/v1/admin/enrolment-codes",
-            r#"{"name":"hw-tab","class":"CM1-A","headwind":true}"#,
-            &[],
-        )
-        .await;
-        let number = r.json().unwrap()["code"].as_str().unwrap().to_string();
+        let number = headwind_code(&s.app).await["code"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(number.len(), 24, "a Headwind number is a credential");
         let path = format!("/rest/public/sync/configuration/{number}");
 
