@@ -139,11 +139,47 @@ pub const MAX_HELD: i64 = 5_000;
 #[derive(Clone)]
 pub enum Db {
     Sqlite {
-        path: Arc<PathBuf>,
+        /// The reading connections, kept between requests.
+        readers: Arc<Readers>,
         /// The one writing connection.
         writer: Arc<Mutex<rusqlite::Connection>>,
     },
     Postgres(Arc<Pg>),
+}
+
+/// SQLite's reading connections: opened on demand, kept for the next request (at
+/// most [`Readers::KEEP`]). A fresh connection per request mapped the file anew and
+/// faulted every page of a year-wide report in again; a kept one finds them mapped.
+/// Each is opened without SQLite's own locking (one thread at a time holds it).
+pub struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl Readers {
+    /// Connections kept idle: the usage report reads on three at once, and two
+    /// pages may be asked at the same time.
+    const KEEP: usize = 6;
+
+    fn take(&self) -> rusqlite::Result<rusqlite::Connection> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(c);
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Pages mapped, not copied by `pread` into each connection's cache.
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: rusqlite::Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < Self::KEEP {
+            idle.push(conn);
+        }
+    }
 }
 
 /// The two connections to PostgreSQL. A transaction is `BEGIN` … `COMMIT` on one
@@ -175,7 +211,10 @@ impl Db {
         let path = PathBuf::from(spec);
         let conn = sqlite::open(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Db::Sqlite {
-            path: Arc::new(path),
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
             writer: Arc::new(Mutex::new(conn)),
         })
     }
@@ -193,19 +232,18 @@ impl Db {
     }
 
     async fn read_sqlite<T: Send + 'static>(
-        path: &Arc<PathBuf>,
+        readers: &Arc<Readers>,
         f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let path = path.clone();
+        let readers = readers.clone();
         Ok(tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(
-                path.as_path(),
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            // Pages mapped, not copied by `pread` into a fresh cache each request (a
-            // reader lives for one request).
-            conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
-            f(&conn)
+            let conn = readers.take()?;
+            let out = f(&conn);
+            // A connection whose statement failed is dropped, not kept.
+            if out.is_ok() {
+                readers.give_back(conn);
+            }
+            out
         })
         .await??)
     }
@@ -348,9 +386,9 @@ impl Db {
     /// An admin's stored password, if the account exists.
     pub async fn admin_password(&self, login: &str) -> anyhow::Result<Option<String>> {
         match self {
-            Db::Sqlite { path, .. } => {
+            Db::Sqlite { readers, .. } => {
                 let login = login.to_string();
-                Self::read_sqlite(path, move |c| sqlite::admin_password(c, &login)).await
+                Self::read_sqlite(readers, move |c| sqlite::admin_password(c, &login)).await
             }
             Db::Postgres(c) => postgres::admin_password(&c.auto, login).await,
         }
@@ -367,7 +405,7 @@ impl Db {
 
     pub async fn boxes(&self) -> anyhow::Result<Vec<BoxRow>> {
         match self {
-            Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::boxes).await,
+            Db::Sqlite { readers, .. } => Self::read_sqlite(readers, sqlite::boxes).await,
             Db::Postgres(c) => postgres::boxes(&c.auto).await,
         }
     }
@@ -380,8 +418,8 @@ impl Db {
         limit: i64,
     ) -> anyhow::Result<Vec<EventRow>> {
         match self {
-            Db::Sqlite { path, .. } => {
-                Self::read_sqlite(path, move |c| {
+            Db::Sqlite { readers, .. } => {
+                Self::read_sqlite(readers, move |c| {
                     sqlite::events(c, site.as_deref(), box_id.as_deref(), after_id, limit)
                 })
                 .await
@@ -394,14 +432,14 @@ impl Db {
     /// The usage pages' report for a period and a site (or all).
     pub async fn usage_report(&self, p: report::Period) -> anyhow::Result<report::UsageReport> {
         match self {
-            Db::Sqlite { path, .. } => {
+            Db::Sqlite { readers, .. } => {
                 // Three readers at once: the blocks, the per-site sums, the top lists
                 // (one reader per block range was slower on two cores).
                 let (p1, p2, p3) = (p.clone(), p.clone(), p);
                 let (gathered, per_site, top) = tokio::join!(
-                    Self::read_sqlite(path, move |c| sqlite_usage::gather(c, &p1, p1.blocks())),
-                    Self::read_sqlite(path, move |c| sqlite_usage::sums(c, &p2, true)),
-                    Self::read_sqlite(path, move |c| sqlite_usage::sums(c, &p3, false)),
+                    Self::read_sqlite(readers, move |c| sqlite_usage::gather(c, &p1, p1.blocks())),
+                    Self::read_sqlite(readers, move |c| sqlite_usage::sums(c, &p2, true)),
+                    Self::read_sqlite(readers, move |c| sqlite_usage::sums(c, &p3, false)),
                 );
                 Ok(gathered?.finish(per_site?.with_top(top?)))
             }
@@ -414,8 +452,8 @@ impl Db {
         kind: &'static str,
     ) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
         match self {
-            Db::Sqlite { path, .. } => {
-                Self::read_sqlite(path, move |c| sqlite::events_of_type(c, kind)).await
+            Db::Sqlite { readers, .. } => {
+                Self::read_sqlite(readers, move |c| sqlite::events_of_type(c, kind)).await
             }
             Db::Postgres(c) => postgres::events_of_type(&c.auto, kind).await,
         }
@@ -424,7 +462,7 @@ impl Db {
     /// Every rollout (see `rollout::Rollout`), one per scope.
     pub async fn rollouts(&self) -> anyhow::Result<Vec<crate::rollout::Rollout>> {
         let rows = match self {
-            Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::rollouts).await?,
+            Db::Sqlite { readers, .. } => Self::read_sqlite(readers, sqlite::rollouts).await?,
             Db::Postgres(c) => postgres::rollouts(&c.auto).await?,
         };
         rows.iter()
@@ -444,7 +482,7 @@ impl Db {
 
     pub async fn published(&self) -> anyhow::Result<Vec<Published>> {
         match self {
-            Db::Sqlite { path, .. } => Self::read_sqlite(path, sqlite::published).await,
+            Db::Sqlite { readers, .. } => Self::read_sqlite(readers, sqlite::published).await,
             Db::Postgres(c) => postgres::published(&c.auto).await,
         }
     }
@@ -462,8 +500,8 @@ impl Db {
         let mut out = BTreeMap::new();
         for name in COUNTERS {
             let v = match self {
-                Db::Sqlite { path, .. } => {
-                    Self::read_sqlite(path, move |c| sqlite::count(c, name)).await?
+                Db::Sqlite { readers, .. } => {
+                    Self::read_sqlite(readers, move |c| sqlite::count(c, name)).await?
                 }
                 Db::Postgres(c) => postgres::count(&c.auto, name).await?,
             };

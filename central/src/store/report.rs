@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::rollup::{BLOCK_DAYS, month_of, month_start, seconds_on};
+use super::rollup::{BLOCK_DAYS, UNIT_SECS, month_of, month_start};
 
 /// The usage pages' filters: a period of days (both included) and a site, or all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,23 +158,30 @@ impl Sums {
 /// One tablet's use in the period, gathered from its blocks.
 #[derive(Default)]
 struct TabletAgg {
+    /// Where `site \0 box` ends in the key, and where `box \0 device` begins.
+    split: (usize, usize),
     days_used: i64,
-    seconds: i64,
+    /// In units of `UNIT_SECS` (summed as integers, converted once).
+    units: i64,
     last_day: i64,
     /// The class of its latest block, and that block.
     class: Option<(i64, String)>,
-    /// Seconds per week of the period.
+    /// Units per week of the period.
     weeks: Vec<i64>,
 }
 
 /// Gathers the tablets' blocks as the store reads them, one row at a time and
-/// borrowed: one hash lookup per block (its key built in a reused buffer), array
-/// updates per day, no allocation but one per tablet. A year of 500 boxes is some
-/// 50,000 blocks.
+/// borrowed: one hash lookup per block (its key built in a reused buffer), then one
+/// pass over the block's days inside the period, each day's week looked up in a table
+/// made once (a year of 500 boxes is some 60,000 blocks, 7 million tablet-days: the
+/// pass is the report's inner loop). No allocation but one key per tablet.
 pub struct Gatherer {
     p: Period,
     first_week: i64,
     n_weeks: usize,
+    /// The week (index from `first_week`) of each day of the period.
+    week_index: Vec<u32>,
+    /// Per day of the period: tablets used, units of use.
     per_day: Vec<(i64, i64)>,
     /// `site \0 box \0 device` → the tablet's use.
     tablets: HashMap<String, TabletAgg>,
@@ -184,11 +191,15 @@ pub struct Gatherer {
 impl Gatherer {
     pub fn new(p: &Period) -> Gatherer {
         let first_week = week_of(p.from_day);
+        let days = (p.to_day - p.from_day + 1).max(0);
         Gatherer {
             p: p.clone(),
             first_week,
             n_weeks: ((week_of(p.to_day) - first_week) / 7 + 1).max(1) as usize,
-            per_day: vec![(0, 0); (p.to_day - p.from_day + 1).max(0) as usize],
+            week_index: (0..days)
+                .map(|i| ((week_of(p.from_day + i) - first_week) / 7) as u32)
+                .collect(),
+            per_day: vec![(0, 0); days as usize],
             tablets: HashMap::new(),
             key: String::new(),
         }
@@ -205,81 +216,101 @@ impl Gatherer {
         units: &[u8],
     ) {
         let p = &self.p;
-        self.key.clear();
-        for (i, part) in [site, b, device].into_iter().enumerate() {
-            if i > 0 {
-                self.key.push('\0');
-            }
-            self.key.push_str(part);
+        let start = block * BLOCK_DAYS;
+        // The block's days inside the period, as offsets in the block and the period.
+        let (lo, hi) = (p.from_day.max(start), p.to_day.min(start + BLOCK_DAYS - 1));
+        if lo > hi {
+            return;
         }
+        self.key.clear();
+        self.key.push_str(site);
+        self.key.push('\0');
+        self.key.push_str(b);
+        self.key.push('\0');
+        self.key.push_str(device);
         let t = match self.tablets.get_mut(self.key.as_str()) {
             Some(t) => t,
-            None => self.tablets.entry(self.key.clone()).or_default(),
+            None => {
+                let split = (site.len(), site.len() + 1 + b.len());
+                let t = self.tablets.entry(self.key.clone()).or_default();
+                t.split = split;
+                t
+            }
         };
         if let Some(class) = class
             && t.class.as_ref().is_none_or(|c| c.0 < block)
         {
             t.class = Some((block, class.to_string()));
         }
-        let start = block * BLOCK_DAYS;
-        for day in p.from_day.max(start)..=p.to_day.min(start + BLOCK_DAYS - 1) {
-            let seconds = seconds_on(units, (day - start) as usize);
-            if seconds == 0 {
+        // A short blob (never written so by `add_units`) counts the days it has.
+        let (from, to) = ((lo - start) as usize * 2, (hi - start + 1) as usize * 2);
+        let days = units.get(from..to.min(units.len())).unwrap_or_default();
+        let first = (lo - p.from_day) as usize;
+        for (i, pair) in days.chunks_exact(2).enumerate() {
+            let n = i64::from(u16::from_le_bytes([pair[0], pair[1]]));
+            if n == 0 {
                 continue;
             }
+            let at = first + i;
             t.days_used += 1;
-            t.seconds += seconds;
-            t.last_day = t.last_day.max(day);
+            t.units += n;
+            t.last_day = t.last_day.max(p.from_day + at as i64);
             if t.weeks.is_empty() {
                 t.weeks = vec![0; self.n_weeks];
             }
-            t.weeks[((week_of(day) - self.first_week) / 7) as usize] += seconds;
-            let d = &mut self.per_day[(day - p.from_day) as usize];
+            t.weeks[self.week_index[at] as usize] += n;
+            let d = &mut self.per_day[at];
             d.0 += 1;
-            d.1 += seconds;
+            d.1 += n;
         }
     }
 
     /// The report, with the store's sums.
     pub fn finish(self, sums: Sums) -> UsageReport {
         let (p, first_week, n_weeks) = (&self.p, self.first_week, self.n_weeks);
+        // Sorted by key: `site \0 box \0 device` sorts as (site, box, device) does.
+        let mut tablets: Vec<(String, TabletAgg)> = self
+            .tablets
+            .into_iter()
+            .filter(|(_, t)| t.days_used > 0)
+            .collect();
+        tablets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut by_site: BTreeMap<String, SiteUsage> = BTreeMap::new();
-        let mut weeks: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
-        let mut used: Vec<TabletUsage> = Vec::new();
-        for (key, t) in self.tablets {
-            if t.days_used == 0 {
-                continue;
-            }
-            let mut parts = key.splitn(3, '\0');
+        let mut weeks: HashMap<(&str, &str), Vec<(i64, i64)>> = HashMap::new();
+        let mut used: Vec<TabletUsage> = Vec::with_capacity(tablets.len());
+        for (key, t) in &tablets {
             let (site, b, device) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
+                &key[..t.split.0],
+                &key[t.split.0 + 1..t.split.1],
+                &key[t.split.1 + 1..],
             );
-            let class = t.class.map(|c| c.1);
-            let s = site_row(&mut by_site, site);
-            s.tablets_used += 1;
-            s.minutes += t.seconds;
+            let class = t.class.as_ref().map_or("", |c| c.1.as_str());
+            if by_site.last_key_value().is_none_or(|(k, _)| k != site) {
+                site_row(&mut by_site, site);
+            }
+            if let Some(s) = by_site.get_mut(site) {
+                s.tablets_used += 1;
+                s.minutes += t.units;
+            }
             let w = weeks
-                .entry((site.to_string(), class.clone().unwrap_or_default()))
+                .entry((site, class))
                 .or_insert_with(|| vec![(0, 0); n_weeks]);
-            for (i, secs) in t.weeks.iter().enumerate().filter(|(_, s)| **s > 0) {
+            for (i, n) in t.weeks.iter().enumerate().filter(|(_, n)| **n > 0) {
                 w[i].0 += 1;
-                w[i].1 += secs;
+                w[i].1 += n;
             }
             used.push(TabletUsage {
                 site: site.to_string(),
                 r#box: b.to_string(),
                 tablet: device.to_string(),
-                class,
+                class: t.class.as_ref().map(|c| c.1.clone()),
                 days_used: t.days_used,
-                minutes: t.seconds / 60,
+                minutes: t.units * UNIT_SECS / 60,
                 last_day: t.last_day,
             });
         }
-        used.sort_by(|a, b| (&a.site, &a.r#box, &a.tablet).cmp(&(&b.site, &b.r#box, &b.tablet)));
         for s in by_site.values_mut() {
-            s.minutes /= 60;
+            s.minutes = s.minutes * UNIT_SECS / 60;
         }
         for (name, q, b) in &sums.dns {
             let s = site_row(&mut by_site, name);
@@ -289,32 +320,35 @@ impl Gatherer {
             let s = site_row(&mut by_site, name);
             (s.present, s.absent) = (*present, *absent);
         }
+        let mut weeks: Vec<_> = weeks.into_iter().collect();
+        weeks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let class_weeks = weeks
+            .into_iter()
+            .flat_map(|((site, class), w)| {
+                w.into_iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.0 > 0)
+                    .map(move |(i, (t, n))| {
+                        (
+                            site.to_string(),
+                            class.to_string(),
+                            first_week + 7 * i as i64,
+                            n * UNIT_SECS / 60,
+                            t,
+                        )
+                    })
+            })
+            .collect();
         UsageReport {
             days: self
                 .per_day
                 .iter()
                 .enumerate()
                 .filter(|(_, d)| d.0 > 0)
-                .map(|(i, d)| (p.from_day + i as i64, d.0, d.1 / 60))
+                .map(|(i, d)| (p.from_day + i as i64, d.0, d.1 * UNIT_SECS / 60))
                 .collect(),
             sites: by_site.into_values().collect(),
-            class_weeks: weeks
-                .into_iter()
-                .flat_map(|((site, class), w)| {
-                    w.into_iter()
-                        .enumerate()
-                        .filter(|(_, x)| x.0 > 0)
-                        .map(move |(i, (t, secs))| {
-                            (
-                                site.clone(),
-                                class.clone(),
-                                first_week + 7 * i as i64,
-                                secs / 60,
-                                t,
-                            )
-                        })
-                })
-                .collect(),
+            class_weeks,
             tablets: used,
             apps: sums.apps,
             categories: sums.categories,
