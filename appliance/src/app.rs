@@ -100,6 +100,7 @@ impl App {
                 data_dir: data_dir.clone(),
                 rules: Some(Arc::new(move |rules| rules_to.set_devices(rules))),
                 site: config.appliance.site.to_string(),
+                wifi: crate::hub::provisioning::Wifi::of_cart(&config.net),
             })
             .context("loading the hub's devices")?;
 

@@ -108,6 +108,7 @@ fn harness() -> &'static Harness {
                     data_dir: dir.path().to_path_buf(),
                     rules: None,
                     site: "ecole".into(),
+                    wifi: None,
                 })
                 .expect("the hub")
         });

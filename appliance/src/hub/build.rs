@@ -20,6 +20,8 @@ pub struct HubDeps {
     /// The box's site (`[appliance] site`): the school's name when `[hub]
     /// school_name` is not set.
     pub site: String,
+    /// In a cart, the access point a reset tablet's provisioning QR joins.
+    pub wifi: Option<super::provisioning::Wifi>,
 }
 
 /// The hub, its routes, and its supervised services (screen time, and the Headwind
@@ -66,6 +68,7 @@ impl HubConfig {
                 .map(|apk| super::provisioning::Provisioning {
                     apk,
                     project: self.headwind_project.clone(),
+                    wifi: deps.wifi.clone(),
                 }),
         };
         let mut services: Vec<Arc<dyn crate::supervisor::Service>> =

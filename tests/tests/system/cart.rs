@@ -344,6 +344,20 @@ fn resolver_addresses_from_the_central_side_are_refused() {
     assert!(rules.contains(&LISTED_LATER.to_string()), "{rules}");
 }
 
+/// A Headwind enrolment code's provisioning QR, asked of the box in its namespace.
+fn provisioning_qr(cart: &Cart, app: &Appliance) -> serde_json::Value {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &cart.box_ns, "curl", "-sf", "-X", "POST"])
+        .args(["-H", "content-type: application/json"])
+        .args(["-d", r#"{"name":"tablette","headwind":true}"#])
+        .arg(format!("http://{}/api/v1/admin/enrolment-codes", app.http))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "{out:?}");
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    made["provisioning"].clone()
+}
+
 /// hostapd is the judge of the access point's configuration: the file the box
 /// renders for each security mode parses (hostapd gets as far as the radio's driver,
 /// absent here), and `check-config` refuses exactly the passphrases hostapd refuses.
@@ -385,13 +399,30 @@ fn the_access_point_configuration_is_one_hostapd_takes() {
              security = \"{security}\"\nchannel = 36\nconfig_file = \"{}\"\n",
             file.display()
         );
+        let hub = format!(
+            "[hub]\nheadwind_secret = \"{}\"\nheadwind_apk_sha256 = \"{}\"\n",
+            "s".repeat(16),
+            "ab".repeat(32)
+        );
         let mut app = Appliance::start_at(
             Some(&cart.box_ns),
             SocketAddr::from(([0, 0, 0, 0], 53)),
-            &format!("{ap}\n{}", box_config(&cart)),
+            &format!("{ap}\n{hub}\n{}", box_config(&cart)),
         );
         let said = hostapd(&file);
         assert!(parsed(&said), "{security}: {said}");
+        // A reset tablet's provisioning QR has it join this access point, as
+        // ManagedProvisioning compares it (see `hub::provisioning`): not a WPA3-only one,
+        // whose SAE a pre-shared-key network configuration cannot join.
+        let qr = provisioning_qr(&cart, &app);
+        let wifi = |k: &str| qr[format!("android.app.extra.PROVISIONING_WIFI_{k}")].clone();
+        if security == "wpa3" {
+            assert!(wifi("SSID").is_null(), "{qr}");
+        } else {
+            assert_eq!(wifi("SSID"), "\"Classe mobile CM2\"", "{security}");
+            assert_eq!(wifi("SECURITY_TYPE"), "WPA");
+            assert_eq!(wifi("PASSWORD"), "cartable-cm2");
+        }
         app.stop();
         // Every passphrase: check-config and hostapd agree.
         if security != "wpa2" {

@@ -86,6 +86,11 @@ pub(super) async fn new_code(
                 Json(json!({
                     "code": code, "qr": qr, "qr_payload": payload,
                     "provisioning": provisioning,
+                    // The network the QR has the tablet join (a cart's access point).
+                    "wifi": provisioning.as_ref().and_then(|_| {
+                        let p = state.provisioning.as_ref()?;
+                        Some(p.wifi.as_ref()?.ssid.clone())
+                    }),
                 })),
             )
                 .into_response())

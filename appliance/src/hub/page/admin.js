@@ -22,6 +22,7 @@ const T = {
     tablet_name: "Nom de la tablette", class: "Classe", new_code: "Code d'inscription",
     code_help: "Scannez ce code (ou tapez-le) sur la tablette à inscrire ; il sert une fois, pendant 7 jours.",
     headwind: "Tablette Headwind MDM",
+    wifi_in_qr: "Le code fait rejoindre à la tablette le Wi-Fi du chariot :",
     provisioning_help: "Sur la tablette réinitialisée, touchez six fois l'écran d'accueil, puis scannez ce code : elle installe l'agent depuis le boîtier et s'inscrit. Il sert une fois, pendant 7 jours.",
     c_queries: "Requêtes (24 h)", c_blocked: "Bloquées (24 h)", c_online: "Tablettes en ligne",
     c_uplink: "Liaison internet", c_sync: "Console centrale", c_cache: "Cache",
@@ -67,6 +68,7 @@ const T = {
     tablet_name: "Tablet name", class: "Class", new_code: "Enrolment code",
     code_help: "Scan this code (or type it) on the tablet to enrol; it works once, for 7 days.",
     headwind: "Headwind MDM tablet",
+    wifi_in_qr: "The code has the tablet join the cart's Wi-Fi:",
     provisioning_help: "On the factory-reset tablet, tap the welcome screen six times, then scan this code: it installs the agent from the box and enrols. It works once, for 7 days.",
     c_queries: "Queries (24 h)", c_blocked: "Blocked (24 h)", c_online: "Tablets online",
     c_uplink: "Internet link", c_sync: "Central console", c_cache: "Cache",
@@ -468,7 +470,7 @@ $("new-code").onclick = async () => {
     $("code").textContent = r.code;
     $("code-qr").src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(r.qr)}`;
     $("code-qr").alt = r.provisioning ? t("headwind") : r.qr_payload;
-    $("code-help").textContent = t(r.provisioning ? "provisioning_help" : "code_help");
+    $("code-help").textContent = t(r.provisioning ? "provisioning_help" : "code_help") + (r.wifi ? ` ${t("wifi_in_qr")} ${r.wifi}.` : "");
     $("code-box").hidden = false;
     loadSchool();
   } catch (e) { showError(e); }
