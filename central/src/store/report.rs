@@ -285,6 +285,7 @@ impl Gatherer {
                 &key[t.split.1 + 1..],
             );
             let class = t.class.as_ref().map_or("", |c| c.1.as_str());
+            // Sorted by key, a site's tablets come together: its row is made once.
             if by_site.last_key_value().is_none_or(|(k, _)| k != site) {
                 site_row(&mut by_site, site);
             }
