@@ -91,12 +91,8 @@ impl<T: Copy + Default> Slots<T> {
         self.len = n;
     }
 
-    fn shrink_to_fit(&mut self) {
-        self.buf.truncate(self.start + self.len);
-        self.buf.shrink_to_fit();
-    }
-
-    /// Moves the elements to a new allocation where they start on a 2 MiB boundary
+    /// Moves the elements to a new allocation (of their length, not the old one's
+    /// capacity) where they start on a 2 MiB boundary
     /// and fill whole 2 MiB pages (the last one padded), and asks for those pages to
     /// be huge ones. Every lookup reads the arrays at random, a few places per query:
     /// where they sat in 4 KiB pages (the ends of the keys, which an allocation's
@@ -647,7 +643,7 @@ impl Index {
                 if !table.is_ordered() {
                     return None;
                 }
-                table.prefer_huge_pages();
+                table.move_to_huge_pages();
                 table
             },
             addresses: saved.addresses,
@@ -892,16 +888,14 @@ fn merge_into_table(mut sorted: Vec<Vec<u64>>, source_ids: &[u8]) -> Result<Tabl
         len: len as u64,
     };
     table.spread();
-    // The vector grew by doubling while the files were read: give back the rest.
-    table.keys.shrink_to_fit();
-    table.set_of.shrink_to_fit();
-    table.prefer_huge_pages();
+    // Also gives back what the vectors' doubling left unused while the files were read.
+    table.move_to_huge_pages();
     Ok(table)
 }
 
 impl Table {
     /// Each lookup reads `keys` and `set_of` at random: fewer TLB misses.
-    fn prefer_huge_pages(&mut self) {
+    fn move_to_huge_pages(&mut self) {
         self.keys.move_to_huge_pages();
         self.set_of.move_to_huge_pages();
     }

@@ -53,10 +53,12 @@ impl Wifi {
     /// mode, the access point on with its passphrase, and not WPA3 only.
     pub fn of_cart(net: &NetConfig) -> Option<Wifi> {
         let ap = &net.ap;
-        let joinable = net.mode == NetMode::Cart && ap.enabled && ap.security != ApSecurity::Wpa3;
+        if net.mode != NetMode::Cart || !ap.enabled || ap.security == ApSecurity::Wpa3 {
+            return None;
+        }
         Some(Wifi {
             ssid: ap.ssid.0.clone(),
-            passphrase: ap.passphrase.as_ref().filter(|_| joinable)?.0.clone(),
+            passphrase: ap.passphrase.as_ref()?.0.clone(),
         })
     }
 }

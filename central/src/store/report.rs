@@ -158,7 +158,7 @@ impl Sums {
 /// One tablet's use in the period, gathered from its blocks.
 #[derive(Default)]
 struct TabletAgg {
-    /// Where `site \0 box` ends in the key, and where `box \0 device` begins.
+    /// Where the key's two `\0` stand (after the site, after the box).
     split: (usize, usize),
     days_used: i64,
     /// In units of `UNIT_SECS` (summed as integers, converted once).
@@ -285,14 +285,14 @@ impl Gatherer {
                 &key[t.split.1 + 1..],
             );
             let class = t.class.as_ref().map_or("", |c| c.1.as_str());
-            // Sorted by key, a site's tablets come together: its row is made once.
-            if by_site.last_key_value().is_none_or(|(k, _)| k != site) {
-                site_row(&mut by_site, site);
-            }
-            if let Some(s) = by_site.get_mut(site) {
-                s.tablets_used += 1;
-                s.minutes += t.units;
-            }
+            // Sorted by key, a site's tablets come together: its row is the last one
+            // once made.
+            let s = match by_site.last_entry() {
+                Some(row) if row.key() == site => row.into_mut(),
+                _ => site_row(&mut by_site, site),
+            };
+            s.tablets_used += 1;
+            s.minutes += t.units;
             let w = weeks
                 .entry((site, class))
                 .or_insert_with(|| vec![(0, 0); n_weeks]);

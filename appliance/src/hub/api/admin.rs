@@ -71,11 +71,8 @@ pub(super) async fn new_code(
             let base = format!("http://{host}");
             // A Headwind tablet scans Android's provisioning QR, when the box can
             // give it the agent; others scan ours.
-            let provisioning = state
-                .provisioning
-                .as_ref()
-                .filter(|_| body.headwind)
-                .map(|p| p.qr_json(&base, &code));
+            let headwind = state.provisioning.as_ref().filter(|_| body.headwind);
+            let provisioning = headwind.map(|p| p.qr_json(&base, &code));
             let payload = match &provisioning {
                 Some(p) => p.to_string(),
                 None => format!("cartable:enrol?box={base}&code={code}"),
@@ -87,10 +84,7 @@ pub(super) async fn new_code(
                     "code": code, "qr": qr, "qr_payload": payload,
                     "provisioning": provisioning,
                     // The network the QR has the tablet join (a cart's access point).
-                    "wifi": provisioning.as_ref().and_then(|_| {
-                        let p = state.provisioning.as_ref()?;
-                        Some(p.wifi.as_ref()?.ssid.clone())
-                    }),
+                    "wifi": headwind.and_then(|p| p.wifi.as_ref()).map(|w| &w.ssid),
                 })),
             )
                 .into_response())
